@@ -1,0 +1,197 @@
+"""One trainer for every backbone: Adam, mini-batches, early stopping, best checkpoint, seeds.
+
+Explained in Chapter 3 (Backbones). Top-k models learn from BPR triples drawn by
+:class:`~recsize.data.BPRSampler` and stop early on validation NDCG@20; CTR models learn from shuffled
+samples and stop early on validation AUC. The weights of the best validation epoch are restored at the
+end (and written to ``checkpoint`` if given), then the test split is evaluated once.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data import BPRSampler
+from .evaluate import evaluate_ctr, evaluate_topk
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA). Explained in Chapter 3."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available). Explained in Chapter 3."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def show_progress(progress: bool | None) -> bool:
+    """Progress bars are shown when asked, or by default only when stderr is a terminal."""
+    return sys.stderr.isatty() if progress is None else bool(progress)
+
+
+@dataclass
+class TrainConfig:
+    """Training settings. ``metric`` defaults to ``ndcg@20`` (top-k) or ``auc`` (CTR). Chapter 3."""
+
+    epochs: int = 300
+    batch_size: int = 2048
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10
+    eval_every: int = 1
+    metric: str | None = None
+    ks: tuple[int, ...] = (5, 10, 20)
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool | None = None
+    checkpoint: str | None = None
+    test: bool = True
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. ``model`` holds the best weights. Explained in Chapter 3."""
+
+    best_epoch: int
+    valid: dict
+    test: dict | None
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+    config: dict = field(default_factory=dict)
+    model: torch.nn.Module | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in
+                 ("best_epoch", "valid", "test", "history", "seconds", "config")}
+        return json.loads(json.dumps(d, default=float))
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` through a temporary file and a rename, so no half-written file is left behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _ctr_batches(n: int, batch_size: int, rng: np.random.Generator):
+    order = rng.permutation(n)
+    for s in range(0, n, batch_size):
+        yield order[s:s + batch_size]
+
+
+def train(model: torch.nn.Module, split, config: TrainConfig | None = None, **overrides) -> TrainResult:
+    """Train ``model`` on ``split`` (a top-k :class:`~recsize.data.Split` or a
+    :class:`~recsize.data.CTRSplit`) and return the best-validation result. Explained in Chapter 3.
+
+    Raises ``FloatingPointError`` as soon as the loss is NaN or infinite.
+    """
+    config = config or TrainConfig()
+    if overrides:
+        config = TrainConfig(**{**asdict(config), **overrides})
+    device = resolve_device(config.device)
+    model.to(device)
+    task = getattr(model, "task", None)
+    if task not in ("topk", "ctr"):
+        raise TypeError(f"{type(model).__name__} is not a recsize backbone (needs task 'topk' or 'ctr')")
+    if (task == "ctr") != hasattr(split.data, "n_features"):
+        raise ValueError(f"{type(model).__name__} is a {task} model but the split is "
+                         f"{'a CTR split' if task == 'topk' else 'a top-k split'}")
+    metric = config.metric or ("ndcg@20" if task == "topk" else "auc")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    if task == "topk":
+        sampler = BPRSampler(split.train, seed=config.seed)
+        n_batches = sampler.n_batches(config.batch_size)
+
+        def evaluate(stage):
+            return evaluate_topk(model, split, stage, ks=config.ks, device=device)
+        X = Y = None
+    else:
+        X = torch.from_numpy(split.data.X[split.train]).to(device)
+        Y = torch.from_numpy(split.data.y[split.train]).to(device)
+        n_batches = -(-len(X) // config.batch_size)
+
+        def evaluate(stage):
+            return evaluate_ctr(model, split, stage, device=device)
+    if metric not in evaluate("valid"):
+        raise ValueError(f"unknown early-stopping metric {metric!r} for a {task} model")
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    best, best_epoch, best_state, bad_rounds = -np.inf, 0, None, 0
+    history = []
+    start = time.perf_counter()
+    bar = tqdm(range(1, config.epochs + 1), desc=f"train {type(model).__name__}", unit="epoch",
+               disable=not show_progress(config.progress), leave=False)
+    for epoch in bar:
+        model.train()
+        total = torch.zeros((), device=device)
+        batches = (sampler.epoch(config.batch_size, device) if task == "topk"
+                   else ((X[b], Y[b]) for b in _ctr_batches(len(X), config.batch_size, rng)))
+        for b, batch in enumerate(batches):
+            loss = model.loss(*batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at epoch {epoch}, batch {b + 1}/{n_batches} of "
+                    f"{type(model).__name__}: lower the learning rate (now {config.lr}) or the initial "
+                    "weights' scale, and check the input data for NaN")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+        row = {"epoch": epoch, "loss": float(total) / n_batches}
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            valid = evaluate("valid")
+            row[metric] = valid[metric]
+            if valid[metric] > best:
+                best, best_epoch, bad_rounds = valid[metric], epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+                best_valid = valid
+            else:
+                bad_rounds += 1
+            bar.set_postfix(loss=f"{row['loss']:.4f}", **{metric: f"{valid[metric]:.4f}"})
+        row["seconds"] = time.perf_counter() - start
+        history.append(row)
+        if bad_rounds > config.patience:
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+    if config.checkpoint:
+        atomic_save({"state_dict": best_state, "epoch": best_epoch, "config": asdict(config)}, config.checkpoint)
+    test = evaluate("test") if config.test else None
+    return TrainResult(best_epoch, best_valid, test, history, time.perf_counter() - start,
+                       {**asdict(config), "metric": metric, "model": type(model).__name__}, model)
