@@ -195,3 +195,17 @@ def train(model: torch.nn.Module, split, config: TrainConfig | None = None, **ov
     test = evaluate("test") if config.test else None
     return TrainResult(best_epoch, best_valid, test, history, time.perf_counter() - start,
                        {**asdict(config), "metric": metric, "model": type(model).__name__}, model)
+
+
+def fit(backbone: str, split, dim: int = 64, config: TrainConfig | None = None,
+        embedding=None, **model_kwargs) -> TrainResult:
+    """Seed, build backbone ``backbone`` for ``split`` and train it: the one call the chapters use.
+
+    Model settings not given fall back to :data:`recsize.backbones.DEFAULTS`. Explained in Chapter 3.
+    """
+    from .backbones import build_backbone, defaults_for
+    model_defaults, train_defaults = defaults_for(backbone)
+    config = config or TrainConfig(**train_defaults)
+    seed_everything(config.seed)
+    model = build_backbone(backbone, split, dim, embedding=embedding, **{**model_defaults, **model_kwargs})
+    return train(model, split, config)

@@ -11,3 +11,25 @@ __all__ = ["CTR_FIELDS", "CTRData", "CTRSplit", "ctr_view", "encode_fields", "sp
            "BPRSampler", "DATASETS", "CorruptFile", "DatasetUnavailable", "cache_dir", "fetch",
            "PROTOCOLS", "Split", "make_split", "random_split", "ratio_counts", "temporal_split",
            "make_synthetic"]
+
+
+def prepare(name: str, protocol: str = "random-811", seed: int = 0, verbose: bool = False, **kwargs):
+    """Load dataset ``name`` and split it: a :class:`Split` for top-k data, a :class:`CTRSplit` for a
+    CTR view (``ml-100k-ctr``, random 8:1:1 over samples). Explained in Chapter 2."""
+    if name.endswith("-ctr"):
+        base = name[: -len("-ctr")]
+        if base != "ml-100k":
+            raise ValueError(f"no CTR view for {base!r}: the CTR view needs ml-100k's side features")
+        split = split_ctr(ctr_view(load(base, verbose=verbose, **kwargs)), seed=seed)
+        if verbose:
+            print(split.data)
+            print(split)
+        return split
+    data = load(name, verbose=verbose, **kwargs)
+    if verbose:
+        print(data)
+    return make_split(data, protocol, seed=seed, verbose=verbose)
+
+
+DATASET_CHOICES = (*DATASETS, "ml-100k-ctr")
+__all__ += ["prepare", "DATASET_CHOICES"]
