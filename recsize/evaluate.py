@@ -22,12 +22,14 @@ def _rows(m: sp.csr_matrix, users: np.ndarray, device) -> tuple[torch.Tensor, to
 
 @torch.no_grad()
 def evaluate_topk(model, split, stage: str = "valid", ks=(5, 10, 20), metrics=TOPK_METRICS,
-                  batch_size: int = 1024, per_user: bool = False, device=None) -> dict:
+                  batch_size: int = 1024, per_user: bool = False, device=None,
+                  exclude_seen: bool = True) -> dict:
     """Mean of each metric at each k over users with held-out positives in ``stage``.
 
     ``stage="valid"`` excludes training items; ``stage="test"`` excludes training and validation items.
     With ``per_user=True`` the result also holds ``"per_user"``: for every metric an array over all users
-    (NaN for users without held-out positives). Explained in Chapter 2.
+    (NaN for users without held-out positives). ``exclude_seen=False`` keeps already-seen items in the
+    ranking: a common protocol mistake, shown in Chapter 2. Explained in Chapter 2.
     """
     if stage not in ("valid", "test"):
         raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
@@ -49,8 +51,9 @@ def evaluate_topk(model, split, stage: str = "valid", ks=(5, 10, 20), metrics=TO
     for s in range(0, len(users_all), batch_size):
         users = users_all[s:s + batch_size]
         scores = score_all(torch.from_numpy(users).to(device)).float()
-        r, c = _rows(seen, users, device)
-        scores[r, c] = -torch.inf
+        if exclude_seen:
+            r, c = _rows(seen, users, device)
+            scores[r, c] = -torch.inf
         top = scores.topk(kmax, dim=1).indices
         truth = torch.zeros_like(scores, dtype=torch.bool)
         r, c = _rows(target, users, device)

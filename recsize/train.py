@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import BPRSampler
 from .evaluate import evaluate_ctr, evaluate_topk
@@ -195,6 +195,13 @@ def train(model: torch.nn.Module, split, config: TrainConfig | None = None, **ov
     test = evaluate("test") if config.test else None
     return TrainResult(best_epoch, best_valid, test, history, time.perf_counter() - start,
                        {**asdict(config), "metric": metric, "model": type(model).__name__}, model)
+
+
+def default_config(backbone: str, **overrides) -> TrainConfig:
+    """The trainer settings recommended for ``backbone`` (:data:`recsize.backbones.DEFAULTS`), with
+    ``overrides`` applied: ``default_config("mf", epochs=5, seed=1)``. Explained in Chapter 3."""
+    from .backbones import defaults_for
+    return TrainConfig(**{**defaults_for(backbone)[1], **overrides})
 
 
 def fit(backbone: str, split, dim: int = 64, config: TrainConfig | None = None,

@@ -18,7 +18,7 @@ def make_synthetic(n_users: int = 600, n_items: int = 1000, d_true: int = 32, me
 
     Item popularity follows a Zipf law with exponent ``zipf``. Item ``i`` uses only its first
     ``true_item_dims[i]`` latent dimensions, decreasing from ``d_true`` for the most popular item to
-    ``min_dim`` for the rarest (log-linear in popularity rank); users likewise by activity. A user picks
+    ``min_dim`` for the rarest (linear in the popularity rank); users likewise by activity. A user picks
     ``n_u`` distinct items (log-normal around ``mean_per_user``) by Gumbel-top-k on
     ``signal * <u, v_i> + log popularity_i``. Timestamps are a random order, so every split protocol works.
     The planted dimensions are in ``meta['true_item_dims']`` and ``meta['true_user_dims']``.
@@ -33,8 +33,8 @@ def make_synthetic(n_users: int = 600, n_items: int = 1000, d_true: int = 32, me
     rng = np.random.default_rng(seed)
 
     def planted_dims(n: int) -> np.ndarray:  # rank 0 (most popular) -> d_true, last -> min_dim
-        frac = np.log1p(np.arange(n)) / np.log(n)
-        return np.round(d_true * (min_dim / d_true) ** frac).astype(np.int64)
+        quantile = np.arange(n) / (n - 1)
+        return np.round(d_true - (d_true - min_dim) * quantile).astype(np.int64)
 
     pop = 1.0 / np.arange(1, n_items + 1) ** zipf
     pop /= pop.sum()

@@ -1,0 +1,66 @@
+"""Every chapter is a jupytext pair in sync, and runs end to end through papermill with its CI parameters.
+
+nbval (``pytest --nbval-lax notebooks/``, part of the default ``pytest`` run) re-executes the stored
+notebooks and compares the outputs of the cells marked ``# NBVAL_CHECK_OUTPUT``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+CHAPTERS = sorted(p.stem for p in NOTEBOOKS.glob("ch*.py"))
+REAL_CACHE = os.environ.get("RECSIZE_DATA")  # read before any fixture points it at a temporary folder
+
+
+def _cells(nb) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+def test_there_are_chapters():
+    assert len(CHAPTERS) >= 3, CHAPTERS
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_pair_in_sync(chapter):
+    text = jupytext.read(NOTEBOOKS / f"{chapter}.py")
+    ipynb_path = NOTEBOOKS / f"{chapter}.ipynb"
+    assert ipynb_path.exists(), f"{ipynb_path.name} is missing: run `python notebooks/execute.py {chapter}`"
+    stored = nbformat.read(ipynb_path, as_version=4)
+    assert _cells(text) == _cells(stored), (
+        f"{chapter}.py and {chapter}.ipynb differ: run `python notebooks/execute.py {chapter}`")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_structure(chapter):
+    nb = jupytext.read(NOTEBOOKS / f"{chapter}.py")
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, "exactly one cell tagged 'parameters' (papermill)"
+    assert "full run" in params[0].source, "the parameters cell documents the full-run values"
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "What you will learn" in text and "## Summary" in text and "## Exercises" in text
+    assert any("NBVAL_CHECK_OUTPUT" in c.source for c in nb.cells), "at least one checked deterministic cell"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_runs_with_papermill(chapter, tmp_path, monkeypatch):
+    import papermill as pm
+    if REAL_CACHE is None:
+        monkeypatch.delenv("RECSIZE_DATA", raising=False)
+    else:
+        monkeypatch.setenv("RECSIZE_DATA", REAL_CACHE)
+    out_nb = tmp_path / f"{chapter}.ipynb"
+    figures = tmp_path / "results"
+    pm.execute_notebook(str(NOTEBOOKS / f"{chapter}.ipynb"), str(out_nb), cwd=str(NOTEBOOKS),
+                        parameters={"out_dir": str(figures), "seed": 0}, progress_bar=False,
+                        kernel_name="python3")
+    nb = nbformat.read(out_nb, as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    assert list(figures.glob("*.png")), "the chapter saves at least one figure"
