@@ -1,0 +1,61 @@
+"""Shared fixtures: a private data cache for every test and tiny synthetic splits."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsize.data import Interactions, Split, make_split, make_synthetic
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Point $RECSIZE_DATA at an empty temporary folder: tests never touch ~/.cache/recsize."""
+    folder = tmp_path_factory.mktemp("recsize-cache")
+    monkeypatch.setenv("RECSIZE_DATA", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> Interactions:
+    return make_synthetic(n_users=60, n_items=80, mean_per_user=10, d_true=8, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_split(tiny_data) -> Split:
+    return make_split(tiny_data, "random-811", seed=0)
+
+
+def csr(rows: list[list[int]], n_items: int) -> sp.csr_matrix:
+    """A binary CSR matrix with the given item lists as rows."""
+    u = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+    i = np.asarray([x for r in rows for x in r], dtype=np.int64)
+    m = sp.csr_matrix((np.ones(len(u), np.float32), (u, i)), shape=(len(rows), n_items))
+    m.sort_indices()
+    return m
+
+
+def features_data(n_users: int = 30, n_items: int = 40, n: int = 600, seed: int = 0) -> Interactions:
+    """A small Interactions with ml-100k-like side features and ratings."""
+    rng = np.random.default_rng(seed)
+    user = np.arange(n) % n_users
+    item = rng.integers(0, n_items, n)
+    item[:n_items] = np.arange(n_items)  # every item occurs
+    genres = np.array(["Action", "Comedy", "Drama", "Horror"])
+    item_genre = genres[np.arange(n_items) % 4]
+    # labels depend on the genre so that a CTR model has something to learn
+    rating = np.where(np.isin(item_genre[item], ["Action", "Drama"]), 5.0, 2.0).astype(np.float32)
+    flip = rng.random(n) < 0.1
+    rating[flip] = 6.0 - rating[flip] + 1.0
+    return Interactions(
+        "tiny-features", n_users, n_items, user, item, rating, np.arange(n, dtype=np.int64),
+        user_features={"age": rng.integers(10, 70, n_users),
+                       "gender": np.array(["M", "F"])[np.arange(n_users) % 2],
+                       "occupation": np.array(["student", "writer", "other"])[np.arange(n_users) % 3],
+                       "zip_code": np.array([f"{z:05d}" for z in rng.integers(0, 99999, n_users)])},
+        item_features={"genre": item_genre,
+                       "release_year": np.array([str(1990 + i % 7) for i in range(n_items)]),
+                       "title": np.array([f"Movie {i}" for i in range(n_items)])})

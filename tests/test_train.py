@@ -1,0 +1,157 @@
+"""The trainer: config checks, NaN detection, early stopping, best-weight restore, checkpoints, devices."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from recsize.backbones import MF
+from recsize.evaluate import evaluate_topk
+from recsize.train import TrainConfig, atomic_save, default_config, resolve_device, train
+
+QUIET = dict(progress=False, test=False)
+
+
+class Drift(nn.Module):
+    """Scores are a free (users x items) matrix W, initialised to rank every user's validation items
+    first. The loss pushes W along a fixed random direction by about ``lr`` per step, so the validation
+    metric is perfect after epoch 1 and only gets worse afterwards (with ``direction`` 0 it never changes).
+    """
+
+    task = "topk"
+
+    def __init__(self, split, direction_scale: float = 1.0):
+        super().__init__()
+        self.W = nn.Parameter(5.0 * torch.from_numpy(split.valid.toarray()))
+        g = torch.Generator().manual_seed(0)
+        self.D = direction_scale * (torch.randint(0, 2, self.W.shape, generator=g).float() * 2 - 1)
+
+    def loss(self, users, pos, neg):
+        return -(self.W * self.D).sum() / self.W.numel()
+
+    def scorer(self):
+        return lambda users: self.W[users].clone()
+
+
+class NaNLoss(MF):
+    def loss(self, users, pos, neg):
+        return super().loss(users, pos, neg) * float("nan")
+
+
+@pytest.mark.parametrize("kwargs", [dict(epochs=0), dict(batch_size=0), dict(eval_every=0), dict(patience=-1),
+                                    dict(lr=0.0), dict(lr=-1e-3), dict(lr=float("nan")),
+                                    dict(weight_decay=-0.1)])
+def test_config_rejects_bad_values(kwargs):
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=name):
+        TrainConfig(**kwargs)
+
+
+def test_default_config():
+    cfg = default_config("fm", epochs=5)
+    assert cfg.epochs == 5 and cfg.batch_size == 2048 and cfg.lr == 1e-3
+
+
+def test_nan_loss_raises(tiny_split):
+    model = NaNLoss(tiny_split.n_users, tiny_split.n_items, dim=8)
+    with pytest.raises(FloatingPointError) as e:
+        train(model, tiny_split, TrainConfig(epochs=3, batch_size=256, **QUIET))
+    msg = str(e.value)
+    assert "nan" in msg and "epoch 1" in msg and "batch 1/" in msg
+    assert "NaNLoss" in msg and "lower the learning rate" in msg
+
+
+def test_best_weights_are_restored_and_checkpointed(tiny_split, tmp_path):
+    model = Drift(tiny_split)
+    ckpt = tmp_path / "runs" / "best.pt"
+    result = train(model, tiny_split, TrainConfig(epochs=6, batch_size=10 ** 6, lr=1.0, patience=100,
+                                                  checkpoint=str(ckpt), progress=False))
+    metrics = [row["ndcg@20"] for row in result.history]
+    assert len(metrics) == 6
+    assert metrics[0] == pytest.approx(1.0) and metrics[-1] < 0.9, metrics
+    assert result.best_epoch == 1 and result.valid["ndcg@20"] == pytest.approx(1.0)
+    assert result.model is model
+    # the model now holds the epoch-1 weights (one Adam step of size lr along D), not the last ones
+    want = 5.0 * torch.from_numpy(tiny_split.valid.toarray()) + model.D
+    torch.testing.assert_close(model.W.detach(), want, atol=1e-3, rtol=0)
+    assert evaluate_topk(model, tiny_split, "valid") == result.valid
+    assert result.test is not None and set(result.test) == set(result.valid)
+    assert result.test == evaluate_topk(model, tiny_split, "test")
+    saved = torch.load(ckpt)
+    assert saved["epoch"] == 1 and set(saved["state_dict"]) == {"W"}
+    torch.testing.assert_close(saved["state_dict"]["W"], model.W.detach())
+    assert saved["config"]["lr"] == 1.0
+    assert [p.name for p in ckpt.parent.iterdir()] == ["best.pt"]  # no .part leftovers
+    d = result.to_dict()
+    assert json.loads(json.dumps(d)) == d and d["config"]["metric"] == "ndcg@20"
+    assert d["config"]["model"] == "Drift" and "model" not in {k for k in d if k != "config"}
+
+
+@pytest.mark.parametrize("patience", [0, 2])
+def test_early_stopping(tiny_split, patience):
+    model = Drift(tiny_split, direction_scale=0.0)  # the validation metric never improves after epoch 1
+    result = train(model, tiny_split, TrainConfig(epochs=50, batch_size=10 ** 6, patience=patience, **QUIET))
+    assert len(result.history) == patience + 2
+    assert result.best_epoch == 1
+
+
+def test_eval_every(tiny_split):
+    model = Drift(tiny_split, direction_scale=0.0)
+    result = train(model, tiny_split, TrainConfig(epochs=5, eval_every=2, batch_size=10 ** 6, **QUIET))
+    assert ["ndcg@20" in row for row in result.history] == [False, True, False, True, True]
+
+
+def test_overrides_and_metric(tiny_split):
+    model = MF(tiny_split.n_users, tiny_split.n_items, dim=8)
+    result = train(model, tiny_split, TrainConfig(epochs=5, batch_size=256, **QUIET), epochs=1,
+                   metric="recall@10")
+    assert len(result.history) == 1 and "recall@10" in result.history[0]
+    assert result.config["metric"] == "recall@10" and result.config["epochs"] == 1
+    with pytest.raises(ValueError, match="early-stopping metric"):
+        train(model, tiny_split, TrainConfig(epochs=1, metric="auc", **QUIET))
+
+
+def test_task_checks(tiny_split):
+    with pytest.raises(TypeError, match="not a recsize backbone"):
+        train(nn.Linear(2, 2), tiny_split, TrainConfig(epochs=1, **QUIET))
+    ctr_like = Drift(tiny_split)
+    ctr_like.task = "ctr"
+    with pytest.raises(ValueError, match="top-k split"):
+        train(ctr_like, tiny_split, TrainConfig(epochs=1, **QUIET))
+
+
+def test_atomic_save_cleans_up(tmp_path, monkeypatch):
+    target = tmp_path / "x.pt"
+
+    def boom(obj, f):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_save({"a": 1}, target)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_devices_without_cuda(tiny_split):
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda:1")
+    model = MF(tiny_split.n_users, tiny_split.n_items, dim=8)
+    with pytest.raises(ValueError, match="CUDA"):
+        train(model, tiny_split, TrainConfig(epochs=1, device="cuda", **QUIET))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_on_cuda(tiny_split):
+    assert resolve_device("auto").type == "cuda"
+    model = MF(tiny_split.n_users, tiny_split.n_items, dim=8)
+    result = train(model, tiny_split, TrainConfig(epochs=2, batch_size=256, device="cuda", **QUIET))
+    assert next(result.model.parameters()).device.type == "cuda"
+    assert np.isfinite(result.history[-1]["loss"])
