@@ -3,6 +3,7 @@
     recsize data fetch ml-100k
     recsize data info ml-100k --protocol random-811
     recsize train --backbone lightgcn --dataset ml-100k --dim 64 --out results/lightgcn.json
+    recsize search --method mde --budget 0.1 --backbone lightgcn --dataset ml-100k   (Chapter 4)
 """
 from __future__ import annotations
 
@@ -43,6 +44,36 @@ def _nonneg_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not v >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return v
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _density(text: str) -> float:
+    from .budget import check_budget
+    try:
+        return check_budget(_number(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _sparsity(text: str) -> float:
+    from .budget import density_from_sparsity
+    try:
+        return density_from_sparsity(_number(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _unit_float(text: str) -> float:
+    v = _number(text)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
     return v
 
 
@@ -106,6 +137,34 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, help="write metrics and history as JSON here")
     t.add_argument("--checkpoint", type=Path, help="save the best weights here")
     t.add_argument("--quiet", action="store_true", help="no progress bars or dataset messages")
+
+    from .search import METHODS
+    s = sub.add_parser("search", help="train with searched or baseline embedding sizes under a budget",
+                       description="Give every embedding row a width under a memory budget, train, then "
+                                   "report quality, parameters and bytes (dense vs compact). Chapter 4.")
+    s.add_argument("--method", choices=METHODS, required=True,
+                   help="es: equal sizes, mr: mixed random sizes, mde: width ~ frequency^alpha")
+    budget = s.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--budget", type=_density, dest="density", metavar="DENSITY",
+                        help="kept fraction of the d_max-wide tables, in (0, 1] (0.1 keeps 10 %%)")
+    budget.add_argument("--sparsity", type=_sparsity, dest="density", metavar="C",
+                        help="the papers' pruned fraction c, in [0, 1) (0.9 keeps 10 %%)")
+    s.add_argument("--alpha", type=_unit_float, default=0.3, help="MDE temperature in [0, 1] (default 0.3)")
+    s.add_argument("--backbone", choices=list(BACKBONES), default="lightgcn")
+    s.add_argument("--dataset", choices=DATASET_CHOICES, default="ml-100k")
+    s.add_argument("--protocol", choices=list(PROTOCOLS), default="random-811",
+                   help="split protocol for top-k data (default: random-811)")
+    s.add_argument("--dim", type=_positive_int, default=64, help="full width d_max (default 64)")
+    s.add_argument("--epochs", type=_positive_int, default=300, help="maximum epochs (default 300)")
+    s.add_argument("--batch-size", type=_positive_int, help="mini-batch size (backbone default)")
+    s.add_argument("--lr", type=_positive_float, help="Adam learning rate (backbone default)")
+    s.add_argument("--weight-decay", type=_nonneg_float, help="Adam weight decay (default 0)")
+    s.add_argument("--reg", type=_nonneg_float, help="L2 weight on the batch embeddings (backbone default)")
+    s.add_argument("--patience", type=int, default=10, help="epochs without improvement before stopping")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    s.add_argument("--out", type=Path, help="write sizes, metrics, memory and history as JSON here")
+    s.add_argument("--quiet", action="store_true", help="no progress bars or dataset messages")
     return p
 
 
@@ -150,6 +209,46 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_search(args) -> int:
+    from .backbones import defaults_for
+    from .budget import format_bytes
+    from .data import prepare
+    from .search import run_baseline
+    from .train import TrainConfig
+    model_kwargs, train_kwargs = defaults_for(args.backbone)
+    for arg, key in (("batch_size", "batch_size"), ("lr", "lr"), ("weight_decay", "weight_decay")):
+        if getattr(args, arg) is not None:
+            train_kwargs[key] = getattr(args, arg)
+    if args.reg is not None:
+        model_kwargs["reg"] = args.reg
+    if args.patience < 0:
+        raise SystemExit("recsize search: error: --patience must be >= 0")
+    config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
+                         progress=False if args.quiet else None, **train_kwargs)
+    split = prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet)
+    run = run_baseline(args.backbone, split, args.method, args.density, args.dim, config, seed=args.seed,
+                       alpha=args.alpha, **model_kwargs)
+    result = run.result
+    protocol = "random-811 over samples" if args.dataset.endswith("-ctr") else args.protocol
+    out = {"backbone": args.backbone, "dataset": args.dataset, "protocol": protocol, **run.to_dict()}
+    keys = ["recall@20", "ndcg@20", "recall@5", "ndcg@5"] if "ndcg@20" in result.valid else ["auc", "logloss"]
+    print(f"{args.method} sizes, density {run.density:.3f} (sparsity c = {100 * (1 - run.density):.1f} %), "
+          f"d_max = {args.dim}: {args.backbone} on {args.dataset} ({protocol}, seed {args.seed}): "
+          f"best epoch {result.best_epoch}, {result.seconds:.1f} s")
+    print(metrics_table({"valid": result.valid, "test": result.test, "compact": run.test_compact}, keys))
+    print("(compact: the test split again, with the trained tables converted to compact storage)")
+    print(f"\n{'table':10s}{'rows':>9s}{'parameters':>12s}{'mean width':>11s}"
+          f"{'dense':>12s}{'masked':>12s}{'compact':>12s}{'compact/dense':>15s}")
+    for role, m in run.memory.items():
+        print(f"{role:10s}{m['rows']:>9,}{m['parameters']:>12,}{m['density'] * args.dim:>11.1f}"
+              f"{format_bytes(m['dense']):>12s}{format_bytes(m['masked']):>12s}{format_bytes(m['compact']):>12s}"
+              f"{m['compact'] / m['dense']:>15.3f}")
+    if args.out:
+        write_json(out, args.out)
+        print(f"sizes, metrics and memory written to {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -159,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_data(args)
         if args.command == "train":
             return _cmd_train(args)
+        if args.command == "search":
+            return _cmd_search(args)
     except (DatasetUnavailable, CorruptFile, ValueError, FloatingPointError) as e:
         print(f"recsize {args.command}: error: {e}", file=sys.stderr)
         return 2

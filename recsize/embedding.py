@@ -10,13 +10,48 @@ same interface. Every table is an ``nn.Module`` with
 
 Backbones never build ``nn.Embedding`` themselves: they call an *embedding factory*
 ``factory(role, num_rows, dim)`` with a role such as ``"user"``, ``"item"`` or ``"feature"``.
+
+Variable-size tables (Chapter 4). Row ``n`` has a width (its *size*) ``d_n`` in ``[0, d_max]`` and keeps
+its first ``d_n`` dimensions; a lookup always returns a ``d_max``-wide vector whose dimensions beyond
+``d_n`` are zero. Three storage forms share this contract:
+
+* :class:`MaskedEmbedding` (training and search): the full ``num_rows x d_max`` table times a 0/1 prefix
+  mask computed from the sizes. Sizes change in place between iterations, gradients outside the mask
+  are exactly zero, and hooks take per-dimension soft weights (DNIS) and per-instance gates (iHAS).
+  It stores the whole table: masking saves no memory, which is what the published codes do.
+* :class:`CompactEmbedding` (storage, serving, and training with fixed sizes): the kept values back to
+  back plus row offsets; its bytes really shrink. Converts to and from the masked form with exactly
+  equal lookups, saves and loads, and exports
+* :class:`EmbeddingBuckets`: one plain dense table per distinct width, what production embedding
+  libraries take.
+
+Mixed widths in the backbones: the policy is **zero-padding to d_max**, which is exactly what the mask
+does, so no backbone needs a projection and every backbone accepts masked and compact tables as is.
+
+* MF: ``<e_u, e_i>`` runs over the first ``min(d_u, d_i)`` dimensions (the rest multiply zeros).
+* NeuMF: the GMF branch as MF; the MLP branch sees the zero-padded concatenation, so the first layer's
+  weights for a row's missing dimensions receive no signal from that row.
+* LightGCN and NGCF: the sizes apply to the ego (layer-0) embeddings, the stored parameters;
+  propagation runs at d_max, so after one layer a narrow row's representation borrows its neighbours'
+  dimensions and a width-0 row is represented by its neighbourhood alone. Memory shrinks, compute does not.
+* FM: ``<v_i, v_j>`` over the shared prefix; a width-0 feature value keeps only its first-order weight
+  (the first-order weights are not part of the embedding budget).
+* DeepFM: the FM part as FM; the MLP sees the zero-padded field embeddings.
 """
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .budget import check_sizes
 
 EmbeddingFactory = Callable[[str, int, int], nn.Module]
 
@@ -56,3 +91,378 @@ class Embedding(nn.Module):
 def plain_embedding(role: str, num_rows: int, dim: int) -> nn.Module:
     """The default factory: a plain :class:`Embedding` for every role. Explained in Chapter 3."""
     return Embedding(num_rows, dim)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Variable-size tables (Chapter 4)
+# ---------------------------------------------------------------------------------------------------
+
+def _init_std(num_rows: int, d_max: int, init: str) -> float:
+    """The standard deviation of the plain table's initialisation, so all forms start alike."""
+    if init == "xavier":  # xavier_normal_ on a (num_rows, d_max) matrix
+        return (2.0 / (num_rows + d_max)) ** 0.5
+    if init == "normal":
+        return 0.1
+    raise ValueError(f"unknown init {init!r}: use 'xavier' or 'normal'")
+
+
+@functools.lru_cache(maxsize=32)
+def _prefix_masks(d_max: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(d_max + 1, d_max) table whose row w holds w ones then zeros: the mask of a width-w row.
+
+    Gathering a mask row per id is much faster than comparing ``arange(d_max) < width`` for every
+    batch, and the table is shared by all tables of the same d_max (it is not part of any table)."""
+    return (torch.arange(d_max, device=device) < torch.arange(d_max + 1, device=device)[:, None]).to(dtype)
+
+
+def prefix_mask(sizes: torch.Tensor, d_max: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The 0/1 masks ``(*sizes.shape, d_max)`` keeping the first ``sizes[...]`` dimensions of each row:
+    m[n, s] = 1 for s < d_n. Explained in Chapter 4."""
+    masks = _prefix_masks(int(d_max), dtype, sizes.device)
+    return masks.index_select(0, sizes.reshape(-1)).view(*sizes.shape, d_max)
+
+
+class MaskedEmbedding(nn.Module):
+    """A full ``num_rows x d_max`` table times a prefix mask: row n keeps its first ``sizes[n]``
+    dimensions, e_n = E[n] * m_n. Explained in Chapter 4.
+
+    The training form of every search method. ``set_sizes`` changes the sizes in place between
+    iterations (no rebuild, the optimizer keeps its parameters); the mask is computed from the
+    ``sizes`` buffer at every lookup, so it can never be stale. Because the lookup *multiplies* by the
+    mask, autograd gives exactly zero gradient to every entry outside it (an optimizer with weight
+    decay or momentum may still move those entries; they stay invisible while masked).
+
+    Hooks for the search methods, applied after the mask:
+
+    * ``set_soft_weights(weights, row_block)``: per-dimension soft weights, one row of ``d_max`` weights
+      per frequency block (DNIS's alpha); the lookup of row n is multiplied by ``weights[row_block[n]]``;
+    * ``forward(ids, gates)``: per-instance gates broadcast to ``(*ids.shape, d_max)`` (iHAS).
+
+    ``num_parameters()`` counts the kept entries, sum(d_n). ``num_bytes()`` counts what is really
+    stored: the *whole* table, the sizes and any soft weights. Masking saves no memory; convert to
+    :class:`CompactEmbedding` for that.
+    """
+
+    def __init__(self, num_rows: int, d_max: int, sizes=None, init: str = "xavier"):
+        super().__init__()
+        if num_rows < 1 or d_max < 1:
+            raise ValueError(f"an embedding needs num_rows >= 1 and d_max >= 1, got {num_rows} x {d_max}")
+        self.num_rows, self.dim = int(num_rows), int(d_max)
+        self.weight = nn.Parameter(torch.empty(self.num_rows, self.dim))
+        nn.init.normal_(self.weight, std=_init_std(self.num_rows, self.dim, init))
+        full = np.full(self.num_rows, self.dim, dtype=np.int64)
+        self.register_buffer("sizes", torch.from_numpy(full if sizes is None else self._checked(sizes)))
+        self.register_parameter("soft_weights", None)
+        self.register_buffer("row_block", None)
+
+    @property
+    def d_max(self) -> int:
+        return self.dim
+
+    def _checked(self, sizes) -> np.ndarray:
+        return check_sizes(sizes, self.num_rows, self.dim)
+
+    def set_sizes(self, sizes) -> None:
+        """Give row n the width ``sizes[n]`` (in [0, d_max]) without rebuilding anything. Chapter 4."""
+        self.sizes.copy_(torch.from_numpy(self._checked(sizes)))
+
+    def set_soft_weights(self, weights: torch.Tensor | None, row_block=None) -> None:
+        """Multiply every lookup by per-dimension soft weights (DNIS). Explained in Chapter 4.
+
+        ``weights`` is ``(num_blocks, d_max)`` with ``row_block`` giving each row's block, or
+        ``(num_rows, d_max)`` without it; ``None`` removes the hook. A plain tensor becomes a frozen
+        parameter; pass an ``nn.Parameter`` to learn the weights.
+        """
+        if weights is None:
+            self.soft_weights, self.row_block = None, None
+            return
+        if weights.dim() != 2 or weights.shape[1] != self.dim:
+            raise ValueError(f"soft weights must be (blocks or rows, {self.dim}), got {tuple(weights.shape)}")
+        if row_block is None:
+            if weights.shape[0] != self.num_rows:
+                raise ValueError(f"without row_block the soft weights need one row per table row "
+                                 f"({self.num_rows}), got {weights.shape[0]}")
+        else:
+            row_block = torch.as_tensor(row_block, dtype=torch.int64, device=self.weight.device)
+            if row_block.shape != (self.num_rows,):
+                raise ValueError(f"row_block must give one block per row ({self.num_rows}), "
+                                 f"got shape {tuple(row_block.shape)}")
+            if len(row_block) and (row_block.min() < 0 or row_block.max() >= weights.shape[0]):
+                raise ValueError(f"row_block values must lie in [0, {weights.shape[0]}) (one per block)")
+        if not isinstance(weights, nn.Parameter):
+            weights = nn.Parameter(weights.detach().clone(), requires_grad=False)
+        self.soft_weights = weights
+        self.row_block = row_block
+
+    def mask(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The 0/1 prefix masks of rows ``ids`` (all rows if None), shape ``(..., d_max)``. Chapter 4."""
+        sizes = self.sizes if ids is None else self.sizes[ids]
+        return prefix_mask(sizes, self.dim, self.weight.dtype)
+
+    def _soft(self, ids: torch.Tensor | None) -> torch.Tensor:
+        blocks = torch.arange(self.num_rows, device=self.weight.device) if ids is None else ids
+        if self.row_block is not None:
+            blocks = self.row_block[blocks]
+        return self.soft_weights[blocks]
+
+    def forward(self, ids: torch.Tensor, gates: torch.Tensor | None = None) -> torch.Tensor:
+        rows = F.embedding(ids, self.weight) * self.mask(ids)
+        if self.soft_weights is not None:
+            rows = rows * self._soft(ids)
+        if gates is not None:
+            rows = rows * gates
+        return rows
+
+    def table(self) -> torch.Tensor:
+        rows = self.weight * self.mask()
+        return rows * self._soft(None) if self.soft_weights is not None else rows
+
+    def num_parameters(self) -> int:
+        return int(self.sizes.sum())
+
+    def num_bytes(self) -> int:
+        stored = [self.weight, self.sizes, self.soft_weights, self.row_block]
+        return sum(t.numel() * t.element_size() for t in stored if t is not None)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_rows}, d_max={self.dim}, kept={self.num_parameters()}"
+
+
+class _CompactLookup(torch.autograd.Function):
+    """Zero-padded rows of a compact table. Forward: every row is read as one d_max-wide window
+    starting at its offset (a plain row copy, as fast as a dense lookup), then multiplied by its prefix
+    mask. Backward: the masked gradient is scatter-added into the kept values only."""
+
+    @staticmethod
+    def forward(ctx, values, start, mask):
+        d_max = mask.shape[1]
+        windows = values.as_strided((values.numel() - d_max + 1, d_max), (1, 1))  # overlapping views
+        ctx.save_for_backward(start, mask)
+        ctx.num_values = values.numel()
+        return windows.index_select(0, start).mul_(mask)
+
+    @staticmethod
+    def backward(ctx, grad):
+        start, mask = ctx.saved_tensors
+        d_max = mask.shape[1]
+        index = (start[:, None] + torch.arange(d_max, device=start.device)).reshape(-1)
+        grad_values = grad.new_zeros(ctx.num_values)
+        grad_values.index_add_(0, index, (grad * mask).reshape(-1))  # masked entries add exact zeros
+        return grad_values, None, None
+
+
+COMPACT_FORMAT = "recsize.CompactEmbedding/1"
+
+
+class CompactEmbedding(nn.Module):
+    """Rows of different widths stored back to back: row n is ``values[offsets[n]:offsets[n + 1]]``.
+    Explained in Chapter 4.
+
+    The storage and serving form whose bytes really shrink: sum(d_n) float32 values, (num_rows + 1)
+    int64 offsets and d_max floats of padding after the last row (so every row can be read as one
+    d_max-wide window; the part beyond d_n is masked away). A lookup returns the zero-padded d_max vector,
+    exactly equal to the masked table it came from (:meth:`from_masked`, :meth:`to_masked`). The values
+    are an ``nn.Parameter``: a compact table trains like any other when the sizes are fixed.
+    """
+
+    def __init__(self, sizes, d_max: int, init: str = "xavier", values: torch.Tensor | None = None):
+        super().__init__()
+        if d_max < 1:
+            raise ValueError(f"d_max must be >= 1, got {d_max}")
+        sizes = np.asarray(sizes.detach().cpu() if hasattr(sizes, "detach") else sizes)
+        if sizes.ndim != 1 or len(sizes) < 1:
+            raise ValueError(f"sizes must be a non-empty vector of widths, got shape {sizes.shape}")
+        sizes = check_sizes(sizes, len(sizes), d_max)
+        self.num_rows, self.dim = len(sizes), int(d_max)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.register_buffer("offsets", torch.from_numpy(offsets))
+        total = int(offsets[-1])
+        if values is None:
+            values = torch.empty(total).normal_(std=_init_std(self.num_rows, self.dim, init))
+        values = torch.as_tensor(values).detach().reshape(-1)
+        if values.numel() != total or not values.is_floating_point():
+            raise ValueError(f"the sizes keep {total} values: give that many floats, got {values.numel()} "
+                             f"of dtype {values.dtype}")
+        # the kept values, then d_max of padding so the last row can be read as a d_max-wide window
+        self.values = nn.Parameter(torch.cat([values, values.new_zeros(self.dim)]))
+
+    @property
+    def d_max(self) -> int:
+        return self.dim
+
+    @property
+    def sizes(self) -> torch.Tensor:
+        """The width of every row (int64), from the offsets."""
+        return self.offsets.diff()
+
+    def kept_values(self) -> torch.Tensor:
+        """The sum(d_n) stored values, row after row (no padding)."""
+        return self.values[: int(self.offsets[-1])]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1)
+        start = self.offsets.index_select(0, flat)
+        width = self.offsets.index_select(0, flat + 1) - start
+        mask = prefix_mask(width, self.dim, self.values.dtype)
+        return _CompactLookup.apply(self.values, start, mask).view(*ids.shape, self.dim)
+
+    def table(self) -> torch.Tensor:
+        return self(torch.arange(self.num_rows, device=self.offsets.device))
+
+    def num_parameters(self) -> int:
+        return int(self.offsets[-1])
+
+    def num_bytes(self) -> int:
+        return self.values.numel() * self.values.element_size() + self.offsets.numel() * self.offsets.element_size()
+
+    def extra_repr(self) -> str:
+        return f"{self.num_rows}, d_max={self.dim}, kept={self.num_parameters()}"
+
+    # conversions -----------------------------------------------------------------------------------
+    @classmethod
+    def from_masked(cls, masked: MaskedEmbedding) -> "CompactEmbedding":
+        """The compact copy of a masked table (soft weights folded into the values): lookups are
+        exactly equal. Explained in Chapter 4."""
+        with torch.no_grad():
+            rows = masked.table().detach()
+            keep = masked.mask().bool()
+            values = rows[keep]  # row-major order: each row's first d_n entries, row after row
+        compact = cls(masked.sizes.cpu().numpy(), masked.dim, values=values.cpu())
+        return compact.to(rows.device)
+
+    def to_masked(self) -> MaskedEmbedding:
+        """A masked table with the same lookups (zeros outside the mask). Explained in Chapter 4."""
+        masked = MaskedEmbedding(self.num_rows, self.dim, self.sizes.cpu().numpy())
+        with torch.no_grad():
+            masked.weight.copy_(self.table().detach().cpu())
+        return masked.to(self.values.device)
+
+    # storage ---------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the table (format tag, d_max, offsets, kept values) atomically: a temporary file, then a
+        rename. Explained in Chapter 4."""
+        from .train import atomic_save
+        atomic_save({"format": COMPACT_FORMAT, "d_max": self.dim, "offsets": self.offsets.cpu(),
+                     "values": self.kept_values().detach().cpu().clone()}, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CompactEmbedding":
+        """Read a table written by :meth:`save`; a corrupt or inconsistent file raises ``ValueError``
+        saying what is wrong. Explained in Chapter 4."""
+        path = Path(path)
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise ValueError(f"{path} is not a readable compact embedding file ({type(e).__name__}: {e})") from None
+        if not isinstance(blob, dict) or blob.get("format") != COMPACT_FORMAT:
+            raise ValueError(f"{path} is not a compact embedding file (expected format {COMPACT_FORMAT!r})")
+        d_max, offsets, values = blob.get("d_max"), blob.get("offsets"), blob.get("values")
+        problem = None
+        if not isinstance(d_max, int) or d_max < 1:
+            problem = f"d_max must be a positive integer, got {d_max!r}"
+        elif not isinstance(offsets, torch.Tensor) or offsets.dim() != 1 or offsets.dtype != torch.int64 \
+                or len(offsets) < 2:
+            problem = "offsets must be an int64 vector of num_rows + 1 entries"
+        elif not isinstance(values, torch.Tensor) or values.dim() != 1 or not values.is_floating_point():
+            problem = "values must be a floating-point vector"
+        elif offsets[0] != 0 or int(offsets[-1]) != len(values):
+            problem = (f"offsets must run from 0 to the number of values ({len(values)}), "
+                       f"got {int(offsets[0])} to {int(offsets[-1])}")
+        elif (offsets.diff() < 0).any() or (offsets.diff() > d_max).any():
+            problem = f"row widths (offset differences) must lie in [0, d_max = {d_max}]"
+        if problem:
+            raise ValueError(f"{path} is a corrupt compact embedding file: {problem}")
+        return cls(offsets.diff().numpy(), d_max, values=values)
+
+    def export_buckets(self, round_to: int = 1) -> "EmbeddingBuckets":
+        """Plain dense tables, one per distinct width (rounded up to a multiple of ``round_to``, never
+        beyond d_max, zero-padded), plus the row -> (bucket width, position) index. Lookups through the
+        buckets equal the compact lookups. Explained in Chapter 4."""
+        from .budget import round_widths
+        sizes = self.sizes.cpu().numpy()
+        widths = round_widths(sizes, self.dim, round_to)
+        rows = self.table().detach()
+        position = np.zeros(self.num_rows, dtype=np.int64)
+        tables = {}
+        for w in np.unique(widths):
+            members = np.flatnonzero(widths == w)
+            position[members] = np.arange(len(members))
+            tables[int(w)] = rows[torch.from_numpy(members).to(rows.device), : int(w)].clone()
+        return EmbeddingBuckets(self.dim, tables, torch.from_numpy(widths).to(rows.device),
+                                torch.from_numpy(position).to(rows.device))
+
+
+@dataclass
+class EmbeddingBuckets:
+    """A variable-size table as one plain dense table per width, the form production embedding
+    libraries take: row n lives at ``tables[bucket[n]][position[n]]``. Explained in Chapter 4."""
+
+    d_max: int
+    tables: dict[int, torch.Tensor]
+    bucket: torch.Tensor     # (num_rows,) the (rounded) width of each row: the key of its table
+    position: torch.Tensor   # (num_rows,) the row's index inside its table
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """Zero-padded d_max rows for ``ids`` (a reference lookup: one gather per bucket)."""
+        flat = ids.reshape(-1)
+        dtype = next(iter(self.tables.values())).dtype
+        out = torch.zeros(len(flat), self.d_max, dtype=dtype, device=flat.device)
+        bucket, position = self.bucket[flat], self.position[flat]
+        for width, table in self.tables.items():
+            if width == 0:
+                continue
+            hit = torch.nonzero(bucket == width).squeeze(1)
+            out[hit, :width] = table[position[hit]]
+        return out.view(*ids.shape, self.d_max)
+
+    def num_bytes(self) -> int:
+        index = self.bucket.numel() * self.bucket.element_size() + self.position.numel() * self.position.element_size()
+        return index + sum(t.numel() * t.element_size() for t in self.tables.values())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Factories: hand a backbone variable-size tables (Chapter 4)
+# ---------------------------------------------------------------------------------------------------
+
+def _sizes_for(sizes_by_role: dict | None, role: str, num_rows: int, dim: int, d_max: int | None):
+    if d_max is not None and dim != d_max:
+        raise ValueError(f"the backbone asks for {role!r} rows of width {dim} but the sizes are for "
+                         f"d_max = {d_max}: build the backbone with dim = {d_max}")
+    if sizes_by_role is None:
+        return None
+    if role not in sizes_by_role:
+        raise ValueError(f"no sizes for embedding role {role!r}; sizes were given for "
+                         f"{', '.join(map(repr, sizes_by_role)) or 'no role'}")
+    try:
+        return check_sizes(sizes_by_role[role], num_rows, dim)
+    except ValueError as e:
+        raise ValueError(f"sizes for role {role!r} ({num_rows} rows): {e}") from None
+
+
+def masked_factory(sizes_by_role: dict | None = None, d_max: int | None = None) -> EmbeddingFactory:
+    """An embedding factory of :class:`MaskedEmbedding` tables with the given sizes per role (all rows
+    full width when ``sizes_by_role`` is None). Explained in Chapter 4."""
+    def factory(role: str, num_rows: int, dim: int) -> nn.Module:
+        return MaskedEmbedding(num_rows, dim, _sizes_for(sizes_by_role, role, num_rows, dim, d_max))
+    return factory
+
+
+def compact_factory(sizes_by_role: dict | None = None, d_max: int | None = None,
+                    init: str = "xavier") -> EmbeddingFactory:
+    """An embedding factory of :class:`CompactEmbedding` tables with the given sizes per role (fixed
+    sizes; all rows full width when ``sizes_by_role`` is None). Explained in Chapter 4."""
+    def factory(role: str, num_rows: int, dim: int) -> nn.Module:
+        sizes = _sizes_for(sizes_by_role, role, num_rows, dim, d_max)
+        return CompactEmbedding(np.full(num_rows, dim) if sizes is None else sizes, dim, init=init)
+    return factory
+
+
+def compact_tables(model: nn.Module) -> nn.Module:
+    """Replace every :class:`MaskedEmbedding` of ``model`` (a backbone) by its compact copy, in place,
+    and return the model: train masked, then really shrink. Explained in Chapter 4."""
+    for name, table in list(model.embedding_tables().items()):
+        if isinstance(table, MaskedEmbedding):
+            setattr(model, name, CompactEmbedding.from_masked(table))
+    return model

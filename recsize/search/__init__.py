@@ -1,0 +1,10 @@
+"""Embedding-size search: budget-matched baselines (Chapter 4) and, later, the search methods.
+
+Every method produces one integer width per embedding row under a budget (see :mod:`recsize.budget`)
+and trains with the variable-size tables of :mod:`recsize.embedding`.
+"""
+from .baselines import (METHODS, BaselineRun, baseline_sizes, es_sizes, fit_to_total, mde_sizes, mr_sizes,
+                        role_counts, round_to_total, run_baseline)
+
+__all__ = ["METHODS", "BaselineRun", "baseline_sizes", "es_sizes", "fit_to_total", "mde_sizes", "mr_sizes",
+           "role_counts", "round_to_total", "run_baseline"]
