@@ -22,7 +22,6 @@ int64 indices):
 from __future__ import annotations
 
 import math
-from numbers import Integral
 
 import numpy as np
 

@@ -20,9 +20,9 @@ its first ``d_n`` dimensions; a lookup always returns a ``d_max``-wide vector wh
   are exactly zero, and hooks take per-dimension soft weights (DNIS) and per-instance gates (iHAS).
   It stores the whole table: masking saves no memory, which is what the published codes do.
 * :class:`CompactEmbedding` (storage, serving, and training with fixed sizes): the kept values back to
-  back plus row offsets; its bytes really shrink. Converts to and from the masked form with exactly
-  equal lookups, saves and loads, and exports
-* :class:`EmbeddingBuckets`: one plain dense table per distinct width, what production embedding
+  back plus row offsets; its bytes really shrink. It converts to and from the masked form with equal
+  lookups (kept entries bit for bit, zeros beyond), saves and loads, and exports to
+* :class:`EmbeddingBuckets`: one plain dense table per distinct width, the form production embedding
   libraries take.
 
 Mixed widths in the backbones: the policy is **zero-padding to d_max**, which is exactly what the mask
@@ -460,11 +460,14 @@ def _sizes_for(sizes_by_role: dict | None, role: str, num_rows: int, dim: int, d
         raise ValueError(f"sizes for role {role!r} ({num_rows} rows): {e}") from None
 
 
-def masked_factory(sizes_by_role: dict | None = None, d_max: int | None = None) -> EmbeddingFactory:
+def masked_factory(sizes_by_role: dict | None = None, d_max: int | None = None,
+                   init: str = "xavier") -> EmbeddingFactory:
     """An embedding factory of :class:`MaskedEmbedding` tables with the given sizes per role (all rows
-    full width when ``sizes_by_role`` is None). Explained in Chapter 4."""
+    full width when ``sizes_by_role`` is None), initialised like the plain table (``init``).
+    Explained in Chapter 4."""
+    _init_std(1, 1, init)  # an unknown init fails here, not at the first table
     def factory(role: str, num_rows: int, dim: int) -> nn.Module:
-        return MaskedEmbedding(num_rows, dim, _sizes_for(sizes_by_role, role, num_rows, dim, d_max))
+        return MaskedEmbedding(num_rows, dim, _sizes_for(sizes_by_role, role, num_rows, dim, d_max), init=init)
     return factory
 
 
@@ -472,6 +475,7 @@ def compact_factory(sizes_by_role: dict | None = None, d_max: int | None = None,
                     init: str = "xavier") -> EmbeddingFactory:
     """An embedding factory of :class:`CompactEmbedding` tables with the given sizes per role (fixed
     sizes; all rows full width when ``sizes_by_role`` is None). Explained in Chapter 4."""
+    _init_std(1, 1, init)
     def factory(role: str, num_rows: int, dim: int) -> nn.Module:
         sizes = _sizes_for(sizes_by_role, role, num_rows, dim, d_max)
         return CompactEmbedding(np.full(num_rows, dim) if sizes is None else sizes, dim, init=init)

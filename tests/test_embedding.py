@@ -276,6 +276,10 @@ def test_factories_build_the_right_tables():
     compact = compact_factory(sizes, d_max=4)("user", 3, 4)
     assert isinstance(compact, CompactEmbedding) and compact.sizes.tolist() == [1, 2, 3]
     assert masked_factory()("feature", 5, 8).num_parameters() == 40       # None: full width
+    torch.manual_seed(0)
+    assert masked_factory(init="normal")("user", 400, 64).weight.std().item() == pytest.approx(0.1, rel=0.05)
+    with pytest.raises(ValueError, match="unknown init"):
+        masked_factory(init="uniform")
     assert compact_factory()("feature", 5, 8).num_parameters() == 40
 
 

@@ -162,30 +162,35 @@ class BaselineRun:
     result: object
     test_compact: dict | None
     memory: dict
+    init: str = "xavier"
     model: object = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "density": self.density, "sparsity": 1 - self.density,
-                "d_max": self.d_max, "sizes": {r: s.tolist() for r, s in self.sizes.items()},
+                "d_max": self.d_max, "init": self.init, "sizes": {r: s.tolist() for r, s in self.sizes.items()},
                 "memory": self.memory, "test_compact": self.test_compact, **self.result.to_dict()}
 
 
 def run_baseline(backbone: str, split, method: str, density: float, d_max: int = 64, config=None,
-                 seed: int = 0, alpha: float = 0.3, **model_kwargs) -> BaselineRun:
+                 seed: int = 0, alpha: float = 0.3, init: str | None = None, **model_kwargs) -> BaselineRun:
     """Train ``backbone`` on ``split`` with the widths of baseline ``method`` at ``density``, then shrink.
 
-    Sizes per role come from training frequencies (:func:`role_counts`); the model trains with
-    :class:`~recsize.embedding.MaskedEmbedding` tables through :func:`recsize.train.fit`; its tables are
-    then converted to :class:`~recsize.embedding.CompactEmbedding` and the test split is evaluated again
-    to show the lookups did not change. Explained in Chapter 4.
+    Sizes per role come from training frequencies (:func:`role_counts`; MR draws role i with seed
+    ``seed + i``); the model trains with :class:`~recsize.embedding.MaskedEmbedding` tables, initialised
+    like the backbone's plain tables unless ``init`` says otherwise, through :func:`recsize.train.fit`;
+    its tables are then converted to :class:`~recsize.embedding.CompactEmbedding` and the test split is
+    evaluated again to show the lookups did not change. Explained in Chapter 4.
     """
+    from ..backbones import DEFAULTS
     from ..embedding import compact_tables, masked_factory
     from ..evaluate import evaluate_ctr, evaluate_topk
     from ..train import fit
     density = check_budget(density)
+    init = init or DEFAULTS.get(backbone.lower(), {}).get("init", "xavier")
     sizes = {role: baseline_sizes(method, counts, d_max, density, seed=seed + i, alpha=alpha)
              for i, (role, counts) in enumerate(role_counts(split).items())}
-    result = fit(backbone, split, d_max, config, embedding=masked_factory(sizes, d_max), **model_kwargs)
+    factory = masked_factory(sizes, d_max, init=init)
+    result = fit(backbone, split, d_max, config, embedding=factory, **model_kwargs)
     model = result.model
     roles = list(model.embedding_tables())
     masked_bytes = {role: model.embedding_tables()[role].num_bytes() for role in roles}
@@ -199,4 +204,4 @@ def run_baseline(backbone: str, split, method: str, density: float, d_max: int =
         evaluate = evaluate_topk if model.task == "topk" else evaluate_ctr
         test_compact = evaluate(model, split, "test")
     return BaselineRun(method, density, d_max, {role: sizes[role] for role in roles}, result, test_compact,
-                       memory, model)
+                       memory, init, model)
