@@ -19,7 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embedding import EmbeddingFactory, plain_embedding
+from .embedding import Embedding, EmbeddingFactory, plain_embedding
+
+
+def plain_factory(init: str = "xavier") -> EmbeddingFactory:
+    """A factory of plain :class:`~recsize.embedding.Embedding` tables with the given initialisation
+    (``"xavier"``: Xavier-normal; ``"normal"``: N(0, 0.1^2), LightGCN's choice). Explained in Chapter 3."""
+    if init not in ("xavier", "normal"):
+        raise ValueError(f"unknown init {init!r}: use 'xavier' or 'normal'")
+
+    def factory(role: str, num_rows: int, dim: int) -> Embedding:
+        return Embedding(num_rows, dim, init=init)
+    return factory
 
 
 class TopKModel(nn.Module):
@@ -306,12 +317,19 @@ CTR_BACKBONES = {"fm": FM, "deepfm": DeepFM}
 BACKBONES = {**TOPK_BACKBONES, **CTR_BACKBONES}
 
 
-def build_backbone(name: str, split, dim: int = 64, embedding: EmbeddingFactory | None = None, **kwargs):
+def build_backbone(name: str, split, dim: int = 64, embedding: EmbeddingFactory | None = None,
+                   init: str | None = None, **kwargs):
     """Build backbone ``name`` for a top-k :class:`~recsize.data.Split` or a CTR
-    :class:`~recsize.data.CTRSplit`. Explained in Chapter 3."""
+    :class:`~recsize.data.CTRSplit`. Without an ``embedding`` factory the tables are plain
+    :class:`~recsize.embedding.Embedding` initialised by ``init`` (``"xavier"`` or ``"normal"``; default:
+    the backbone's entry in :data:`DEFAULTS`). Explained in Chapter 3."""
     name = name.lower()
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}: choose one of {', '.join(BACKBONES)}")
+    if embedding is None:
+        embedding = plain_factory(init or DEFAULTS[name].get("init", "xavier"))
+    elif init is not None:
+        raise ValueError("give either an embedding factory or init, not both (the factory initialises its tables)")
     is_ctr_split = hasattr(split, "data") and hasattr(split.data, "n_features")
     if name in CTR_BACKBONES:
         if not is_ctr_split:
@@ -325,14 +343,16 @@ def build_backbone(name: str, split, dim: int = 64, embedding: EmbeddingFactory 
     return TOPK_BACKBONES[name](split.n_users, split.n_items, dim, embedding=embedding, **kwargs)
 
 
-# Settings each backbone trains well with on ml-100k (random 8:1:1, d = 64); see benchmarks/backbones.py.
-DEFAULTS: dict[str, dict[str, dict]] = {
-    "mf": {"model": {}, "train": {"lr": 1e-3}},
-    "neumf": {"model": {}, "train": {"lr": 1e-3}},
-    "ngcf": {"model": {}, "train": {"lr": 1e-3}},
-    "lightgcn": {"model": {}, "train": {"lr": 1e-3}},
-    "fm": {"model": {}, "train": {"lr": 1e-3, "batch_size": 2048}},
-    "deepfm": {"model": {}, "train": {"lr": 1e-3, "batch_size": 2048}},
+# Settings each backbone trains well with on ml-100k (random 8:1:1, d = 64), found by a small search on
+# the validation split (see the README); "init" is the initialisation of plain embedding tables.
+DEFAULTS: dict[str, dict] = {
+    "mf": {"model": {"reg": 1e-2}, "train": {"lr": 2e-3}, "init": "xavier"},
+    "neumf": {"model": {}, "train": {"lr": 1e-3}, "init": "xavier"},
+    "ngcf": {"model": {}, "train": {"lr": 1e-3}, "init": "xavier"},
+    "lightgcn": {"model": {"n_layers": 3, "reg": 1e-3}, "train": {"lr": 1e-2, "batch_size": 4096},
+                 "init": "normal"},
+    "fm": {"model": {}, "train": {"lr": 1e-3, "batch_size": 2048}, "init": "xavier"},
+    "deepfm": {"model": {}, "train": {"lr": 1e-3, "batch_size": 2048}, "init": "xavier"},
 }
 
 

@@ -27,6 +27,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -131,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_positive_float, help="Adam learning rate (backbone default)")
     t.add_argument("--weight-decay", type=_nonneg_float, help="Adam weight decay (default 0)")
     t.add_argument("--reg", type=_nonneg_float, help="L2 weight on the batch embeddings (backbone default)")
-    t.add_argument("--patience", type=int, default=10, help="epochs without improvement before stopping")
+    t.add_argument("--patience", type=_nonneg_int, default=10, help="epochs without improvement before stopping")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     t.add_argument("--out", type=Path, help="write metrics and history as JSON here")
@@ -160,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=_positive_float, help="Adam learning rate (backbone default)")
     s.add_argument("--weight-decay", type=_nonneg_float, help="Adam weight decay (default 0)")
     s.add_argument("--reg", type=_nonneg_float, help="L2 weight on the batch embeddings (backbone default)")
-    s.add_argument("--patience", type=int, default=10, help="epochs without improvement before stopping")
+    s.add_argument("--patience", type=_nonneg_int, default=10, help="epochs without improvement before stopping")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     s.add_argument("--out", type=Path, help="write sizes, metrics, memory and history as JSON here")
@@ -188,8 +198,6 @@ def _cmd_train(args) -> int:
             train_kwargs[key] = getattr(args, arg)
     if args.reg is not None:
         model_kwargs["reg"] = args.reg
-    if args.patience < 0:
-        raise SystemExit("recsize train: error: --patience must be >= 0")
     config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
                          progress=False if args.quiet else None,
                          checkpoint=str(args.checkpoint) if args.checkpoint else None, **train_kwargs)
@@ -221,8 +229,6 @@ def _cmd_search(args) -> int:
             train_kwargs[key] = getattr(args, arg)
     if args.reg is not None:
         model_kwargs["reg"] = args.reg
-    if args.patience < 0:
-        raise SystemExit("recsize search: error: --patience must be >= 0")
     config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
                          progress=False if args.quiet else None, **train_kwargs)
     split = prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet)
