@@ -347,8 +347,9 @@ def build_backbone(name: str, split, dim: int = 64, embedding: EmbeddingFactory 
 # the validation split (see the README); "init" is the initialisation of plain embedding tables.
 DEFAULTS: dict[str, dict] = {
     "mf": {"model": {"reg": 1e-2}, "train": {"lr": 2e-3}, "init": "xavier"},
-    "neumf": {"model": {}, "train": {"lr": 1e-3}, "init": "xavier"},
-    "ngcf": {"model": {}, "train": {"lr": 1e-3}, "init": "xavier"},
+    "neumf": {"model": {"hidden": (64,), "dropout": 0.3}, "train": {"lr": 2e-3, "batch_size": 4096},
+              "init": "xavier"},
+    "ngcf": {"model": {"reg": 1e-3}, "train": {"lr": 2e-3, "batch_size": 4096}, "init": "xavier"},
     "lightgcn": {"model": {"n_layers": 3, "reg": 1e-3}, "train": {"lr": 1e-2, "batch_size": 4096},
                  "init": "normal"},
     "fm": {"model": {}, "train": {"lr": 1e-3, "batch_size": 2048}, "init": "xavier"},
