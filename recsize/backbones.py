@@ -13,6 +13,8 @@ can replace the plain one without touching the model.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -150,9 +152,11 @@ def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
     d = sp.diags(inv)
     norm = (d @ a @ d).tocsr().astype(np.float32)
     norm.sort_indices()
-    return torch.sparse_csr_tensor(torch.from_numpy(norm.indptr.astype(np.int64)),
-                                   torch.from_numpy(norm.indices.astype(np.int64)),
-                                   torch.from_numpy(norm.data), size=norm.shape)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the operations used here are stable
+        warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
+        return torch.sparse_csr_tensor(torch.from_numpy(norm.indptr.astype(np.int64)),
+                                       torch.from_numpy(norm.indices.astype(np.int64)),
+                                       torch.from_numpy(norm.data), size=norm.shape, check_invariants=False)
 
 
 class GraphModel(TopKModel):
