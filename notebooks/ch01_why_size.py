@@ -93,7 +93,7 @@ for backbone in backbones:
                      "epochs": len(result.history), "seconds": result.seconds})
         print(f"{backbone:9s} d={d:<4d} params={n_params:>8,}  Recall@20={result.test['recall@20']:.4f}  "
               f"NDCG@20={result.test['ndcg@20']:.4f}  ({len(result.history)} epochs, {result.seconds:.1f} s)")
-(out / "sweep.json").write_text(json.dumps(rows, indent=2))
+_ = (out / "sweep.json").write_text(json.dumps(rows, indent=2))
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
