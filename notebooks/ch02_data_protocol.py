@@ -13,7 +13,7 @@
 #     name: python3
 # ---
 
-# %% [markdown] papermill={"duration": 0.002201, "end_time": "2026-11-23T01:28:52.988737+00:00", "exception": false, "start_time": "2026-11-23T01:28:52.986536+00:00", "status": "completed"}
+# %% [markdown]
 # # Chapter 2. Data and evaluation protocol
 #
 # **What you will learn.** Where the data of this book comes from and how it is verified; the three
@@ -24,14 +24,14 @@
 # **What you need.** Chapter 1 is not required. MovieLens-100K in the local cache
 # (`recsize data fetch ml-100k`). About a minute at the default parameters.
 
-# %% papermill={"duration": 0.009202, "end_time": "2026-11-23T01:28:53.004064+00:00", "exception": false, "start_time": "2026-11-23T01:28:52.994862+00:00", "status": "completed"} tags=["parameters"]
+# %% tags=["parameters"]
 # Parameters (papermill). Defaults are the small CI values; the full run is noted on each line.
 dataset = "ml-100k"      # full run: "ml-100k"
 epochs = 5               # full run: 300 (early stopping ends sooner)
 seed = 0
 out_dir = "results/ch02"
 
-# %% papermill={"duration": 2.815671, "end_time": "2026-11-23T01:28:55.825976+00:00", "exception": false, "start_time": "2026-11-23T01:28:53.010305+00:00", "status": "completed"}
+# %%
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -46,7 +46,7 @@ from recsize.train import default_config, fit
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
 
-# %% [markdown] papermill={"duration": 0.006278, "end_time": "2026-11-23T01:28:55.838470+00:00", "exception": false, "start_time": "2026-11-23T01:28:55.832192+00:00", "status": "completed"}
+# %% [markdown]
 # ## 2.1 Where the data comes from
 #
 # `recsize.data.load` tries its sources in order and says which one served: the local cache
@@ -56,16 +56,16 @@ out.mkdir(parents=True, exist_ok=True)
 # verified file by file with SHA-256. Every write to the cache goes through a temporary file and a
 # rename, and a cached file that fails its checksum is moved aside, never used.
 
-# %% papermill={"duration": 0.346687, "end_time": "2026-11-23T01:28:56.186756+00:00", "exception": false, "start_time": "2026-11-23T01:28:55.840069+00:00", "status": "completed"}
+# %%
 data = load(dataset)
 print("cache:", cache_dir())
 print(data)
 
-# %% [markdown] papermill={"duration": 0.004324, "end_time": "2026-11-23T01:28:56.194389+00:00", "exception": false, "start_time": "2026-11-23T01:28:56.190065+00:00", "status": "completed"}
+# %% [markdown]
 # Every rating counts as a positive interaction (implicit feedback), as in the established protocol.
 # Popularity is long-tailed, which is the reason different rows deserve different widths:
 
-# %% papermill={"duration": 0.610419, "end_time": "2026-11-23T01:28:56.806566+00:00", "exception": false, "start_time": "2026-11-23T01:28:56.196147+00:00", "status": "completed"}
+# %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 for ax, counts, who in ((axes[0], data.item_counts(), "items"), (axes[1], data.user_counts(), "users")):
     ranked = np.sort(counts)[::-1]
@@ -78,7 +78,7 @@ fig.tight_layout()
 fig.savefig(out / "long_tail.png", dpi=120)
 plt.show()
 
-# %% [markdown] papermill={"duration": 0.005472, "end_time": "2026-11-23T01:28:56.816075+00:00", "exception": false, "start_time": "2026-11-23T01:28:56.810603+00:00", "status": "completed"}
+# %% [markdown]
 # ## 2.2 Three split protocols
 #
 # * **random 8:1:1 per user** (`random-811`): the protocol of the established library we compare
@@ -90,13 +90,13 @@ plt.show()
 #
 # A split is three binary user-item matrices (`scipy.sparse`); printing it shows its statistics.
 
-# %% papermill={"duration": 0.125039, "end_time": "2026-11-23T01:28:56.947345+00:00", "exception": false, "start_time": "2026-11-23T01:28:56.822306+00:00", "status": "completed"}
+# %%
 # NBVAL_CHECK_OUTPUT
 splits = {p: make_split(data, p, seed=seed) for p in ("random-811", "ciess-50-25-25", "temporal-loo")}
 for s in splits.values():
     print(s, end="\n\n")
 
-# %% [markdown] papermill={"duration": 0.006233, "end_time": "2026-11-23T01:28:56.959059+00:00", "exception": false, "start_time": "2026-11-23T01:28:56.952826+00:00", "status": "completed"}
+# %% [markdown]
 # ## 2.3 Full ranking and the metrics
 #
 # For each user with held-out positives we score *every* item, remove the items the user already has
@@ -109,7 +109,7 @@ for s in splits.values():
 # Precision@$k$ divides the hits by $k$, Hit@$k$ asks whether there is any, and MRR@$k$ is the reciprocal
 # rank of the first hit. A worked example, by hand and with the package:
 
-# %% papermill={"duration": 0.016246, "end_time": "2026-11-23T01:28:56.977136+00:00", "exception": false, "start_time": "2026-11-23T01:28:56.960890+00:00", "status": "completed"}
+# %%
 # NBVAL_CHECK_OUTPUT
 hits = torch.tensor([[1, 0, 1, 0, 0],     # positives at ranks 1 and 3, the user has 2 positives
                      [0, 0, 0, 1, 0]],    # one positive at rank 4, the user has 3 positives
@@ -122,14 +122,14 @@ print("Recall@5:         ", recall_at_k(hits, n_pos, 5).numpy().round(4))
 for name, v in topk_metrics(hits, n_pos, ks=(5,)).items():
     print(f"{name:12s} {v.numpy().round(4)}")
 
-# %% [markdown] papermill={"duration": 0.001734, "end_time": "2026-11-23T01:28:56.984057+00:00", "exception": false, "start_time": "2026-11-23T01:28:56.982323+00:00", "status": "completed"}
+# %% [markdown]
 # ## 2.4 The protocol moves the numbers
 #
 # We train the same model (BPR-MF, $d = 64$, same settings, same seed) under each protocol and evaluate
 # it with full ranking. We also evaluate the 8:1:1 model *without* removing the training items from the
 # ranking, a mistake that is easy to make and that sinks every number.
 
-# %% papermill={"duration": 82.331828, "end_time": "2026-11-23T01:30:19.322136+00:00", "exception": false, "start_time": "2026-11-23T01:28:56.990308+00:00", "status": "completed"}
+# %%
 rows = {}
 for protocol, s in splits.items():
     result = fit("mf", s, dim=64, config=default_config("mf", epochs=epochs, seed=seed, progress=False))
@@ -140,7 +140,7 @@ print(f"{'protocol':30s} {'Recall@20':>10s} {'NDCG@20':>10s} {'Hit@20':>10s}")
 for protocol, m in rows.items():
     print(f"{protocol:30s} {m['recall@20']:10.4f} {m['ndcg@20']:10.4f} {m['hit@20']:10.4f}")
 
-# %% [markdown] papermill={"duration": 0.007662, "end_time": "2026-11-23T01:30:19.333985+00:00", "exception": false, "start_time": "2026-11-23T01:30:19.326323+00:00", "status": "completed"}
+# %% [markdown]
 # The same model scores very differently: with 50/25/25 there are more test positives per user and less
 # training data; with leave-last-out there is a single, hard-to-predict test item per user. This is why
 # every table in this book prints its split, filter, $k$ and ranking mode, and why we compare methods only
@@ -152,7 +152,7 @@ for protocol, m in rows.items():
 # negative for every training positive of an epoch in one vectorised step and redraws, again vectorised,
 # the few that collide with a training positive. No Python loop runs per interaction.
 
-# %% papermill={"duration": 0.038608, "end_time": "2026-11-23T01:30:19.376846+00:00", "exception": false, "start_time": "2026-11-23T01:30:19.338238+00:00", "status": "completed"}
+# %%
 sampler = BPRSampler(splits["random-811"].train, seed=seed)
 users, pos, neg = next(sampler.epoch(batch_size=8))
 print("users    ", users.tolist())
@@ -160,14 +160,14 @@ print("positives", pos.tolist())
 print("negatives", neg.tolist())
 print("any negative a training positive?", bool(sampler.is_positive(users.numpy(), neg.numpy()).any()))
 
-# %% [markdown] papermill={"duration": 0.0067, "end_time": "2026-11-23T01:30:19.389724+00:00", "exception": false, "start_time": "2026-11-23T01:30:19.383024+00:00", "status": "completed"}
+# %% [markdown]
 # ## 2.6 Synthetic data with planted dimensionality
 #
 # To check that a size search finds what it should, `make_synthetic` plants a true latent dimensionality
 # for every item and user: popular items use many latent dimensions, rare ones few. The search chapters
 # come back to this data set and compare the widths a method finds with the planted ones.
 
-# %% papermill={"duration": 0.061065, "end_time": "2026-11-23T01:30:19.455360+00:00", "exception": false, "start_time": "2026-11-23T01:30:19.394295+00:00", "status": "completed"}
+# %%
 # NBVAL_CHECK_OUTPUT
 synthetic = make_synthetic(seed=seed)
 print(synthetic)
@@ -177,7 +177,7 @@ for lo, hi in ((0, 5), (5, 20), (20, 100), (100, 10**9)):
     sel = (counts >= lo) & (counts < hi)
     print(f"items with {lo:>3d}-{min(hi, 999):<3d} interactions: {sel.sum():4d}, mean planted dims {true_dims[sel].mean():5.1f}")
 
-# %% [markdown] papermill={"duration": 0.005786, "end_time": "2026-11-23T01:30:19.470336+00:00", "exception": false, "start_time": "2026-11-23T01:30:19.464550+00:00", "status": "completed"}
+# %% [markdown]
 # ## 2.7 A click-through-rate view
 #
 # Factorisation machines (Chapter 3) and iHAS (Chapter 7) work on samples made of categorical fields.
@@ -185,13 +185,13 @@ for lo, hi in ((0, 5), (5, 20), (20, 100), (100, 10**9)):
 # eight fields: user, item, age bucket, gender, occupation, zip prefix, primary genre and release year.
 # Its metrics are AUC and log loss.
 
-# %% papermill={"duration": 0.368618, "end_time": "2026-11-23T01:30:19.844606+00:00", "exception": false, "start_time": "2026-11-23T01:30:19.475988+00:00", "status": "completed"}
+# %%
 # NBVAL_CHECK_OUTPUT
 ctr = ctr_view(data)
 print(ctr)
 print(split_ctr(ctr, seed=seed))
 
-# %% [markdown] papermill={"duration": 0.002287, "end_time": "2026-11-23T01:30:19.853886+00:00", "exception": false, "start_time": "2026-11-23T01:30:19.851599+00:00", "status": "completed"}
+# %% [markdown]
 # ## Summary
 #
 # * Data comes from a verified cache, the official archive, or (ml-100k) the RecBole wheel, and the
