@@ -175,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     s.add_argument("--out", type=Path, help="write sizes, metrics, memory and history as JSON here")
     s.add_argument("--quiet", action="store_true", help="no progress bars or dataset messages")
+
+    book = sub.add_parser("book", help="run the book's chapters")
+    bsub = book.add_subparsers(dest="book_command", required=True, metavar="ACTION")
+    r = bsub.add_parser("run", help="execute every chapter through papermill and summarise wall times")
+    r.add_argument("--full", action="store_true", help="full-run parameters (notebooks/full_run.json)")
+    r.add_argument("--out", type=Path, default=Path("results/book"), help="output folder (default results/book)")
+    r.add_argument("--chapters", nargs="+", metavar="NAME", help="only these chapters (e.g. ch01_why_size)")
     return p
 
 
@@ -266,6 +273,13 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_train(args)
         if args.command == "search":
             return _cmd_search(args)
+        if args.command == "book":
+            from .book import run_book
+            try:
+                rows = run_book(args.out, full=args.full, only=args.chapters)
+            except (RuntimeError, FileNotFoundError) as e:  # no dev extras, no source checkout
+                raise ValueError(str(e)) from None
+            return 0 if all(r["status"] == "ok" for r in rows) else 1
     except (DatasetUnavailable, CorruptFile, ValueError, FloatingPointError) as e:
         print(f"recsize {args.command}: error: {e}", file=sys.stderr)
         return 2
