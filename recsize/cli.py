@@ -4,6 +4,7 @@
     recsize data info ml-100k --protocol random-811
     recsize train --backbone lightgcn --dataset ml-100k --dim 64 --out results/lightgcn.json
     recsize search --method mde --budget 0.1 --backbone lightgcn --dataset ml-100k   (Chapter 4)
+    recsize search --method ciess --backbone lightgcn --dataset ml-100k --budgets 0.8 0.9 0.95  (Chapter 6)
 """
 from __future__ import annotations
 
@@ -151,30 +152,54 @@ def build_parser() -> argparse.ArgumentParser:
     from .search import METHODS
     s = sub.add_parser("search", help="train with searched or baseline embedding sizes under a budget",
                        description="Give every embedding row a width under a memory budget, train, then "
-                                   "report quality, parameters and bytes (dense vs compact). Chapter 4.")
-    s.add_argument("--method", choices=METHODS, required=True,
-                   help="es: equal sizes, mr: mixed random sizes, mde: width ~ frequency^alpha")
-    budget = s.add_mutually_exclusive_group(required=True)
+                                   "report quality, parameters and bytes (dense vs compact). Chapter 4; "
+                                   "CIESS: Chapter 6.")
+    s.add_argument("--method", choices=[*METHODS, "ciess"], required=True,
+                   help="es: equal sizes, mr: mixed random sizes, mde: width ~ frequency^alpha, "
+                        "ciess: reinforcement-learning search (one search serves every --budgets value)")
+    budget = s.add_mutually_exclusive_group()  # required for es / mr / mde, checked in main()
     budget.add_argument("--budget", type=_density, dest="density", metavar="DENSITY",
                         help="kept fraction of the d_max-wide tables, in (0, 1] (0.1 keeps 10 %%)")
     budget.add_argument("--sparsity", type=_sparsity, dest="density", metavar="C",
                         help="the papers' pruned fraction c, in [0, 1) (0.9 keeps 10 %%)")
     s.add_argument("--alpha", type=_unit_float, default=0.3, help="MDE temperature in [0, 1] (default 0.3)")
+    c = s.add_argument_group("CIESS (--method ciess, Chapter 6)")
+    c.add_argument("--budgets", type=_sparsity, nargs="+", metavar="C",
+                   help="the papers' sparsities c (pruned fractions in [0, 1)) to select masks for; converted "
+                        "to densities 1 - c (default: 0.8 0.9 0.95, i.e. keep 20/10/5 %%)")
+    c.add_argument("--lambda", type=_nonneg_float, dest="lam", default=0.4,
+                   help="width penalty lambda in r = q - lambda (d / d_max)^2, >= 0 (default 0.4)")
+    c.add_argument("--schedule", choices=["reduced", "paper"], default="reduced",
+                   help="reduced: 6 episodes x 5 iterations, 3 epochs each, l = 1, reference and retraining "
+                        "capped at 100 epochs (a 2-core CPU); paper: 30 x 10, 5 epochs, l = 3, 300 epochs "
+                        "(default reduced)")
+    c.add_argument("--episodes", type=_positive_int, help="episodes M (overrides the schedule)")
+    c.add_argument("--iterations", type=_positive_int, help="iterations per episode T (overrides the schedule)")
+    c.add_argument("--epochs-per-iteration", type=_positive_int, help="recommender epochs per iteration")
+    c.add_argument("--top-l", type=_positive_int, help="masks retrained per budget (overrides the schedule)")
+    c.add_argument("--noise", choices=["gaussian", "ou", "uniform"], default="gaussian",
+                   help="exploration noise on the actor's width (default gaussian, sigma 6)")
+    c.add_argument("--no-random-walk", action="store_true", help="ablation: play the noisy width, no walk")
+    c.add_argument("--checkpoint-dir", type=Path, help="checkpoint the search here after every iteration")
+    c.add_argument("--resume", action="store_true", help="continue the search in --checkpoint-dir")
     s.add_argument("--backbone", choices=list(BACKBONES), default="lightgcn")
     s.add_argument("--dataset", choices=DATASET_CHOICES, default="ml-100k")
     s.add_argument("--protocol", choices=list(PROTOCOLS), default="random-811",
                    help="split protocol for top-k data (default: random-811)")
     s.add_argument("--dim", type=_positive_int, default=64, help="full width d_max (default 64)")
-    s.add_argument("--epochs", type=_positive_int, default=300, help="maximum epochs (default 300)")
+    s.add_argument("--epochs", type=_positive_int,
+                   help="maximum epochs (default 300; ciess: of the reference and retraining, schedule default)")
     s.add_argument("--batch-size", type=_positive_int, help="mini-batch size (backbone default)")
     s.add_argument("--lr", type=_positive_float, help="Adam learning rate (backbone default)")
     s.add_argument("--weight-decay", type=_nonneg_float, help="Adam weight decay (default 0)")
     s.add_argument("--reg", type=_nonneg_float, help="L2 weight on the batch embeddings (backbone default)")
-    s.add_argument("--patience", type=_nonneg_int, default=10, help="epochs without improvement before stopping")
+    s.add_argument("--patience", type=_nonneg_int,
+                   help="epochs without improvement before stopping (default 10; ciess: schedule default)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     s.add_argument("--out", type=Path, help="write sizes, metrics, memory and history as JSON here")
     s.add_argument("--quiet", action="store_true", help="no progress bars or dataset messages")
+    p.search_parser = s  # main() checks the budget flags per method with this parser's error()
 
     book = sub.add_parser("book", help="run the book's chapters")
     bsub = book.add_subparsers(dest="book_command", required=True, metavar="ACTION")
@@ -224,12 +249,64 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _check_search_args(parser, args) -> None:
+    """The budget flags depend on the method: es / mr / mde need one --budget or --sparsity; ciess takes
+    --budgets (or a single --budget / --sparsity)."""
+    if args.method != "ciess":
+        if args.budgets is not None:
+            parser.error("--budgets is for --method ciess; use --budget or --sparsity")
+        if args.density is None:
+            parser.error("one of the arguments --budget --sparsity is required")
+    elif args.density is not None and args.budgets is not None:
+        parser.error("give --budgets or a single --budget / --sparsity, not both")
+
+
+def _cmd_ciess(args, split) -> int:
+    from .budget import format_bytes
+    from .search.ciess import CIESSConfig, run_ciess
+    densities = args.budgets or ([args.density] if args.density is not None else [0.2, 0.1, 0.05])
+    overrides = {k: getattr(args, k) for k in ("episodes", "iterations", "epochs_per_iteration", "top_l", "patience")
+                 if getattr(args, k) is not None}
+    if args.epochs is not None:
+        overrides.update(full_epochs=args.epochs, retrain_epochs=args.epochs)
+    train_overrides = {k: getattr(args, k) for k in ("batch_size", "lr", "weight_decay") if getattr(args, k) is not None}
+    config = CIESSConfig.schedule(args.schedule, budgets=tuple(densities), lam=args.lam, d_max=args.dim,
+                                  noise=args.noise, random_walk=not args.no_random_walk, seed=args.seed,
+                                  device=args.device, progress=False if args.quiet else None,
+                                  train_overrides=train_overrides, **overrides)
+    model_kwargs = {"reg": args.reg} if args.reg is not None else {}
+    result = run_ciess(args.backbone, split, config, args.checkpoint_dir, args.resume, model_kwargs)
+    c = config
+    print(f"CIESS on {args.backbone}, {args.dataset} ({args.protocol}, seed {args.seed}), d_max = {args.dim}, "
+          f"lambda = {args.lam}: {c.episodes} episodes x {c.iterations} iterations x {c.epochs_per_iteration} "
+          f"epochs, {'random walk' if c.random_walk else 'no walk'}, {c.noise} noise; "
+          f"{result.seconds['total']:.0f} s")
+    print(f"{'budget':14s}{'Recall@20':>10s}{'NDCG@20':>10s}{'parameters':>12s}{'density':>9s}"
+          f"{'compact':>12s}{'dense':>12s}")
+    for b in result.budgets.values():
+        best = b["best"]
+        print(f"{'c = %.1f %%' % (100 * b['sparsity']):14s}{best['test']['recall@20']:>10.4f}"
+              f"{best['test']['ndcg@20']:>10.4f}{best['parameters']:>12,}{best['density']:>9.3f}"
+              f"{format_bytes(best['compact_bytes']):>12s}{format_bytes(best['dense_bytes']):>12s}"
+              f"{'  (projected)' if best['projected'] else ''}")
+    print("(test split, best retrained mask per budget chosen on validation; compact: bytes of the compact "
+          "tables; projected: no searched mask met the budget, the thinnest one was scaled down to it)")
+    if args.out:
+        write_json({"dataset": args.dataset, "protocol": args.protocol, **result.to_dict()}, args.out)
+        print(f"search, sizes, metrics and memory written to {args.out}")
+    return 0
+
+
 def _cmd_search(args) -> int:
     from .backbones import defaults_for
     from .budget import format_bytes
     from .data import prepare
     from .search import run_baseline
     from .train import TrainConfig
+    if args.method == "ciess":
+        return _cmd_ciess(args, prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet))
+    args.epochs = 300 if args.epochs is None else args.epochs
+    args.patience = 10 if args.patience is None else args.patience
     model_kwargs, train_kwargs = defaults_for(args.backbone)
     for arg, key in (("batch_size", "batch_size"), ("lr", "lr"), ("weight_decay", "weight_decay")):
         if getattr(args, arg) is not None:
@@ -272,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return _cmd_train(args)
         if args.command == "search":
+            _check_search_args(parser.search_parser, args)
             return _cmd_search(args)
         if args.command == "book":
             from .book import run_book

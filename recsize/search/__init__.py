@@ -1,10 +1,11 @@
-"""Embedding-size search: budget-matched baselines (Chapter 4) and, later, the search methods.
+"""Embedding-size search: budget-matched baselines (Chapter 4) and the search methods (CIESS: Chapter 6).
 
 Every method produces one integer width per embedding row under a budget (see :mod:`recsize.budget`)
 and trains with the variable-size tables of :mod:`recsize.embedding`.
 """
 from .baselines import (METHODS, BaselineRun, baseline_sizes, es_sizes, fit_to_total, mde_sizes, mr_sizes,
                         role_counts, round_to_total, run_baseline)
+from .ciess import CIESS, CIESSConfig, CIESSResult, run_ciess
 
 __all__ = ["METHODS", "BaselineRun", "baseline_sizes", "es_sizes", "fit_to_total", "mde_sizes", "mr_sizes",
-           "role_counts", "round_to_total", "run_baseline"]
+           "role_counts", "round_to_total", "run_baseline", "CIESS", "CIESSConfig", "CIESSResult", "run_ciess"]
