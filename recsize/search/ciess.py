@@ -330,11 +330,12 @@ class CIESS:
     candidates) is written atomically after the reference model, after every iteration and after every
     retrained candidate; ``run(resume=True)`` continues from it, losing at most the step in flight, and
     ends with the same result as an uninterrupted run. ``max_iterations`` stops a call early (the next
-    call resumes). Explained in Chapter 6.
+    call resumes). ``reference`` reuses the full-width reference of an earlier search on the same split,
+    backbone and seed (``earlier.state["reference"]``), e.g. for an ablation. Explained in Chapter 6.
     """
 
     def __init__(self, backbone: str, split, config: CIESSConfig | None = None, checkpoint_dir=None,
-                 model_kwargs: dict | None = None):
+                 model_kwargs: dict | None = None, reference: dict | None = None):
         self.config = config or CIESSConfig()
         c = self.config
         self.env = CIESSEnvironment(backbone, split, c.d_max, c.train_overrides, model_kwargs, c.device)
@@ -353,6 +354,9 @@ class CIESS:
                       "retrain": 0.0}, "candidates": {b: [] for b in c.budgets}, "lowest": None,
                       "sizes": {s: np.full(n[s], c.d_max, np.int64) for s in n},
                       "q": {s: np.ones(n[s]) for s in n}, "ou": {s: None for s in n}, "retrained": {}}
+        if reference is not None:
+            self.state["reference"] = reference
+            self.env.full_user_eval, self.env.full_item_eval = reference["user_eval"], reference["item_eval"]
 
     # -- checkpointing ------------------------------------------------------------------------------
     def _identity(self) -> dict:

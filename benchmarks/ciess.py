@@ -1,0 +1,160 @@
+"""CIESS against the budget-matched baselines ES, MR and MDE on ml-100k (Chapter 6).
+
+Protocol: ml-100k, every rating a positive, random 8:1:1 split per user (``--protocol ciess-50-25-25`` for
+the paper's per-user 50/25/25), full ranking, d_max = 64, budgets c = 80 / 90 / 95 % (densities 0.2 / 0.1
+/ 0.05). CIESS runs the reduced schedule (6 episodes x 5 iterations x 3 epochs, l = 1, lambda = 0.4), once
+with the random walk and once without (the ablation, reusing the same full-width reference). The
+baselines train with the same early-stopping settings as CIESS's retraining (at most 100 epochs, patience
+5). Seed s sets the split, the search and training. Reported: test Recall@20 / NDCG@20 of the best
+retrained mask per budget, kept parameters, compact bytes; the wall time of a whole search plus
+retraining, and an estimate of the paper's schedule (30 x 10 iterations of 5 epochs, l = 3) extrapolated
+from the measured time per iteration and per retraining.
+
+    python benchmarks/ciess.py                          # 3 seeds, LightGCN and NeuMF (hours on 2 cores)
+    python benchmarks/ciess.py --seeds 0 --backbones lightgcn
+    python benchmarks/ciess.py --quick                  # smoke run: a tiny schedule, one seed
+
+Writes benchmarks/out/ciess.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recsize.cli import write_json
+from recsize.data import prepare
+from recsize.search import run_baseline
+from recsize.search.ciess import CIESS, SCHEDULES, CIESSConfig
+from recsize.train import default_config
+
+OUT = Path(__file__).resolve().parent / "out" / "ciess.json"
+SPARSITIES = (0.8, 0.9, 0.95)
+# The paper's ML-1M LightGCN Recall@20 (CIESS, ES, MR) at c = 80 / 90 / 95 % (../shared/reference/methods.md).
+PAPER = {0.8: (0.2436, 0.2248, 0.2004), 0.9: (0.2248, 0.2105, 0.1802), 0.95: (0.2009, 0.1752, 0.1634)}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def row(method, backbone, seed, density, best, seconds=None) -> dict:
+    return {"method": method, "backbone": backbone, "seed": seed, "density": density, "sparsity": round(1 - density, 6),
+            "recall@20": best["test"]["recall@20"], "ndcg@20": best["test"]["ndcg@20"],
+            "parameters": best["parameters"], "compact_bytes": best["compact_bytes"],
+            "dense_bytes": best["dense_bytes"], "projected": best.get("projected", False), "seconds": seconds}
+
+
+def paper_estimate(result, config: CIESSConfig) -> dict:
+    """Extrapolate the paper's schedule from measured times: per-iteration time scaled by epochs, retraining
+    scaled by l (a lower bound: the reduced schedule also caps retraining at fewer epochs)."""
+    paper = SCHEDULES["paper"]
+    per_iteration = float(np.mean([h["seconds"] for h in result.history]))
+    per_epoch_iteration = per_iteration / config.epochs_per_iteration
+    search = paper["episodes"] * paper["iterations"] * paper["epochs_per_iteration"] * per_epoch_iteration
+    retrain = result.seconds["retrain"] * paper["top_l"] / config.top_l
+    return {"seconds_per_iteration": per_iteration, "search": search, "retrain_lower_bound": retrain,
+            "reference": result.seconds["reference"], "total": search + retrain + result.seconds["reference"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--backbones", nargs="+", default=["lightgcn", "neumf"], choices=["mf", "neumf", "ngcf", "lightgcn"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--protocol", default="random-811", choices=["random-811", "ciess-50-25-25"])
+    p.add_argument("--lam", type=float, default=0.4, help="lambda (default 0.4)")
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny schedule, seed 0, LightGCN")
+    p.add_argument("--out", type=Path, default=OUT)
+    args = p.parse_args(argv)
+    densities = tuple(round(1 - c, 6) for c in SPARSITIES)
+    if args.quick:
+        args.seeds, args.backbones = args.seeds[:1], args.backbones[:1]
+        config_kw = dict(episodes=1, iterations=2, epochs_per_iteration=1, top_l=1, full_epochs=2,
+                         retrain_epochs=2, patience=1, hidden=32)
+    else:
+        config_kw = dict(SCHEDULES["reduced"])
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    runs, timings = [], []
+    start = time.perf_counter()
+    for backbone in args.backbones:
+        for seed in args.seeds:
+            split = prepare("ml-100k", args.protocol, seed=seed)
+            config = CIESSConfig(**{**config_kw, "budgets": densities, "lam": args.lam, "seed": seed, "progress": False})
+            t0 = time.perf_counter()
+            search = CIESS(backbone, split, config)
+            result = search.run()
+            whole = time.perf_counter() - t0
+            timings.append({"backbone": backbone, "seed": seed, "whole_seconds": whole, **result.seconds,
+                            "paper_schedule_estimate": paper_estimate(result, config),
+                            "search_density_first_last": [result.history[0]["density"], result.history[-1]["density"]]})
+            for b in result.budgets.values():
+                runs.append(row("ciess", backbone, seed, b["density"], b["best"], whole))
+            print(f"{backbone} seed {seed}: CIESS {whole:.0f} s "
+                  f"(reference {result.seconds['reference']:.0f}, search {result.seconds['search']:.0f}, "
+                  f"retrain {result.seconds['retrain']:.0f})", flush=True)
+            t0 = time.perf_counter()
+            ablation = CIESS(backbone, split, CIESSConfig(**{**config.to_dict(), "random_walk": False,
+                                                             "budgets": densities}),
+                             reference=search.state["reference"]).run()
+            for b in ablation.budgets.values():
+                runs.append(row("ciess-no-walk", backbone, seed, b["density"], b["best"], time.perf_counter() - t0))
+            print(f"{backbone} seed {seed}: CIESS without the walk {time.perf_counter() - t0:.0f} s", flush=True)
+            train_config = default_config(backbone, epochs=config.retrain_epochs, patience=config.patience, seed=seed,
+                                          progress=False)
+            for method in ("es", "mr", "mde"):
+                for density in densities:
+                    t0 = time.perf_counter()
+                    run = run_baseline(backbone, split, method, density, config.d_max, train_config, seed=seed)
+                    mem = run.memory["total"]
+                    runs.append(row(method, backbone, seed, density,
+                                    {"test": run.result.test, "parameters": mem["parameters"],
+                                     "compact_bytes": mem["compact"], "dense_bytes": mem["dense"]},
+                                    time.perf_counter() - t0))
+            print(f"{backbone} seed {seed}: baselines done", flush=True)
+    summary = []
+    for backbone in args.backbones:
+        for density in densities:
+            for method in ("ciess", "ciess-no-walk", "es", "mr", "mde"):
+                rs = [r for r in runs if r["backbone"] == backbone and r["method"] == method and r["density"] == density]
+                rec, ndcg = np.array([r["recall@20"] for r in rs]), np.array([r["ndcg@20"] for r in rs])
+                summary.append({"backbone": backbone, "method": method, "sparsity": round(1 - density, 6),
+                                "recall@20_mean": rec.mean(), "recall@20_std": rec.std(),
+                                "ndcg@20_mean": ndcg.mean(), "ndcg@20_std": ndcg.std(),
+                                "parameters": int(np.mean([r["parameters"] for r in rs])),
+                                "compact_bytes": int(np.mean([r["compact_bytes"] for r in rs])),
+                                "projected": sum(bool(r["projected"]) for r in rs), "n": len(rs)})
+    print(f"\nml-100k ({args.protocol}), d_max = 64, seeds {args.seeds}, test split; mean (std over seeds)")
+    print(f"{'backbone':9s}{'c':>6s} {'method':14s}{'Recall@20':>18s}{'NDCG@20':>18s}{'parameters':>11s}{'compact':>10s}")
+    for s in summary:
+        print(f"{s['backbone']:9s}{100 * s['sparsity']:5.0f}% {s['method']:14s}"
+              f"{s['recall@20_mean']:>10.4f} ({s['recall@20_std']:.4f}){s['ndcg@20_mean']:>10.4f} ({s['ndcg@20_std']:.4f})"
+              f"{s['parameters']:>11,}{s['compact_bytes'] / 1024:>8.1f}Ki" + ("  projected" if s["projected"] else ""))
+    for t in timings:
+        e = t["paper_schedule_estimate"]
+        print(f"{t['backbone']} seed {t['seed']}: whole CIESS run {t['whole_seconds'] / 60:.1f} min; "
+              f"{e['seconds_per_iteration']:.1f} s per iteration; paper schedule about {e['total'] / 3600:.1f} h "
+              f"or more (search {e['search'] / 3600:.1f} h)")
+    write_json({"machine": machine(), "protocol": args.protocol, "seeds": args.seeds, "quick": args.quick,
+                "lambda": args.lam, "schedule": config_kw, "paper_ml1m_lightgcn_recall20": {str(k): v for k, v in PAPER.items()},
+                "summary": summary, "runs": runs, "timings": timings,
+                "total_seconds": time.perf_counter() - start}, args.out)
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
