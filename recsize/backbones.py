@@ -268,16 +268,17 @@ class CTRModel(nn.Module):
         if x.dim() != 2 or x.shape[1] != self.n_fields:
             raise ValueError(f"samples must be (batch, {self.n_fields} fields), got {tuple(x.shape)}")
 
-    def fm_terms(self, x):
-        """First-order term and FM second-order term 0.5 * ((sum v)^2 - sum v^2), plus the embeddings."""
+    def fm_terms(self, x, gates=None):
+        """First-order term and FM second-order term 0.5 * ((sum v)^2 - sum v^2), plus the embeddings.
+        ``gates`` (optional, ``(B, fields, dim)``) reach the table's per-instance gate hook (iHAS, Chapter 7)."""
         self._check(x)
-        v = self.feature(x)                                   # (B, fields, dim)
+        v = self.feature(x) if gates is None else self.feature(x, gates=gates)  # (B, fields, dim)
         first = self.linear(x).sum((1, 2)) + self.bias
         second = 0.5 * (v.sum(1).pow(2) - v.pow(2).sum(1)).sum(-1)
         return first + second, v
 
-    def loss(self, x, y):
-        logits, v = self.score(x, return_embeddings=True)
+    def loss(self, x, y, gates=None):
+        logits, v = self.score(x, return_embeddings=True, gates=gates)
         bce = F.binary_cross_entropy_with_logits(logits, y.float())
         if not self.reg:
             return bce
@@ -291,8 +292,8 @@ class FM(CTRModel):
                  embedding: EmbeddingFactory | None = None):
         super().__init__(n_features, n_fields, dim, reg, embedding)
 
-    def score(self, x, return_embeddings: bool = False):
-        logits, v = self.fm_terms(x)
+    def score(self, x, return_embeddings: bool = False, gates=None):
+        logits, v = self.fm_terms(x, gates)
         return (logits, v) if return_embeddings else logits
 
 
@@ -310,8 +311,8 @@ class DeepFM(CTRModel):
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)
 
-    def score(self, x, return_embeddings: bool = False):
-        logits, v = self.fm_terms(x)
+    def score(self, x, return_embeddings: bool = False, gates=None):
+        logits, v = self.fm_terms(x, gates)
         logits = logits + self.mlp(v.flatten(1)).squeeze(-1)
         return (logits, v) if return_embeddings else logits
 

@@ -119,3 +119,35 @@ def split_ctr(data: CTRData, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1
     n_valid = int(round(ratios[1] * len(data)))
     return CTRSplit(data, np.sort(perm[:n_train]), np.sort(perm[n_train:n_train + n_valid]),
                     np.sort(perm[n_train + n_valid:]), seed)
+
+
+
+def make_synthetic_ctr(n: int = 20000, n_fields: int = 8, segments: int = 4, seed: int = 0,
+                       cardinality: int = 50, relevant: int = 2, scale: float = 1.5) -> CTRData:
+    """Synthetic CTR data where field importance differs by segment. Explained in Chapter 7.
+
+    Field 0 is the sample's segment s (uniform over ``segments``); fields 1..n_fields-1 are uniform
+    categorical values with ``cardinality`` values each. Segment s depends only on its own ``relevant``
+    fields (consecutive, starting at field 1 + s * relevant, wrapping around): its logit is a segment
+    bias plus sum over those fields of w_f[x_f], w ~ N(0, scale^2). A factorisation machine expresses
+    this through <v_segment, v_value>, so every field needs room only in the segments that use it: one
+    architecture for all samples must give every field room, an instance-wise one need not.
+    """
+    if n < 10 or n_fields < 2 or segments < 1 or cardinality < 2 or relevant < 1 or not scale > 0:
+        raise ValueError(f"need n >= 10, n_fields >= 2, segments >= 1, cardinality >= 2, relevant >= 1 and "
+                         f"scale > 0, got {n}, {n_fields}, {segments}, {cardinality}, {relevant}, {scale}")
+    rng = np.random.default_rng(seed)
+    other = n_fields - 1
+    seg = rng.integers(0, segments, n)
+    values = rng.integers(0, cardinality, (n, other))
+    weights = rng.normal(0, scale, (other, cardinality))
+    logit = rng.normal(0, 0.3, segments)[seg]
+    for s in range(segments):
+        rows = np.flatnonzero(seg == s)
+        for j in range(relevant):
+            f = (s * relevant + j) % other
+            logit[rows] += weights[f, values[rows, f]]
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    names = ("segment", *(f"f{j}" for j in range(1, n_fields)))
+    columns = [seg] + [values[:, j] for j in range(other)]
+    return encode_fields(columns, names, y, f"synthetic-ctr-{segments}seg")

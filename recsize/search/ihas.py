@@ -1,0 +1,506 @@
+"""iHAS: instance-wise hierarchical architecture search (Yu et al., CIKM 2023). Explained in Chapter 7.
+
+No public implementation exists; this is the first. Only the outline is verified: (1) *search* with
+Bernoulli gates on the field embeddings, stochastic during search, pushed to be sparse and bi-polarised
+(towards 0 or 1) by two regularisers, the gates depending on the instance; (2) *cluster* the samples by
+the deterministic mode of their gates with K-means; (3) *retrain* one model per cluster with that
+cluster's dimensions and route every sample to its cluster's model at inference.
+
+Everything below the outline is **our** reading (Chapter 7 lists it):
+
+* gates per (instance, field, dimension block): the d_max dimensions of a field are cut into ``n_blocks``
+  blocks of ``block = d_max / n_blocks`` dimensions; a gate closes or opens a whole block;
+* the gate network: an MLP from the instance's field embeddings to mu in [0, 1]^(fields x blocks). Its
+  input is the first ``route_dim`` dimensions of every field embedding, *detached* (the gates learn from
+  the loss; the embeddings are trained by the loss alone, not pulled by the gates);
+* stochastic gates: straight-through Bernoulli, z = b + mu - stopgrad(mu) with b ~ Bernoulli(mu): the
+  forward pass sees a hard 0/1 gate, the backward pass the gradient with respect to mu. We first tried
+  the relaxation z = clip(mu + sigma * eps, 0, 1) (Yamada et al. 2020) and dropped it: with soft gates
+  the embeddings grew to make up for small gates (an FM is not scale invariant), and every mu sank to
+  0 while the loss stayed fine. The deterministic mode z = 1[mu > tau] with tau = 0.5 during the
+  search and, after it, the quantile of the training samples' mu that opens exactly the target fraction
+  (the expected value thresholded at the budget: without it, gates that the regularisers left between
+  0 and 1 all fall on the same side of 0.5 and every instance gets the same all-open or all-closed
+  pattern);
+* sparsity term lambda_s * (mean(mu) - target): mu is the gate's opening probability, so mean(mu) is
+  the expected open fraction; blocks have equal width, so it counts parameters; target = the budget
+  density left to the cluster models. lambda_s is a Lagrange multiplier updated by dual ascent after
+  every batch, lambda_s <- max(0, lambda_s + eta (mean(mu) - target)): it grows until the constraint
+  mean(mu) <= target holds, whatever the other terms do (a fixed weight lost against the polarisation
+  term in our runs: once the gates sit at 1, polarisation holds them there);
+* polarisation term lambda_p * mean(mu (1 - mu)), zero exactly at mu in {0, 1}; lambda_p ramps up
+  linearly over the search epochs so the gates first find where to open, then commit;
+* a cluster's field width: the mean open width of its samples' deterministic gates (sum over blocks of
+  block width x fraction of the cluster's samples with the block open); the widths of all clusters are
+  then scaled together so that the total hits the budget exactly (:func:`allocate_sizes`);
+* a cluster's model stores rows only for the feature values seen in its training samples (others get
+  width 0: an unseen value would stay at its random initialisation anyway);
+* routing at inference needs the gate network, its input columns of the search table (``route_dim``
+  wide, stored compactly) and the K centroids: all of them are charged to the budget, so the cluster
+  models share what is left (:func:`routing_parameters`).
+
+Budget accounting: total embedding parameters = sum over clusters of the kept entries of their tables +
+the router's parameters = ``target_parameters(density, n_features, d_max)``, exactly what the uniform
+baseline (ES) keeps in its one table. The non-embedding parameters (first-order weights, DeepFM's MLP) are
+not part of the embedding budget in recsize; iHAS has K copies of them, reported separately.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..budget import check_budget, compact_bytes, target_parameters
+from .baselines import round_to_total
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. The gates and their regularisers
+# ---------------------------------------------------------------------------------------------------
+
+class GateNetwork(nn.Module):
+    """mu(x) in [0, 1] per (field, block) from an instance's field embeddings, and the gates z drawn
+    from it. Explained in Chapter 7.
+
+    ``forward(v, stochastic)`` takes the looked-up field embeddings ``v`` (B, fields, d_max) and returns
+    the block gates (B, fields, n_blocks): straight-through Bernoulli samples when ``stochastic``
+    (search), z = 1[mu > tau] otherwise (clustering and inference). :meth:`expand` turns block gates into
+    per-dimension gates for the table's gate hook.
+    """
+
+    def __init__(self, n_fields: int, d_max: int, n_blocks: int = 4, route_dim: int = 2, hidden: int = 16):
+        super().__init__()
+        if n_fields < 1 or d_max < 1:
+            raise ValueError(f"need n_fields >= 1 and d_max >= 1, got {n_fields} and {d_max}")
+        if n_blocks < 1 or d_max % n_blocks:
+            raise ValueError(f"n_blocks (gate blocks per field) must divide d_max = {d_max}, got {n_blocks}")
+        if not 1 <= route_dim <= d_max:
+            raise ValueError(f"route_dim must lie in [1, d_max = {d_max}], got {route_dim}")
+        if hidden < 1:
+            raise ValueError(f"need hidden >= 1, got {hidden}")
+        self.n_fields, self.d_max, self.n_blocks = n_fields, d_max, n_blocks
+        self.block, self.route_dim = d_max // n_blocks, route_dim
+        self.mlp = nn.Sequential(nn.Linear(n_fields * route_dim, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, n_fields * n_blocks))
+        nn.init.constant_(self.mlp[-1].bias, 2.0)  # start with every gate open: mu = sigmoid(2) = 0.88
+        self.register_buffer("tau", torch.tensor(0.5))  # threshold of the deterministic mode
+
+    def calibrate(self, mu: np.ndarray, target: float) -> float:
+        """Set tau so that 1[mu > tau] opens (about) the ``target`` fraction of the gates ``mu`` (the
+        training samples' gate means); ties at tau stay closed. Returns tau. Explained in Chapter 7."""
+        flat = np.sort(np.asarray(mu, dtype=np.float64).ravel())
+        if not len(flat):
+            raise ValueError("calibrate needs at least one gate mean")
+        closed = min(len(flat) - 1, max(0, int(round((1 - target) * len(flat))) - 1))
+        self.tau.fill_(float(flat[closed]))
+        return float(self.tau)
+
+    def mu(self, v: torch.Tensor) -> torch.Tensor:
+        """Gate means mu in [0, 1], (B, fields, n_blocks), from the detached first ``route_dim``
+        dimensions of the field embeddings ``v``."""
+        h = v[..., : self.route_dim].detach().flatten(1)
+        return torch.sigmoid(self.mlp(h)).view(-1, self.n_fields, self.n_blocks)
+
+    def sample(self, mu: torch.Tensor, stochastic: bool) -> torch.Tensor:
+        """z = b + mu - stopgrad(mu), b ~ Bernoulli(mu) (stochastic) or 1[mu > tau] (deterministic)."""
+        if stochastic:
+            b = torch.bernoulli(mu.detach())
+            return b + mu - mu.detach()
+        return (mu > self.tau).to(mu.dtype)
+
+    def forward(self, v: torch.Tensor, stochastic: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        mu = self.mu(v)
+        return self.sample(mu, stochastic), mu
+
+    def expand(self, z: torch.Tensor) -> torch.Tensor:
+        """Block gates (B, fields, n_blocks) -> dimension gates (B, fields, d_max)."""
+        return z.repeat_interleave(self.block, dim=-1)
+
+
+def open_fraction(gates: torch.Tensor) -> torch.Tensor:
+    """Mean open fraction of (B, fields, n_blocks) gates or open probabilities. Blocks have equal width,
+    so the plain mean is the fraction of embedding parameters in use. Explained in Chapter 7."""
+    return gates.mean()
+
+
+def sparsity_penalty(mu: torch.Tensor, target: float) -> torch.Tensor:
+    """mean(mu) - target: the expected open fraction beyond the target fraction of the dimensions,
+    the constraint that the multiplier lambda_s >= 0 enforces (its gradient closes every gate a little).
+    Explained in Chapter 7."""
+    return open_fraction(mu) - target
+
+
+def polarisation_penalty(mu: torch.Tensor) -> torch.Tensor:
+    """mean(mu (1 - mu)): largest at mu = 0.5, zero at mu in {0, 1}; its gradient 1 - 2 mu pushes every
+    gate mean away from 0.5 towards the nearer end. Explained in Chapter 7."""
+    return (mu * (1 - mu)).mean()
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. Search: train the backbone and the gates together
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class IHASConfig:
+    """Settings of the three stages. Explained in Chapter 7."""
+
+    clusters: int = 4             # K
+    n_blocks: int = 4             # gate blocks per field
+    route_dim: int = 2            # input dimensions per field of the gate network (and of routing)
+    hidden: int = 16              # gate network width
+    search_epochs: int = 10
+    sparsity_weight: float = 0.0  # initial lambda_s (the Lagrange multiplier of the budget)
+    dual_lr: float = 0.002        # eta, the dual ascent step of lambda_s per batch
+    polarisation_weight: float = 0.01  # final lambda_p (ramped up linearly from 0 over the epochs)
+    lr: float = 1e-3              # search learning rate of the backbone
+    gate_lr: float = 3e-3         # search learning rate of the gate network
+    batch_size: int = 2048
+    n_init: int = 10              # K-means restarts
+
+    def __post_init__(self):
+        if int(self.clusters) != self.clusters or self.clusters < 1:
+            raise ValueError(f"clusters (K) must be an integer >= 1, got {self.clusters}")
+        for name in ("n_blocks", "route_dim", "hidden", "search_epochs", "batch_size", "n_init"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("sparsity_weight", "dual_lr", "polarisation_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0 or not self.gate_lr > 0:
+            raise ValueError(f"lr and gate_lr must be > 0, got {self.lr} and {self.gate_lr}")
+
+
+def _check_ctr(backbone: str, split) -> None:
+    from ..backbones import CTR_BACKBONES
+    if backbone.lower() not in CTR_BACKBONES:
+        raise ValueError(f"iHAS searches field embeddings of a CTR model: choose backbone "
+                         f"{' or '.join(CTR_BACKBONES)}, not {backbone!r}")
+    if not hasattr(getattr(split, "data", None), "n_features"):
+        raise ValueError("iHAS needs a CTR split (ml-100k-ctr, a Criteo/Avazu file or make_synthetic_ctr)")
+
+
+def gated_loss(model, gates: GateNetwork, x, y, stochastic: bool = True):
+    """The CTR loss with instance-wise gates: look the fields up once to feed the gate network, then
+    score through the table's gate hook. Returns (loss, mu). Explained in Chapter 7."""
+    v = model.feature(x)
+    z, mu = gates(v, stochastic)
+    return model.loss(x, y, gates=gates.expand(z)), mu
+
+
+def search(backbone: str, split, density: float, d_max: int = 64, config: IHASConfig | None = None,
+           seed: int = 0, device: str = "cpu", progress: bool | None = None, **model_kwargs):
+    """Stage 1: train ``backbone`` (full-width masked table) and the gate network together on the
+    training split, with the sparsity term aiming at ``density`` and the polarisation term.
+
+    Returns ``(model, gates, history)``; ``history`` holds per epoch the loss, lambda_s and lambda_p,
+    the mean open fraction of the deterministic gates on the validation split and their mean |mu - 0.5|.
+    Explained in Chapter 7.
+    """
+    from tqdm import tqdm
+
+    from ..backbones import DEFAULTS, build_backbone, defaults_for
+    from ..embedding import masked_factory
+    from ..train import seed_everything, show_progress
+    _check_ctr(backbone, split)
+    density = check_budget(density)
+    config = config or IHASConfig()
+    seed_everything(seed)
+    kwargs = {**defaults_for(backbone)[0], **model_kwargs}
+    model = build_backbone(backbone, split, d_max, embedding=masked_factory(
+        None, d_max, init=DEFAULTS[backbone.lower()].get("init", "xavier")), **kwargs).to(device)
+    gates = GateNetwork(split.data.n_fields, d_max, config.n_blocks, config.route_dim, config.hidden).to(device)
+    optimizer = torch.optim.Adam([{"params": model.parameters(), "lr": config.lr},
+                                  {"params": gates.parameters(), "lr": config.gate_lr}])
+    X = torch.from_numpy(split.data.X[split.train]).to(device)
+    Y = torch.from_numpy(split.data.y[split.train]).to(device)
+    Xv = split.data.X[split.valid]
+    rng = np.random.default_rng(seed)
+    history, lam = [], float(config.sparsity_weight)
+    for epoch in tqdm(range(1, config.search_epochs + 1), desc="iHAS search", unit="epoch",
+                      disable=not show_progress(progress), leave=False):
+        model.train()
+        gates.train()
+        total, n_batches = 0.0, 0
+        lam_p = config.polarisation_weight * epoch / config.search_epochs
+        for b in np.array_split(rng.permutation(len(X)), max(1, -(-len(X) // config.batch_size))):
+            loss, mu = gated_loss(model, gates, X[b], Y[b], stochastic=True)
+            excess = sparsity_penalty(mu, density)
+            loss = loss + lam * excess + lam_p * polarisation_penalty(mu)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"iHAS search loss became {loss.item()} at epoch {epoch}: lower lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, n_batches = total + float(loss.detach()), n_batches + 1
+            lam = max(0.0, lam + config.dual_lr * float(excess.detach()))  # dual ascent on lambda_s
+        pattern, mu_valid = gate_patterns(model, gates, Xv, return_mu=True)
+        history.append({"epoch": epoch, "loss": total / n_batches, "lambda_s": lam, "lambda_p": lam_p,
+                        "open_fraction": float(pattern.mean()),
+                        "polarisation": float(np.abs(mu_valid - 0.5).mean())})
+    return model, gates, history
+
+
+@torch.no_grad()
+def gate_patterns(model, gates: GateNetwork, X: np.ndarray, batch_size: int = 8192, return_mu: bool = False):
+    """Deterministic gate patterns z = 1[mu > 0.5] of samples ``X``, flattened to (samples,
+    fields * n_blocks) floats (and mu, same shape, with ``return_mu``). Explained in Chapter 7."""
+    was = model.training, gates.training
+    model.eval()
+    gates.eval()
+    device = next(gates.parameters()).device
+    zs, mus = [], []
+    for s in range(0, len(X), batch_size):
+        x = torch.from_numpy(np.asarray(X[s:s + batch_size])).to(device)
+        z, mu = gates(model.feature(x), stochastic=False)
+        zs.append(z.flatten(1).cpu())
+        mus.append(mu.flatten(1).cpu())
+    model.train(was[0])
+    gates.train(was[1])
+    z = torch.cat(zs).numpy().astype(np.float64) if zs else np.zeros((0, gates.n_fields * gates.n_blocks))
+    return (z, torch.cat(mus).numpy().astype(np.float64)) if return_mu else z
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Clustering, per-cluster widths and the budget
+# ---------------------------------------------------------------------------------------------------
+
+def cluster_patterns(patterns: np.ndarray, clusters: int, seed: int = 0, n_init: int = 10) -> np.ndarray:
+    """K-means (scikit-learn, seeded, ``n_init`` restarts) of the gate patterns: the (K', gates)
+    centroids, keeping only centroids that are the nearest one of at least one pattern (K' <= K: fewer
+    distinct patterns than K leave duplicate or empty clusters). Explained in Chapter 7."""
+    from sklearn.cluster import KMeans
+    if int(clusters) != clusters or clusters < 1:
+        raise ValueError(f"clusters (K) must be an integer >= 1, got {clusters}")
+    patterns = np.asarray(patterns, dtype=np.float64)
+    if patterns.ndim != 2 or len(patterns) < clusters:
+        raise ValueError(f"K-means needs a (samples, gates) matrix with at least K = {clusters} samples, "
+                         f"got shape {patterns.shape}")
+    import warnings
+    with warnings.catch_warnings():  # "fewer distinct clusters than n_clusters": handled below
+        warnings.simplefilter("ignore")
+        centroids = KMeans(n_clusters=int(clusters), n_init=n_init, random_state=seed).fit(patterns).cluster_centers_
+    used = np.unique(route(centroids, patterns))
+    return centroids[used]
+
+
+def route(centroids: np.ndarray, patterns: np.ndarray) -> np.ndarray:
+    """The cluster of every pattern: the index of its nearest centroid (Euclidean; ties go to the lower
+    index). Explained in Chapter 7."""
+    patterns = np.asarray(patterns, dtype=np.float64)
+    d = ((patterns[:, None, :] - np.asarray(centroids)[None]) ** 2).sum(-1)
+    return d.argmin(1)
+
+
+def cluster_widths(patterns: np.ndarray, labels: np.ndarray, clusters: int, n_fields: int,
+                   n_blocks: int, block: int) -> np.ndarray:
+    """(K, fields) mean open width of each field over each cluster's samples: sum over blocks of
+    block width x the fraction of the cluster's samples with the block open. Explained in Chapter 7."""
+    widths = np.zeros((clusters, n_fields))
+    for k in range(clusters):
+        members = patterns[labels == k]
+        if len(members):
+            widths[k] = members.reshape(len(members), n_fields, n_blocks).mean(0).sum(-1) * block
+    return widths
+
+
+def present_rows(X: np.ndarray, labels: np.ndarray, clusters: int, n_features: int) -> np.ndarray:
+    """(K, n_features) bool: which feature values occur in each cluster's samples. Chapter 7."""
+    present = np.zeros((clusters, n_features), dtype=bool)
+    for k in range(clusters):
+        present[k, np.unique(X[labels == k])] = True
+    return present
+
+
+def routing_parameters(n_features: int, n_fields: int, route_dim: int, gates: GateNetwork | None = None,
+                       clusters: int = 1, n_blocks: int = 1) -> dict:
+    """What routing a new sample stores: the router table (the search table's first ``route_dim``
+    columns, n_features x route_dim), the gate network and the K centroids (K x fields x n_blocks). The
+    total is charged to the budget. Explained in Chapter 7."""
+    net = sum(p.numel() for p in gates.parameters()) if gates is not None else 0
+    out = {"router_table": n_features * route_dim, "gate_network": net,
+           "centroids": clusters * n_fields * n_blocks if clusters > 1 else 0}
+    out["total"] = sum(out.values())
+    return out
+
+
+def allocate_sizes(widths: np.ndarray, field_of_feature: np.ndarray, present: np.ndarray, total: int,
+                   d_max: int) -> np.ndarray:
+    """Per-cluster row sizes (K, n_features) summing exactly to ``total``: row n of cluster k gets a
+    width proportional to its field's gate width ``widths[k, f(n)]`` (one scale s for all clusters,
+    clipped to [0, d_max], largest-remainder rounding), rows absent from a cluster get 0. Fields closed
+    in a cluster stay at 0 unless the budget cannot be spent otherwise. Explained in Chapter 7."""
+    widths = np.asarray(widths, dtype=np.float64)
+    K = widths.shape[0]
+    score = widths[:, field_of_feature] * present  # (K, n_features)
+    rows = present.ravel()
+    capacity = int(rows.sum()) * d_max
+    if not 0 <= total <= capacity:
+        raise ValueError(f"the clusters store {int(rows.sum())} rows of at most {d_max} dimensions "
+                         f"({capacity} parameters) and cannot hold {total}: lower the budget or K")
+    s = score.ravel()[rows]
+    if s.max(initial=0.0) <= 0:
+        s = np.ones_like(s)
+    lo, hi = 0.0, 1.0
+    while np.clip(hi * s, 0, d_max).sum() < total and hi < 1e300:
+        hi *= 2
+    while hi - lo > 1e-12 * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if np.clip(mid * s, 0, d_max).sum() < total else (lo, mid)
+    sizes = np.zeros(K * len(field_of_feature), dtype=np.int64)
+    sizes[rows] = round_to_total(np.clip(hi * s, 0, d_max), total, d_max, min_size=0)
+    return sizes.reshape(K, -1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. Retrain one model per cluster; route at inference
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class IHASRun:
+    """What :func:`run_ihas` produced. ``predict(X)`` routes every sample to its cluster's model.
+    Explained in Chapter 7."""
+
+    density: float
+    d_max: int
+    config: IHASConfig
+    search_history: list
+    field_widths: np.ndarray       # (K, fields) gate widths before budget scaling
+    sizes: np.ndarray              # (K, n_features) the stored widths of every cluster model
+    cluster_sizes: dict            # samples per cluster in train / valid / test
+    budget: dict                   # parameter and byte accounting
+    valid: dict
+    test: dict
+    search_model: object = field(default=None, repr=False)
+    gates: object = field(default=None, repr=False)
+    centroids: np.ndarray | None = field(default=None, repr=False)
+    models: list = field(default_factory=list, repr=False)
+    labels: dict = field(default_factory=dict, repr=False)
+
+    def route(self, X: np.ndarray) -> np.ndarray:
+        """The cluster of every sample: its deterministic gate pattern's nearest centroid."""
+        if self.centroids is None:
+            return np.zeros(len(X), dtype=np.int64)
+        return route(self.centroids, gate_patterns(self.search_model, self.gates, X))
+
+    def predict(self, X: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """Click probabilities, each sample scored by its cluster's model."""
+        from ..evaluate import predict_ctr
+        labels = self.route(X) if labels is None else labels
+        p = np.zeros(len(X))
+        for k, model in enumerate(self.models):
+            idx = np.flatnonzero(labels == k)
+            if len(idx):
+                p[idx] = predict_ctr(model, X[idx])
+        return p
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+        return {"method": "ihas", "density": self.density, "d_max": self.d_max, "config": asdict(self.config),
+                "search_history": self.search_history, "field_widths": self.field_widths.tolist(),
+                "sizes_per_cluster_field": self.field_sizes().tolist(), "cluster_sizes": self.cluster_sizes,
+                "budget": self.budget, "valid": self.valid, "test": self.test}
+
+    def field_sizes(self) -> np.ndarray:
+        """(K, fields) mean stored width of each field's present rows in each cluster's model."""
+        f = self.search_model.n_fields
+        fof = np.repeat(np.arange(f), np.diff(self._offsets))
+        out = np.zeros((len(self.sizes), f))
+        for k in range(len(self.sizes)):
+            for j in range(f):
+                rows = self.sizes[k, fof == j]
+                kept = rows[rows > 0]
+                out[k, j] = kept.mean() if len(kept) else 0.0
+        return out
+
+    _offsets: np.ndarray = field(default=None, repr=False)
+
+
+def _evaluate(run_predict, X, y) -> dict:
+    from ..metrics import auc, log_loss
+    p = run_predict(X)
+    return {"auc": auc(y, p), "logloss": log_loss(y, p)}
+
+
+def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHASConfig | None = None,
+             train_config=None, seed: int = 0, progress: bool | None = None, **model_kwargs) -> IHASRun:
+    """Search, cluster, retrain: the whole of iHAS at total embedding budget ``density``.
+
+    ``train_config`` (a :class:`~recsize.train.TrainConfig`) trains every cluster model (early stopping
+    on the cluster's validation samples, on all validation samples when a cluster's are one-class). The
+    test split is evaluated by routing every sample to its cluster. Explained in Chapter 7.
+    """
+    from ..backbones import DEFAULTS
+    from ..data import CTRSplit
+    from ..embedding import compact_tables, masked_factory
+    from ..train import TrainConfig, default_config, fit
+    _check_ctr(backbone, split)
+    density = check_budget(density)
+    config = config or IHASConfig()
+    if d_max % config.n_blocks:
+        raise ValueError(f"n_blocks = {config.n_blocks} must divide d_max = {d_max}")
+    train_config = train_config or default_config(backbone, seed=seed)
+    data = split.data
+    K = config.clusters
+    total = target_parameters(density, data.n_features, d_max)
+    # the gate network's size does not depend on training: build one to count it
+    probe = GateNetwork(data.n_fields, d_max, config.n_blocks, config.route_dim, config.hidden)
+    routing = routing_parameters(data.n_features, data.n_fields, config.route_dim, probe, K, config.n_blocks) \
+        if K > 1 else {"router_table": 0, "gate_network": 0, "centroids": 0, "total": 0}
+    models_total = total - routing["total"]
+    if models_total < data.n_fields:
+        raise ValueError(f"at density {density:g} the budget keeps {total} parameters, but routing K = {K} "
+                         f"clusters alone needs {routing['total']}: raise the budget, lower route_dim or use K = 1")
+    # 1. search (the gates aim at the density left to the cluster models)
+    search_model, gates, history = search(backbone, split, models_total / (data.n_features * d_max), d_max,
+                                          config, seed, train_config.device, progress, **model_kwargs)
+    # 2. the deterministic threshold opening the target fraction on the training samples, then cluster
+    #    the deterministic gate patterns of the training samples; route valid and test
+    _, mu_train = gate_patterns(search_model, gates, data.X[split.train], return_mu=True)
+    gates.calibrate(mu_train, models_total / (data.n_features * d_max))
+    pat = {part: gate_patterns(search_model, gates, data.X[getattr(split, part)])
+           for part in ("train", "valid", "test")}
+    if K > 1:
+        centroids = cluster_patterns(pat["train"], K, seed, config.n_init)
+        K = len(centroids)  # K' <= K clusters that hold training samples; routing stores K' centroids
+        routing = routing_parameters(data.n_features, data.n_fields, config.route_dim, gates, K, config.n_blocks)
+        models_total = total - routing["total"]
+        labels = {part: route(centroids, pat[part]) for part in pat}
+    else:
+        centroids = None
+        labels = {part: np.zeros(len(pat[part]), dtype=np.int64) for part in pat}
+    widths = cluster_widths(pat["train"], labels["train"], K, data.n_fields, config.n_blocks, gates.block)
+    present = present_rows(data.X[split.train], labels["train"], K, data.n_features)
+    sizes = allocate_sizes(widths, data.field_of_feature(), present, models_total, d_max)
+    # 3. retrain one model per cluster on its own samples
+    init = DEFAULTS[backbone.lower()].get("init", "xavier")
+    models, non_embedding = [], 0
+    for k in range(K):
+        tr, va = split.train[labels["train"] == k], split.valid[labels["valid"] == k]
+        if len(np.unique(data.y[va])) < 2:
+            va = split.valid  # too few validation samples of both labels: stop early on all of them
+        sub = CTRSplit(data, tr, va, split.test[labels["test"] == k], split.seed)
+        cfg = TrainConfig(**{**train_config.__dict__, "test": False, "seed": seed + k})
+        result = fit(backbone, sub, d_max, cfg, embedding=masked_factory({"feature": sizes[k]}, d_max, init),
+                     **model_kwargs)
+        model = compact_tables(result.model)
+        models.append(model)
+        non_embedding += sum(p.numel() for n, p in model.named_parameters() if not n.startswith("feature"))
+    per_cluster = [int(s.sum()) for s in sizes]
+    router_bytes = (compact_bytes(np.full(data.n_features, config.route_dim), d_max) if K > 1 else 0)
+    budget = {"target_parameters": total, "cluster_parameters": per_cluster,
+              "models_parameters": int(sum(per_cluster)), "routing_parameters": routing,
+              "total_parameters": int(sum(per_cluster)) + routing["total"],
+              "cluster_bytes": [compact_bytes(s, d_max) for s in sizes],
+              "routing_bytes": router_bytes + 4 * (routing["gate_network"] + routing["centroids"]),
+              "non_embedding_parameters": int(non_embedding)}
+    budget["total_bytes"] = int(sum(budget["cluster_bytes"]) + budget["routing_bytes"])
+    cluster_sizes = {part: np.bincount(labels[part], minlength=K).tolist() for part in labels}
+    run = IHASRun(density, d_max, config, history, widths, sizes, cluster_sizes, budget, {}, {},
+                  search_model, gates, centroids, models, labels, data.offsets)
+    run.valid = _evaluate(lambda X: run.predict(X, labels["valid"]), *split.part("valid"))
+    run.test = _evaluate(lambda X: run.predict(X, labels["test"]), *split.part("test"))
+    return run
+
