@@ -108,7 +108,7 @@ class GateNetwork(nn.Module):
         """z = b + mu - stopgrad(mu), b ~ Bernoulli(mu) (stochastic) or 1[mu > tau] (deterministic)."""
         if stochastic:
             b = torch.bernoulli(mu.detach())
-            return b + mu - mu.detach()
+            return b + (mu - mu.detach())  # exactly b forward (mu - mu = 0), d z / d mu = 1 backward
         return (mu > self.tau).to(mu.dtype)
 
     def forward(self, v: torch.Tensor, stochastic: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

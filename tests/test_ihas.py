@@ -1,0 +1,242 @@
+"""iHAS (Chapter 7): gates and regularisers, clustering and routing, budget accounting across clusters,
+determinism, bad inputs; the CTR file readers and the synthetic CTR data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recsize.backbones import FM, DeepFM
+from recsize.budget import compact_bytes, target_parameters
+from recsize.data import make_synthetic_ctr, split_ctr
+from recsize.data.ctr_files import read_avazu, read_criteo, read_ctr_file
+from recsize.embedding import MaskedEmbedding, masked_factory
+from recsize.search.ihas import (GateNetwork, IHASConfig, allocate_sizes, cluster_patterns, cluster_widths,
+                                 polarisation_penalty, present_rows, route, routing_parameters, run_ihas,
+                                 sparsity_penalty)
+from recsize.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def ctr_split():
+    return split_ctr(make_synthetic_ctr(1500, 5, 2, seed=0, cardinality=12), seed=0)
+
+
+def small_config(**kw):
+    return IHASConfig(**{"clusters": 2, "n_blocks": 2, "route_dim": 1, "hidden": 4, "search_epochs": 2,
+                         "batch_size": 256, "n_init": 2, **kw})
+
+
+TRAIN = TrainConfig(epochs=2, batch_size=256, lr=1e-2, patience=1, progress=False)
+
+
+# ------------------------------------------------------------------------------------------- gates
+def test_gates_stochastic_hard_deterministic_threshold():
+    torch.manual_seed(0)
+    net = GateNetwork(n_fields=3, d_max=8, n_blocks=4, route_dim=2, hidden=5)
+    v = torch.randn(50, 3, 8)
+    z, mu = net(v, stochastic=True)
+    assert z.shape == mu.shape == (50, 3, 4)
+    assert ((mu >= 0) & (mu <= 1)).all()
+    assert set(torch.unique(z.detach()).tolist()) <= {0.0, 1.0}           # hard in the forward pass
+    zd, mud = net(v, stochastic=False)
+    assert torch.equal(zd, (mud > 0.5).float())                           # tau = 0.5 before calibration
+    assert torch.equal(net(v, stochastic=False)[0], zd)                   # deterministic: same twice
+    torch.manual_seed(1)
+    draws = torch.stack([net(v, stochastic=True)[0].detach() for _ in range(400)]).mean(0)
+    assert torch.allclose(draws, mu.detach(), atol=0.12)                  # E[z] = mu
+    assert net.expand(zd).shape == (50, 3, 8)
+    assert torch.equal(net.expand(zd)[..., 0], zd[..., 0]) and torch.equal(net.expand(zd)[..., 1], zd[..., 0])
+
+
+def test_straight_through_gradient_reaches_mu_and_input_is_detached():
+    net = GateNetwork(2, 4, 2, route_dim=4, hidden=3)
+    v = torch.randn(6, 2, 4, requires_grad=True)
+    z, mu = net(v, stochastic=True)
+    (z * torch.arange(1.0, 5.0)[:2]).sum().backward()
+    assert net.mlp[0].weight.grad is not None and net.mlp[0].weight.grad.abs().sum() > 0
+    assert v.grad is None  # the gate network reads detached embeddings
+
+
+def test_calibrate_opens_target_fraction():
+    net = GateNetwork(2, 4, 2)
+    mu = np.linspace(0, 1, 1000)
+    tau = net.calibrate(mu, 0.2)
+    assert abs((mu > tau).mean() - 0.2) < 0.01
+    with pytest.raises(ValueError, match="at least one"):
+        net.calibrate(np.array([]), 0.2)
+
+
+def test_regulariser_gradients_have_the_right_sign():
+    mu = torch.tensor([0.1, 0.4, 0.6, 0.9], requires_grad=True)
+    sparsity_penalty(mu, 0.25).backward()
+    assert (mu.grad > 0).all()                          # descent closes gates
+    assert float(sparsity_penalty(mu.detach(), 0.25)) == pytest.approx(0.25)
+    mu.grad = None
+    polarisation_penalty(mu).backward()
+    g = mu.grad
+    assert g[0] > 0 and g[1] > 0 and g[2] < 0 and g[3] < 0   # pushed away from 0.5, towards the nearer end
+    assert float(polarisation_penalty(torch.tensor([0.0, 1.0]))) == 0.0
+
+
+def test_backbones_pass_gates_through_the_hook():
+    torch.manual_seed(0)
+    for cls in (FM, DeepFM):
+        m = cls(20, 3, 4, embedding=masked_factory(None, 4)).eval()
+        x = torch.tensor([[0, 5, 10], [1, 6, 12]])
+        assert torch.allclose(m.score(x), m.score(x, gates=torch.ones(2, 3, 4)))
+        closed = m.score(x, gates=torch.zeros(2, 3, 4))
+        first = m.linear(x).sum((1, 2)) + m.bias
+        if cls is FM:
+            assert torch.allclose(closed, first)   # all gates shut: only the first-order term is left
+        y = torch.tensor([1.0, 0.0])
+        assert torch.isfinite(m.loss(x, y, gates=torch.rand(2, 3, 4)))
+
+
+# -------------------------------------------------------------------------------- clustering, routing
+def test_route_nearest_centroid_and_cluster_deterministic():
+    rng = np.random.default_rng(0)
+    pats = np.vstack([np.tile([1, 1, 0, 0], (30, 1)), np.tile([0, 0, 1, 1], (30, 1)), np.tile([1, 0, 1, 0], (5, 1))])
+    pats = pats + 0.0 * rng.random(pats.shape)
+    c1 = cluster_patterns(pats, 3, seed=0, n_init=3)
+    c2 = cluster_patterns(pats, 3, seed=0, n_init=3)
+    assert np.array_equal(c1, c2)
+    labels = route(c1, pats)
+    d = ((pats[:, None] - c1[None]) ** 2).sum(-1)
+    assert np.array_equal(labels, d.argmin(1))
+    assert len(np.unique(labels[:30])) == 1 and labels[0] != labels[30]
+    # fewer distinct patterns than K: only centroids that win a pattern are kept
+    assert len(cluster_patterns(np.tile([1.0, 0.0], (10, 1)), 3, seed=0, n_init=2)) == 1
+    with pytest.raises(ValueError, match="K"):
+        cluster_patterns(pats, 0)
+
+
+def test_cluster_widths_and_present_rows_by_hand():
+    # 2 fields x 2 blocks of width 4; cluster 0 opens field 0 fully and half of field 1's block 0
+    pats = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 1, 1]], dtype=float)
+    w = cluster_widths(pats, np.array([0, 0, 1]), 2, n_fields=2, n_blocks=2, block=4)
+    assert np.allclose(w, [[8, 2], [0, 8]])
+    X = np.array([[0, 3], [1, 3], [2, 4]])
+    p = present_rows(X, np.array([0, 0, 1]), 2, 5)
+    assert p.tolist() == [[True, True, False, True, False], [False, False, True, False, True]]
+
+
+def test_allocate_sizes_exact_total_and_absent_rows():
+    widths = np.array([[8.0, 0.0], [2.0, 6.0]])
+    fof = np.array([0, 0, 1, 1])
+    present = np.array([[True, True, True, False], [True, False, True, True]])
+    sizes = allocate_sizes(widths, fof, present, total=20, d_max=8)
+    assert sizes.sum() == 20
+    assert sizes[0, 3] == 0 and sizes[1, 1] == 0                   # absent rows store nothing
+    assert sizes[0, 2] == 0                                       # closed field stays closed
+    assert sizes[1, 2] >= sizes[1, 0]                             # width follows the gates
+    assert (sizes <= 8).all()
+    with pytest.raises(ValueError, match="cannot hold"):
+        allocate_sizes(widths, fof, present, total=100, d_max=8)
+
+
+def test_routing_parameters_by_hand():
+    net = GateNetwork(3, 8, 2, route_dim=2, hidden=4)   # (6*4 + 4) + (4*6 + 6) = 58
+    r = routing_parameters(100, 3, 2, net, clusters=4, n_blocks=2)
+    assert r == {"router_table": 200, "gate_network": 58, "centroids": 24, "total": 282}
+
+
+# ----------------------------------------------------------------------------------- the whole run
+def test_run_ihas_budget_accounting_and_determinism(ctr_split):
+    d_max, density = 8, 0.5
+    run = run_ihas("fm", ctr_split, density, d_max, small_config(), TRAIN, seed=0)
+    data = ctr_split.data
+    b = run.budget
+    assert b["target_parameters"] == target_parameters(density, data.n_features, d_max)
+    assert b["total_parameters"] == b["target_parameters"]                 # exactly the uniform baseline's
+    assert b["models_parameters"] == int(run.sizes.sum()) == sum(b["cluster_parameters"])
+    assert b["routing_parameters"]["total"] == b["target_parameters"] - b["models_parameters"]
+    assert b["cluster_bytes"] == [compact_bytes(s, d_max) for s in run.sizes]
+    for k, model in enumerate(run.models):                               # what the modules really store
+        assert model.feature.num_parameters() == b["cluster_parameters"][k]
+    assert sum(run.cluster_sizes["train"]) == len(ctr_split.train)
+    assert 0.3 < run.test["auc"] <= 1 and run.test["logloss"] > 0
+    X = data.X[ctr_split.test]
+    assert np.array_equal(run.route(X), run.labels["test"])              # inference routing = evaluation's
+    assert np.allclose(run.predict(X), run.predict(X, run.labels["test"]))
+    again = run_ihas("fm", ctr_split, density, d_max, small_config(), TRAIN, seed=0)
+    assert again.test == run.test and np.array_equal(again.sizes, run.sizes)
+    d = run.to_dict()
+    assert d["method"] == "ihas" and len(d["sizes_per_cluster_field"]) == len(run.models)
+
+
+def test_run_ihas_single_cluster_needs_no_routing(ctr_split):
+    run = run_ihas("deepfm", ctr_split, 0.25, 8, small_config(clusters=1), TRAIN, seed=0)
+    assert run.budget["routing_parameters"]["total"] == 0 and run.centroids is None
+    assert run.budget["total_parameters"] == run.budget["target_parameters"]
+    assert (run.route(ctr_split.data.X[:5]) == 0).all()
+
+
+def test_bad_inputs(ctr_split, tiny_split):
+    with pytest.raises(ValueError, match="clusters"):
+        IHASConfig(clusters=0)
+    with pytest.raises(ValueError, match="budget"):
+        run_ihas("fm", ctr_split, 1.5, 8, small_config(), TRAIN)
+    with pytest.raises(ValueError, match="budget"):
+        run_ihas("fm", ctr_split, 0.0, 8, small_config(), TRAIN)
+    with pytest.raises(ValueError, match="CTR model"):
+        run_ihas("mf", ctr_split, 0.5, 8, small_config(), TRAIN)
+    with pytest.raises(ValueError, match="CTR split"):
+        run_ihas("fm", tiny_split, 0.5, 8, small_config(), TRAIN)
+    with pytest.raises(ValueError, match="divide"):
+        run_ihas("fm", ctr_split, 0.5, 6, small_config(n_blocks=4), TRAIN)
+    with pytest.raises(ValueError, match="routing"):
+        run_ihas("fm", ctr_split, 0.01, 8, small_config(route_dim=4), TRAIN)
+    with pytest.raises(ValueError, match="divide"):
+        GateNetwork(3, 8, 3)
+
+
+# ------------------------------------------------------------------------------------ data sources
+def test_synthetic_ctr_segments_and_determinism():
+    a, b = make_synthetic_ctr(400, 5, 2, seed=3), make_synthetic_ctr(400, 5, 2, seed=3)
+    assert np.array_equal(a.X, b.X) and np.array_equal(a.y, b.y)
+    assert a.fields[0] == "segment" and a.n_fields == 5 and len(np.unique(a.X[:, 0])) == 2
+    assert not np.array_equal(a.y, make_synthetic_ctr(400, 5, 2, seed=4).y)
+    with pytest.raises(ValueError, match="n_fields"):
+        make_synthetic_ctr(400, 1, 2)
+
+
+def test_read_criteo(tmp_path):
+    ints = ["1", "", "7", "-1", "0", "3", "1000", "", "", "2", "5", "1", "0"]
+    line1 = "\t".join(["1", *ints, *[f"a{j}" for j in range(26)]])
+    line2 = "\t".join(["0", *["2"] * 13, *["" if j == 0 else f"b{j}" for j in range(26)]])
+    p = tmp_path / "criteo.txt"
+    p.write_text(line1 + "\n" + line2 + "\n" + line1 + "\n")
+    d = read_criteo(p)
+    assert d.X.shape == (3, 39) and d.y.tolist() == [1.0, 0.0, 1.0]
+    assert d.fields[0] == "I1" and d.fields[-1] == "C26"
+    assert sorted(d.vocab[2]) == ["1", "3"]            # log2(1 + 7) = 3, log2(1 + 2) = 1.58 -> 1
+    assert "neg" in d.vocab[3] and "" in d.vocab[1]    # negative and empty values are values
+    assert read_criteo(p, max_rows=2).X.shape == (2, 39)
+    rare = read_ctr_file(p, "criteo", min_count=2)
+    assert "<rare>" in rare.vocab[13]                  # b0 is empty, so C2 holds a1 (twice) and b1 (once)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1\t2\t3\n")
+    with pytest.raises(ValueError, match="40 tab-separated"):
+        read_criteo(bad)
+    with pytest.raises(FileNotFoundError):
+        read_criteo(tmp_path / "missing.txt")
+
+
+def test_read_avazu(tmp_path):
+    p = tmp_path / "avazu.csv"
+    p.write_text("id,click,hour,C1,banner_pos,site_id\n"
+                 "1,0,14102100,1005,0,1fbe01fe\n2,1,14102101,1005,1,1fbe01fe\n3,0,14102201,1002,0,85f751fd\n")
+    d = read_avazu(p)
+    assert d.fields == ("hour", "C1", "banner_pos", "site_id") and d.y.tolist() == [0.0, 1.0, 0.0]
+    assert sorted(d.vocab[0]) == ["00", "01"]         # hour of the day
+    assert d.X[0, 0] == d.X[1, 0] - 1 and d.X[2, 0] == d.X[1, 0]
+    assert read_ctr_file(p, "avazu", max_rows=1).X.shape == (1, 4)
+    split = split_ctr(d, seed=0)
+    assert split.data.n_features == d.n_features
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,label\n1,0\n")
+    with pytest.raises(ValueError, match="header"):
+        read_avazu(bad)
+    with pytest.raises(ValueError, match="format"):
+        read_ctr_file(p, "parquet")
