@@ -4,6 +4,7 @@
     recsize data info ml-100k --protocol random-811
     recsize train --backbone lightgcn --dataset ml-100k --dim 64 --out results/lightgcn.json
     recsize search --method mde --budget 0.1 --backbone lightgcn --dataset ml-100k   (Chapter 4)
+    recsize search --method dnis --backbone lightgcn --dataset ml-100k --budget 0.1   (Chapter 5)
     recsize search --method ciess --backbone lightgcn --dataset ml-100k --budgets 0.8 0.9 0.95  (Chapter 6)
 """
 from __future__ import annotations
@@ -153,9 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="train with searched or baseline embedding sizes under a budget",
                        description="Give every embedding row a width under a memory budget, train, then "
                                    "report quality, parameters and bytes (dense vs compact). Chapter 4; "
-                                   "CIESS: Chapter 6.")
-    s.add_argument("--method", choices=[*METHODS, "ciess"], required=True,
+                                   "DNIS: Chapter 5; CIESS: Chapter 6.")
+    s.add_argument("--method", choices=[*METHODS, "dnis", "ciess"], required=True,
                    help="es: equal sizes, mr: mixed random sizes, mde: width ~ frequency^alpha, "
+                        "dnis: differentiable search with a soft selection layer, "
                         "ciess: reinforcement-learning search (one search serves every --budgets value)")
     budget = s.add_mutually_exclusive_group()  # required for es / mr / mde, checked in main()
     budget.add_argument("--budget", type=_density, dest="density", metavar="DENSITY",
@@ -182,6 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-random-walk", action="store_true", help="ablation: play the noisy width, no walk")
     c.add_argument("--checkpoint-dir", type=Path, help="checkpoint the search here after every iteration")
     c.add_argument("--resume", action="store_true", help="continue the search in --checkpoint-dir")
+    d = s.add_argument_group("DNIS (--method dnis, Chapter 5)")
+    d.add_argument("--blocks", type=_positive_int, default=10,
+                   help="frequency blocks per table, each with its own row of alpha (default 10 of 10 %%)")
+    d.add_argument("--warm-epochs", type=_nonneg_int, default=20, help="warm start with alpha = 1 (default 20)")
+    d.add_argument("--search-epochs", type=_nonneg_int, default=20,
+                   help="epochs of alternating embedding / alpha steps (default 20)")
+    d.add_argument("--alpha-lr", type=_positive_float, default=0.01, help="SGD learning rate of alpha (default 0.01)")
+    d.add_argument("--l1", type=_nonneg_float, default=1e-5, help="lambda of the L1 term on alpha (default 1e-5)")
+    d.add_argument("--second-order", action="store_true", help="unrolled (DARTS-style) hypergradient")
+    d.add_argument("--min-size", type=_nonneg_int, default=1, help="smallest width of a row (default 1)")
     s.add_argument("--backbone", choices=list(BACKBONES), default="lightgcn")
     s.add_argument("--dataset", choices=DATASET_CHOICES, default="ml-100k")
     s.add_argument("--protocol", choices=list(PROTOCOLS), default="random-811",
@@ -316,11 +328,16 @@ def _cmd_search(args) -> int:
     config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
                          progress=False if args.quiet else None, **train_kwargs)
     split = prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet)
-    run = run_baseline(args.backbone, split, args.method, args.density, args.dim, config, seed=args.seed,
-                       alpha=args.alpha, **model_kwargs)
+    if args.method == "dnis":
+        dnis = _run_dnis(args, split, model_kwargs)
+        run = dnis.run
+    else:
+        run = run_baseline(args.backbone, split, args.method, args.density, args.dim, config, seed=args.seed,
+                           alpha=args.alpha, **model_kwargs)
     result = run.result
     protocol = "random-811 over samples" if args.dataset.endswith("-ctr") else args.protocol
-    out = {"backbone": args.backbone, "dataset": args.dataset, "protocol": protocol, **run.to_dict()}
+    out = {"backbone": args.backbone, "dataset": args.dataset, "protocol": protocol,
+           **(dnis.to_dict() if args.method == "dnis" else run.to_dict())}
     keys = ["recall@20", "ndcg@20", "recall@5", "ndcg@5"] if "ndcg@20" in result.valid else ["auc", "logloss"]
     print(f"{args.method} sizes, density {run.density:.3f} (sparsity c = {100 * (1 - run.density):.1f} %), "
           f"d_max = {args.dim}: {args.backbone} on {args.dataset} ({protocol}, seed {args.seed}): "
@@ -333,10 +350,27 @@ def _cmd_search(args) -> int:
         print(f"{role:10s}{m['rows']:>9,}{m['parameters']:>12,}{m['density'] * args.dim:>11.1f}"
               f"{format_bytes(m['dense']):>12s}{format_bytes(m['masked']):>12s}{format_bytes(m['compact']):>12s}"
               f"{m['compact'] / m['dense']:>15.3f}")
+    if args.method == "dnis":
+        print(f"\nDNIS search {dnis.seconds['search']:.1f} s (warm start {dnis.search.seconds['warm']:.1f} s, "
+              f"best alternating epoch {dnis.search.best_epoch}), retraining {dnis.seconds['retrain']:.1f} s")
     if args.out:
         write_json(out, args.out)
         print(f"sizes, metrics and memory written to {args.out}")
+        if args.method == "dnis":
+            dnis.save_arrays(args.out.with_suffix(".npz"))
+            print(f"alpha, frequency blocks and widths written to {args.out.with_suffix('.npz')}")
     return 0
+
+
+def _run_dnis(args, split, model_kwargs):
+    from .search.dnis import DNISConfig, run_dnis
+    train_overrides = {k: getattr(args, k) for k in ("batch_size", "lr", "weight_decay") if getattr(args, k) is not None}
+    config = DNISConfig(d_max=args.dim, blocks=args.blocks, warm_epochs=args.warm_epochs,
+                        search_epochs=args.search_epochs, alpha_lr=args.alpha_lr, l1=args.l1,
+                        second_order=args.second_order, min_size=args.min_size, retrain_epochs=args.epochs,
+                        patience=args.patience, seed=args.seed, device=args.device,
+                        progress=False if args.quiet else None, train_overrides=train_overrides)
+    return run_dnis(args.backbone, split, args.density, config, **model_kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:

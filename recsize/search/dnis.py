@@ -1,0 +1,650 @@
+"""DNIS: differentiable neural input search (Cheng, Shen, Huang, arXiv 2006.04466). Explained in Chapter 5.
+
+A width per embedding row is a discrete choice; DNIS relaxes it into a continuous one and learns it by
+gradient descent on the validation loss.
+
+1. **Frequency blocks.** The rows of every table are ranked by training frequency (most frequent first)
+   and cut into K blocks, 10 blocks of 10 % by default (or any fractions, e.g. (0.1, 0.2, 0.2, 0.2, 0.3)).
+   The paper re-indexes the ids so that the blocks are contiguous; recsize keeps the ids and stores each
+   row's block (``row_block``), which is the same thing.
+2. **Soft selection layer.** alpha, one weight per (block, dimension), a K x d_max matrix initialised to
+   1 and kept in [0, 1]. A lookup of row n returns E[n] * alpha[block(n)]: alpha says how much each
+   dimension of each block is worth. It is applied through the soft-weight hook of
+   :class:`~recsize.embedding.MaskedEmbedding` (``set_soft_weights(alpha, row_block)``). Every table
+   gets its own blocks and alpha (users and items; NeuMF's four tables; the one ``feature`` table of
+   FM and DeepFM).
+3. **Bi-level optimisation.** min_alpha L_val(Theta*(alpha), alpha) + lambda * sum|alpha| subject to
+   Theta*(alpha) = argmin_Theta L_train(Theta, alpha). After a warm start that trains every weight with
+   alpha fixed at 1, the two levels alternate batch by batch:
+
+   * (i) embedding step: one Adam step on the embedding tables (and CTR first-order weights) on a
+     training batch; every other weight (MLPs, the global bias) stays frozen;
+   * (ii) alpha step: the gradient of the validation loss plus the L1 term lambda * sum|alpha|
+     (lambda = 1e-5) with respect to alpha, normalised per block by its mean absolute value (so that
+     the blocks of frequent rows, which see most of the gradient, do not dominate), one SGD step
+     (lr 0.01), then alpha is clamped to [0, 1].
+
+   First-order by default: the gradient is taken at the current weights. ``second_order=True`` adds the
+   DARTS-style unrolled term: with w' = w - xi * grad_w L_train(w, alpha) (one virtual SGD step),
+   grad_alpha L_val(w', alpha) - xi * grad^2_{alpha, w} L_train(w, alpha) . grad_{w'} L_val(w', alpha),
+   the mixed second derivative computed exactly by double back-propagation.
+4. **Deriving widths under a budget.** The importance of entry (n, j) is the magnitude of the
+   alpha-scaled weight |alpha[block(n), j] * E[n, j]| (the paper prunes by this magnitude). A threshold t
+   keeps the entries above it; t is binary-searched until the kept fraction is within 1e-3 of the target
+   density, then the last few entries nearest the threshold are added or removed so that every table
+   keeps *exactly* ``target_parameters(density, rows, d_max)`` entries, like the baselines. Every row
+   keeps at least ``min_size`` (default 1) dimensions. A row's width d_n is its number of kept entries.
+5. **Retraining.** A fresh model is trained from scratch with those widths (masked tables, Chapter 4) and
+   its tables are converted to compact storage, whose bytes really shrink.
+
+Where recsize departs from the official code or fills a gap (stated in Chapter 5):
+
+* widths: the paper prunes individual entries, so a row keeps a *set* of dimensions; recsize's core
+  keeps a *prefix* of each row. Because the model is retrained from scratch, which dimensions were kept
+  carries no information into the retrained model, only how many: d_n = the count of kept entries, and
+  no column reordering is needed;
+* the alternation runs over every training batch of an epoch and draws validation batches from a
+  cycling stream (the official code zips the two loaders, so an epoch stops at the shorter one);
+* top-k validation batches are BPR triples from the validation positives, with negatives that avoid
+  training and validation positives; the validation loss is the data term without the L2 term;
+* the per-block normalisation is applied to the whole hypergradient (the official code adds the
+  second-order term after normalising), and the unrolled step is an SGD step of size xi (the official
+  code unrolls its Adam step);
+* the search keeps the weights and alpha of its best validation epoch (the official code keeps the
+  best validation loss); no learning-rate decay;
+* alpha's learning rate is 0.01 as in the paper and the official run scripts (the code's default is
+  1e-3).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..budget import check_budget, memory_report, target_parameters
+from ..data import BPRSampler
+from .baselines import BaselineRun, role_counts
+
+GRAD_EPS = 1e-8  # keeps the per-block normalisation finite when a block got no gradient
+
+
+@dataclass
+class DNISConfig:
+    """Every setting of a DNIS search. Defaults follow the paper and its official run scripts where they
+    give a value. Explained in Chapter 5."""
+
+    d_max: int = 64                       # full width of every table
+    blocks: int | tuple = 10              # K equal frequency blocks, or the fraction of rows in each block
+    warm_epochs: int = 20                 # warm start with alpha fixed at 1 (official scripts: 20)
+    search_epochs: int = 20               # alternating epochs (one alpha step per training batch)
+    alpha_lr: float = 0.01                # SGD learning rate of alpha
+    l1: float = 1e-5                      # lambda of the L1 term lambda * sum|alpha|
+    grad_norm: bool = True                # normalise alpha's gradient per block by its mean |.|
+    second_order: bool = False            # DARTS-style unrolled hypergradient
+    unroll_lr: float | None = None        # xi of the virtual step (default: the embedding learning rate)
+    min_size: int = 1                     # every row keeps at least this many dimensions
+    tolerance: float = 1e-3               # binary search stops within this kept fraction of the target
+    retrain_epochs: int = 300             # retraining with the derived widths (early stopping)
+    patience: int = 10
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool | None = None
+    train_overrides: dict = field(default_factory=dict)  # trainer settings (lr, batch_size, weight_decay)
+
+    def __post_init__(self):
+        self.blocks = self.blocks if isinstance(self.blocks, (int, np.integer)) else tuple(self.blocks)
+        block_fractions(self.blocks)  # raises for a bad value
+        for name in ("d_max", "retrain_epochs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warm_epochs", "search_epochs", "patience", "min_size"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_size > self.d_max:
+            raise ValueError(f"min_size ({self.min_size}) cannot exceed d_max ({self.d_max})")
+        if not self.alpha_lr > 0:
+            raise ValueError(f"alpha_lr must be > 0, got {self.alpha_lr}")
+        if not self.l1 >= 0:
+            raise ValueError(f"l1 (lambda, the weight of sum|alpha|) must be >= 0, got {self.l1}")
+        if self.unroll_lr is not None and not self.unroll_lr > 0:
+            raise ValueError(f"unroll_lr (xi) must be > 0, got {self.unroll_lr}")
+        if not 0 < self.tolerance < 1:
+            raise ValueError(f"tolerance must lie in (0, 1), got {self.tolerance}")
+        unknown = set(self.train_overrides) - {"lr", "batch_size", "weight_decay"}
+        if unknown:
+            raise ValueError(f"train_overrides accepts lr, batch_size and weight_decay, got {sorted(unknown)}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. Frequency blocks
+# ---------------------------------------------------------------------------------------------------
+
+def block_fractions(blocks) -> np.ndarray:
+    """The fraction of rows in each frequency block: K equal blocks for an integer K >= 1, or the given
+    fractions (positive, summing to 1). Explained in Chapter 5."""
+    if isinstance(blocks, (bool, np.bool_)):
+        raise ValueError(f"blocks must be a number of blocks or a list of fractions, got {blocks!r}")
+    if isinstance(blocks, (int, np.integer)):
+        if blocks < 1:
+            raise ValueError(f"blocks must be >= 1 (the number of frequency blocks), got {blocks}")
+        return np.full(int(blocks), 1.0 / int(blocks))
+    fractions = np.asarray(blocks, dtype=np.float64)
+    if fractions.ndim != 1 or len(fractions) < 1 or not np.isfinite(fractions).all() or (fractions <= 0).any() \
+            or abs(fractions.sum() - 1) > 1e-6:
+        raise ValueError(f"block fractions must be positive and sum to 1, e.g. (0.1, 0.2, 0.2, 0.2, 0.3), "
+                         f"got {tuple(blocks)}")
+    return fractions
+
+
+def frequency_blocks(counts, blocks=10) -> np.ndarray:
+    """The frequency block of every row: rows ranked by descending training frequency (ties: lower id
+    first) and cut into consecutive blocks; block 0 holds the most frequent rows. Explained in Chapter 5."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or len(counts) < 1:
+        raise ValueError(f"counts must be one training frequency per row, got shape {counts.shape}")
+    fractions = block_fractions(blocks)
+    n = len(counts)
+    bounds = np.round(np.cumsum(fractions) * n).astype(np.int64)
+    bounds[-1] = n
+    if (np.diff(np.concatenate([[0], bounds])) < 1).any():
+        raise ValueError(f"a table of {n} rows cannot be cut into {len(fractions)} non-empty frequency blocks "
+                         f"with fractions {np.round(fractions, 4).tolist()}: use fewer blocks (--blocks)")
+    order = np.lexsort((np.arange(n), -counts))  # most frequent first
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    return np.searchsorted(bounds, rank, side="right").astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. The soft selection layer
+# ---------------------------------------------------------------------------------------------------
+
+def attach_soft_selection(model: nn.Module, counts_by_role: dict, blocks=10) -> dict[str, nn.Parameter]:
+    """Give every masked table of ``model`` its frequency blocks and a soft selection layer alpha
+    (blocks x d_max, initialised to 1), applied to the looked-up rows through
+    ``MaskedEmbedding.set_soft_weights``. Returns alpha by role. Explained in Chapter 5."""
+    alphas = {}
+    for role, table in model.embedding_tables().items():
+        if not hasattr(table, "set_soft_weights"):
+            raise TypeError(f"table {role!r} is a {type(table).__name__}; DNIS needs MaskedEmbedding tables "
+                            "(build the backbone with recsize.embedding.masked_factory())")
+        if role not in counts_by_role:
+            raise ValueError(f"no training frequencies for table {role!r}")
+        row_block = frequency_blocks(counts_by_role[role], blocks)
+        if len(row_block) != table.num_rows:
+            raise ValueError(f"table {role!r} has {table.num_rows} rows but {len(row_block)} frequencies")
+        device = table.weight.device
+        alpha = nn.Parameter(torch.ones(int(row_block.max()) + 1, table.dim, device=device))
+        table.set_soft_weights(alpha, torch.from_numpy(row_block).to(device))
+        alphas[role] = alpha
+    return alphas
+
+
+def clamp_alpha_(alphas) -> None:
+    """Project every alpha back into [0, 1], in place (after every alpha step). Explained in Chapter 5."""
+    with torch.no_grad():
+        for alpha in alphas:
+            alpha.clamp_(0.0, 1.0)
+
+
+def normalise_per_block(grad: torch.Tensor) -> torch.Tensor:
+    """alpha's gradient with every block (row of alpha) divided by its mean absolute value, so that all
+    blocks move at the same pace whatever their frequency. Explained in Chapter 5."""
+    return grad / (grad.abs().mean(dim=1, keepdim=True) + GRAD_EPS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Batches and the two alternating steps
+# ---------------------------------------------------------------------------------------------------
+
+class ValidationTriples(BPRSampler):
+    """BPR triples (user, validation positive, negative) for the alpha step of top-k backbones. The
+    negatives avoid the user's training *and* validation positives. Explained in Chapter 5."""
+
+    def __init__(self, split, seed: int = 0):
+        if split.valid.nnz == 0:
+            raise ValueError("the split has no validation positives: DNIS learns alpha on validation data")
+        super().__init__(split.valid, seed=seed)
+        seen = (split.train + split.valid).tocsr()
+        full = np.flatnonzero(np.diff(seen.indptr) >= self.n_items)
+        if len(full):
+            raise ValueError(f"{len(full)} user(s) (e.g. {full[0]}) interacted with every item in training and "
+                             "validation: no negative exists for them; drop them from the data")
+        coo = seen.tocoo()
+        self.keys = np.sort(coo.row.astype(np.int64) * self.n_items + coo.col.astype(np.int64))
+
+
+def _ctr_epoch(X: torch.Tensor, Y: torch.Tensor, batch_size: int, rng: np.random.Generator):
+    order = torch.from_numpy(rng.permutation(len(X))).to(X.device)
+    for s in range(0, len(X), batch_size):
+        b = order[s:s + batch_size]
+        yield X[b], Y[b]
+
+
+def _batches(model, split, part: str, batch_size: int, seed: int, device) -> Iterator:
+    """Endless stream of batches of ``part`` ('train' or 'valid'), epoch after epoch, reshuffled."""
+    if model.task == "topk":
+        sampler = BPRSampler(split.train, seed=seed) if part == "train" else ValidationTriples(split, seed=seed)
+        while True:
+            yield from sampler.epoch(batch_size, device)
+    X, y = split.part(part)
+    if len(X) == 0:
+        raise ValueError(f"the CTR split has no {part} samples")
+    X, Y = torch.from_numpy(X).to(device), torch.from_numpy(y).to(device)
+    rng = np.random.default_rng(seed)
+    while True:
+        yield from _ctr_epoch(X, Y, batch_size, rng)
+
+
+def n_train_batches(model, split, batch_size: int) -> int:
+    """Training batches per epoch (one alpha step follows each). Explained in Chapter 5."""
+    n = split.train.nnz if model.task == "topk" else len(split.train)
+    return -(-n // batch_size)
+
+
+def embedding_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The weights the embedding step updates: every embedding table and, for CTR models, the first-order
+    (per feature) weights. Everything else stays frozen during the search. Explained in Chapter 5."""
+    names = {f"{role}.weight" for role in model.embedding_tables()}
+    if getattr(model, "task", None) == "ctr":
+        names.add("linear.weight")
+    params = {name: p for name, p in model.named_parameters() if name in names}
+    if len(params) != len(names):
+        raise TypeError(f"{type(model).__name__} lacks some embedding weights ({sorted(names - set(params))})")
+    return params
+
+
+@contextmanager
+def _data_term_only(model):
+    """The validation loss is the data term (BPR / BCE) alone: the L2 weight is switched off."""
+    reg = getattr(model, "reg", 0.0)
+    model.reg = 0.0
+    try:
+        yield
+    finally:
+        model.reg = reg
+
+
+def _finite(loss: torch.Tensor, what: str) -> torch.Tensor:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"the {what} loss became {loss.item()} during the DNIS search: lower the "
+                                 "learning rate or alpha_lr")
+    return loss
+
+
+def embedding_step(model, batch, params: dict[str, nn.Parameter], optimizer: torch.optim.Optimizer) -> float:
+    """(i) One optimizer step on the embedding weights ``params`` for a training batch; alpha and every
+    other weight are left untouched (their gradients are never computed). Explained in Chapter 5."""
+    loss = _finite(model.loss(*batch), "training")
+    grads = torch.autograd.grad(loss, list(params.values()))
+    for p, g in zip(params.values(), grads):
+        p.grad = g
+    optimizer.step()
+    for p in params.values():
+        p.grad = None
+    return float(loss.detach())
+
+
+class _Loss(nn.Module):
+    """``model.loss`` as a forward, so that torch.func.functional_call can swap weights in."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *batch):
+        return self.model.loss(*batch)
+
+
+def _mixed_second_derivative(model, train_batch, weights_before: dict[str, torch.Tensor], alphas: list,
+                             v: list[torch.Tensor]) -> list[torch.Tensor]:
+    """grad^2_{alpha, w} L_train(w, alpha) . v at the weights w before the embedding step (exact, by
+    double back-propagation through the training loss evaluated at a copy of those weights)."""
+    w = {f"model.{name}": t.detach().clone().requires_grad_(True) for name, t in weights_before.items()}
+    loss = torch.func.functional_call(_Loss(model), w, tuple(train_batch))
+    grads = torch.autograd.grad(loss, list(w.values()), create_graph=True)
+    mixed = torch.autograd.grad(grads, alphas, grad_outputs=v, allow_unused=True)
+    return [torch.zeros_like(a) if m is None else m for a, m in zip(alphas, mixed)]
+
+
+def alpha_step(model, val_batch, alphas: list[nn.Parameter], config: DNISConfig, params=None,
+               unrolled=None) -> float:
+    """(ii) One SGD step on alpha for a validation batch: the gradient of L_val + lambda * sum|alpha|,
+    normalised per block, then alpha is clamped to [0, 1]. Only alpha changes. With ``unrolled`` =
+    (training batch, weights before the embedding step, xi), the second-order term is subtracted first
+    (``params``: the embedding weights). Returns the validation loss. Explained in Chapter 5."""
+    with _data_term_only(model):
+        val_loss = _finite(model.loss(*val_batch), "validation")
+    objective = val_loss + config.l1 * sum(a.abs().sum() for a in alphas)
+    if unrolled is None:
+        grads = list(torch.autograd.grad(objective, alphas))
+    else:
+        train_batch, weights_before, xi = unrolled
+        weights = list(params.values())
+        both = torch.autograd.grad(objective, alphas + weights)
+        grads, v = list(both[:len(alphas)]), list(both[len(alphas):])
+        mixed = _mixed_second_derivative(model, train_batch, weights_before, alphas, v)
+        grads = [g - xi * m for g, m in zip(grads, mixed)]
+    with torch.no_grad():
+        for alpha, g in zip(alphas, grads):
+            alpha.sub_(config.alpha_lr * (normalise_per_block(g) if config.grad_norm else g))
+    clamp_alpha_(alphas)
+    return float(val_loss.detach())
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. The search: warm start, then alternating updates
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class DNISSearch:
+    """What :func:`search` produced: the model with its learned alpha (weights and alpha of the best
+    validation epoch), alpha and the frequency blocks by role, the training frequencies, the history of
+    the alternating epochs and the wall times. Explained in Chapter 5."""
+
+    backbone: str
+    config: DNISConfig
+    alphas: dict[str, np.ndarray]
+    row_blocks: dict[str, np.ndarray]
+    counts: dict[str, np.ndarray]
+    history: list
+    warm: dict | None
+    best_epoch: int
+    seconds: dict
+    model: nn.Module | None = field(default=None, repr=False)
+
+    def importance(self) -> dict[str, np.ndarray]:
+        """|alpha[block(n), j] * E[n, j]| for every entry of every table. Explained in Chapter 5."""
+        return {role: table.table().detach().abs().cpu().numpy()
+                for role, table in self.model.embedding_tables().items()}
+
+    def to_dict(self) -> dict:
+        return {"backbone": self.backbone, "config": asdict(self.config), "best_epoch": self.best_epoch,
+                "history": self.history, "warm": self.warm, "seconds": self.seconds,
+                "alpha": {r: a.tolist() for r, a in self.alphas.items()}}
+
+
+def _train_config(backbone: str, config: DNISConfig, epochs: int, test: bool):
+    from ..train import default_config
+    return default_config(backbone, **{**config.train_overrides, "epochs": max(int(epochs), 1),
+                                       "patience": config.patience, "seed": config.seed,
+                                       "device": config.device, "progress": config.progress, "test": test})
+
+
+def _check_backbone(backbone: str) -> str:
+    from ..backbones import BACKBONES
+    name = str(backbone).lower()
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
+    return name
+
+
+def search(backbone: str, split, config: DNISConfig | None = None, **model_kwargs) -> DNISSearch:
+    """Run the DNIS search for ``backbone`` on ``split`` (top-k :class:`~recsize.data.Split` or
+    :class:`~recsize.data.CTRSplit`): warm start with alpha fixed at 1, then ``search_epochs`` epochs of
+    alternating embedding and alpha steps. Model settings not given fall back to the backbone's
+    defaults. Explained in Chapter 5."""
+    from ..backbones import DEFAULTS, build_backbone, defaults_for
+    from ..embedding import masked_factory
+    from ..evaluate import evaluate_ctr, evaluate_topk
+    from ..train import resolve_device, seed_everything, show_progress, train
+
+    config = config or DNISConfig()
+    backbone = _check_backbone(backbone)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    init = DEFAULTS[backbone].get("init", "xavier")
+    model = build_backbone(backbone, split, config.d_max, embedding=masked_factory(None, config.d_max, init=init),
+                           **{**defaults_for(backbone)[0], **model_kwargs}).to(device)
+    counts = {role: c for role, c in role_counts(split).items() if role in model.embedding_tables()}
+    alphas = attach_soft_selection(model, counts, config.blocks)
+    alpha_list = list(alphas.values())
+    for a in alpha_list:
+        a.requires_grad_(False)  # alpha is fixed during the warm start
+
+    start = time.perf_counter()
+    warm = None
+    if config.warm_epochs > 0:
+        result = train(model, split, _train_config(backbone, config, config.warm_epochs, test=False))
+        warm = {"best_epoch": result.best_epoch, "valid": result.valid, "epochs": len(result.history),
+                "seconds": result.seconds}
+    warm_seconds = time.perf_counter() - start
+
+    for a in alpha_list:
+        a.requires_grad_(True)
+    train_config = _train_config(backbone, config, 1, test=False)
+    params = embedding_parameters(model)
+    optimizer = torch.optim.Adam(params.values(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+    xi = config.unroll_lr or train_config.lr
+    train_stream = _batches(model, split, "train", train_config.batch_size, config.seed, device)
+    valid_stream = _batches(model, split, "valid", train_config.batch_size, config.seed + 1, device)
+    n_batches = n_train_batches(model, split, train_config.batch_size)
+    evaluate = (lambda: evaluate_topk(model, split, "valid", device=device)) if model.task == "topk" \
+        else (lambda: evaluate_ctr(model, split, "valid", device=device))
+    metric = "ndcg@20" if model.task == "topk" else "auc"
+
+    history, best, best_epoch, best_state = [], -np.inf, 0, None
+    bar = tqdm(range(1, config.search_epochs + 1), desc=f"DNIS {backbone}", unit="epoch",
+               disable=not show_progress(config.progress), leave=False)
+    for epoch in bar:
+        model.train()
+        train_loss = valid_loss = 0.0
+        for _ in range(n_batches):
+            batch = next(train_stream)
+            before = {n: p.detach().clone() for n, p in params.items()} if config.second_order else None
+            train_loss += embedding_step(model, batch, params, optimizer)
+            unrolled = (batch, before, xi) if config.second_order else None
+            valid_loss += alpha_step(model, next(valid_stream), alpha_list, config, params, unrolled)
+        valid = evaluate()
+        row = {"epoch": epoch, "train_loss": train_loss / n_batches, "valid_loss": valid_loss / n_batches,
+               metric: valid[metric], "seconds": time.perf_counter() - start,
+               "alpha_mean": {r: a.detach().mean(1).cpu().tolist() for r, a in alphas.items()}}
+        history.append(row)
+        bar.set_postfix(**{metric: f"{valid[metric]:.4f}"})
+        if valid[metric] > best:
+            best, best_epoch, best_state = valid[metric], epoch, copy.deepcopy(model.state_dict())
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    for a in alpha_list:
+        a.requires_grad_(False)
+    seconds = {"warm": warm_seconds, "alternating": time.perf_counter() - start - warm_seconds,
+               "total": time.perf_counter() - start}
+    tables = model.embedding_tables()
+    return DNISSearch(backbone, config, {r: a.detach().cpu().numpy().copy() for r, a in alphas.items()},
+                      {r: tables[r].row_block.cpu().numpy().copy() for r in alphas}, counts, history, warm,
+                      best_epoch, seconds, model)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. Deriving widths that meet a budget exactly
+# ---------------------------------------------------------------------------------------------------
+
+def _checked_scores(scores) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[0] < 1 or scores.shape[1] < 1:
+        raise ValueError(f"importance scores must be a (rows, d_max) matrix, got shape {scores.shape}")
+    if not np.isfinite(scores).all() or (scores < 0).any():
+        raise ValueError("importance scores must be finite and non-negative (magnitudes)")
+    return scores
+
+
+def kept_sizes(scores, threshold: float, min_size: int = 1) -> np.ndarray:
+    """The width of every row when the entries above ``threshold`` are kept: max(min_size, #{j: s_nj > t}).
+    Explained in Chapter 5."""
+    return np.maximum((np.asarray(scores) > threshold).sum(1), min_size).astype(np.int64)
+
+
+def threshold_for_density(scores, density: float, min_size: int = 1, tolerance: float = 1e-3,
+                          max_iter: int = 200) -> tuple[float, float]:
+    """Binary-search the threshold t whose kept fraction sum(d_n) / (rows * d_max) lies within
+    ``tolerance`` of ``density``; returns (t, kept fraction). Ties can make the kept fraction jump past
+    the target: then the closest one found is returned (:func:`derive_sizes` makes it exact anyway).
+    Explained in Chapter 5."""
+    scores = _checked_scores(scores)
+    total = scores.size
+    lo, hi = -1.0, float(scores.max())       # kept(lo) = 1 (all), kept(hi) = the min_size floor
+    best_t, best_kept = lo, 1.0
+    for _ in range(max_iter):
+        mid = (lo + hi) / 2
+        kept = kept_sizes(scores, mid, min_size).sum() / total
+        if abs(kept - density) < abs(best_kept - density):
+            best_t, best_kept = mid, kept
+        if abs(kept - density) <= tolerance or hi - lo <= 1e-12 * max(1.0, abs(hi)):
+            break
+        lo, hi = (mid, hi) if kept > density else (lo, mid)
+    return float(best_t), float(best_kept)
+
+
+def derive_sizes(scores, density: float, min_size: int = 1, tolerance: float = 1e-3, order=None
+                 ) -> tuple[np.ndarray, dict]:
+    """Integer widths (one per row) that keep exactly ``target_parameters(density, rows, d_max)``
+    entries, the most important ones: binary-search the threshold (:func:`threshold_for_density`), then
+    add the highest-scoring dropped entries or drop the lowest-scoring kept ones until the total is
+    exact. Among equal scores the lower position (dimension rank within its row) goes first, then the row
+    that comes first in ``order`` (default: row id), so tied rows grow evenly.
+    Every row keeps at least ``min_size``. Returns the widths and what the search found.
+    Explained in Chapter 5."""
+    scores = _checked_scores(scores)
+    n, d_max = scores.shape
+    target = target_parameters(check_budget(density), n, d_max)
+    if not 0 <= min_size <= d_max:
+        raise ValueError(f"min_size must lie in [0, d_max = {d_max}], got {min_size}")
+    if target < n * min_size:
+        raise ValueError(f"density {density:g} keeps {target} parameters for {n} rows, fewer than min_size = "
+                         f"{min_size} per row: use a density of at least {min_size / d_max:.4g} or lower min_size")
+    threshold, kept = threshold_for_density(scores, density, min_size, tolerance)
+    sizes = kept_sizes(scores, threshold, min_size)
+    # every row keeps its highest entries: sort each row, then move the boundary of the rows nearest t
+    ranked = -np.sort(-scores, axis=1)
+    position = np.broadcast_to(np.arange(d_max), scores.shape)
+    row_rank = np.empty(n, dtype=np.int64)
+    row_rank[np.arange(n) if order is None else np.asarray(order)] = np.arange(n)
+    rank = np.broadcast_to(row_rank[:, None], scores.shape)
+    diff = target - int(sizes.sum())
+    if diff > 0:    # add the best dropped entries (within a row they come in order, so widths grow)
+        free = position >= sizes[:, None]
+        pick = np.lexsort((rank[free], position[free], -ranked[free]))[:diff]
+        np.add.at(sizes, np.nonzero(free)[0][pick], 1)
+    elif diff < 0:  # drop the weakest kept entries above the floor (from the end of each row)
+        extra = (position < sizes[:, None]) & (position >= min_size)
+        pick = np.lexsort((-rank[extra], -position[extra], ranked[extra]))[:-diff]
+        np.add.at(sizes, np.nonzero(extra)[0][pick], -1)
+    return sizes, {"threshold": threshold, "kept_at_threshold": kept, "target": target,
+                   "adjusted": abs(diff), "density": int(sizes.sum()) / (n * d_max)}
+
+
+def budget_sizes(result: DNISSearch, density: float) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Widths per table at ``density`` from a finished search: every table keeps exactly its share of the
+    budget, by alpha-scaled magnitude; ties go to the more frequent row. Explained in Chapter 5."""
+    sizes, info = {}, {}
+    for role, scores in result.importance().items():
+        counts = result.counts[role]
+        order = np.lexsort((np.arange(len(counts)), -counts))
+        sizes[role], info[role] = derive_sizes(scores, density, result.config.min_size,
+                                               result.config.tolerance, order)
+    return sizes, info
+
+
+# ---------------------------------------------------------------------------------------------------
+# 6. Retraining with the derived widths, then compact storage
+# ---------------------------------------------------------------------------------------------------
+
+def train_with_sizes(backbone: str, split, sizes: dict, d_max: int, config=None, init: str | None = None,
+                     method: str = "dnis", density: float | None = None, **model_kwargs) -> BaselineRun:
+    """Train ``backbone`` from scratch with fixed widths per table (masked tables, Chapter 4), convert
+    its tables to compact storage and evaluate the test split again with them. Explained in Chapter 5."""
+    from ..backbones import DEFAULTS
+    from ..embedding import compact_tables, masked_factory
+    from ..evaluate import evaluate_ctr, evaluate_topk
+    from ..train import fit
+    init = init or DEFAULTS[backbone].get("init", "xavier")
+    result = fit(backbone, split, d_max, config, embedding=masked_factory(sizes, d_max, init=init), **model_kwargs)
+    model = result.model
+    roles = list(model.embedding_tables())
+    masked_bytes = {role: model.embedding_tables()[role].num_bytes() for role in roles}
+    compact_tables(model)
+    memory = memory_report({role: sizes[role] for role in roles}, d_max)
+    for role in roles:
+        memory[role]["masked_measured"] = masked_bytes[role]
+        memory[role]["compact_measured"] = model.embedding_tables()[role].num_bytes()
+    test_compact = None
+    if result.test is not None:
+        test_compact = (evaluate_topk if model.task == "topk" else evaluate_ctr)(model, split, "test")
+    if density is None:
+        density = memory["total"]["density"]
+    return BaselineRun(method, density, d_max, {role: np.asarray(sizes[role]) for role in roles}, result,
+                       test_compact, memory, init, model)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 7. End to end
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class DNISRun:
+    """A search, the widths it gives at one density, and the retrained compact model. Explained in
+    Chapter 5."""
+
+    search: DNISSearch
+    density: float
+    sizes: dict[str, np.ndarray]
+    derivation: dict
+    run: BaselineRun
+    seconds: dict
+
+    def to_dict(self) -> dict:
+        return {**self.run.to_dict(), "derivation": self.derivation, "search": self.search.to_dict(),
+                "seconds": self.seconds}
+
+    def save_arrays(self, path: str | os.PathLike) -> None:
+        """Write alpha, the frequency blocks, the training frequencies and the final widths of every
+        table to one ``.npz`` file, atomically (temporary file, then rename). Explained in Chapter 5."""
+        arrays = {}
+        for role in self.sizes:
+            arrays[f"alpha_{role}"] = self.search.alphas[role]
+            arrays[f"row_block_{role}"] = self.search.row_blocks[role]
+            arrays[f"counts_{role}"] = np.asarray(self.search.counts[role])
+            arrays[f"sizes_{role}"] = np.asarray(self.sizes[role])
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def run_dnis(backbone: str, split, density: float, config: DNISConfig | None = None,
+             searched: DNISSearch | None = None, **model_kwargs) -> DNISRun:
+    """DNIS end to end at one density: search (or reuse ``searched``: one search serves every budget),
+    derive widths that meet the budget exactly, retrain from scratch and shrink to compact storage.
+    Explained in Chapter 5."""
+    density = check_budget(density)
+    config = config or (searched.config if searched is not None else DNISConfig())
+    backbone = _check_backbone(backbone)
+    if searched is None:
+        searched = search(backbone, split, config, **model_kwargs)
+    elif searched.backbone != backbone:
+        raise ValueError(f"the search was run for {searched.backbone}, not {backbone}")
+    sizes, derivation = budget_sizes(searched, density)
+    start = time.perf_counter()
+    run = train_with_sizes(backbone, split, sizes, config.d_max,
+                           _train_config(backbone, config, config.retrain_epochs, test=True),
+                           density=density, **model_kwargs)
+    seconds = {"search": searched.seconds["total"], "retrain": time.perf_counter() - start}
+    return DNISRun(searched, density, sizes, derivation, run, seconds)
+

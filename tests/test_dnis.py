@@ -1,0 +1,361 @@
+"""DNIS (Chapter 5): frequency blocks, the soft selection layer, the alternating steps, widths that meet a
+budget exactly, determinism, bad inputs, end to end and `recsize search --method dnis`."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recsize.backbones import build_backbone
+from recsize.budget import target_parameters
+from recsize.cli import main
+from recsize.data import encode_fields, make_split, make_synthetic, split_ctr
+from recsize.embedding import CompactEmbedding, masked_factory
+from recsize.search.baselines import role_counts
+from recsize.search.dnis import (DNISConfig, ValidationTriples, alpha_step, attach_soft_selection, block_fractions,
+                                 budget_sizes, clamp_alpha_, derive_sizes, embedding_parameters, embedding_step,
+                                 frequency_blocks, kept_sizes, normalise_per_block, run_dnis, search,
+                                 threshold_for_density)
+
+
+@pytest.fixture(autouse=True)
+def no_network_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECSIZE_DATA", str(tmp_path / "recsize-data"))
+
+
+@pytest.fixture(scope="module")
+def topk_split():
+    return make_split(make_synthetic(n_users=60, n_items=80, mean_per_user=10, d_true=8, seed=0), seed=0)
+
+
+@pytest.fixture(scope="module")
+def ctr_split():
+    rng = np.random.default_rng(0)
+    n = 400
+    user, item, genre = rng.integers(0, 20, n), rng.integers(0, 30, n), rng.integers(0, 4, n)
+    y = (genre < 2).astype(np.float32)
+    return split_ctr(encode_fields([user, item, genre], ("user", "item", "genre"), y, "tiny-ctr"), seed=0)
+
+
+TINY = dict(d_max=8, blocks=4, warm_epochs=1, search_epochs=2, retrain_epochs=2, progress=False,
+            train_overrides={"batch_size": 128, "lr": 1e-2})
+
+
+def soft_model(name, split, d_max=8, blocks=4, seed=0):
+    torch.manual_seed(seed)
+    model = build_backbone(name, split, d_max, embedding=masked_factory(None, d_max))
+    counts = {r: c for r, c in role_counts(split).items() if r in model.embedding_tables()}
+    return model, attach_soft_selection(model, counts, blocks), counts
+
+
+# --- frequency blocks ------------------------------------------------------------------------------
+
+def test_frequency_blocks_rank_rows_by_frequency():
+    counts = np.array([5, 50, 1, 20, 20, 0, 7, 3, 9, 2])
+    blocks = frequency_blocks(counts, 5)
+    # ranks: 1 (50), 3 (20), 4 (20, higher id), 8 (9), 6 (7), 0 (5), 7 (3), 9 (2), 2 (1), 5 (0)
+    assert blocks.tolist() == [2, 0, 4, 0, 1, 4, 2, 3, 1, 3]
+    uneven = frequency_blocks(counts, (0.1, 0.2, 0.7))
+    assert np.bincount(uneven).tolist() == [1, 2, 7] and uneven[1] == 0
+    assert frequency_blocks(counts, 1).tolist() == [0] * 10
+    assert block_fractions(4).tolist() == [0.25] * 4
+
+
+@pytest.mark.parametrize("blocks, match", [(0, "blocks must be >= 1"), (-3, "blocks must be >= 1"),
+                                           ((0.5, 0.6), "sum to 1"), ((1.2, -0.2), "positive"),
+                                           (True, "number of blocks"), (11, "fewer blocks")])
+def test_bad_blocks(blocks, match):
+    with pytest.raises(ValueError, match=match):
+        frequency_blocks(np.arange(10), blocks)
+
+
+# --- the soft selection layer ------------------------------------------------------------------------
+
+def test_layer_starts_at_one_and_scales_lookups(topk_split):
+    model, alphas, counts = soft_model("mf", topk_split)
+    assert set(alphas) == {"user", "item"}
+    for role, alpha in alphas.items():
+        table = model.embedding_tables()[role]
+        assert alpha.shape == (4, 8) and torch.equal(alpha.detach(), torch.ones(4, 8))
+        assert table.soft_weights is alpha          # the core's soft-weight hook holds the very parameter
+        assert np.array_equal(table.row_block.numpy(), frequency_blocks(counts[role], 4))
+    ids = torch.arange(10)
+    plain = model.user.weight[ids].detach()
+    assert torch.equal(model.user(ids).detach(), plain)                  # alpha = 1: the plain rows
+    with torch.no_grad():
+        alphas["user"].mul_(torch.linspace(0, 1, 8))
+    expected = plain * alphas["user"].detach()[model.user.row_block[ids]]
+    assert torch.allclose(model.user(ids).detach(), expected)
+    assert torch.allclose(model.user.table().detach()[ids], expected)
+
+
+def test_clamp_keeps_alpha_in_the_unit_interval():
+    alpha = torch.nn.Parameter(torch.tensor([[-0.5, 0.3, 1.7], [2.0, -1e-3, 1.0]]))
+    clamp_alpha_([alpha])
+    assert alpha.detach().tolist() == [[0.0, pytest.approx(0.3), 1.0], [1.0, 0.0, 1.0]]
+
+
+def test_gradient_normalised_per_block():
+    g = torch.tensor([[1.0, -3.0, 2.0], [1e-4, 0.0, -2e-4], [0.0, 0.0, 0.0]])
+    n = normalise_per_block(g)
+    assert n[:2].abs().mean(1).tolist() == [pytest.approx(1.0), pytest.approx(1.0, rel=1e-3)]
+    assert torch.equal(n[2], torch.zeros(3))                              # no gradient: no move
+    assert torch.equal(torch.sign(n), torch.sign(g))
+
+
+def test_layer_needs_masked_tables(topk_split):
+    model = build_backbone("mf", topk_split, 8)
+    with pytest.raises(TypeError, match="MaskedEmbedding"):
+        attach_soft_selection(model, role_counts(topk_split))
+
+
+# --- the alternating steps ---------------------------------------------------------------------------
+
+def snapshot(model):
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def changed(before, model):
+    return {name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach())}
+
+
+@pytest.mark.parametrize("backbone", ["neumf", "lightgcn"])
+def test_embedding_step_moves_only_the_embeddings(backbone, topk_split):
+    model, alphas, _ = soft_model(backbone, topk_split)
+    params = embedding_parameters(model)
+    optimizer = torch.optim.Adam(params.values(), lr=1e-2)
+    batch = next(iter(ValidationTriples(topk_split, seed=0).epoch(64)))  # any triples will do
+    before = snapshot(model)
+    embedding_step(model, batch, params, optimizer)
+    assert changed(before, model) == set(params)                       # tables moved; alpha, MLP did not
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("backbone, second_order", [("mf", False), ("neumf", False), ("neumf", True),
+                                                    ("lightgcn", True)])
+def test_alpha_step_moves_only_alpha(backbone, second_order, topk_split):
+    model, alphas, _ = soft_model(backbone, topk_split)
+    alpha_list = list(alphas.values())
+    params = embedding_parameters(model)
+    optimizer = torch.optim.Adam(params.values(), lr=1e-2)
+    train_batch = next(iter(ValidationTriples(topk_split, seed=1).epoch(64)))
+    val_batch = next(iter(ValidationTriples(topk_split, seed=2).epoch(64)))
+    weights_before = {n: p.detach().clone() for n, p in params.items()}
+    embedding_step(model, train_batch, params, optimizer)
+    before = snapshot(model)
+    config = DNISConfig(d_max=8, alpha_lr=0.05, second_order=second_order)
+    unrolled = (train_batch, weights_before, 1e-2) if second_order else None
+    loss = alpha_step(model, val_batch, alpha_list, config, params, unrolled)
+    assert np.isfinite(loss)
+    assert changed(before, model) == {f"{role}.soft_weights" for role in alphas}   # frozen weights stay frozen
+    for alpha in alpha_list:
+        assert alpha.min() >= 0 and alpha.max() <= 1                  # clamped after the step
+        assert (alpha < 1).any()                                      # and it did move
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_second_order_changes_the_alpha_step(topk_split):
+    results = []
+    for second_order in (False, True):
+        model, alphas, _ = soft_model("mf", topk_split)
+        params = embedding_parameters(model)
+        train_batch = next(iter(ValidationTriples(topk_split, seed=1).epoch(64)))
+        before = {n: p.detach().clone() for n, p in params.items()}
+        embedding_step(model, train_batch, params, torch.optim.SGD(params.values(), lr=0.5))
+        config = DNISConfig(d_max=8, grad_norm=False, alpha_lr=1.0, second_order=second_order)
+        alpha_step(model, next(iter(ValidationTriples(topk_split, seed=2).epoch(64))), list(alphas.values()),
+                   config, params, (train_batch, before, 0.5) if second_order else None)
+        results.append(torch.cat([a.detach().ravel() for a in alphas.values()]))
+    assert not torch.allclose(results[0], results[1])
+
+
+def test_validation_triples_avoid_train_and_valid_positives(topk_split):
+    sampler = ValidationTriples(topk_split, seed=0)
+    users, pos, neg = (t.numpy().copy() for t in next(iter(sampler.epoch(10_000))))
+    seen = (topk_split.train + topk_split.valid).tocsr()
+    assert len(users) == topk_split.valid.nnz
+    assert (topk_split.valid[users, pos] == 1).all()
+    assert (seen[users, neg] == 0).all()
+
+
+def test_ctr_search_updates_first_order_weights(ctr_split):
+    model, alphas, _ = soft_model("deepfm", ctr_split)
+    params = embedding_parameters(model)
+    assert set(params) == {"feature.weight", "linear.weight"}
+    X, y = ctr_split.part("train")
+    before = snapshot(model)
+    embedding_step(model, (torch.from_numpy(X[:64]), torch.from_numpy(y[:64])), params,
+                   torch.optim.Adam(params.values(), lr=1e-2))
+    assert changed(before, model) == set(params)                      # the MLP and global bias stay frozen
+
+
+# --- widths that meet a budget exactly ----------------------------------------------------------------
+
+@pytest.mark.parametrize("density", [0.02, 0.05, 0.1, 0.2, 0.5, 0.9, 1.0])
+def test_derived_widths_meet_the_budget(density):
+    scores = np.abs(np.random.default_rng(0).standard_normal((500, 64))) * np.linspace(2, 0.1, 500)[:, None]
+    threshold, kept = threshold_for_density(scores, density, min_size=1, tolerance=1e-3)
+    assert abs(kept - density) <= 1e-3                                   # the binary search
+    assert kept_sizes(scores, threshold, 1).sum() / scores.size == pytest.approx(kept)
+    sizes, info = derive_sizes(scores, density, min_size=1)
+    assert sizes.sum() == target_parameters(density, 500, 64) == info["target"]   # exact after rounding
+    assert sizes.min() >= 1 and sizes.max() <= 64 and sizes.dtype == np.int64
+    assert info["adjusted"] <= 1e-3 * scores.size + 1
+    assert sizes[:250].sum() >= sizes[250:].sum()                        # larger magnitudes, wider rows
+
+
+def exact_top(scores, total, min_size):
+    """Brute force: every row's top min_size entries, then the globally best of the rest."""
+    ranked = -np.sort(-scores, axis=1)
+    rest = ranked[:, min_size:].ravel()
+    rows = np.repeat(np.arange(len(scores)), scores.shape[1] - min_size)
+    pick = np.argsort(-rest, kind="stable")[: total - min_size * len(scores)]
+    return min_size + np.bincount(rows[pick], minlength=len(scores))
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(n=st.integers(1, 40), d_max=st.integers(1, 16), density=st.floats(0.0, 1.0, exclude_min=True),
+       min_size=st.integers(0, 2), seed=st.integers(0, 1000), ties=st.booleans())
+def test_derive_sizes_is_exact_and_optimal(n, d_max, density, min_size, seed, ties):
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 3, (n, d_max)).astype(float) if ties else rng.random((n, d_max))
+    total = target_parameters(density, n, d_max)
+    if min_size > d_max or total < n * min_size:
+        with pytest.raises(ValueError):
+            derive_sizes(scores, density, min_size=min_size)
+        return
+    sizes, _ = derive_sizes(scores, density, min_size=min_size)
+    assert sizes.sum() == total and sizes.min() >= min_size and sizes.max() <= d_max
+    ranked = -np.sort(-scores, axis=1)
+    kept_score = sum(ranked[i, :s].sum() for i, s in enumerate(sizes))
+    best = exact_top(scores, total, min_size)
+    assert kept_score == pytest.approx(sum(ranked[i, :s].sum() for i, s in enumerate(best)))
+
+
+def test_ties_go_to_the_row_first_in_order():
+    scores = np.ones((4, 4))
+    sizes, _ = derive_sizes(scores, 0.375, min_size=1, order=[2, 0, 3, 1])   # 6 of 16: two extra
+    assert sizes.tolist() == [2, 1, 2, 1]                                    # rows 2 and 0, one each
+    sizes, _ = derive_sizes(scores, 0.625, min_size=1, order=[2, 0, 3, 1])   # 10 of 16: six extra
+    assert sizes.tolist() == [3, 2, 3, 2]
+
+
+@pytest.mark.parametrize("kwargs, match", [({"density": 0}, "density"), ({"density": 1.5}, "density"),
+                                           ({"density": 0.01}, "min_size"), ({"density": 0.5, "min_size": 9},
+                                                                              "min_size")])
+def test_derive_sizes_rejects_bad_budgets(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        derive_sizes(np.ones((10, 8)), **kwargs)
+
+
+def test_derive_sizes_rejects_bad_scores():
+    with pytest.raises(ValueError, match="non-negative"):
+        derive_sizes(-np.ones((3, 4)), 0.5)
+    with pytest.raises(ValueError, match="matrix"):
+        derive_sizes(np.ones(4), 0.5)
+
+
+# --- the search end to end ---------------------------------------------------------------------------
+
+def test_search_is_deterministic_for_a_seed(topk_split):
+    a = search("lightgcn", topk_split, DNISConfig(**TINY, seed=3))
+    b = search("lightgcn", topk_split, DNISConfig(**TINY, seed=3))
+    c = search("lightgcn", topk_split, DNISConfig(**TINY, seed=4))
+    for role in ("user", "item"):
+        assert np.array_equal(a.alphas[role], b.alphas[role])
+        assert not np.array_equal(a.alphas[role], c.alphas[role])
+        assert (a.alphas[role] < 1).any() and a.alphas[role].min() >= 0     # alpha learned something
+    assert [h["ndcg@20"] for h in a.history] == [h["ndcg@20"] for h in b.history]
+    assert len(a.history) == 2 and a.warm["epochs"] == 1
+    sa, sb = budget_sizes(a, 0.25)[0], budget_sizes(b, 0.25)[0]
+    assert all(np.array_equal(sa[r], sb[r]) for r in sa)
+
+
+@pytest.mark.parametrize("backbone", ["mf", "neumf", "lightgcn"])
+def test_run_dnis_topk(backbone, topk_split, tmp_path):
+    run = run_dnis(backbone, topk_split, 0.25, DNISConfig(**TINY))
+    tables = run.run.model.embedding_tables()
+    assert set(run.sizes) == set(tables) == set(run.search.alphas)
+    for role, table in tables.items():
+        assert isinstance(table, CompactEmbedding)
+        assert table.num_parameters() == target_parameters(0.25, table.num_rows, 8)
+        assert np.array_equal(table.sizes.numpy(), run.sizes[role])
+    total = run.run.memory["total"]
+    assert total["density"] == pytest.approx(0.25, abs=1e-3) and total["compact"] < total["masked"]
+    assert run.run.test_compact == run.run.result.test                 # compact storage changes no score
+    out = json.loads(json.dumps(run.to_dict()))
+    assert out["method"] == "dnis" and out["sparsity"] == pytest.approx(0.75)
+    assert out["seconds"]["search"] > 0 and out["seconds"]["retrain"] > 0
+    path = tmp_path / "arrays" / "dnis.npz"
+    run.save_arrays(path)
+    saved = np.load(path)
+    assert np.array_equal(saved["sizes_item"], run.sizes["item"])
+    assert saved["alpha_user"].shape == (4, 8) and not list(path.parent.glob(".*part"))
+
+
+@pytest.mark.parametrize("backbone", ["fm", "deepfm"])
+def test_run_dnis_ctr(backbone, ctr_split):
+    config = DNISConfig(**{**TINY, "train_overrides": {"batch_size": 64, "lr": 1e-2}, "blocks": (0.2, 0.3, 0.5)})
+    run = run_dnis(backbone, ctr_split, 0.5, config)
+    assert set(run.sizes) == {"feature"} and run.search.alphas["feature"].shape == (3, 8)
+    assert run.sizes["feature"].sum() == target_parameters(0.5, ctr_split.data.n_features, 8)
+    assert "auc" in run.run.test_compact and run.run.test_compact == run.run.result.test
+
+
+def test_one_search_serves_several_budgets(topk_split):
+    searched = search("mf", topk_split, DNISConfig(**TINY))
+    low = run_dnis("mf", topk_split, 0.125, searched=searched)
+    high = run_dnis("mf", topk_split, 0.5, searched=searched)
+    assert low.search is high.search is searched
+    assert low.run.memory["total"]["parameters"] * 4 == pytest.approx(high.run.memory["total"]["parameters"], abs=2)
+    with pytest.raises(ValueError, match="was run for mf"):
+        run_dnis("lightgcn", topk_split, 0.5, searched=searched)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda s: run_dnis("mf", s, 0.0, DNISConfig(**TINY)), "density"),
+    (lambda s: run_dnis("mf", s, 1.5, DNISConfig(**TINY)), "density"),
+    (lambda s: run_dnis("transformer", s, 0.1, DNISConfig(**TINY)), "unknown backbone"),
+    (lambda s: search("fm", s, DNISConfig(**TINY)), "CTR backbone"),
+    (lambda s: DNISConfig(blocks=0), "blocks must be >= 1"),
+    (lambda s: DNISConfig(blocks=(0.3, 0.3)), "sum to 1"),
+    (lambda s: DNISConfig(alpha_lr=0), "alpha_lr"),
+    (lambda s: DNISConfig(l1=-1), "l1"),
+    (lambda s: DNISConfig(train_overrides={"momentum": 0.9}), "train_overrides"),
+    (lambda s: search("mf", s, DNISConfig(**{**TINY, "blocks": 100})), "fewer blocks")])
+def test_bad_inputs_raise(call, match, topk_split):
+    with pytest.raises(ValueError, match=match):
+        call(topk_split)
+
+
+# --- the command line -----------------------------------------------------------------------------------
+
+def test_cli_search_dnis(tmp_path, capsys):
+    out = tmp_path / "runs" / "dnis.json"
+    code = main(["search", "--method", "dnis", "--budget", "0.25", "--backbone", "mf", "--dataset", "synthetic",
+                 "--dim", "8", "--epochs", "1", "--warm-epochs", "1", "--search-epochs", "1", "--blocks", "5",
+                 "--alpha-lr", "0.02", "--l1", "1e-4", "--quiet", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "dnis sizes" in printed and "compact" in printed and "search" in printed
+    saved = json.loads(out.read_text())
+    assert saved["method"] == "dnis" and saved["search"]["config"]["blocks"] == 5
+    assert saved["search"]["config"]["alpha_lr"] == 0.02 and saved["search"]["config"]["l1"] == 1e-4
+    arrays = np.load(out.with_suffix(".npz"))
+    assert arrays["alpha_item"].shape == (5, 8)
+    assert arrays["sizes_item"].sum() == target_parameters(0.25, len(arrays["sizes_item"]), 8)
+    assert list(arrays["sizes_item"]) == saved["sizes"]["item"]
+
+
+@pytest.mark.parametrize("args, match", [(["--blocks", "0"], "positive integer"),
+                                         (["--alpha-lr", "0"], "positive"), (["--l1", "-1"], ">= 0"),
+                                         (["--warm-epochs", "-1"], ">= 0")])
+def test_cli_dnis_rejects_bad_settings(args, match, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["search", "--method", "dnis", "--budget", "0.1", *args])
+    assert e.value.code == 2
+    assert match in capsys.readouterr().err
