@@ -1,4 +1,5 @@
-"""Embedding-size search: budget-matched baselines (Chapter 4) and the search methods (DNIS: Chapter 5; CIESS: Chapter 6).
+"""Embedding-size search: budget-matched baselines (Chapter 4) and the search methods (DNIS: Chapter 5;
+CIESS: Chapter 6).
 
 Every method produces one integer width per embedding row under a budget (see :mod:`recsize.budget`)
 and trains with the variable-size tables of :mod:`recsize.embedding`.
