@@ -6,6 +6,7 @@
     recsize search --method mde --budget 0.1 --backbone lightgcn --dataset ml-100k   (Chapter 4)
     recsize search --method dnis --backbone lightgcn --dataset ml-100k --budget 0.1   (Chapter 5)
     recsize search --method ciess --backbone lightgcn --dataset ml-100k --budgets 0.8 0.9 0.95  (Chapter 6)
+    recsize search --method ihas --backbone deepfm --dataset ml-100k-ctr --budget 0.2 --clusters 4  (Chapter 7)
 """
 from __future__ import annotations
 
@@ -154,11 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="train with searched or baseline embedding sizes under a budget",
                        description="Give every embedding row a width under a memory budget, train, then "
                                    "report quality, parameters and bytes (dense vs compact). Chapter 4; "
-                                   "DNIS: Chapter 5; CIESS: Chapter 6.")
-    s.add_argument("--method", choices=[*METHODS, "dnis", "ciess"], required=True,
+                                   "DNIS: Chapter 5; CIESS: Chapter 6; iHAS: Chapter 7.")
+    s.add_argument("--method", choices=[*METHODS, "dnis", "ciess", "ihas"], required=True,
                    help="es: equal sizes, mr: mixed random sizes, mde: width ~ frequency^alpha, "
                         "dnis: differentiable search with a soft selection layer, "
-                        "ciess: reinforcement-learning search (one search serves every --budgets value)")
+                        "ciess: reinforcement-learning search (one search serves every --budgets value), "
+                        "ihas: instance-wise gates, K-means clusters, one model per cluster (CTR backbones)")
     budget = s.add_mutually_exclusive_group()  # required for es / mr / mde, checked in main()
     budget.add_argument("--budget", type=_density, dest="density", metavar="DENSITY",
                         help="kept fraction of the d_max-wide tables, in (0, 1] (0.1 keeps 10 %%)")
@@ -194,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--l1", type=_nonneg_float, default=1e-5, help="lambda of the L1 term on alpha (default 1e-5)")
     d.add_argument("--second-order", action="store_true", help="unrolled (DARTS-style) hypergradient")
     d.add_argument("--min-size", type=_nonneg_int, default=1, help="smallest width of a row (default 1)")
+    h = s.add_argument_group("iHAS (--method ihas, Chapter 7; --search-epochs counts the gate search)")
+    h.add_argument("--clusters", type=_positive_int, default=4, help="K, the number of clusters (default 4)")
+    h.add_argument("--gate-blocks", type=_positive_int, default=4,
+                   help="gate blocks per field; must divide --dim (default 4)")
+    h.add_argument("--route-dim", type=_positive_int, default=2,
+                   help="embedding dimensions per field the gate network reads (default 2)")
+    h.add_argument("--sparsity-weight", type=_nonneg_float, default=0.0,
+                   help="initial Lagrange multiplier lambda_s of the budget (default 0)")
+    h.add_argument("--dual-lr", type=_nonneg_float, default=0.002,
+                   help="dual ascent step of lambda_s per batch (default 0.002)")
+    h.add_argument("--polarisation-weight", type=_nonneg_float, default=0.01,
+                   help="final weight lambda_p of the polarisation term (default 0.01)")
+    h.add_argument("--ctr-file", type=Path, help="a Criteo or Avazu file to use instead of --dataset")
+    h.add_argument("--ctr-format", choices=["criteo", "avazu"], default="criteo", help="format of --ctr-file")
+    h.add_argument("--max-rows", type=_positive_int, help="read at most this many samples of --ctr-file")
     s.add_argument("--backbone", choices=list(BACKBONES), default="lightgcn")
     s.add_argument("--dataset", choices=DATASET_CHOICES, default="ml-100k")
     s.add_argument("--protocol", choices=list(PROTOCOLS), default="random-811",
@@ -309,6 +326,61 @@ def _cmd_ciess(args, split) -> int:
     return 0
 
 
+def _cmd_ihas(args) -> int:
+    from .backbones import CTR_BACKBONES, defaults_for
+    from .budget import format_bytes
+    from .data import prepare, split_ctr
+    from .data.ctr_files import read_ctr_file
+    from .search.ihas import IHASConfig, run_ihas
+    from .train import TrainConfig
+    if args.backbone not in CTR_BACKBONES:  # before any data is loaded
+        raise ValueError(f"iHAS searches field embeddings of a CTR model: choose backbone "
+                         f"{' or '.join(CTR_BACKBONES)}, not {args.backbone!r}")
+    model_kwargs, train_kwargs = defaults_for(args.backbone)
+    for arg, key in (("batch_size", "batch_size"), ("lr", "lr"), ("weight_decay", "weight_decay")):
+        if getattr(args, arg) is not None:
+            train_kwargs[key] = getattr(args, arg)
+    if args.reg is not None:
+        model_kwargs["reg"] = args.reg
+    config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
+                         progress=False if args.quiet else None, **train_kwargs)
+    ihas = IHASConfig(clusters=args.clusters, n_blocks=args.gate_blocks, route_dim=args.route_dim,
+                      search_epochs=args.search_epochs, sparsity_weight=args.sparsity_weight,
+                      dual_lr=args.dual_lr, polarisation_weight=args.polarisation_weight,
+                      lr=train_kwargs.get("lr", 1e-3), batch_size=train_kwargs.get("batch_size", 2048))
+    if args.ctr_file:
+        split = split_ctr(read_ctr_file(args.ctr_file, args.ctr_format, args.max_rows), seed=args.seed)
+        dataset = f"{args.ctr_file} ({args.ctr_format})"
+        if not args.quiet:
+            print(split.data)
+    else:
+        split, dataset = prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet), args.dataset
+    run = run_ihas(args.backbone, split, args.density, args.dim, ihas, config, seed=args.seed,
+                   progress=False if args.quiet else None, **model_kwargs)
+    b = run.budget
+    print(f"iHAS, K = {args.clusters} ({len(run.models)} used), density {run.density:.3f} (sparsity c = "
+          f"{100 * (1 - run.density):.1f} %), d_max = {args.dim}: {args.backbone} on {dataset} "
+          f"(random 8:1:1 over samples, seed {args.seed})")
+    print(metrics_table({"valid": run.valid, "test": run.test}, ["auc", "logloss"]))
+    print("(every sample routed to its cluster's model)")
+    print(f"\n{'cluster':10s}{'train':>9s}{'test':>8s}{'parameters':>12s}{'compact':>12s}   mean width per field")
+    widths = run.field_sizes()
+    for k in range(len(run.models)):
+        print(f"{k:<10d}{run.cluster_sizes['train'][k]:>9,}{run.cluster_sizes['test'][k]:>8,}"
+              f"{b['cluster_parameters'][k]:>12,}{format_bytes(b['cluster_bytes'][k]):>12s}   "
+              + " ".join(f"{w:.0f}" for w in widths[k]))
+    r = b["routing_parameters"]
+    print(f"{'routing':10s}{'':17s}{r['total']:>12,}{format_bytes(b['routing_bytes']):>12s}   "
+          f"router table {r['router_table']:,}, gate network {r['gate_network']:,}, centroids {r['centroids']:,}")
+    print(f"{'total':10s}{'':17s}{b['total_parameters']:>12,}{format_bytes(b['total_bytes']):>12s}   "
+          f"= the budget's {b['target_parameters']:,} (non-embedding parameters, K copies: "
+          f"{b['non_embedding_parameters']:,})")
+    if args.out:
+        write_json({"backbone": args.backbone, "dataset": dataset, **run.to_dict()}, args.out)
+        print(f"sizes, metrics and budget written to {args.out}")
+    return 0
+
+
 def _cmd_search(args) -> int:
     from .backbones import defaults_for
     from .budget import format_bytes
@@ -319,6 +391,8 @@ def _cmd_search(args) -> int:
         return _cmd_ciess(args, prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet))
     args.epochs = 300 if args.epochs is None else args.epochs
     args.patience = 10 if args.patience is None else args.patience
+    if args.method == "ihas":
+        return _cmd_ihas(args)
     model_kwargs, train_kwargs = defaults_for(args.backbone)
     for arg, key in (("batch_size", "batch_size"), ("lr", "lr"), ("weight_decay", "weight_decay")):
         if getattr(args, arg) is not None:

@@ -240,3 +240,26 @@ def test_read_avazu(tmp_path):
         read_avazu(bad)
     with pytest.raises(ValueError, match="format"):
         read_ctr_file(p, "parquet")
+
+
+def test_cli_search_ihas_on_a_ctr_file(tmp_path, capsys):
+    from recsize.cli import main
+    rng = np.random.default_rng(0)
+    lines = ["id,click,hour,C1,banner_pos,site_id"]
+    for i in range(600):
+        b, s = rng.integers(0, 3), rng.integers(0, 20)
+        lines.append(f"{i},{int(rng.random() < (0.7 if (b + s) % 3 == 0 else 0.2))},141021{rng.integers(0, 24):02d},"
+                     f"100{rng.integers(0, 4)},{b},s{s}")
+    path = tmp_path / "avazu.csv"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "ihas.json"
+    argv = ["search", "--method", "ihas", "--backbone", "fm", "--ctr-file", str(path), "--ctr-format", "avazu",
+            "--budget", "1", "--dim", "16", "--gate-blocks", "2", "--route-dim", "1", "--clusters", "2",
+            "--epochs", "2", "--search-epochs", "1", "--batch-size", "128", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    import json
+    got = json.loads(out.read_text())
+    assert got["method"] == "ihas" and got["budget"]["total_parameters"] == got["budget"]["target_parameters"]
+    assert "routing" in capsys.readouterr().out
+    assert main(["search", "--method", "ihas", "--backbone", "mf", "--budget", "0.2", "--quiet"]) == 2
+    assert "CTR model" in capsys.readouterr().err
