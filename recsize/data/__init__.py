@@ -6,8 +6,8 @@ from .sources import DATASETS, CorruptFile, DatasetUnavailable, cache_dir, fetch
 from .splits import PROTOCOLS, Split, make_split, random_split, ratio_counts, temporal_split
 from .synthetic import make_synthetic
 
-__all__ = ["CTR_FIELDS", "CTRData", "CTRSplit", "ctr_view", "encode_fields", "make_synthetic_ctr", "split_ctr", "Interactions",
-           "load", "read_lightgcn", "read_ml1m", "read_ml100k_grouplens", "read_ml100k_recbole",
+__all__ = ["CTR_FIELDS", "CTRData", "CTRSplit", "ctr_view", "encode_fields", "make_synthetic_ctr", "split_ctr",
+           "Interactions", "load", "read_lightgcn", "read_ml1m", "read_ml100k_grouplens", "read_ml100k_recbole",
            "BPRSampler", "DATASETS", "CorruptFile", "DatasetUnavailable", "cache_dir", "fetch",
            "PROTOCOLS", "Split", "make_split", "random_split", "ratio_counts", "temporal_split",
            "make_synthetic"]

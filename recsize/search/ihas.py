@@ -377,7 +377,8 @@ class IHASRun:
     gates: object = field(default=None, repr=False)
     centroids: np.ndarray | None = field(default=None, repr=False)
     models: list = field(default_factory=list, repr=False)
-    labels: dict = field(default_factory=dict, repr=False)
+    labels: dict = field(default_factory=dict, repr=False)   # cluster of every train / valid / test sample
+    offsets: np.ndarray | None = field(default=None, repr=False)  # the data's field offsets
 
     def route(self, X: np.ndarray) -> np.ndarray:
         """The cluster of every sample: its deterministic gate pattern's nearest centroid."""
@@ -405,8 +406,8 @@ class IHASRun:
 
     def field_sizes(self) -> np.ndarray:
         """(K, fields) mean stored width of each field's present rows in each cluster's model."""
-        f = self.search_model.n_fields
-        fof = np.repeat(np.arange(f), np.diff(self._offsets))
+        f = len(self.offsets) - 1
+        fof = np.repeat(np.arange(f), np.diff(self.offsets))
         out = np.zeros((len(self.sizes), f))
         for k in range(len(self.sizes)):
             for j in range(f):
@@ -414,8 +415,6 @@ class IHASRun:
                 kept = rows[rows > 0]
                 out[k, j] = kept.mean() if len(kept) else 0.0
         return out
-
-    _offsets: np.ndarray = field(default=None, repr=False)
 
 
 def _evaluate(run_predict, X, y) -> dict:
