@@ -211,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--ctr-file", type=Path, help="a Criteo or Avazu file to use instead of --dataset")
     h.add_argument("--ctr-format", choices=["criteo", "avazu"], default="criteo", help="format of --ctr-file")
     h.add_argument("--max-rows", type=_positive_int, help="read at most this many samples of --ctr-file")
+    h.add_argument("--min-count", type=_positive_int, default=1,
+                   help="values of --ctr-file seen fewer times share one rare value per field (default 1)")
     s.add_argument("--backbone", choices=list(BACKBONES), default="lightgcn")
     s.add_argument("--dataset", choices=DATASET_CHOICES, default="ml-100k")
     s.add_argument("--protocol", choices=list(PROTOCOLS), default="random-811",
@@ -349,7 +351,7 @@ def _cmd_ihas(args) -> int:
                       dual_lr=args.dual_lr, polarisation_weight=args.polarisation_weight,
                       lr=train_kwargs.get("lr", 1e-3), batch_size=train_kwargs.get("batch_size", 2048))
     if args.ctr_file:
-        split = split_ctr(read_ctr_file(args.ctr_file, args.ctr_format, args.max_rows), seed=args.seed)
+        split = split_ctr(read_ctr_file(args.ctr_file, args.ctr_format, args.max_rows, args.min_count), seed=args.seed)
         dataset = f"{args.ctr_file} ({args.ctr_format})"
         if not args.quiet:
             print(split.data)
