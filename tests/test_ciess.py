@@ -285,3 +285,10 @@ def test_cli_ciess_rejects_bad_input(args, match, capsys):
         main(["search", *args])
     assert e.value.code == 2
     assert match in capsys.readouterr().err
+
+
+def test_runs_on_the_ciess_protocol():
+    data = make_synthetic(n_users=40, n_items=50, mean_per_user=8, d_true=6, seed=1)
+    split = make_split(data, "ciess-50-25-25", seed=0)
+    result = CIESS("lightgcn", split, tiny_config(episodes=1, iterations=2, budgets=(0.9,))).run()
+    assert len(result.history) == 2 and result.budgets["0.9"]["best"]["density"] <= 0.9
