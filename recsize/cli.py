@@ -351,7 +351,8 @@ def _cmd_ihas(args) -> int:
                       dual_lr=args.dual_lr, polarisation_weight=args.polarisation_weight,
                       lr=train_kwargs.get("lr", 1e-3), batch_size=train_kwargs.get("batch_size", 2048))
     if args.ctr_file:
-        split = split_ctr(read_ctr_file(args.ctr_file, args.ctr_format, args.max_rows, args.min_count), seed=args.seed)
+        data = read_ctr_file(args.ctr_file, args.ctr_format, args.max_rows, args.min_count)
+        split = split_ctr(data, seed=args.seed)
         dataset = f"{args.ctr_file} ({args.ctr_format})"
         if not args.quiet:
             print(split.data)
