@@ -196,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--l1", type=_nonneg_float, default=1e-5, help="lambda of the L1 term on alpha (default 1e-5)")
     d.add_argument("--second-order", action="store_true", help="unrolled (DARTS-style) hypergradient")
     d.add_argument("--min-size", type=_nonneg_int, default=1, help="smallest width of a row (default 1)")
+    d.add_argument("--granularity", choices=["row", "block"], default="row",
+                   help="widths from the magnitude of every alpha-scaled entry (row, the paper) or one width "
+                        "per frequency block (block) (default row)")
     h = s.add_argument_group("iHAS (--method ihas, Chapter 7; --search-epochs counts the gate search)")
     h.add_argument("--clusters", type=_positive_int, default=4, help="K, the number of clusters (default 4)")
     h.add_argument("--gate-blocks", type=_positive_int, default=4,
@@ -444,7 +447,8 @@ def _run_dnis(args, split, model_kwargs):
     train_overrides = {k: getattr(args, k) for k in ("batch_size", "lr", "weight_decay") if getattr(args, k) is not None}
     config = DNISConfig(d_max=args.dim, blocks=args.blocks, warm_epochs=args.warm_epochs,
                         search_epochs=args.search_epochs, alpha_lr=args.alpha_lr, l1=args.l1,
-                        second_order=args.second_order, min_size=args.min_size, retrain_epochs=args.epochs,
+                        second_order=args.second_order, min_size=args.min_size, granularity=args.granularity,
+                        retrain_epochs=args.epochs,
                         patience=args.patience, seed=args.seed, device=args.device,
                         progress=False if args.quiet else None, train_overrides=train_overrides)
     return run_dnis(args.backbone, split, args.density, config, **model_kwargs)

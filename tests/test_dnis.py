@@ -275,6 +275,23 @@ def test_search_is_deterministic_for_a_seed(topk_split):
     assert all(np.array_equal(sa[r], sb[r]) for r in sa)
 
 
+def test_block_granularity_gives_one_width_per_block(topk_split):
+    searched = search("mf", topk_split, DNISConfig(**TINY))
+    block, _ = budget_sizes(searched, 0.25, granularity="block")
+    row, _ = budget_sizes(searched, 0.25, granularity="row")
+    for role, sizes in block.items():
+        blocks = searched.row_blocks[role]
+        assert sizes.sum() == row[role].sum() == target_parameters(0.25, len(sizes), 8)
+        for k in np.unique(blocks):                       # one width per block, up to the rounding (+-1)
+            assert np.ptp(sizes[blocks == k]) <= 1
+        scores = searched.importance("block")[role]
+        assert all(len(np.unique(scores[blocks == k], axis=0)) == 1 for k in np.unique(blocks))
+    with pytest.raises(ValueError, match="granularity"):
+        searched.importance("field")
+    with pytest.raises(ValueError, match="granularity"):
+        DNISConfig(granularity="field")
+
+
 @pytest.mark.parametrize("backbone", ["mf", "neumf", "lightgcn"])
 def test_run_dnis_topk(backbone, topk_split, tmp_path):
     run = run_dnis(backbone, topk_split, 0.25, DNISConfig(**TINY))
@@ -338,13 +355,14 @@ def test_cli_search_dnis(tmp_path, capsys):
     out = tmp_path / "runs" / "dnis.json"
     code = main(["search", "--method", "dnis", "--budget", "0.25", "--backbone", "mf", "--dataset", "synthetic",
                  "--dim", "8", "--epochs", "1", "--warm-epochs", "1", "--search-epochs", "1", "--blocks", "5",
-                 "--alpha-lr", "0.02", "--l1", "1e-4", "--quiet", "--out", str(out)])
+                 "--alpha-lr", "0.02", "--l1", "1e-4", "--granularity", "block", "--quiet", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "dnis sizes" in printed and "compact" in printed and "search" in printed
     saved = json.loads(out.read_text())
     assert saved["method"] == "dnis" and saved["search"]["config"]["blocks"] == 5
     assert saved["search"]["config"]["alpha_lr"] == 0.02 and saved["search"]["config"]["l1"] == 1e-4
+    assert saved["search"]["config"]["granularity"] == "block"
     arrays = np.load(out.with_suffix(".npz"))
     assert arrays["alpha_item"].shape == (5, 8)
     assert arrays["sizes_item"].sum() == target_parameters(0.25, len(arrays["sizes_item"]), 8)

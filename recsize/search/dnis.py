@@ -28,10 +28,14 @@ gradient descent on the validation loss.
    DARTS-style unrolled term: with w' = w - xi * grad_w L_train(w, alpha) (one virtual SGD step),
    grad_alpha L_val(w', alpha) - xi * grad^2_{alpha, w} L_train(w, alpha) . grad_{w'} L_val(w', alpha),
    the mixed second derivative computed exactly by double back-propagation.
-4. **Deriving widths under a budget.** The importance of entry (n, j) is the magnitude of the
-   alpha-scaled weight |alpha[block(n), j] * E[n, j]| (the paper prunes by this magnitude). A threshold t
-   keeps the entries above it; t is binary-searched until the kept fraction is within 1e-3 of the target
-   density, then the last few entries nearest the threshold are added or removed so that every table
+4. **Deriving widths under a budget.** Importance is the magnitude of the alpha-scaled weights
+   |alpha[block(n), j] * E[n, j]| (the paper prunes by this magnitude). With ``granularity="row"`` (the
+   default) every entry (n, j) is scored on its own (unstructured magnitude pruning, as in the paper and
+   the official code's pruning notebooks), so the rows of one block may get different widths. With
+   ``granularity="block"`` the importance of (block b, dimension j) is its mean over the rows of b, so
+   all rows of a block share one width (alpha's own granularity). A threshold t keeps the scores above
+   it; t is binary-searched until the kept fraction is within 1e-3 of the target density, then the few
+   entries nearest the threshold are added or removed (ties: the more frequent row first) so that every table
    keeps *exactly* ``target_parameters(density, rows, d_max)`` entries, like the baselines. Every row
    keeps at least ``min_size`` (default 1) dimensions. A row's width d_n is its number of kept entries.
 5. **Retraining.** A fresh model is trained from scratch with those widths (masked tables, Chapter 4) and
@@ -42,7 +46,8 @@ Where recsize departs from the official code or fills a gap (stated in Chapter 5
 * widths: the paper prunes individual entries, so a row keeps a *set* of dimensions; recsize's core
   keeps a *prefix* of each row. Because the model is retrained from scratch, which dimensions were kept
   carries no information into the retrained model, only how many: d_n = the count of kept entries, and
-  no column reordering is needed;
+  no column reordering is needed. ``granularity="block"`` averages the magnitudes per (block,
+  dimension) instead, for one width per frequency block;
 * the alternation runs over every training batch of an epoch and draws validation batches from a
   cycling stream (the official code zips the two loaders, so an epoch stops at the shorter one);
 * top-k validation batches are BPR triples from the validation positives, with negatives that avoid
@@ -76,6 +81,7 @@ from ..data import BPRSampler
 from .baselines import BaselineRun, role_counts
 
 GRAD_EPS = 1e-8  # keeps the per-block normalisation finite when a block got no gradient
+GRANULARITIES = ("row", "block")
 
 
 @dataclass
@@ -92,6 +98,7 @@ class DNISConfig:
     grad_norm: bool = True                # normalise alpha's gradient per block by its mean |.|
     second_order: bool = False            # DARTS-style unrolled hypergradient
     unroll_lr: float | None = None        # xi of the virtual step (default: the embedding learning rate)
+    granularity: str = "row"              # "row": magnitude per entry; "block": one width per block
     min_size: int = 1                     # every row keeps at least this many dimensions
     tolerance: float = 1e-3               # binary search stops within this kept fraction of the target
     retrain_epochs: int = 300             # retraining with the derived widths (early stopping)
@@ -118,6 +125,8 @@ class DNISConfig:
             raise ValueError(f"l1 (lambda, the weight of sum|alpha|) must be >= 0, got {self.l1}")
         if self.unroll_lr is not None and not self.unroll_lr > 0:
             raise ValueError(f"unroll_lr (xi) must be > 0, got {self.unroll_lr}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}")
         if not 0 < self.tolerance < 1:
             raise ValueError(f"tolerance must lie in (0, 1), got {self.tolerance}")
         unknown = set(self.train_overrides) - {"lr", "batch_size", "weight_decay"}
@@ -363,10 +372,24 @@ class DNISSearch:
     seconds: dict
     model: nn.Module | None = field(default=None, repr=False)
 
-    def importance(self) -> dict[str, np.ndarray]:
-        """|alpha[block(n), j] * E[n, j]| for every entry of every table. Explained in Chapter 5."""
-        return {role: table.table().detach().abs().cpu().numpy()
-                for role, table in self.model.embedding_tables().items()}
+    def importance(self, granularity: str | None = None) -> dict[str, np.ndarray]:
+        """The importance of every entry of every table, (rows, d_max) by role: |alpha[block(n), j] * E[n, j]|
+        (``"row"``), or its mean over the rows of block(n) (``"block"``: equal for all rows of a block).
+        Default: the search's ``config.granularity``. Explained in Chapter 5."""
+        granularity = granularity or self.config.granularity
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+        scores = {}
+        for role, table in self.model.embedding_tables().items():
+            entry = table.table().detach().abs().cpu().numpy().astype(np.float64)
+            if granularity == "block":
+                blocks = self.row_blocks[role]
+                per_block = np.zeros((int(blocks.max()) + 1, entry.shape[1]))
+                np.add.at(per_block, blocks, entry)
+                per_block /= np.bincount(blocks)[:, None]
+                entry = per_block[blocks]
+            scores[role] = entry
+        return scores
 
     def to_dict(self) -> dict:
         return {"backbone": self.backbone, "config": asdict(self.config), "best_epoch": self.best_epoch,
@@ -544,15 +567,17 @@ def derive_sizes(scores, density: float, min_size: int = 1, tolerance: float = 1
                    "adjusted": abs(diff), "density": int(sizes.sum()) / (n * d_max)}
 
 
-def budget_sizes(result: DNISSearch, density: float) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+def budget_sizes(result: DNISSearch, density: float, granularity: str | None = None,
+                 min_size: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """Widths per table at ``density`` from a finished search: every table keeps exactly its share of the
-    budget, by alpha-scaled magnitude; ties go to the more frequent row. Explained in Chapter 5."""
+    budget, by alpha-scaled magnitude (per block or per entry, see :meth:`DNISSearch.importance`); ties go
+    to the more frequent row. Settings not given come from the search's config. Explained in Chapter 5."""
+    min_size = result.config.min_size if min_size is None else min_size
     sizes, info = {}, {}
-    for role, scores in result.importance().items():
+    for role, scores in result.importance(granularity).items():
         counts = result.counts[role]
         order = np.lexsort((np.arange(len(counts)), -counts))
-        sizes[role], info[role] = derive_sizes(scores, density, result.config.min_size,
-                                               result.config.tolerance, order)
+        sizes[role], info[role] = derive_sizes(scores, density, min_size, result.config.tolerance, order)
     return sizes, info
 
 
@@ -640,7 +665,7 @@ def run_dnis(backbone: str, split, density: float, config: DNISConfig | None = N
         searched = search(backbone, split, config, **model_kwargs)
     elif searched.backbone != backbone:
         raise ValueError(f"the search was run for {searched.backbone}, not {backbone}")
-    sizes, derivation = budget_sizes(searched, density)
+    sizes, derivation = budget_sizes(searched, density, config.granularity, config.min_size)
     start = time.perf_counter()
     run = train_with_sizes(backbone, split, sizes, config.d_max,
                            _train_config(backbone, config, config.retrain_epochs, test=True),
