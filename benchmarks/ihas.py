@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     p.add_argument("--route-dim", type=int, default=2)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--patience", type=int, default=5)
-    p.add_argument("--search-epochs", type=int, default=10)
+    p.add_argument("--search-epochs", type=int, default=15)
     p.add_argument("--n-synthetic", type=int, default=40000)
     p.add_argument("--no-dnis", dest="dnis", action="store_false")
     p.add_argument("--quick", action="store_true", help="1 seed, 5 epochs, 3 search epochs")

@@ -37,7 +37,8 @@ Everything below the outline is **our** reading (Chapter 7 lists it):
   width 0: an unseen value would stay at its random initialisation anyway);
 * routing at inference needs the gate network, its input columns of the search table (``route_dim``
   wide, stored compactly) and the K centroids: all of them are charged to the budget, so the cluster
-  models share what is left (:func:`routing_parameters`).
+  models share what is left (:func:`routing_parameters`). K = 1 needs no routing. (``IHASRun`` keeps the
+  whole search model in memory for convenience; routing reads only those ``route_dim`` columns.)
 
 Budget accounting: total embedding parameters = sum over clusters of the kept entries of their tables +
 the router's parameters = ``target_parameters(density, n_features, d_max)``, exactly what the uniform
@@ -46,7 +47,6 @@ not part of the embedding budget in recsize; iHAS has K copies of them, reported
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
