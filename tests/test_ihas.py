@@ -77,6 +77,10 @@ def test_regulariser_gradients_have_the_right_sign():
     g = mu.grad
     assert g[0] > 0 and g[1] > 0 and g[2] < 0 and g[3] < 0   # pushed away from 0.5, towards the nearer end
     assert float(polarisation_penalty(torch.tensor([0.0, 1.0]))) == 0.0
+    # weighted by rows per field: the open fraction of stored parameters
+    mu = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])          # 1 sample, field 0 open, field 1 closed
+    assert float(sparsity_penalty(mu, 0.0, torch.tensor([3.0, 1.0]))) == pytest.approx(0.75)
+    assert float(sparsity_penalty(mu, 0.0)) == pytest.approx(0.5)
 
 
 def test_backbones_pass_gates_through_the_hook():
