@@ -6,12 +6,13 @@ budgets c = 80 / 90 / 95 % pruned (densities 0.2 / 0.1 / 0.05). Two backbones: L
 paper's settings (10 frequency blocks, warm start, alternating first-order updates, alpha lr 0.01,
 L1 1e-5, widths from the magnitude of the alpha-scaled entries); one search per seed serves the three
 budgets. Every method keeps exactly the same number of parameters per table and retrains with the
-backbone's default trainer settings, the same epoch cap and patience. Seed s sets the split, the search
-and training. Reported: mean and standard deviation over seeds, and the wall time of the search and of
+backbone's default trainer settings, the same epoch cap and patience (top-k: at most 100 epochs,
+patience 10; CTR: at most 30, patience 3, as validation AUC peaks within a few epochs). Seed s sets the
+split, the search and training. Reported: mean and standard deviation over seeds, and the wall time of the search and of
 one retraining.
 
     python benchmarks/dnis.py                    # 3 seeds, LightGCN and DeepFM (long on 2 cores)
-    python benchmarks/dnis.py --seeds 0 1 --epochs 60 --backbones lightgcn
+    python benchmarks/dnis.py --seeds 0 1 --epochs 30 --backbones lightgcn
     python benchmarks/dnis.py --quick            # smoke run: tiny epochs, one seed, one budget
 
 Writes benchmarks/out/dnis.json (or --out).
@@ -119,8 +120,11 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--sparsities", nargs="+", type=float, default=list(SPARSITIES))
     p.add_argument("--dim", type=int, default=64, help="d_max (default 64)")
-    p.add_argument("--epochs", type=int, default=100, help="retraining epoch cap, every method (default 100)")
-    p.add_argument("--patience", type=int, default=10, help="early-stopping patience, every method (default 10)")
+    p.add_argument("--epochs", type=int, default=100, help="top-k retraining epoch cap, every method (default 100)")
+    p.add_argument("--patience", type=int, default=10, help="top-k early-stopping patience (default 10)")
+    p.add_argument("--ctr-epochs", type=int, default=30, help="CTR retraining epoch cap (default 30)")
+    p.add_argument("--ctr-patience", type=int, default=3,
+                   help="CTR early-stopping patience (default 3: validation AUC peaks within a few epochs)")
     p.add_argument("--warm-epochs", type=int, default=20, help="DNIS warm start (default 20)")
     p.add_argument("--search-epochs", type=int, default=20, help="DNIS alternating epochs (default 20)")
     p.add_argument("--granularity", choices=["row", "block"], default="row")
@@ -132,18 +136,22 @@ def main(argv=None) -> int:
     if args.quick:
         args.seeds, args.sparsities = args.seeds[:1], [0.9]
         args.epochs, args.patience, args.warm_epochs, args.search_epochs = 2, 1, 1, 1
+        args.ctr_epochs, args.ctr_patience = 2, 1
 
     settings = {k: getattr(args, k) for k in ("backbones", "seeds", "sparsities", "dim", "epochs", "patience",
-                                              "warm_epochs", "search_epochs", "granularity", "methods", "quick")}
+                                              "ctr_epochs", "ctr_patience", "warm_epochs", "search_epochs",
+                                              "granularity", "methods", "quick")}
     runs, searches = [], []
     start_all = time.perf_counter()
     for backbone in args.backbones:
         dataset = DATASETS[backbone]
         m1, m2 = METRICS[dataset]
+        epochs, patience = (args.ctr_epochs, args.ctr_patience) if dataset.endswith("-ctr") \
+            else (args.epochs, args.patience)
         for seed in args.seeds:
             split = prepare(dataset, "random-811", seed=seed)
             config = DNISConfig(d_max=args.dim, warm_epochs=args.warm_epochs, search_epochs=args.search_epochs,
-                                granularity=args.granularity, retrain_epochs=args.epochs, patience=args.patience,
+                                granularity=args.granularity, retrain_epochs=epochs, patience=patience,
                                 seed=seed, progress=False)
             searched = None
             if "dnis" in args.methods:
@@ -154,8 +162,7 @@ def main(argv=None) -> int:
                                  "history": searched.history})
                 print(f"{backbone} seed {seed}: DNIS search {searched.seconds['total']:.1f} s "
                       f"(best alternating epoch {searched.best_epoch})", flush=True)
-            train_config = default_config(backbone, epochs=args.epochs, patience=args.patience, seed=seed,
-                                          progress=False)
+            train_config = default_config(backbone, epochs=epochs, patience=patience, seed=seed, progress=False)
             for sparsity in args.sparsities:
                 density = round(1 - sparsity, 6)
                 for method in args.methods:
@@ -184,9 +191,7 @@ def main(argv=None) -> int:
     write_json({"settings": settings, "machine": machine(), "wall_seconds": wall, "summary": rows, "runs": runs,
                 "searches": searches, "dnis_config": asdict(DNISConfig(d_max=args.dim, warm_epochs=args.warm_epochs,
                                                                       search_epochs=args.search_epochs,
-                                                                      granularity=args.granularity,
-                                                                      retrain_epochs=args.epochs,
-                                                                      patience=args.patience))}, args.out)
+                                                                      granularity=args.granularity))}, args.out)
     print(f"written to {args.out}")
     return 0
 
