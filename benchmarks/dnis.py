@@ -8,8 +8,8 @@ L1 1e-5, widths from the magnitude of the alpha-scaled entries); one search per 
 budgets. Every method keeps exactly the same number of parameters per table and retrains with the
 backbone's default trainer settings, the same epoch cap and patience (top-k: at most 100 epochs,
 patience 10; CTR: at most 30, patience 3, as validation AUC peaks within a few epochs). Seed s sets the
-split, the search and training. Reported: mean and standard deviation over seeds, and the wall time of the search and of
-one retraining.
+split, the search and training. Reported: mean and standard deviation over seeds, and the wall time of
+the search and of one retraining.
 
     python benchmarks/dnis.py                    # 3 seeds, LightGCN and DeepFM (long on 2 cores)
     python benchmarks/dnis.py --seeds 0 1 --epochs 30 --backbones lightgcn
