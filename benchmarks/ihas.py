@@ -66,11 +66,11 @@ def one_seed(dataset, seed, args, log) -> dict:
         log(f"  {dataset} seed {seed} {name:10s} AUC {test['auc']:.4f} log loss {test['logloss']:.4f} "
             f"params {int(params):,} ({seconds:.0f} s)")
 
-    for method in ("es", "mde"):
+    for method in [m for m in ("es", "mde") if m in args.methods]:
         t = time.perf_counter()
         run = run_baseline(args.backbone, split, method, args.density, d_max, tc, seed=seed)
         record(method.upper(), run.result.test, sum(run.sizes["feature"]), time.perf_counter() - t)
-    if args.dnis:
+    if args.dnis and "dnis" in args.methods:
         try:
             from recsize.search.dnis import DNISConfig, run_dnis
         except ImportError:
@@ -82,7 +82,7 @@ def one_seed(dataset, seed, args, log) -> dict:
                              train_overrides=train_over)
             d = run_dnis(args.backbone, split, args.density, cfg)
             record("DNIS", d.run.result.test, sum(d.run.sizes["feature"]), time.perf_counter() - t)
-    for K in sorted({1, *args.clusters}):
+    for K in sorted({1, *args.clusters}) if "ihas" in args.methods else []:
         t = time.perf_counter()
         cfg = IHASConfig(clusters=K, n_blocks=4, route_dim=args.route_dim, hidden=8 if synthetic else 16,
                          search_epochs=args.search_epochs, lr=tc.lr, batch_size=tc.batch_size)
@@ -107,6 +107,8 @@ def main(argv=None) -> int:
     p.add_argument("--search-epochs", type=int, default=15)
     p.add_argument("--n-synthetic", type=int, default=40000)
     p.add_argument("--no-dnis", dest="dnis", action="store_false")
+    p.add_argument("--methods", nargs="+", default=["es", "mde", "dnis", "ihas"],
+                   choices=["es", "mde", "dnis", "ihas"], help="methods to run (default all)")
     p.add_argument("--quick", action="store_true", help="1 seed, 5 epochs, 3 search epochs")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)

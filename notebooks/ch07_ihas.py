@@ -278,15 +278,16 @@ plt.show()
 # %% [markdown]
 # Read the table with care: it is one seed at CI parameters (few search and training epochs). The
 # benchmark (`benchmarks/ihas.py`, FM, density 0.2, a reduced run of 30 training epochs with patience 3,
-# 3 seeds, one thread of a shared 2-core CPU; `benchmarks/out/ihas*.json`) measured test AUC / log loss,
-# mean ± standard deviation over seeds:
+# 3 seeds, one thread of a shared 2-core CPU; `benchmarks/out/ihas*.json`; DNIS is Chapter 5's
+# row-granularity search, re-run on its own after a change to it, `ihas_dnis_rerun_*.json`) measured test
+# AUC / log loss, mean ± standard deviation over seeds:
 #
 # | data | ES | MDE | DNIS | iHAS K = 1 | iHAS K = 4 |
 # |---|---|---|---|---|---|
-# | synthetic, 15 search epochs | 0.789 ± 0.007 / 0.608 | 0.789 ± 0.007 / 0.608 | 0.780 ± 0.009 / 0.617 | 0.798 ± 0.003 / 0.585 | **0.819 ± 0.012 / 0.526** |
-# | synthetic, 8 search epochs | 0.789 ± 0.007 / 0.608 | 0.789 ± 0.007 / 0.608 | 0.780 ± 0.009 / 0.618 | 0.797 ± 0.005 / 0.587 | 0.788 ± 0.034 / 0.554 |
-# | ml-100k-ctr, 8 search epochs | 0.783 ± 0.007 / 0.560 | **0.784 ± 0.006 / 0.559** | 0.780 ± 0.007 / 0.562 | 0.777 ± 0.010 / 0.564 | 0.745 ± 0.004 / 0.594 |
-# | ml-100k-ctr, DeepFM, 1 seed, 20 epochs | 0.781 / 0.565 | **0.786 / 0.561** | 0.784 / 0.566 | 0.767 / 0.576 | 0.759 / 0.583 |
+# | synthetic, 15 search epochs | 0.789 ± 0.007 / 0.608 | 0.789 ± 0.007 / 0.608 | 0.792 ± 0.005 / 0.589 | 0.798 ± 0.003 / 0.585 | **0.819 ± 0.012 / 0.526** |
+# | synthetic, 8 search epochs | 0.789 ± 0.007 / 0.608 | 0.789 ± 0.007 / 0.608 | 0.791 ± 0.005 / 0.585 | 0.797 ± 0.005 / 0.587 | 0.788 ± 0.034 / 0.554 |
+# | ml-100k-ctr, 8 search epochs | 0.783 ± 0.007 / 0.560 | **0.784 ± 0.006 / 0.559** | 0.782 ± 0.006 / 0.561 | 0.777 ± 0.010 / 0.564 | 0.745 ± 0.004 / 0.594 |
+# | ml-100k-ctr, DeepFM, 1 seed, 20 epochs | 0.781 / 0.565 | **0.786 / 0.561** | 0.784 / 0.567 | 0.767 / 0.576 | 0.759 / 0.583 |
 #
 # Where importance really differs by segment and the search has run long enough to find the segments
 # (balanced clusters that match them), instance-wise selection wins clearly, and most of the gain over
