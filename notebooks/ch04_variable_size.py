@@ -109,9 +109,9 @@ print("kept parameters sum(d_n):", toy.num_parameters(), "of", toy.num_rows * to
 #
 # ## 4.2 Masks versus memory
 #
-# Now the point of this chapter. The official code of CIESS, DNIS and PEP all train and *report* their
-# models this way: a dense table times a mask. The papers count kept parameters, $\sum_n d_n$, but the
-# model in memory still stores every one of the $N \cdot d_{max}$ floats. To save memory the kept values
+# Now the point of this chapter. The official codes of CIESS, DNIS and PEP all keep their models this
+# way, a dense table times a mask, from search to the final evaluation. The papers count kept parameters,
+# $\sum_n d_n$, but the model in memory still stores every one of the $N \cdot d_{max}$ floats. To save memory the kept values
 # must be stored without the zeros. recsize offers two such forms:
 #
 # * `CompactEmbedding`: the kept values back to back, row $n$ at `values[offsets[n]:offsets[n+1]]`,
