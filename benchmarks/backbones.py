@@ -6,7 +6,7 @@ each backbone with its settings from recsize.backbones.DEFAULTS. Seed s sets bot
 
     python benchmarks/backbones.py                  # 3 seeds, all four top-k backbones
     python benchmarks/backbones.py --seeds 0 --backbones mf lightgcn
-    python benchmarks/backbones.py --markdown       # also print the README table
+    python benchmarks/backbones.py --markdown       # also print the README table (benchmarks/report.py)
 
 Writes benchmarks/out/backbones.json. Targets: at least the reference Recall@20 / NDCG@20 and at least
 2x faster than the reference whole-run time on a 2-core machine.
@@ -14,16 +14,14 @@ Writes benchmarks/out/backbones.json. Targets: at least the reference Recall@20 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from common import machine
+from report import render_backbones
 from recsize.cli import write_json
 from recsize.data import prepare
 from recsize.train import default_config, fit
@@ -33,17 +31,6 @@ REFERENCE = {"mf": (0.37, 0.32, 0.5), "neumf": (0.36, 0.29, 1.5), "lightgcn": (0
              "ngcf": (0.37, 0.32, 7.3)}
 OUT = Path(__file__).resolve().parent / "out" / "backbones.json"
 
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def main(argv=None) -> int:
@@ -89,16 +76,10 @@ def main(argv=None) -> int:
               f"{a['ndcg@20'][1]:.4f}  {ref['recall@20']:.2f}/{ref['ndcg@20']:.2f} {a['seconds'][0]:7.1f} ± "
               f"{a['seconds'][1]:4.1f} {ref['minutes'] * 60:8.0f} {a['speedup']:7.1f}x {a['epochs'][0]:7.0f}")
     print(f"\nmachine: {machine()}; seeds {args.seeds}; {args.dataset}, random 8:1:1 per user, full ranking, d = 64")
+    data = {"machine": machine(), "seeds": args.seeds, "dataset": args.dataset, "runs": runs, "summary": summary}
     if args.markdown:
-        print("\n| backbone | Recall@20 | NDCG@20 | reference R@20 / N@20 | wall time (s) | reference (s) | speed-up |")
-        print("|---|---|---|---|---|---|---|")
-        for name, a in summary.items():
-            ref = a["reference"]
-            print(f"| {name} | {a['recall@20'][0]:.4f} ± {a['recall@20'][1]:.4f} | {a['ndcg@20'][0]:.4f} ± "
-                  f"{a['ndcg@20'][1]:.4f} | {ref['recall@20']:.2f} / {ref['ndcg@20']:.2f} | "
-                  f"{a['seconds'][0]:.1f} ± {a['seconds'][1]:.1f} | {ref['minutes'] * 60:.0f} | {a['speedup']:.1f}x |")
-    write_json({"machine": machine(), "seeds": args.seeds, "dataset": args.dataset, "runs": runs,
-                "summary": summary}, args.out)
+        print("\n" + render_backbones(data))
+    write_json(data, args.out)
     print(f"written to {args.out}")
     return 0
 

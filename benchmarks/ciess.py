@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import machine
 from recsize.cli import write_json
 from recsize.data import prepare
 from recsize.search import run_baseline
@@ -39,17 +39,6 @@ SPARSITIES = (0.8, 0.9, 0.95)
 # The paper's ML-1M LightGCN Recall@20 (CIESS, ES, MR) at c = 80 / 90 / 95 % (../shared/reference/methods.md).
 PAPER = {0.8: (0.2436, 0.2248, 0.2004), 0.9: (0.2248, 0.2105, 0.1802), 0.95: (0.2009, 0.1752, 0.1634)}
 
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def row(method, backbone, seed, density, best, seconds=None) -> dict:

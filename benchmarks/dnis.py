@@ -20,15 +20,14 @@ Writes benchmarks/out/dnis.json (or --out).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from common import machine
+from report import render_dnis
 from recsize.cli import write_json
 from recsize.data import prepare
 from recsize.search import run_baseline
@@ -41,17 +40,6 @@ DATASETS = {"lightgcn": "ml-100k", "deepfm": "ml-100k-ctr", "mf": "ml-100k", "ne
 METRICS = {"ml-100k": ("recall@20", "ndcg@20"), "ml-100k-ctr": ("auc", "logloss")}
 BASELINES = ("es", "mr", "mde")
 
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def record(backbone, seed, sparsity, method, test, memory, seconds, best_epoch, epochs) -> dict:
@@ -79,35 +67,25 @@ def summarise(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict], searches: list[dict], markdown: bool = False) -> str:
+def table(rows: list[dict], searches: list[dict]) -> str:
+    """The terminal table (the README's markdown table is benchmarks/report.py's render_dnis)."""
     lines = []
     for backbone in dict.fromkeys(r["backbone"] for r in rows):
         m1, m2 = METRICS[DATASETS[backbone]]
         mine = [r for r in rows if r["backbone"] == backbone]
-        if markdown:
-            lines += [f"{backbone} on {DATASETS[backbone]} (test):", "",
-                      f"| c | method | {m1} | {m2} | parameters | compact KiB | retrain s |",
-                      "|---|---|---|---|---|---|---|"]
-        else:
-            lines.append(f"{backbone} ({DATASETS[backbone]})")
-            lines.append(f"{'c':>5s} {'method':6s}{m1:>18s}{m2:>18s}{'parameters':>12s}{'compact KiB':>12s}"
-                         f"{'retrain s':>14s}")
+        lines.append(f"{backbone} ({DATASETS[backbone]})")
+        lines.append(f"{'c':>5s} {'method':6s}{m1:>18s}{m2:>18s}{'parameters':>12s}{'compact KiB':>12s}"
+                     f"{'retrain s':>14s}")
         for r in mine:
             best = max(x[m1][0] for x in mine if x["sparsity"] == r["sparsity"])
             mark = "*" if r[m1][0] == best else " "
             cells = [f"{r[m1][0]:.4f} ± {r[m1][1]:.4f}{mark}", f"{r[m2][0]:.4f} ± {r[m2][1]:.4f}"]
-            if markdown:
-                lines.append(f"| {100 * r['sparsity']:.0f} % | {r['method']} | "
-                             f"{('**%s**' if mark == '*' else '%s') % cells[0].rstrip('* ')} | {cells[1]} | "
-                             f"{r['parameters']:,} | "
-                             f"{r['compact_bytes'] / 1024:.1f} | {r['seconds'][0]:.1f} ± {r['seconds'][1]:.1f} |")
-            else:
-                lines.append(f"{100 * r['sparsity']:4.0f}% {r['method']:6s}{cells[0]:>18s}{cells[1]:>18s}"
-                             f"{r['parameters']:>12,}{r['compact_bytes'] / 1024:>12.1f}"
-                             f"{r['seconds'][0]:>8.1f} ± {r['seconds'][1]:<4.1f}")
+            lines.append(f"{100 * r['sparsity']:4.0f}% {r['method']:6s}{cells[0]:>18s}{cells[1]:>18s}"
+                         f"{r['parameters']:>12,}{r['compact_bytes'] / 1024:>12.1f}"
+                         f"{r['seconds'][0]:>8.1f} ± {r['seconds'][1]:<4.1f}")
         s = [x for x in searches if x["backbone"] == backbone]
         if s:
-            lines.append(("\n" if markdown else "") + f"DNIS search ({backbone}, once per seed for all budgets): "
+            lines.append(f"DNIS search ({backbone}, once per seed for all budgets): "
                          f"{np.mean([x['seconds'] for x in s]):.1f} ± {np.std([x['seconds'] for x in s]):.1f} s "
                          f"(warm start {np.mean([x['warm_seconds'] for x in s]):.1f} s)")
         lines.append("")
@@ -186,12 +164,13 @@ def main(argv=None) -> int:
           f"(* best mean per budget); {machine()}; whole benchmark {wall / 60:.1f} min")
     print(f"settings: {settings}\n")
     print(table(rows, searches))
+    data = {"settings": settings, "machine": machine(), "wall_seconds": wall, "summary": rows, "runs": runs,
+            "searches": searches, "dnis_config": asdict(DNISConfig(d_max=args.dim, warm_epochs=args.warm_epochs,
+                                                                   search_epochs=args.search_epochs,
+                                                                   granularity=args.granularity))}
     if args.markdown:
-        print(table(rows, searches, markdown=True))
-    write_json({"settings": settings, "machine": machine(), "wall_seconds": wall, "summary": rows, "runs": runs,
-                "searches": searches, "dnis_config": asdict(DNISConfig(d_max=args.dim, warm_epochs=args.warm_epochs,
-                                                                      search_epochs=args.search_epochs,
-                                                                      granularity=args.granularity))}, args.out)
+        print(render_dnis(data))
+    write_json(data, args.out)
     print(f"written to {args.out}")
     return 0
 

@@ -20,8 +20,6 @@ is doing on its other cores.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -30,22 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import machine
 from recsize.budget import format_bytes, masked_bytes
 from recsize.cli import write_json
 from recsize.embedding import CompactEmbedding, MaskedEmbedding
 from recsize.search import mde_sizes
 
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def zipf_frequencies(num_rows: int, seed: int = 0, exponent: float = 1.0) -> np.ndarray:

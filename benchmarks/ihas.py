@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import machine
 from recsize.cli import write_json
 from recsize.data import make_synthetic_ctr, prepare, split_ctr
 from recsize.search import run_baseline
@@ -32,17 +32,6 @@ from recsize.train import default_config
 
 OUT = Path(__file__).resolve().parent / "out" / "ihas.json"
 
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def load(name: str, seed: int, n_synthetic: int):

@@ -1,0 +1,240 @@
+"""The README's result tables, generated from the benchmark outputs in ``benchmarks/out/*.json``.
+
+Every table in the README's "Benchmarks" section sits between two markers,
+
+    <!-- begin generated: NAME (python benchmarks/report.py) -->
+    ...
+    <!-- end generated: NAME -->
+
+and is rendered here from ``benchmarks/out/NAME.json``, the file the benchmark script ``NAME.py`` writes.
+Nothing in those tables is typed by hand: rerun a benchmark, then
+
+    python benchmarks/report.py            # rewrite the tables in README.md
+    python benchmarks/report.py --check    # exit 1 if README.md is out of date (a test runs this)
+    python benchmarks/report.py --print dnis
+
+The prose around the tables (what the numbers mean) is written by people and stays as it is.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+README = HERE.parent / "README.md"
+
+BEGIN = "<!-- begin generated: {name} (python benchmarks/report.py) -->"
+END = "<!-- end generated: {name} -->"
+
+
+def _ms(mean: float, std: float, digits: int = 4) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _kib(n: float) -> str:
+    return f"{n / 1024:,.1f}"
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _pct(c: float) -> str:
+    return f"{100 * c:.0f} %"
+
+
+def render_backbones(data: dict) -> str:
+    """Backbones against the established library's figures (``benchmarks/backbones.py``)."""
+    lines = [f"Machine: {data['machine']}; seeds {', '.join(map(str, data['seeds']))}; {data['dataset']}.", "",
+             "| backbone | Recall@20 | NDCG@20 | reference R@20 / N@20 | wall time (s) | reference (s) | speed-up |",
+             "|---|---|---|---|---|---|---|"]
+    for name, a in data["summary"].items():
+        ref = a["reference"]
+        lines.append(f"| {name} | {_ms(*a['recall@20'])} | {_ms(*a['ndcg@20'])} | "
+                     f"{ref['recall@20']:.2f} / {ref['ndcg@20']:.2f} | {_ms(*a['seconds'], 1)} | "
+                     f"{ref['minutes'] * 60:.0f} | {a['speedup']:.1f}x |")
+    return "\n".join(lines)
+
+
+def render_embedding(data: dict) -> str:
+    """Bytes and lookup throughput of dense, masked and compact tables (``benchmarks/embedding.py``)."""
+    m = 1e6
+    lines = [f"Machine: {data['machine']}; batches of {data['batch']:,} ids, median of {data['repeats']} x "
+             f"{data['calls']} lookups; throughput in millions of rows per second.", "",
+             "| rows | d_max | density | dense | masked | compact | compact vs ideal | fwd dense | fwd masked | "
+             "fwd compact | fwd+bwd dense | fwd+bwd masked | fwd+bwd compact |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['rows']:,} | {r['d_max']} | {_pct(r['density'])} | {_bytes(r['dense_bytes'])} | "
+                     f"{_bytes(r['masked_bytes'])} | {_bytes(r['compact_bytes'])} | {100 * r['overhead']:+.2f} % | "
+                     f"{r['fwd_dense'] / m:.2f} | {r['fwd_masked'] / m:.2f} | {r['fwd_compact'] / m:.2f} | "
+                     f"{r['fwd_bwd_dense'] / m:.2f} | {r['fwd_bwd_masked'] / m:.2f} | {r['fwd_bwd_compact'] / m:.2f} |")
+    worst = max(abs(r["overhead"]) for r in data["rows"])
+    at_10 = [r for r in data["rows"] if abs(r["density"] - 0.1) < 1e-9]
+    lines += ["", f"Compact bytes against the ideal sum(d_n) * 4 + (n + 1) * 8: worst {100 * worst:.2f} % "
+                  f"({'within' if worst <= 0.01 else 'NOT within'} the 1 % goal)."]
+    if at_10:
+        for key, what in (("fwd", "forward"), ("fwd_bwd", "forward and backward")):
+            ratios = ", ".join(f"{r[f'{key}_compact'] / r[f'{key}_dense']:.2f}x" for r in at_10)
+            lines.append(f"Compact / dense speed at 10 % density, {what} ({len(at_10)} tables above): {ratios}.")
+    return "\n".join(lines)
+
+
+def render_dnis(data: dict) -> str:
+    """DNIS against ES / MR / MDE at the same budget (``benchmarks/dnis.py``)."""
+    s = data["settings"]
+    lines = [f"Machine: {data['machine']}; mean ± std over seeds {', '.join(map(str, s['seeds']))}; "
+             f"d_max {s['dim']}; top-k retraining at most {s['epochs']} epochs (patience {s['patience']}), "
+             f"CTR at most {s['ctr_epochs']} (patience {s['ctr_patience']}); DNIS {s['warm_epochs']} warm-start + "
+             f"{s['search_epochs']} search epochs, granularity {s['granularity']}. Bold: best mean per budget."]
+    if data.get("wall_seconds"):
+        lines[0] += f" Whole benchmark {data['wall_seconds'] / 60:.0f} min."
+    rows = data["summary"]
+    for backbone in dict.fromkeys(r["backbone"] for r in rows):
+        mine = [r for r in rows if r["backbone"] == backbone]
+        m1, m2 = [k for k in ("recall@20", "ndcg@20", "auc", "logloss") if k in mine[0]]
+        lines += ["", f"{backbone} (test {m1}, {m2}):", "",
+                  f"| c | method | {m1} | {m2} | parameters | compact KiB | retrain s |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in mine:
+            best = max(x[m1][0] for x in mine if x["sparsity"] == r["sparsity"])
+            first = _ms(*r[m1])
+            lines.append(f"| {_pct(r['sparsity'])} | {r['method']} | {f'**{first}**' if r[m1][0] == best else first} | "
+                         f"{_ms(*r[m2])} | {r['parameters']:,} | {_kib(r['compact_bytes'])} | {_ms(*r['seconds'], 1)} |")
+        searches = [x for x in data.get("searches", []) if x["backbone"] == backbone]
+        if searches:
+            sec = [x["seconds"] for x in searches]
+            warm = [x["warm_seconds"] for x in searches]
+            lines += ["", f"DNIS search on {backbone}, once per seed for all three budgets: "
+                          f"{np.mean(sec):.1f} ± {np.std(sec):.1f} s (of which warm start {np.mean(warm):.1f} s)."]
+    return "\n".join(lines)
+
+
+def render_ciess(data: dict) -> str:
+    """CIESS, its random-walk ablation and the baselines (``benchmarks/ciess.py``)."""
+    names = {"ciess": "CIESS", "ciess-no-walk": "CIESS without the walk", "es": "ES", "mr": "MR", "mde": "MDE"}
+    lines = [f"Machine: {data['machine']}; protocol {data['protocol']}; seeds {', '.join(map(str, data['seeds']))} "
+             f"(mean ± std); lambda {data['lambda']}; schedule {data['schedule']}.", "",
+             "| backbone | c | method | Recall@20 | NDCG@20 | parameters | compact bytes |",
+             "|---|---|---|---|---|---|---|"]
+    for s in data["summary"]:
+        name = names.get(s["method"], s["method"]) + (" (projected)" if s.get("projected") else "")
+        lines.append(f"| {s['backbone']} | {_pct(s['sparsity'])} | {name} | "
+                     f"{_ms(s['recall@20_mean'], s['recall@20_std'])} | {_ms(s['ndcg@20_mean'], s['ndcg@20_std'])} | "
+                     f"{s['parameters']:,} | {s['compact_bytes']:,} |")
+    lines.append("")
+    for t in data.get("timings", []):
+        e = t["paper_schedule_estimate"]
+        lines.append(f"{t['backbone']}, seed {t['seed']}: whole CIESS run {t['whole_seconds'] / 60:.1f} min "
+                     f"(reference {t['reference'] / 60:.1f}, search {t['search'] / 60:.1f}, retraining "
+                     f"{t['retrain'] / 60:.1f}); {e['seconds_per_iteration']:.1f} s per search iteration; the paper's "
+                     f"schedule would take about {e['total'] / 3600:.1f} h.")
+    return "\n".join(lines).rstrip()
+
+
+def render_ihas(data: dict) -> str:
+    """iHAS against uniform widths, the frequency rule and field-level DNIS (``benchmarks/ihas.py``)."""
+    a = data["args"]
+    lines = [f"Machine: {data['machine']}; backbone {a['backbone']}; density {a['density']} (equal total embedding "
+             f"parameters, routing included); seeds {', '.join(map(str, a['seeds']))} (mean ± std); at most "
+             f"{a['epochs']} epochs (patience {a['patience']}); {a['search_epochs']} search epochs; "
+             f"whole benchmark {data['seconds'] / 60:.0f} min.", "",
+             "| data | method | AUC | log loss | parameters |", "|---|---|---|---|---|"]
+    for dataset, result in data["results"].items():
+        best = max(m["auc_mean"] for m in result["summary"].values())
+        for name, m in result["summary"].items():
+            auc = _ms(m["auc_mean"], m["auc_std"])
+            lines.append(f"| {dataset} | {name} | {f'**{auc}**' if m['auc_mean'] == best else auc} | "
+                         f"{_ms(m['logloss_mean'], m['logloss_std'])} | {m['parameters']:,} |")
+    return "\n".join(lines)
+
+
+def render_head_to_head(data: dict) -> str:
+    """Every method at the same budgets (``benchmarks/head_to_head.py``, Chapter 8)."""
+    sys.path.insert(0, str(HERE))
+    from head_to_head import markdown  # the script owns its table layout
+    return markdown(data)
+
+
+RENDERERS = {"backbones": render_backbones, "embedding": render_embedding, "dnis": render_dnis,
+             "ciess": render_ciess, "ihas": render_ihas, "head_to_head": render_head_to_head}
+
+
+def renderer(name: str):
+    """The renderer of table ``name``: its own, or that of its script for a variant run
+    (``ihas_synthetic_search15`` is rendered like ``ihas``)."""
+    if name in RENDERERS:
+        return RENDERERS[name]
+    script = name.split("_")[0]
+    if script in RENDERERS:
+        return RENDERERS[script]
+    raise KeyError(f"unknown table {name!r}; known: {', '.join(RENDERERS)} (and their variants NAME_*)")
+
+
+def render(name: str, out: Path = OUT) -> str:
+    """The README table ``name``, rendered from ``out/NAME.json``."""
+    render_table = renderer(name)
+    path = out / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run python benchmarks/{name.split('_')[0]}.py first")
+    return render_table(json.loads(path.read_text()))
+
+
+MARKER = re.compile(r"<!-- (begin|end) generated: ([\w-]+)")
+
+
+def update(text: str, out: Path = OUT) -> str:
+    """``text`` (the README) with every generated block re-rendered from ``out``. Unbalanced markers
+    are an error."""
+    names = list(dict.fromkeys(m.group(2) for m in MARKER.finditer(text)))
+    for name in names:
+        begin, end = BEGIN.format(name=name), END.format(name=name)
+        if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+            raise ValueError(f"README: the markers of {name!r} must appear once each, in this order:\n{begin}\n{end}")
+        pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+        block = f"{begin}\n{render(name, out)}\n{end}"
+        text = pattern.sub(lambda _: block, text, count=1)
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Rewrite the README's generated result tables from benchmarks/out.")
+    p.add_argument("--check", action="store_true", help="exit 1 if README.md is not up to date")
+    p.add_argument("--print", dest="show", metavar="NAME", help="print one table (NAME.json in benchmarks/out)")
+    p.add_argument("--readme", type=Path, default=README)
+    args = p.parse_args(argv)
+    if args.show:
+        print(render(args.show))
+        return 0
+    old = args.readme.read_text()
+    new = update(old)
+    if args.check:
+        if new != old:
+            print(f"{args.readme} is out of date with benchmarks/out: run python benchmarks/report.py")
+            return 1
+        print(f"{args.readme}: generated tables are up to date")
+        return 0
+    if new != old:
+        fd, tmp = tempfile.mkstemp(dir=args.readme.parent, prefix=".README.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(new)
+        shutil.copymode(args.readme, tmp)
+        os.replace(tmp, args.readme)
+    print(f"{args.readme}: {'updated' if new != old else 'already up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
