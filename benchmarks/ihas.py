@@ -25,7 +25,7 @@ import torch
 
 from common import machine
 from recsize.cli import write_json
-from recsize.data import make_synthetic_ctr, prepare, split_ctr
+from recsize.data import prepare
 from recsize.search import run_baseline
 from recsize.search.ihas import IHASConfig, run_ihas
 from recsize.train import default_config
@@ -36,7 +36,7 @@ OUT = Path(__file__).resolve().parent / "out" / "ihas.json"
 
 def load(name: str, seed: int, n_synthetic: int):
     if name == "synthetic":
-        return split_ctr(make_synthetic_ctr(n_synthetic, 9, 4, seed=seed, cardinality=200), seed=seed)
+        return prepare("synthetic-ctr", seed=seed, n=n_synthetic)
     return prepare(name, seed=seed)
 
 

@@ -2,6 +2,8 @@
 determinism, bad inputs; the CTR file readers and the synthetic CTR data."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -267,3 +269,14 @@ def test_cli_search_ihas_on_a_ctr_file(tmp_path, capsys):
     assert "routing" in capsys.readouterr().out
     assert main(["search", "--method", "ihas", "--backbone", "mf", "--budget", "0.2", "--quiet"]) == 2
     assert "CTR model" in capsys.readouterr().err
+
+
+def test_cli_ihas_on_the_synthetic_segment_data(tmp_path, capsys):
+    """``synthetic-ctr`` is a dataset of the CLI: the segment data of Chapter 7 and benchmarks/ihas.py."""
+    from recsize.cli import main
+    out = tmp_path / "ihas.json"
+    assert main(["search", "--method", "ihas", "--backbone", "fm", "--dataset", "synthetic-ctr", "--budget", "0.2",
+                 "--clusters", "2", "--dim", "32", "--epochs", "1", "--search-epochs", "1", "--quiet",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["dataset"] == "synthetic-ctr" and 0.0 < res["test"]["auc"] < 1.0

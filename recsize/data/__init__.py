@@ -12,10 +12,21 @@ __all__ = ["CTR_FIELDS", "CTRData", "CTRSplit", "ctr_view", "encode_fields", "ma
            "PROTOCOLS", "Split", "make_split", "random_split", "ratio_counts", "temporal_split",
            "make_synthetic"]
 
+# The synthetic CTR data of Chapter 7 and benchmarks/ihas.py: 4 segments, each using 2 of 8 fields.
+SYNTHETIC_CTR = {"n": 40000, "n_fields": 9, "segments": 4, "cardinality": 200}
+
 
 def prepare(name: str, protocol: str = "random-811", seed: int = 0, verbose: bool = False, **kwargs):
     """Load dataset ``name`` and split it: a :class:`Split` for top-k data, a :class:`CTRSplit` for a
-    CTR view (``ml-100k-ctr``, random 8:1:1 over samples). Explained in Chapter 2."""
+    CTR view (``ml-100k-ctr``, random 8:1:1 over samples; ``synthetic-ctr``, the segment data of
+    Chapter 7 with the benchmark's settings, :data:`SYNTHETIC_CTR`, overridable by keyword). Explained in
+    Chapter 2."""
+    if name == "synthetic-ctr":
+        split = split_ctr(make_synthetic_ctr(seed=seed, **{**SYNTHETIC_CTR, **kwargs}), seed=seed)
+        if verbose:
+            print(split.data)
+            print(split)
+        return split
     if name.endswith("-ctr"):
         base = name[: -len("-ctr")]
         if base != "ml-100k":
@@ -31,5 +42,5 @@ def prepare(name: str, protocol: str = "random-811", seed: int = 0, verbose: boo
     return make_split(data, protocol, seed=seed, verbose=verbose)
 
 
-DATASET_CHOICES = (*DATASETS, "ml-100k-ctr")
-__all__ += ["prepare", "DATASET_CHOICES"]
+DATASET_CHOICES = (*DATASETS, "ml-100k-ctr", "synthetic-ctr")
+__all__ += ["prepare", "DATASET_CHOICES", "SYNTHETIC_CTR"]
