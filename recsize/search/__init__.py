@@ -1,5 +1,5 @@
 """Embedding-size search: budget-matched baselines (Chapter 4) and the search methods (DNIS: Chapter 5;
-CIESS: Chapter 6; iHAS: Chapter 7).
+CIESS: Chapter 6; iHAS: Chapter 7), and all of them head to head (Chapter 8).
 
 Every method produces one integer width per embedding row under a budget (see :mod:`recsize.budget`)
 and trains with the variable-size tables of :mod:`recsize.embedding`.
@@ -7,10 +7,13 @@ and trains with the variable-size tables of :mod:`recsize.embedding`.
 from .baselines import (METHODS, BaselineRun, baseline_sizes, es_sizes, fit_to_total, mde_sizes, mr_sizes,
                         role_counts, round_to_total, run_baseline)
 from .ciess import CIESS, CIESSConfig, CIESSResult, run_ciess
+from .compare import (HeadToHeadConfig, head_to_head, pareto_front, pareto_plot, search_costs,
+                      summary_table)
 from .dnis import DNISConfig, DNISRun, DNISSearch, run_dnis
 from .ihas import IHASConfig, IHASRun, run_ihas
 
 __all__ = ["METHODS", "BaselineRun", "baseline_sizes", "es_sizes", "fit_to_total", "mde_sizes", "mr_sizes",
            "role_counts", "round_to_total", "run_baseline", "CIESS", "CIESSConfig", "CIESSResult", "run_ciess",
            "DNISConfig", "DNISRun", "DNISSearch", "run_dnis",
-           "IHASConfig", "IHASRun", "run_ihas"]
+           "IHASConfig", "IHASRun", "run_ihas",
+           "HeadToHeadConfig", "head_to_head", "pareto_front", "pareto_plot", "search_costs", "summary_table"]

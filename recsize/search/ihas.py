@@ -51,6 +51,7 @@ not part of the embedding budget in recsize; iHAS has K copies of them, reported
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -390,6 +391,7 @@ class IHASRun:
     models: list = field(default_factory=list, repr=False)
     labels: dict = field(default_factory=dict, repr=False)   # cluster of every train / valid / test sample
     offsets: np.ndarray | None = field(default=None, repr=False)  # the data's field offsets
+    seconds: dict = field(default_factory=dict)  # wall time: search (gates, clustering), retrain
 
     def route(self, X: np.ndarray) -> np.ndarray:
         """The cluster of every sample: its deterministic gate pattern's nearest centroid."""
@@ -413,7 +415,7 @@ class IHASRun:
         return {"method": "ihas", "density": self.density, "d_max": self.d_max, "config": asdict(self.config),
                 "search_history": self.search_history, "field_widths": self.field_widths.tolist(),
                 "sizes_per_cluster_field": self.field_sizes().tolist(), "cluster_sizes": self.cluster_sizes,
-                "budget": self.budget, "valid": self.valid, "test": self.test}
+                "budget": self.budget, "valid": self.valid, "test": self.test, "seconds": self.seconds}
 
     def field_sizes(self) -> np.ndarray:
         """(K, fields) mean stored width of each field's present rows in each cluster's model."""
@@ -463,6 +465,7 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
     if models_total < data.n_fields:
         raise ValueError(f"at density {density:g} the budget keeps {total} parameters, but routing K = {K} "
                          f"clusters alone needs {routing['total']}: raise the budget, lower route_dim or use K = 1")
+    start = time.perf_counter()
     # 1. search (the gates aim at the density left to the cluster models)
     search_model, gates, history = search(backbone, split, models_total / (data.n_features * d_max), d_max,
                                           config, seed, train_config.device, progress, **model_kwargs)
@@ -484,6 +487,7 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
     widths = cluster_widths(pat["train"], labels["train"], K, data.n_fields, config.n_blocks, gates.block)
     present = present_rows(data.X[split.train], labels["train"], K, data.n_features)
     sizes = allocate_sizes(widths, data.field_of_feature(), present, models_total, d_max)
+    search_seconds = time.perf_counter() - start
     # 3. retrain one model per cluster on its own samples
     init = DEFAULTS[backbone.lower()].get("init", "xavier")
     models, non_embedding = [], 0
@@ -498,6 +502,7 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
         model = compact_tables(result.model)
         models.append(model)
         non_embedding += sum(p.numel() for n, p in model.named_parameters() if not n.startswith("feature"))
+    retrain_seconds = time.perf_counter() - start - search_seconds
     per_cluster = [int(s.sum()) for s in sizes]
     router_bytes = (compact_bytes(np.full(data.n_features, config.route_dim), d_max) if K > 1 else 0)
     budget = {"target_parameters": total, "cluster_parameters": per_cluster,
@@ -509,7 +514,8 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
     budget["total_bytes"] = int(sum(budget["cluster_bytes"]) + budget["routing_bytes"])
     cluster_sizes = {part: np.bincount(labels[part], minlength=K).tolist() for part in labels}
     run = IHASRun(density, d_max, config, history, widths, sizes, cluster_sizes, budget, {}, {},
-                  search_model, gates, centroids, models, labels, data.offsets)
+                  search_model, gates, centroids, models, labels, data.offsets,
+                  {"search": search_seconds, "retrain": retrain_seconds})
     run.valid = _evaluate(lambda X: run.predict(X, labels["valid"]), *split.part("valid"))
     run.test = _evaluate(lambda X: run.predict(X, labels["test"]), *split.part("test"))
     return run

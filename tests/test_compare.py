@@ -1,0 +1,271 @@
+"""Head to head (Chapter 8): every method on the same split and budgets, records, bytes, search cost, the
+Pareto front, the plot, progress and bad inputs. Tiny synthetic data and tiny schedules only."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from recsize import budget  # noqa: E402
+from recsize.data import make_split, make_synthetic, make_synthetic_ctr, split_ctr  # noqa: E402
+from recsize.search import compare  # noqa: E402
+from recsize.search.baselines import es_sizes  # noqa: E402
+from recsize.search.compare import (HeadToHeadConfig, applicable_methods, check_methods, head_to_head,  # noqa: E402
+                                    pareto_front, pareto_plot, search_costs, summary_table)
+from recsize.search.ihas import IHASConfig, run_ihas  # noqa: E402
+from recsize.train import default_config  # noqa: E402
+
+D_MAX = 8
+TRAIN = {"batch_size": 128, "lr": 1e-2}
+TINY = dict(sparsities=(0.5, 0.75), d_max=D_MAX, epochs=2, patience=1, train_overrides=TRAIN,
+            dnis={"warm_epochs": 1, "search_epochs": 1, "blocks": 4},
+            ciess={"episodes": 1, "iterations": 2, "epochs_per_iteration": 1, "hidden": 16, "agent_batch_size": 32,
+                   "updates_per_iteration": 2, "sigma": 2.0, "walk_t": 2, "walk_length": 2},
+            ihas={"clusters": 2, "n_blocks": 2, "route_dim": 1, "hidden": 4, "search_epochs": 2, "n_init": 2},
+            progress=False)
+TIMES = ("search_seconds", "retrain_seconds")
+
+
+@pytest.fixture(scope="module")
+def topk_split():
+    return make_split(make_synthetic(n_users=40, n_items=50, mean_per_user=8, d_true=6, seed=0), seed=0)
+
+
+@pytest.fixture(scope="module")
+def ctr_split():
+    return split_ctr(make_synthetic_ctr(1500, 5, 2, seed=0, cardinality=12), seed=0)
+
+
+@pytest.fixture(scope="module")
+def topk_records(topk_split):
+    return head_to_head("mf", topk_split, HeadToHeadConfig(**TINY))
+
+
+@pytest.fixture(scope="module")
+def ctr_sparsities():
+    return (0.25, 0.5)  # iHAS's router needs room at d_max = 8
+
+
+@pytest.fixture(scope="module")
+def ctr_records(ctr_split, ctr_sparsities):
+    return head_to_head("fm", ctr_split, HeadToHeadConfig(**{**TINY, "sparsities": ctr_sparsities}))
+
+
+def _without_times(records):
+    return [{k: v for k, v in r.items() if k not in TIMES} for r in records]
+
+
+# -- records ------------------------------------------------------------------------------------------
+
+def test_topk_records_complete_and_bytes_match_the_budget_arithmetic(topk_split, topk_records):
+    methods = ("es", "mr", "mde", "dnis", "ciess")
+    assert applicable_methods("mf") == methods
+    assert [(r["method"], r["sparsity"]) for r in topk_records] == [(m, c) for m in methods for c in (0.5, 0.75)]
+    nu, ni = topk_split.n_users, topk_split.n_items
+    for r in topk_records:
+        assert set(r) == {"backbone", "dataset", "seed", "sparsity", "density", "method", "recall@20", "ndcg@20",
+                          "parameters", "budget_parameters", "compact_bytes", "dense_bytes", "search_seconds",
+                          "retrain_seconds", "best_epoch", "note"}
+        assert r["backbone"] == "mf" and r["dataset"] == topk_split.data.name and r["seed"] == 0
+        assert r["density"] == round(1 - r["sparsity"], 12)
+        assert 0 <= r["recall@20"] <= 1 and 0 <= r["ndcg@20"] <= 1
+        target = budget.target_parameters(r["density"], nu, D_MAX) + budget.target_parameters(r["density"], ni, D_MAX)
+        assert r["budget_parameters"] == target
+        if r["method"] == "ciess":   # at or under the budget over users and items together
+            assert r["parameters"] <= r["density"] * (nu + ni) * D_MAX + 1e-9
+        else:                        # exactly the budget, table by table
+            assert r["parameters"] == target
+        # compact bytes measured on the modules = recsize.budget's arithmetic for two tables
+        ideal = budget.FLOAT_BYTES * (r["parameters"] + 2 * D_MAX) + budget.INDEX_BYTES * (nu + ni + 2)
+        assert r["compact_bytes"] == ideal
+        assert r["dense_bytes"] == budget.dense_bytes(nu, D_MAX) + budget.dense_bytes(ni, D_MAX)
+        assert r["retrain_seconds"] > 0
+    es = next(r for r in topk_records if r["method"] == "es" and r["sparsity"] == 0.5)
+    counts_u, counts_i = topk_split.user_activity(), topk_split.item_popularity()
+    assert es["compact_bytes"] == (budget.compact_bytes(es_sizes(nu, D_MAX, 0.5, counts_u), D_MAX)
+                                   + budget.compact_bytes(es_sizes(ni, D_MAX, 0.5, counts_i), D_MAX))
+
+
+def test_search_cost_recorded_once_for_shared_searches(topk_records, ctr_records):
+    for r in topk_records + ctr_records:
+        if r["method"] in ("es", "mr", "mde"):
+            assert r["search_seconds"] == 0.0 and r["note"] == ""
+        elif r["method"] in ("dnis", "ciess"):   # one search for every budget: its cost on the first only
+            first = r["sparsity"] == (0.5 if r["backbone"] == "mf" else 0.25)
+            assert (r["search_seconds"] > 0) == first and "recorded once" in r["note"]
+        else:                                     # iHAS searches once per budget
+            assert r["search_seconds"] > 0 and "one search per budget" in r["note"]
+    costs = {(c["backbone"], c["method"]): c for c in search_costs(topk_records)}
+    dnis = [r for r in topk_records if r["method"] == "dnis"]
+    assert costs[("mf", "dnis")]["search_seconds"][0] == pytest.approx(sum(r["search_seconds"] for r in dnis))
+    assert costs[("mf", "dnis")]["retrain_seconds"][0] == pytest.approx(sum(r["retrain_seconds"] for r in dnis))
+    assert costs[("mf", "es")]["search_seconds"] == (0.0, 0.0) and costs[("mf", "es")]["searches"] == "no search"
+    assert costs[("mf", "ciess")]["searches"] == "one search for all budgets" and costs[("mf", "ciess")]["budgets"] == 2
+
+
+def test_ctr_records_with_ihas_bytes_and_budget(ctr_split, ctr_records, ctr_sparsities):
+    assert [r["method"] for r in ctr_records[::2]] == ["es", "mr", "mde", "dnis", "ihas"]
+    n = ctr_split.data.n_features
+    for r in ctr_records:
+        assert set(r) >= {"auc", "logloss"} and "recall@20" not in r
+        assert 0 <= r["auc"] <= 1 and r["logloss"] > 0
+        assert r["parameters"] == r["budget_parameters"] == budget.target_parameters(r["density"], n, D_MAX)
+        assert r["dense_bytes"] == budget.dense_bytes(n, D_MAX)
+    for r in ctr_records:
+        if r["method"] != "ihas":
+            assert r["compact_bytes"] == budget.FLOAT_BYTES * (r["parameters"] + D_MAX) + budget.INDEX_BYTES * (n + 1)
+    # iHAS: every cluster table plus the router, as run_ihas accounts them (same seed, same settings)
+    ihas = next(r for r in ctr_records if r["method"] == "ihas" and r["sparsity"] == ctr_sparsities[0])
+    cfg = default_config("fm", **TRAIN, epochs=2, patience=1, seed=0, progress=False)
+    run = run_ihas("fm", ctr_split, ihas["density"], D_MAX,
+                   IHASConfig(**{"lr": cfg.lr, "batch_size": cfg.batch_size, **TINY["ihas"]}), cfg, seed=0)
+    assert ihas["compact_bytes"] == run.budget["total_bytes"]
+    assert ihas["compact_bytes"] == sum(budget.compact_bytes(s, D_MAX) for s in run.sizes) + run.budget["routing_bytes"]
+    assert ihas["auc"] == run.test["auc"]
+
+
+def test_same_seed_same_records(topk_split, topk_records):
+    again = head_to_head("mf", topk_split, HeadToHeadConfig(**TINY))
+    assert _without_times(again) == _without_times(topk_records)
+
+
+def test_seeds_prepare_their_own_split_when_the_data_is_named(monkeypatch, topk_split):
+    import recsize.data
+    calls = []
+
+    def fake_prepare(name, protocol="random-811", seed=0, **kw):
+        calls.append((name, protocol, seed))
+        return topk_split
+
+    monkeypatch.setattr(recsize.data, "prepare", fake_prepare)
+    records = head_to_head("mf", "some-data", HeadToHeadConfig(**{**TINY, "seeds": (3, 4), "sparsities": (0.5,)}),
+                           methods=("es", "mr"))
+    assert calls == [("some-data", "random-811", 3), ("some-data", "random-811", 4)]
+    assert [(r["seed"], r["method"]) for r in records] == [(3, "es"), (3, "mr"), (4, "es"), (4, "mr")]
+    assert {r["dataset"] for r in records} == {"some-data"}
+    rows = summary_table(records)
+    assert [r["n"] for r in rows] == [2, 2]
+    mr = [r["recall@20"] for r in records if r["method"] == "mr"]
+    assert rows[1]["recall@20"] == pytest.approx((np.mean(mr), np.std(mr)))
+
+
+# -- summaries, the front, the plot -------------------------------------------------------------------
+
+def _fake(method, c, seed, recall, nbytes, search=0.0, retrain=1.0):
+    return {"backbone": "lightgcn", "dataset": "toy", "seed": seed, "sparsity": c, "density": round(1 - c, 12),
+            "method": method, "recall@20": recall, "ndcg@20": recall / 2, "parameters": nbytes // 4,
+            "budget_parameters": nbytes // 4, "compact_bytes": nbytes, "dense_bytes": 10 ** 6,
+            "search_seconds": search, "retrain_seconds": retrain, "best_epoch": 1, "note": ""}
+
+
+def test_summary_table_mean_and_std_over_seeds():
+    records = [_fake("es", 0.9, 0, 0.2, 100), _fake("es", 0.9, 1, 0.4, 100), _fake("dnis", 0.9, 0, 0.3, 100, 5.0),
+               _fake("dnis", 0.9, 1, 0.5, 100, 7.0), _fake("es", 0.8, 0, 0.6, 200)]
+    rows = summary_table(records)
+    assert [(r["sparsity"], r["method"], r["n"]) for r in rows] == [(0.8, "es", 1), (0.9, "es", 2), (0.9, "dnis", 2)]
+    assert rows[1]["recall@20"] == pytest.approx((0.3, 0.1))
+    assert rows[2]["ndcg@20"] == pytest.approx((0.2, 0.05))
+    cost = {c["method"]: c for c in search_costs(records)}
+    assert cost["dnis"]["search_seconds"] == pytest.approx((6.0, 1.0))
+    assert cost["es"]["retrain_seconds"] == pytest.approx((1.5, 0.5))   # seed 0: two budgets, seed 1: one
+    text = compare.format_table(rows, markdown=True)
+    assert "| 90 % | DNIS | **0.4000 ± 0.1000** |" in text
+    assert "no search" in compare.format_costs(search_costs(records))
+
+
+def test_pareto_front_by_hand():
+    #            0     1     2     3     4     5     6
+    nbytes = [100, 100, 200, 300, 300, 400, 50]
+    quality = [0.30, 0.20, 0.50, 0.45, 0.60, 0.60, 0.10]
+    # 1 is dominated by 0 (same bytes, worse); 3 by 2 (fewer bytes, better); 5 by 4 (fewer bytes, same)
+    assert pareto_front(nbytes, quality).tolist() == [6, 0, 2, 4]
+    # lower is better (log loss): the front runs the other way
+    assert pareto_front(nbytes, quality, higher_is_better=False).tolist() == [6]
+    # equal points do not dominate each other
+    assert pareto_front([1, 1], [0.5, 0.5]).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="equally long"):
+        pareto_front([1, 2], [0.1])
+    with pytest.raises(ValueError, match="finite"):
+        pareto_front([1, np.nan], [0.1, 0.2])
+
+
+def test_pareto_plot_draws_one_marker_per_method_and_the_front(tmp_path):
+    records = [_fake("es", 0.9, 0, 0.20, 100), _fake("mde", 0.9, 0, 0.25, 100), _fake("dnis", 0.9, 0, 0.30, 100),
+               _fake("es", 0.8, 0, 0.35, 200), _fake("dnis", 0.8, 0, 0.33, 200)]
+    ax = pareto_plot(records)
+    assert ax.get_xscale() == "log"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["ES", "MDE", "DNIS", "Pareto front"]
+    markers = {line.get_label(): line.get_marker() for line in ax.get_lines() if line.get_label() in labels}
+    assert len(set(markers.values())) == 3
+    front = [p for p in compare.pareto_points(records, "recall@20") if p["on_front"]]
+    assert {(p["method"], p["sparsity"]) for p in front} == {("dnis", 0.9), ("es", 0.8)}
+    ax.figure.savefig(tmp_path / "pareto.png")
+    assert (tmp_path / "pareto.png").stat().st_size > 0
+    other = [{**r, "backbone": "neumf"} for r in records]
+    with pytest.raises(ValueError, match="pass backbone="):
+        pareto_plot(records + other)
+    pareto_plot(records + other, backbone="neumf", metric="ndcg@20")
+    with pytest.raises(ValueError, match="no metric 'auc'"):
+        pareto_plot(records, metric="auc")
+    with pytest.raises(ValueError, match="no records"):
+        pareto_plot([])
+
+
+# -- progress and bad inputs --------------------------------------------------------------------------
+
+def test_progress_bar_only_when_asked(topk_split, capsys):
+    head_to_head("mf", topk_split, HeadToHeadConfig(**{**TINY, "sparsities": (0.5,)}), methods=("es",))
+    assert capsys.readouterr().err == ""
+    head_to_head("mf", topk_split, HeadToHeadConfig(**{**TINY, "sparsities": (0.5,)}), methods=("es",), progress=True)
+    assert "head to head mf" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"sparsities": ()}, "sparsities is empty"),
+    ({"sparsities": (0.8, 1.0)}, "strictly between 0 and 1"),
+    ({"sparsities": (80,)}, "pass 0.8"),
+    ({"sparsities": (0.0,)}, "strictly between 0 and 1"),
+    ({"sparsities": (0.95,), "d_max": 8}, "less than one dimension per row"),
+    ({"sparsities": (0.8, 0.8)}, "repeat"),
+    ({"sparsities": ("a",)}, "must be numbers"),
+    ({"seeds": ()}, "seeds is empty"),
+    ({"epochs": 0}, "epochs must be"),
+    ({"train_overrides": {"epochs": 3}}, "train_overrides accepts"),
+    ({"dnis": {"retrain_epochs": 5}}, "shared by every method"),
+    ({"ciess": {"no_such_setting": 1}}, "not fields of CIESSConfig"),
+    ({"ciess_schedule": "long"}, "unknown CIESS schedule"),
+    ({"mde_alpha": 2}, "temperature"),
+])
+def test_bad_config(kw, match):
+    with pytest.raises(ValueError, match=match):
+        HeadToHeadConfig(**kw)
+
+
+def test_bad_methods_and_data(topk_split, ctr_split):
+    with pytest.raises(ValueError, match="unknown method"):
+        check_methods("mf", ("es", "pep"))
+    with pytest.raises(ValueError, match="iHAS does not apply to backbone 'lightgcn'"):
+        check_methods("lightgcn", ("es", "ihas"))
+    with pytest.raises(ValueError, match="CIESS does not apply to backbone 'deepfm'"):
+        check_methods("deepfm", "ciess")
+    with pytest.raises(ValueError, match="methods is empty"):
+        check_methods("mf", ())
+    with pytest.raises(ValueError, match="repeat"):
+        check_methods("mf", ("es", "ES"))
+    assert check_methods("deepfm", None) == ("es", "mr", "mde", "dnis", "ihas")
+    with pytest.raises(ValueError, match="unknown backbone"):
+        head_to_head("bert", topk_split, HeadToHeadConfig(**TINY))
+    with pytest.raises(ValueError, match="does not apply"):   # raised before anything trains
+        head_to_head("lightgcn", topk_split, HeadToHeadConfig(**TINY), methods=("ihas",))
+    with pytest.raises(ValueError, match="CTR model but the data is a top-k split"):
+        head_to_head("fm", topk_split, HeadToHeadConfig(**TINY))
+    with pytest.raises(ValueError, match="top-k model but the data is a CTR split"):
+        head_to_head("mf", ctr_split, HeadToHeadConfig(**TINY))
+    with pytest.raises(ValueError, match="dataset name or a split"):
+        head_to_head("mf", [1, 2, 3], HeadToHeadConfig(**TINY))
+    with pytest.raises(ValueError, match="no records"):
+        summary_table([])
