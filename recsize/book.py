@@ -1,13 +1,18 @@
-"""Run every chapter of the book through papermill and summarise the wall times.
+"""Run every chapter of the book through papermill and summarise the wall times; build the book as HTML.
 
 Explained in the README (and in the preface). ``recsize book run`` executes each chapter notebook with
 its CI parameters (the defaults of its ``parameters`` cell); ``--full`` applies the full-run parameters
 of ``notebooks/full_run.json``. Every executed notebook, its figures and ``summary.json`` go to the
-output folder.
+output folder. ``recsize book build`` builds the chapters listed in ``book/_toc.yml`` into an HTML
+Jupyter Book (``book/_build/html/index.html``), executing them with their CI parameters and caching the
+outputs.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -64,3 +69,81 @@ def run_book(out_dir: str | Path, full: bool = False, only: list[str] | None = N
     from .cli import write_json
     write_json({"full": full, "chapters": rows, "total_seconds": round(total, 1)}, out / "summary.json")
     return rows
+
+
+# --- the book as HTML (Jupyter Book 1.x) -------------------------------------------------------------------
+
+BOOK = NOTEBOOKS.parent / "book"
+
+
+class BookBuildFailed(RuntimeError):
+    """jupyter-book returned an error (a warning, a failing cell, a missing chapter); its output says which."""
+
+
+def toc_chapters(toc: Path = BOOK / "_toc.yml") -> list[str]:
+    """The chapters listed in the book's table of contents (``book/_toc.yml``), in book order. Explained in
+    the README (and in the preface)."""
+    try:
+        import yaml
+    except ImportError:
+        raise RuntimeError("reading the book's table of contents needs PyYAML: pip install -e '.[dev]'") from None
+    data = yaml.safe_load(Path(toc).read_text())
+    names = [data["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                names.append(Path(entry["file"]).with_suffix("").as_posix())
+            walk(entry.get("sections"))
+
+    for part in data.get("parts") or [{"chapters": data.get("chapters")}]:
+        walk(part.get("chapters"))
+    return names
+
+
+def build_command(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book: Path = BOOK,
+                  keep_going: bool = True, fresh: bool = False) -> list[str]:
+    """The jupyter-book command line that ``recsize book build`` runs (absolute paths, so it runs from any
+    folder): source ``notebooks/``, configuration and table of contents from ``book/``, HTML to
+    ``OUT/_build/html``, execution cache to ``OUT/_build/.jupyter_cache``; warnings are errors (``-W -n``),
+    ``--keep-going`` lists them all. Explained in the README (and in the preface)."""
+    cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; "
+           "sys.argv[0] = 'jupyter-book'; sys.exit(main())",
+           "build", str(Path(notebooks).resolve()), "--config", str((Path(book) / "_config.yml").resolve()),
+           "--toc", str((Path(book) / "_toc.yml").resolve()), "--path-output", str(Path(out_dir).resolve()),
+           "-W", "-n"]
+    if keep_going:
+        cmd.append("--keep-going")
+    if fresh:
+        cmd.append("--all")
+    return cmd
+
+
+def build_book(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book: Path = BOOK,
+               fresh: bool = False, quiet: bool = False, env: dict[str, str] | None = None) -> Path:
+    """Build the book as HTML with Jupyter Book 1.x and return the path of ``index.html``. Every chapter is
+    executed with its CI parameters (the defaults of its ``parameters`` cell) and its outputs are cached
+    (jupyter-cache): a second build re-runs only the chapters whose code changed. Warnings fail the build.
+    Explained in the README (and in the preface)."""
+    if importlib.util.find_spec("jupyter_book") is None:
+        raise RuntimeError("recsize book build needs Jupyter Book 1.x (the dev extras): pip install -e '.[dev]'")
+    for path in (notebooks, Path(book) / "_config.yml", Path(book) / "_toc.yml"):
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path} is missing: run from a source checkout of recsize")
+    listed = toc_chapters(Path(book) / "_toc.yml")
+    missing = [name for name in listed if not (Path(notebooks) / f"{name}.ipynb").exists()]
+    if missing:
+        raise BookBuildFailed(f"{Path(book) / '_toc.yml'} lists {', '.join(missing)}, but there is no such "
+                              f"notebook in {notebooks}")
+    unlisted = sorted(set(chapters(notebooks)) - set(listed))
+    if unlisted:
+        raise BookBuildFailed(f"{', '.join(unlisted)} not in {Path(book) / '_toc.yml'}: add them in book order")
+    cmd = build_command(out_dir, notebooks, book, fresh=fresh)
+    if quiet:
+        cmd.append("-q")
+    done = subprocess.run(cmd, env=env)
+    index = Path(out_dir).resolve() / "_build" / "html" / "index.html"
+    if done.returncode != 0 or not index.exists():
+        raise BookBuildFailed(f"jupyter-book build failed (exit status {done.returncode}); the messages above "
+                              "say which chapter and why")
+    return index

@@ -7,6 +7,8 @@
     recsize search --method dnis --backbone lightgcn --dataset ml-100k --budget 0.1   (Chapter 5)
     recsize search --method ciess --backbone lightgcn --dataset ml-100k --budgets 0.8 0.9 0.95  (Chapter 6)
     recsize search --method ihas --backbone deepfm --dataset ml-100k-ctr --budget 0.2 --clusters 4  (Chapter 7)
+    recsize book run --out results/book       (README: every chapter through papermill)
+    recsize book build                        (README: the HTML book in book/_build/html)
 """
 from __future__ import annotations
 
@@ -235,12 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars or dataset messages")
     p.search_parser = s  # main() checks the budget flags per method with this parser's error()
 
-    book = sub.add_parser("book", help="run the book's chapters")
+    book = sub.add_parser("book", help="run the book's chapters, or build the book as HTML")
     bsub = book.add_subparsers(dest="book_command", required=True, metavar="ACTION")
     r = bsub.add_parser("run", help="execute every chapter through papermill and summarise wall times")
     r.add_argument("--full", action="store_true", help="full-run parameters (notebooks/full_run.json)")
     r.add_argument("--out", type=Path, default=Path("results/book"), help="output folder (default results/book)")
     r.add_argument("--chapters", nargs="+", metavar="NAME", help="only these chapters (e.g. ch01_why_size)")
+    b = bsub.add_parser("build", help="build the HTML book (Jupyter Book 1.x) from the chapters in book/_toc.yml",
+                        description="Execute every chapter of book/_toc.yml with its CI parameters (cached: "
+                                    "a rebuild re-runs only changed chapters) and build the HTML book; "
+                                    "warnings are errors. Open OUT/_build/html/index.html. Explained in the "
+                                    "README.")
+    b.add_argument("--out", type=Path, default=None,
+                   help="output folder; the HTML goes to OUT/_build/html (default: book/ of the checkout)")
+    b.add_argument("--fresh", action="store_true", help="rewrite every page (the execution cache is kept)")
+    b.add_argument("--quiet", action="store_true", help="only warnings and errors from jupyter-book")
     return p
 
 
@@ -454,6 +465,20 @@ def _run_dnis(args, split, model_kwargs):
     return run_dnis(args.backbone, split, args.density, config, **model_kwargs)
 
 
+def _cmd_book_build(args) -> int:
+    from .book import BOOK, BookBuildFailed, build_book
+    try:
+        index = build_book(args.out or BOOK, fresh=args.fresh, quiet=args.quiet)
+    except BookBuildFailed as e:
+        print(f"recsize book build: {e}", file=sys.stderr)
+        return 1
+    except (RuntimeError, FileNotFoundError) as e:  # no dev extras, no source checkout
+        raise ValueError(str(e)) from None
+    print(f"the book is built: open {index}\n(or serve it: python -m http.server -d {index.parent} 8000, "
+          f"then http://localhost:8000)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -466,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "search":
             _check_search_args(parser.search_parser, args)
             return _cmd_search(args)
+        if args.command == "book" and args.book_command == "build":
+            return _cmd_book_build(args)
         if args.command == "book":
             from .book import run_book
             try:

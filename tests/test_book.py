@@ -66,3 +66,89 @@ def test_unknown_chapter_is_a_clear_error(capsys):
     assert main(["book", "run", "--chapters", "ch99_nothing"]) == 2
     err = capsys.readouterr().err
     assert "unknown chapter" in err and "ch01_why_size" in err
+
+
+# --- `recsize book build`: the HTML book (Jupyter Book 1.x) --------------------------------------------------
+
+from recsize.book import BOOK, BookBuildFailed, build_book, build_command, toc_chapters  # noqa: E402
+
+
+def test_toc_lists_every_chapter_in_book_order():
+    """book/_toc.yml and notebooks/ch*.ipynb name the same chapters, the preface first, in book order."""
+    listed, present = toc_chapters(), chapters()
+    assert len(listed) == len(set(listed)), f"a chapter is listed twice in book/_toc.yml: {listed}"
+    missing = sorted(set(present) - set(listed))
+    assert not missing, f"{missing} exist in notebooks/ but are not in book/_toc.yml: add them in book order"
+    extra = sorted(set(listed) - set(present))
+    assert not extra, (f"book/_toc.yml lists {extra}, but notebooks/ has no such .ipynb "
+                       "(write the chapter, or remove it from the table of contents)")
+    assert listed[0] == "ch00_preface"
+    assert listed == sorted(listed), "chapters are listed in book order (ch00 ... ch08, then the appendices)"
+
+
+def test_toc_has_the_head_to_head_chapter_before_the_appendix():
+    listed = toc_chapters()
+    assert listed.index("ch07_ihas") + 1 == listed.index("ch08_head_to_head") == listed.index("chA1_serving") - 1
+
+
+def test_build_command_arguments(tmp_path):
+    cmd = build_command(tmp_path / "out")
+    assert cmd[3:5] == ["build", str(NOTEBOOKS)]
+    assert cmd[cmd.index("--config") + 1] == str(BOOK / "_config.yml")
+    assert cmd[cmd.index("--toc") + 1] == str(BOOK / "_toc.yml")
+    assert cmd[cmd.index("--path-output") + 1] == str((tmp_path / "out").resolve())
+    assert "-W" in cmd and "--keep-going" in cmd and "--all" not in cmd
+    assert "--all" in build_command(tmp_path, fresh=True)
+
+
+def test_book_config_executes_with_a_cache():
+    import yaml
+    config = yaml.safe_load((BOOK / "_config.yml").read_text())
+    assert config["only_build_toc_files"] is True
+    assert config["execute"]["execute_notebooks"] == "cache"
+    assert config["execute"]["timeout"] >= 300
+
+
+def test_build_without_jupyter_book_is_a_clear_error(monkeypatch, capsys):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jupyter_book" else real(name, *a))
+    assert main(["book", "build", "--out", "unused"]) == 2
+    assert "pip install -e '.[dev]'" in capsys.readouterr().err
+
+
+def _fake_book(tmp_path, chapters_in_toc):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir(parents=True)
+    for name in ("ch00_a", "ch01_b"):
+        cells = [nbformat.v4.new_markdown_cell(f"# Title of {name}\n\nSome text."),
+                 new_code_cell("print(6 * 7)")]
+        nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                                "display_name": "Python 3"}})
+        nbformat.write(nb, nbs / f"{name}.ipynb")
+    book = tmp_path / "book"
+    book.mkdir()
+    (book / "_config.yml").write_text((BOOK / "_config.yml").read_text())
+    (book / "_toc.yml").write_text("format: jb-book\nroot: ch00_a\nchapters:\n"
+                                   + "".join(f"  - file: {c}\n" for c in chapters_in_toc))
+    return nbs, book
+
+
+def test_build_refuses_a_toc_that_does_not_match_the_notebooks(tmp_path):
+    nbs, book = _fake_book(tmp_path, ["ch01_b", "ch02_missing"])
+    with pytest.raises(BookBuildFailed, match="ch02_missing"):
+        build_book(tmp_path / "out", notebooks=nbs, book=book)
+    nbs, book = _fake_book(tmp_path / "again", [])
+    with pytest.raises(BookBuildFailed, match="ch01_b not in"):
+        build_book(tmp_path / "out", notebooks=nbs, book=book)
+
+
+@pytest.mark.notebook
+def test_build_book_executes_caches_and_writes_html(tmp_path):
+    pytest.importorskip("jupyter_book")
+    nbs, book = _fake_book(tmp_path, ["ch01_b"])
+    index = build_book(tmp_path / "out", notebooks=nbs, book=book, quiet=True)
+    assert index == (tmp_path / "out" / "_build" / "html" / "index.html").resolve()
+    page = (index.parent / "ch01_b.html").read_text()
+    assert "Title of ch01_b" in page and "42" in page        # executed at build time
+    assert (tmp_path / "out" / "_build" / ".jupyter_cache").is_dir()
