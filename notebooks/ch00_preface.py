@@ -51,7 +51,7 @@
 #
 # ```bash
 # pip install torch==2.13.0          # or the PyTorch build for your machine (CUDA, ...)
-# pip install -e ".[dev]"            # recsize, plus jupytext, papermill, nbval, jupyterlab
+# pip install -e ".[dev]"            # recsize, plus jupytext, papermill, nbval, jupyterlab, jupyter-book
 # recsize data fetch ml-100k         # MovieLens-100K into ~/.cache/recsize (or $RECSIZE_DATA)
 # jupyter lab notebooks/
 # ```
@@ -125,6 +125,10 @@ plt.show()
 # papermill notebooks/ch01_why_size.ipynb out.ipynb --cwd notebooks -p epochs 300
 # recsize book run --full --out results/book-full
 # ```
+#
+# The whole book is also a web site. `recsize book build` executes every chapter with its default
+# parameters (Jupyter Book keeps the outputs in a cache, so a rebuild re-runs only the chapters whose code
+# changed) and writes `book/_build/html/index.html`, which any browser opens.
 #
 # ## Reproducibility
 #
