@@ -1,4 +1,5 @@
-"""`recsize book run`: chapters found, full-run parameters valid, execution summarised."""
+"""`recsize book run`: chapters found, full-run parameters valid, execution summarised; `recsize book build`:
+the table of contents matches the chapters, the jupyter-book command line, a tiny book built end to end."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from recsize.book import NOTEBOOKS, chapters, full_parameters, run_book
+from recsize.book import (BOOK, NOTEBOOKS, BookBuildFailed, build_book, build_command, chapters, full_parameters,
+                          run_book, toc_chapters)
 from recsize.cli import main
 
 
@@ -70,8 +72,6 @@ def test_unknown_chapter_is_a_clear_error(capsys):
 
 # --- `recsize book build`: the HTML book (Jupyter Book 1.x) --------------------------------------------------
 
-from recsize.book import BOOK, BookBuildFailed, build_book, build_command, toc_chapters  # noqa: E402
-
 
 def test_toc_lists_every_chapter_in_book_order():
     """book/_toc.yml and notebooks/ch*.ipynb name the same chapters, the preface first, in book order."""
@@ -112,7 +112,8 @@ def test_book_config_executes_with_a_cache():
 def test_build_without_jupyter_book_is_a_clear_error(monkeypatch, capsys):
     import importlib.util
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jupyter_book" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "jupyter_book" else real(name, *a))
     assert main(["book", "build", "--out", "unused"]) == 2
     assert "pip install -e '.[dev]'" in capsys.readouterr().err
 
