@@ -420,6 +420,7 @@ def summary_table(records: list[dict]) -> list[dict]:
             row[m] = _mean_std([r[m] for r in mine])
         for k in ("parameters", "compact_bytes", "retrain_seconds"):
             row[k] = _mean_std([r[k] for r in mine])
+        row["projected"] = sum("projected" in r.get("note", "") for r in mine)  # CIESS: no mask met the budget
         rows.append(row)
     return rows
 
@@ -532,25 +533,28 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
         mine = [r for r in rows if r["backbone"] == backbone]
         m1, m2 = metrics_of(mine)
         best = {c: max(r[m1][0] for r in mine if r["sparsity"] == c) for c in {r["sparsity"] for r in mine}}
-        head = ["c", "method", m1, m2, "parameters", "compact KiB", "retrain s"]
+        head = ["c", "method", LABELS[m1], LABELS[m2], "parameters", "compact KiB", "retrain s"]
         if markdown:
             lines += [f"{backbone} on {mine[0]['dataset']} (test, mean ± std over {mine[0]['n']} seed(s)):", "",
                       "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         else:
             lines += [f"{backbone} on {mine[0]['dataset']}",
-                      f"{'c':>5s} {'method':7s}{m1:>18s}{m2:>18s}{'parameters':>12s}{'compact KiB':>13s}"
+                      f"{'c':>5s} {'method':19s}{LABELS[m1]:>18s}{LABELS[m2]:>18s}{'parameters':>12s}{'compact KiB':>13s}"
                       f"{'retrain s':>11s}"]
         for r in mine:
             first = f"{r[m1][0]:.4f} ± {r[m1][1]:.4f}"
             mark = r[m1][0] == best[r["sparsity"]]
-            cells = [f"{100 * r['sparsity']:g} %", NAMES.get(r["method"], r["method"]),
+            name = NAMES.get(r["method"], r["method"])
+            if r.get("projected"):   # CIESS found no mask meeting this budget in some seed
+                name += " (projected)" if r["projected"] == r["n"] else f" (projected in {r['projected']}/{r['n']})"
+            cells = [f"{100 * r['sparsity']:g} %", name,
                      (f"**{first}**" if mark else first) if markdown else first + ("*" if mark else " "),
                      f"{r[m2][0]:.4f} ± {r[m2][1]:.4f}", f"{r['parameters'][0]:,.0f}",
                      f"{r['compact_bytes'][0] / 1024:,.1f}", f"{r['retrain_seconds'][0]:.1f}"]
             if markdown:
                 lines.append("| " + " | ".join(cells) + " |")
             else:
-                lines.append(f"{cells[0]:>5s} {cells[1]:7s}{cells[2]:>18s}{cells[3]:>18s}{cells[4]:>12s}"
+                lines.append(f"{cells[0]:>5s} {cells[1]:19s}{cells[2]:>18s}{cells[3]:>18s}{cells[4]:>12s}"
                              f"{cells[5]:>13s}{cells[6]:>11s}")
         lines.append("")
     return "\n".join(lines).rstrip()
