@@ -102,25 +102,25 @@ def toc_chapters(toc: Path = BOOK / "_toc.yml") -> list[str]:
 
 
 def build_command(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book: Path = BOOK,
-                  keep_going: bool = True, fresh: bool = False) -> list[str]:
+                  keep_going: bool = True) -> list[str]:
     """The jupyter-book command line that ``recsize book build`` runs (absolute paths, so it runs from any
     folder): source ``notebooks/``, configuration and table of contents from ``book/``, HTML to
     ``OUT/_build/html``, execution cache to ``OUT/_build/.jupyter_cache``; warnings are errors (``-W -n``),
-    ``--keep-going`` lists them all. Explained in the README (and in the preface)."""
+    ``--keep-going`` lists them all. ``--all`` re-reads every chapter (from the execution cache, a few
+    seconds): an incremental Sphinx build would keep stale previous / next links on the neighbours of a
+    chapter added to the table of contents. Explained in the README (and in the preface)."""
     cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; "
            "sys.argv[0] = 'jupyter-book'; sys.exit(main())",
            "build", str(Path(notebooks).resolve()), "--config", str((Path(book) / "_config.yml").resolve()),
            "--toc", str((Path(book) / "_toc.yml").resolve()), "--path-output", str(Path(out_dir).resolve()),
-           "-W", "-n"]
+           "-W", "-n", "--all"]
     if keep_going:
         cmd.append("--keep-going")
-    if fresh:
-        cmd.append("--all")
     return cmd
 
 
 def build_book(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book: Path = BOOK,
-               fresh: bool = False, quiet: bool = False, env: dict[str, str] | None = None) -> Path:
+               quiet: bool = False, env: dict[str, str] | None = None) -> Path:
     """Build the book as HTML with Jupyter Book 1.x and return the path of ``index.html``. Every chapter is
     executed with its CI parameters (the defaults of its ``parameters`` cell) and its outputs are cached
     (jupyter-cache): a second build re-runs only the chapters whose code changed. Warnings fail the build.
@@ -138,7 +138,7 @@ def build_book(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book: Pa
     unlisted = sorted(set(chapters(notebooks)) - set(listed))
     if unlisted:
         raise BookBuildFailed(f"{', '.join(unlisted)} not in {Path(book) / '_toc.yml'}: add them in book order")
-    cmd = build_command(out_dir, notebooks, book, fresh=fresh)
+    cmd = build_command(out_dir, notebooks, book)
     if quiet:
         cmd.append("-q")
     done = subprocess.run(cmd, env=env)

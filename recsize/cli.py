@@ -250,7 +250,6 @@ def build_parser() -> argparse.ArgumentParser:
                                     "README.")
     b.add_argument("--out", type=Path, default=None,
                    help="output folder; the HTML goes to OUT/_build/html (default: book/ of the checkout)")
-    b.add_argument("--fresh", action="store_true", help="rewrite every page (the execution cache is kept)")
     b.add_argument("--quiet", action="store_true", help="only warnings and errors from jupyter-book")
     return p
 
@@ -468,7 +467,7 @@ def _run_dnis(args, split, model_kwargs):
 def _cmd_book_build(args) -> int:
     from .book import BOOK, BookBuildFailed, build_book
     try:
-        index = build_book(args.out or BOOK, fresh=args.fresh, quiet=args.quiet)
+        index = build_book(args.out or BOOK, quiet=args.quiet)
     except BookBuildFailed as e:
         print(f"recsize book build: {e}", file=sys.stderr)
         return 1
