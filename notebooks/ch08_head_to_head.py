@@ -1,0 +1,309 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 8. Head to head: every method at the same budgets
+#
+# **What you will learn.** How to compare embedding-size search methods fairly: the same backbone, the
+# same split, the same budgets and the same retraining for all of them, quality measured with the compact
+# tables a server would hold and memory measured in real bytes; how to read a *Pareto front* of quality
+# against bytes; what each method costs to search, and why a search that serves several budgets at once
+# must be counted once; and, from the measurements, which method to use when.
+#
+# **What you need.** Chapters 4 to 7 (the baselines ES / MR / MDE, DNIS, CIESS and iHAS). MovieLens-100K
+# in the cache. About a minute at the default (CI) parameters, which run MF and FM with tiny schedules;
+# the full run (LightGCN and NeuMF on ml-100k, DeepFM on its CTR view, the reduced search schedules)
+# takes about half an hour on a 2-core CPU and is what `benchmarks/head_to_head.py` measures. The
+# measured benchmark is also read back and plotted in Section 8.6.
+
+# %% tags=["parameters"]
+# Parameters (papermill). Defaults are the small CI values; the full run is noted on each line.
+topk_backbones = ["mf"]        # full run: ["lightgcn", "neumf"]
+ctr_backbone = "fm"            # full run: "deepfm"
+sparsities = [0.8, 0.9, 0.95]  # full run: [0.8, 0.9, 0.95] (the papers' c; densities 0.2 / 0.1 / 0.05)
+d_max = 64                     # full run: 64
+epochs = 3                     # full run: 30 (top-k retraining cap, every method; CIESS's reference too)
+patience = 3                   # full run: 10 (top-k early stopping, every method)
+ctr_epochs = 2                 # full run: 30 (CTR retraining cap, every method)
+ctr_patience = 1               # full run: 3 (validation AUC peaks within a few epochs)
+warm_epochs = 2                # full run: 20 (DNIS warm start)
+search_epochs = 2              # full run: 20 (DNIS alternating epochs)
+episodes = 2                   # full run: 6 (CIESS; the paper: 30)
+iterations = 2                 # full run: 5 (CIESS; the paper: 10)
+epochs_per_iteration = 1       # full run: 3 (CIESS)
+ciess_hidden = 32              # full run: 256 (CIESS actor and critic width)
+clusters = 4                   # full run: 4 (iHAS K)
+ihas_search_epochs = 2         # full run: 10 (iHAS)
+seed = 0                       # full run: 0
+n_seeds = 1                    # full run: 1 (benchmarks/head_to_head.py --seeds 0 1 2 for three)
+benchmark_file = "../benchmarks/out/head_to_head.json"  # full run: the same (the measured run, Section 8.6)
+out_dir = "results/ch08"
+
+# %%
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from recsize import budget
+from recsize.data import prepare
+from recsize.search import HeadToHeadConfig, head_to_head, pareto_front, pareto_plot, search_costs, summary_table
+from recsize.search.compare import applicable_methods, format_costs, format_table, pareto_points
+
+out = Path(out_dir)
+out.mkdir(parents=True, exist_ok=True)
+seeds = list(range(seed, seed + n_seeds))
+
+# %% [markdown]
+# ## 8.1 What a fair comparison holds fixed
+#
+# Each of Chapters 5 to 7 compared one method with the baselines under that chapter's settings. Put side
+# by side, those tables would mix different epoch caps, patiences and search lengths. A head-to-head run
+# fixes everything but the method:
+#
+# * **the same backbone, split and budgets**: seed $s$ prepares the split; the budgets are the papers'
+#   sparsities $c$ = 80 / 90 / 95 % pruned, i.e. densities 0.2 / 0.1 / 0.05 of the $d_{max}$-wide
+#   tables;
+# * **the same retraining**: every final model trains from scratch with the backbone's default trainer
+#   settings, the same epoch cap and the same early-stopping patience (CIESS's full-width reference
+#   model too);
+# * **the same measurement**: test metrics evaluated with the compact tables, the kept parameters, and
+#   the bytes really stored by the compact modules (for iHAS, every cluster's table *plus* the router).
+#
+# Which methods apply depends on the backbone: CIESS searches the widths of users and items, so it needs
+# a top-k model; iHAS gates the field embeddings of a CTR model. `head_to_head` runs every method that
+# applies, and naming one that does not is an error rather than a silent gap in a table:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for name in ("lightgcn", "neumf", "deepfm"):
+    print(f"{name:9s}", ", ".join(applicable_methods(name)))
+try:
+    head_to_head("lightgcn", "ml-100k", methods=("es", "ihas"))
+except ValueError as error:
+    print("ValueError:", error)
+
+# %% [markdown]
+# The budget in numbers, for the ml-100k tables at $d_{max} = 64$: the parameters every method may keep
+# and what they cost in compact storage, against the dense table. ES, MR, MDE and DNIS hit the parameter
+# count exactly, table by table; CIESS keeps at most it (over users and items together); iHAS fits its
+# K cluster tables and its router into the same count.
+
+# %%
+topk_split = prepare("ml-100k", "random-811", seed=seed)
+ctr_split = prepare("ml-100k-ctr", seed=seed)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+tables = {"LightGCN (user, item)": [topk_split.n_users, topk_split.n_items],
+          "NeuMF (2 x user, 2 x item)": [topk_split.n_users, topk_split.n_items] * 2,
+          "DeepFM (one feature table)": [ctr_split.data.n_features]}
+print(f"{'tables':28s}{'c':>6s}{'parameters':>12s}{'compact bytes':>15s}{'dense bytes':>13s}{'ratio':>7s}")
+for name, rows in tables.items():
+    for c in sparsities:
+        params = sum(budget.target_parameters(1 - c, n, 64) for n in rows)
+        # compact bytes depend on sum(d_n) and the row count only: any widths with this total cost the same
+        compact = sum(budget.compact_bytes(np.full(n, 0), 64) for n in rows) + params * budget.FLOAT_BYTES
+        dense = sum(budget.dense_bytes(n, 64) for n in rows)
+        print(f"{name:28s}{100 * c:5.0f}%{params:>12,}{compact:>15,}{dense:>13,}{compact / dense:>7.3f}")
+
+# %% [markdown]
+# At $c$ = 95 % the offsets (8 bytes per row) are already a large share of the compact bytes: a row of
+# 3.2 floats on average costs 12.8 bytes of values and 8 of offset. Methods that need more than one table
+# per row, like iHAS with its K cluster tables, pay the offsets K times.
+#
+# ## 8.2 Reading a Pareto front
+#
+# Every (method, budget) pair gives one point: memory (compact bytes) and quality (say Recall@20). A
+# point *dominates* another if it needs at most the bytes and gives at least the quality, one of them
+# strictly. The points no other point dominates form the **Pareto front**: for every memory limit, the
+# best quality any method reached within it. A method worth using has points on or near the front. A
+# small example by hand:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+names = ["A", "B", "C", "D", "E", "F"]
+nbytes = [100, 100, 200, 300, 300, 400]
+recall = [0.30, 0.20, 0.50, 0.45, 0.60, 0.60]
+front = pareto_front(nbytes, recall)
+print("on the front:", [names[i] for i in front])
+print("dominated:   ", [names[i] for i in range(len(names)) if i not in front])
+
+# %% [markdown]
+# B loses to A (same bytes, lower recall), D to C (fewer bytes, higher recall) and F to E (fewer bytes,
+# the same recall). With a lower-is-better metric such as log loss, `pareto_front(...,
+# higher_is_better=False)` turns the comparison round.
+#
+# ## 8.3 The head-to-head run
+#
+# One call per backbone. Every method is the package's own function (`run_baseline`, `dnis.search` and
+# `run_dnis`, `run_ciess`, `run_ihas`); `head_to_head` only holds the settings fixed and collects one flat
+# record per (seed, method, budget). At the CI parameters this is MF and FM with a few epochs, so the
+# numbers below say little about the methods; Section 8.6 reads the measured full run.
+
+# %%
+config = HeadToHeadConfig(
+    sparsities=tuple(sparsities), seeds=tuple(seeds), d_max=d_max, epochs=epochs, patience=patience,
+    dnis={"warm_epochs": warm_epochs, "search_epochs": search_epochs},
+    ciess={"episodes": episodes, "iterations": iterations, "epochs_per_iteration": epochs_per_iteration,
+           "hidden": ciess_hidden, "top_l": 1},
+    ihas={"clusters": clusters, "search_epochs": ihas_search_epochs}, progress=False)
+records = []
+for backbone in topk_backbones:
+    records += head_to_head(backbone, "ml-100k", config)
+records += head_to_head(ctr_backbone, "ml-100k-ctr", config, epochs=ctr_epochs, patience=ctr_patience)
+print(f"{len(records)} records; the first:")
+print(json.dumps(records[0], indent=1))
+(out / "records.json").write_text(json.dumps({"config": config.to_dict(), "records": records}, indent=1))
+
+# %% [markdown]
+# `summary_table` averages over seeds (mean ± standard deviation; one seed here) and `format_table`
+# prints it, marking the best first metric per budget:
+
+# %%
+print(format_table(summary_table(records)))
+
+# %% [markdown]
+# ## 8.4 Quality against bytes
+#
+# `pareto_plot` draws one marker per method and one point per budget (mean over seeds), the compact bytes
+# on a log scale, and circles the points on the Pareto front. ES, MR, MDE and DNIS keep exactly the same
+# parameters at each budget, so their points share an x position and only the quality separates them;
+# CIESS may land left of them (fewer parameters), iHAS right of them (the same parameters, more bytes:
+# K tables of offsets and the router).
+
+# %%
+backbones = list(dict.fromkeys(r["backbone"] for r in records))
+fig, axes = plt.subplots(1, len(backbones), figsize=(5.5 * len(backbones), 4), squeeze=False)
+for ax, name in zip(axes[0], backbones):
+    pareto_plot(records, backbone=name, ax=ax)
+fig.tight_layout()
+fig.savefig(out / "pareto.png", dpi=120)
+plt.show()
+
+# %% [markdown]
+# ## 8.5 What the search costs
+#
+# ES, MR and MDE cost nothing to search: their widths follow from the training frequencies. One DNIS
+# search and one CIESS search (with its full-width reference model) serve all three budgets, so their
+# cost is counted **once**, not three times; iHAS's gates aim at one budget, so it searches once per
+# budget. Retraining is paid by every method at every budget.
+
+# %%
+print(format_costs(search_costs(records)))
+
+# %% [markdown]
+# ## 8.6 The measured run
+#
+# `benchmarks/head_to_head.py` runs the full setting on one seed: LightGCN and NeuMF on ml-100k (random
+# 8:1:1 per user, full ranking) and DeepFM on the ml-100k CTR view, $d_{max} = 64$, every retraining at
+# most 30 epochs (patience 10 for top-k, 3 for CTR), DNIS with 20 warm-start and 20 search epochs, CIESS
+# with the reduced schedule of Chapter 6 (6 episodes x 5 iterations x 3 epochs), iHAS with K = 4 and 10
+# search epochs. Its output is stored with the repository; this cell reads and plots it (it runs nothing).
+
+# %%
+measured_path = Path(benchmark_file)
+measured = json.loads(measured_path.read_text()) if measured_path.exists() else None
+if measured is None:
+    print(f"{measured_path} not found: run python benchmarks/head_to_head.py first")
+else:
+    m_records = measured["records"]
+    print(f"machine: {measured['machine']}; whole run {measured.get('wall_seconds', 0) / 60:.0f} min"
+          + (" (PARTIAL)" if measured.get("partial") else ""))
+    m_backbones = list(dict.fromkeys(r["backbone"] for r in m_records))
+    fig, axes = plt.subplots(1, len(m_backbones), figsize=(5.5 * len(m_backbones), 4), squeeze=False)
+    for ax, name in zip(axes[0], m_backbones):
+        pareto_plot(m_records, backbone=name, ax=ax, title=f"{name} (measured, seed(s) {measured['settings']['seeds']})")
+    fig.tight_layout()
+    fig.savefig(out / "pareto_measured.png", dpi=120)
+    plt.show()
+    print(format_table(summary_table(m_records)))
+    print()
+    print(format_costs(search_costs(m_records)))
+
+# %% [markdown]
+# Which points are on the front, per backbone (Recall@20 for top-k, AUC for CTR):
+
+# %%
+if measured is not None:
+    for name in m_backbones:
+        mine = [r for r in m_records if r["backbone"] == name]
+        metric = "recall@20" if "recall@20" in mine[0] else "auc"
+        on = sorted((p for p in pareto_points(mine, metric) if p["on_front"]), key=lambda p: p["compact_bytes"])
+        print(f"{name:9s}", "; ".join(f"{p['method']} at c = {100 * p['sparsity']:g} % ({p[metric]:.4f}, "
+                                       f"{p['compact_bytes'] / 1024:.0f} KiB)" for p in on))
+
+# %% [markdown]
+# ## 8.7 What to use when
+#
+# The measured run above (`benchmarks/out/head_to_head.json`: one seed, the reduced schedule, 25 minutes
+# on a 2-core CPU) is the evidence; read it with its limits in mind. It is **one seed**: on these
+# backbones the spread over seeds is about 0.002 to 0.007 (README, backbone and iHAS benchmarks), so
+# differences under about 0.01 are not findings. The top-k retraining cap of 30 epochs binds: most
+# LightGCN and NeuMF runs had their best validation epoch at 29 or 30, so these are comparisons at equal
+# (short) training, not at convergence. With patience 3, some DeepFM runs stop early on a noisy peak (ES
+# at c = 90 % peaked at epoch 5 and ended below ES at 95 %). With that said, what the run shows:
+#
+# * **No search method beat the best free baseline at any budget.** On LightGCN the frequency rule MDE is
+#   best at 80 and 90 % and ES at 95 % (the two within 0.01 of each other everywhere); on NeuMF ES is
+#   best at every budget, MDE 0.011 to 0.015 behind; on DeepFM MDE has the best AUC at every budget
+#   (0.788 / 0.784 / 0.782), DNIS 0.003 to 0.005 behind. The Pareto fronts (8.6) are made of MDE and ES
+#   points, plus, on the top-k backbones, one CIESS point at the far left.
+# * **Start with MDE, and check ES.** They cost no search and no extra training; which of the two wins
+#   depends on the backbone (NeuMF preferred equal widths here), so run both: two retrainings per budget.
+# * **DNIS is the search to try first** when you want one: it was the closest to the best baseline on
+#   DeepFM and on LightGCN at 80 % (0.296 against 0.311), its search costs about two retrainings (44 to
+#   47 s here) and one search serves every budget. It fell behind on NeuMF at 90 and 95 % (0.258 and
+#   0.234 against ES's 0.298 and 0.288). Keep it only if it beats MDE and ES on your validation data.
+# * **CIESS, at this schedule, is not worth its cost.** It was last at every budget on both top-k
+#   backbones, and its search was the most expensive (103 to 121 s, plus the retraining). Its masks
+#   land *under* the budget (LightGCN at 95 % kept 6,483 of 8,400 parameters), which is why its c = 95 %
+#   point sits on the front: it is the smallest model measured, not a good one (Recall@20 0.218 against
+#   ES's 0.266 for 16 % more bytes). The paper's schedule is ten times longer (Chapter 6, hours on this
+#   machine); test it there before drawing a verdict on the method.
+# * **iHAS only where samples fall into segments that use different fields.** On the synthetic data of
+#   Chapter 7 it wins; on ml-100k-ctr it lost at every budget (AUC 0.763 / 0.766 / 0.707) and, at the same
+#   parameter count, stored 1.5 to 2.2 times the bytes of the others (the router and K tables of offsets).
+#   At c = 95 % the router takes most of the budget and the cluster models starve.
+# * **Never MR.** Random widths were below ES almost everywhere; they are a control, not a method.
+# * **Count bytes, not parameters, and count a shared search once.** Parameter counts hide the offsets and
+#   the router; a search that serves three budgets costs one search, not three.
+#
+# ## Summary
+#
+# * A fair comparison fixes the backbone, the split, the budgets and the retraining, and measures quality
+#   with the compact tables and memory in real bytes; `head_to_head` does that for every method that
+#   applies to a backbone.
+# * The Pareto front of quality against bytes shows which method is worth its memory at each limit;
+#   parameter counts alone hide the offsets and the router that iHAS pays in bytes.
+# * Search cost differs by orders of magnitude: ES / MR / MDE are free, one DNIS or CIESS search serves
+#   every budget (count it once), iHAS searches per budget.
+# * Measured on ml-100k (one seed, reduced schedules, 8.7): no search beat the best of MDE and ES at any
+#   budget; DNIS came closest at the lowest search cost, CIESS at this schedule and iHAS on MovieLens
+#   lost. A search has to earn its cost on your own validation data.
+#
+# ## Exercises
+#
+# 1. Run the chapter with `n_seeds = 3`. Which differences in the summary table are larger than the
+#    standard deviation over seeds?
+# 2. Re-run `benchmarks/head_to_head.py --backbones lightgcn --episodes 30 --iterations 10` (the paper's
+#    CIESS schedule, hours on a 2-core CPU). Does CIESS reach the front?
+# 3. Plot NDCG@20 instead of Recall@20 (`pareto_plot(records, metric="ndcg@20")`) and log loss instead of
+#    AUC. Does the front change?
+# 4. Add iHAS with K = 1 to the CTR comparison (`head_to_head(..., ihas={"clusters": 1})`): how much of
+#    iHAS's byte overhead is the router, and how much the K tables of offsets?
+# 5. Extend `HeadToHeadConfig` with a total time budget and compare methods at equal *search + retrain*
+#    time instead of equal epochs.
