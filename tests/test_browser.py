@@ -79,6 +79,7 @@ class Page:
     next: str | None
     sidebar: list[str]
     js_errors: list[str] = field(default_factory=list)
+    math: tuple[int, int] | None = None    # (math elements, typeset by MathJax); None: not measured
 
 
 class PlaywrightBrowser:
@@ -99,7 +100,7 @@ class PlaywrightBrowser:
         self._page.on("console", lambda m: self._errors.append(f"console {m.type}: {m.text}")
                       if m.type == "error" and not self._blocked_request(m.text) else None)
         self.blocked: list[str] = []
-        # The book is read offline: requests outside file:// (MathJax from a CDN) are blocked, not awaited.
+        # The book is read offline: requests outside file:// are blocked (MathJax is bundled, nothing should go out).
         self._page.route(re.compile(r"^(?!file:).*"), self._block)
 
     def _block(self, route):
@@ -125,7 +126,9 @@ class PlaywrightBrowser:
         p = self._page
         # wait until every image has finished loading (or failed), then read its natural width
         p.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=30_000)
-        data = p.evaluate("""() => {
+        data = p.evaluate("""async () => {
+            // MathJax is bundled with the book (sphinx-mathjax-offline): wait for its first typesetting
+            if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
             const main = document.querySelector('main') || document.body;
             const abs = sel => { const a = document.querySelector(sel); return a ? a.href : null; };
             return {
@@ -135,10 +138,13 @@ class PlaywrightBrowser:
               sidebar: Array.from(document.querySelectorAll('nav.bd-docs-nav a.reference.internal, '
                                                             + '.bd-sidebar-primary a.reference.internal'))
                         .map(a => a.href),
+              math: [main.querySelectorAll('.math').length,
+                     Array.from(main.querySelectorAll('.math')).filter(m => m.querySelector('mjx-container')).length],
             };
         }""")
         return Page(p.url, p.title(), data["h1"], [tuple(i) for i in data["images"]], p.content(),
-                    data["prev"], data["next"], data["sidebar"], list(self._errors))
+                    data["prev"], data["next"], data["sidebar"], list(self._errors),
+                    tuple(data["math"]))
 
     def screenshot(self, path: Path) -> None:
         self._page.screenshot(path=str(path), full_page=True)
@@ -302,6 +308,9 @@ def test_chapter_page(browser, book_html, chapter):
     found = [m for m in ERROR_MARKERS if m in page.html]
     assert not found, f"error output in the page: {found}"
     assert not page.js_errors, f"JavaScript errors: {page.js_errors}"
+    if page.math is not None:  # the formulas are typeset offline, not left as raw TeX
+        total, typeset = page.math
+        assert typeset == total, f"{total - typeset} of {total} formulas were not typeset by MathJax"
 
     if i > 0:
         assert _same(page.prev, _url(book_html, CHAPTERS[i - 1])), f"previous link: {page.prev}"
