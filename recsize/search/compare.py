@@ -535,21 +535,22 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
         best = {c: max(r[m1][0] for r in mine if r["sparsity"] == c) for c in {r["sparsity"] for r in mine}}
         head = ["c", "method", LABELS[m1], LABELS[m2], "parameters", "compact KiB", "retrain s"]
         if markdown:
-            lines += [f"{backbone} on {mine[0]['dataset']} (test, mean ± std over {mine[0]['n']} seed(s)):", "",
+            over = f"mean ± std over {mine[0]['n']} seeds" if mine[0]["n"] > 1 else "one seed"
+            lines += [f"{backbone} on {mine[0]['dataset']} (test, {over}):", "",
                       "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         else:
             lines += [f"{backbone} on {mine[0]['dataset']}",
                       f"{'c':>5s} {'method':19s}{LABELS[m1]:>18s}{LABELS[m2]:>18s}{'parameters':>12s}{'compact KiB':>13s}"
                       f"{'retrain s':>11s}"]
         for r in mine:
-            first = f"{r[m1][0]:.4f} ± {r[m1][1]:.4f}"
+            first, second = (f"{r[m][0]:.4f}" + (f" ± {r[m][1]:.4f}" if r["n"] > 1 else "") for m in (m1, m2))
             mark = r[m1][0] == best[r["sparsity"]]
             name = NAMES.get(r["method"], r["method"])
             if r.get("projected"):   # CIESS found no mask meeting this budget in some seed
                 name += " (projected)" if r["projected"] == r["n"] else f" (projected in {r['projected']}/{r['n']})"
             cells = [f"{100 * r['sparsity']:g} %", name,
                      (f"**{first}**" if mark else first) if markdown else first + ("*" if mark else " "),
-                     f"{r[m2][0]:.4f} ± {r[m2][1]:.4f}", f"{r['parameters'][0]:,.0f}",
+                     second, f"{r['parameters'][0]:,.0f}",
                      f"{r['compact_bytes'][0] / 1024:,.1f}", f"{r['retrain_seconds'][0]:.1f}"]
             if markdown:
                 lines.append("| " + " | ".join(cells) + " |")
