@@ -26,7 +26,8 @@
 # in the cache. About a minute at the default (CI) parameters, which run MF and FM with tiny schedules;
 # the full run (LightGCN and NeuMF on ml-100k, DeepFM on its CTR view, the reduced search schedules)
 # takes about half an hour on a 2-core CPU and is what `benchmarks/head_to_head.py` measures. The
-# measured benchmark is also read back and plotted in Section 8.6.
+# measured benchmark is also read back and plotted in Section 8.6. Launch the full run with one command:
+# `recsize book run --full --chapters ch08_head_to_head --out results/ch08-full`.
 
 # %% tags=["parameters"]
 # Parameters (papermill). Defaults are the small CI values; the full run is noted on each line.
