@@ -127,13 +127,15 @@ def render_ciess(data: dict) -> str:
     names = {"ciess": "CIESS", "ciess-no-walk": "CIESS without the walk", "es": "ES", "mr": "MR", "mde": "MDE"}
     lines = [f"Machine: {data['machine']}; protocol {data['protocol']}; seeds {', '.join(map(str, data['seeds']))} "
              f"(mean ± std); lambda {data['lambda']}; schedule {data['schedule']}.", "",
-             "| backbone | c | method | Recall@20 | NDCG@20 | parameters | compact bytes |",
-             "|---|---|---|---|---|---|---|"]
+             "| backbone | c | method | Recall@20 | per seed | NDCG@20 | parameters | compact bytes |",
+             "|---|---|---|---|---|---|---|---|"]
     for s in data["summary"]:
         name = names.get(s["method"], s["method"]) + (" (projected)" if s.get("projected") else "")
+        seeds = sorted((r["seed"], r["recall@20"]) for r in data.get("runs", [])
+                       if (r["backbone"], r["method"], r["sparsity"]) == (s["backbone"], s["method"], s["sparsity"]))
         lines.append(f"| {s['backbone']} | {_pct(s['sparsity'])} | {name} | "
-                     f"{_ms(s['recall@20_mean'], s['recall@20_std'])} | {_ms(s['ndcg@20_mean'], s['ndcg@20_std'])} | "
-                     f"{s['parameters']:,} | {s['compact_bytes']:,} |")
+                     f"{_ms(s['recall@20_mean'], s['recall@20_std'])} | {' / '.join(f'{v:.3f}' for _, v in seeds)} | "
+                     f"{_ms(s['ndcg@20_mean'], s['ndcg@20_std'])} | {s['parameters']:,} | {s['compact_bytes']:,} |")
     lines.append("")
     for t in data.get("timings", []):
         e = t["paper_schedule_estimate"]
