@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from common import machine
+from recsize import native
 from recsize.budget import format_bytes, masked_bytes
 from recsize.cli import write_json
 from recsize.embedding import CompactEmbedding, MaskedEmbedding
@@ -101,14 +102,16 @@ def bench_case(num_rows: int, d_max: int, densities, args) -> list[dict]:
                     speed[f"{key}_{name}"] = throughput(table, batches, args.repeats, args.calls, backward)
             row[f"{key}_dense"], row[f"{key}_masked"] = speed[f"{key}_dense"], speed[f"{key}_masked"]
             row[f"{key}_compact"] = throughput(compact, batches, args.repeats, args.calls, backward)
+            with native.disabled():  # the three-pass PyTorch path, for comparison
+                row[f"{key}_compact_torch"] = throughput(compact, batches, args.repeats, args.calls, backward)
         rows.append(row)
         print_row(row)
     return rows
 
 
 HEADER = (f"{'rows':>9s} {'d_max':>5s} {'dens':>5s} {'dense':>10s} {'masked':>10s} {'compact':>10s} "
-          f"{'vs ideal':>8s} | {'fwd Mrows/s: dense':>18s} {'masked':>7s} {'compact':>7s} | "
-          f"{'fwd+bwd: dense':>14s} {'masked':>7s} {'compact':>7s}")
+          f"{'vs ideal':>8s} | {'fwd Mrows/s: dense':>18s} {'masked':>7s} {'compact':>7s} {'torch':>7s} | "
+          f"{'fwd+bwd: dense':>14s} {'masked':>7s} {'compact':>7s} {'torch':>7s}")
 
 
 def print_row(r: dict) -> None:
@@ -116,8 +119,9 @@ def print_row(r: dict) -> None:
     print(f"{r['rows']:>9,} {r['d_max']:>5d} {100 * r['density']:>4.0f}% {format_bytes(r['dense_bytes']):>10s} "
           f"{format_bytes(r['masked_bytes']):>10s} {format_bytes(r['compact_bytes']):>10s} "
           f"{100 * r['overhead']:>+7.2f}% | {r['fwd_dense'] / m:>18.2f} {r['fwd_masked'] / m:>7.2f} "
-          f"{r['fwd_compact'] / m:>7.2f} | {r['fwd_bwd_dense'] / m:>14.2f} {r['fwd_bwd_masked'] / m:>7.2f} "
-          f"{r['fwd_bwd_compact'] / m:>7.2f}", flush=True)
+          f"{r['fwd_compact'] / m:>7.2f} {r['fwd_compact_torch'] / m:>7.2f} | {r['fwd_bwd_dense'] / m:>14.2f} "
+          f"{r['fwd_bwd_masked'] / m:>7.2f} {r['fwd_bwd_compact'] / m:>7.2f} {r['fwd_bwd_compact_torch'] / m:>7.2f}",
+          flush=True)
 
 
 def main(argv=None) -> int:
@@ -136,6 +140,8 @@ def main(argv=None) -> int:
     densities = [0.1] if args.quick else [0.05, 0.10, 0.20]
     print(f"embedding storage and lookup, batch {args.batch}, median of {args.repeats} x {args.calls} lookups")
     print(f"machine: {machine()}")
+    print(f"compact lookups: {'native one-pass loop' if native.available() else 'PyTorch path (no C compiler)'}; "
+          f"'torch' columns: the PyTorch path")
     print(HEADER)
     rows = []
     for num_rows in row_counts:
@@ -146,12 +152,13 @@ def main(argv=None) -> int:
           f"({'within' if worst <= 0.01 else 'NOT within'} 1 %)")
     at_10 = [r for r in rows if abs(r["density"] - 0.1) < 1e-9]
     for key in ("fwd", "fwd_bwd"):
-        ratios = [r[f"{key}_compact"] / r[f"{key}_dense"] for r in at_10]
-        print(f"compact / dense lookup speed at 10 % density, {key.replace('_', '+')}: "
-              + ", ".join(f"{x:.2f}x" for x in ratios))
+        for suffix, what in (("", ""), ("_torch", " (PyTorch path)")):
+            ratios = [r[f"{key}_compact{suffix}"] / r[f"{key}_dense"] for r in at_10]
+            print(f"compact{what} / dense lookup speed at 10 % density, {key.replace('_', '+')}: "
+                  + ", ".join(f"{x:.2f}x" for x in ratios))
     if args.out:
         write_json({"machine": machine(), "batch": args.batch, "repeats": args.repeats, "calls": args.calls,
-                    "threads": args.threads, "quick": args.quick, "rows": rows}, args.out)
+                    "threads": args.threads, "quick": args.quick, "native": native.available(), "rows": rows}, args.out)
         print(f"figures written to {args.out}")
     return 0
 

@@ -71,16 +71,24 @@ def render_backbones(data: dict) -> str:
 def render_embedding(data: dict) -> str:
     """Bytes and lookup throughput of dense, masked and compact tables (``benchmarks/embedding.py``)."""
     m = 1e6
+    both = all("fwd_compact_torch" in r for r in data["rows"])  # runs since the native lookup
+    path = ("compact: the native one-pass lookup; compact (torch): the PyTorch path" if data.get("native")
+            else "compact: the PyTorch path")
+    torch_head = " fwd compact (torch) |" if both else ""
+    torch_head_bwd = " fwd+bwd compact (torch) |" if both else ""
     lines = [f"Machine: {data['machine']}; batches of {data['batch']:,} ids, median of {data['repeats']} x "
-             f"{data['calls']} lookups; throughput in millions of rows per second.", "",
+             f"{data['calls']} lookups; throughput in millions of rows per second; {path}.", "",
              "| rows | d_max | density | dense | masked | compact | compact vs ideal | fwd dense | fwd masked | "
-             "fwd compact | fwd+bwd dense | fwd+bwd masked | fwd+bwd compact |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"fwd compact |{torch_head} fwd+bwd dense | fwd+bwd masked | fwd+bwd compact |{torch_head_bwd}",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if both else "")]
     for r in data["rows"]:
+        fwd_torch = f" {r['fwd_compact_torch'] / m:.2f} |" if both else ""
+        bwd_torch = f" {r['fwd_bwd_compact_torch'] / m:.2f} |" if both else ""
         lines.append(f"| {r['rows']:,} | {r['d_max']} | {_pct(r['density'])} | {_bytes(r['dense_bytes'])} | "
                      f"{_bytes(r['masked_bytes'])} | {_bytes(r['compact_bytes'])} | {100 * r['overhead']:+.2f} % | "
-                     f"{r['fwd_dense'] / m:.2f} | {r['fwd_masked'] / m:.2f} | {r['fwd_compact'] / m:.2f} | "
-                     f"{r['fwd_bwd_dense'] / m:.2f} | {r['fwd_bwd_masked'] / m:.2f} | {r['fwd_bwd_compact'] / m:.2f} |")
+                     f"{r['fwd_dense'] / m:.2f} | {r['fwd_masked'] / m:.2f} | {r['fwd_compact'] / m:.2f} |{fwd_torch} "
+                     f"{r['fwd_bwd_dense'] / m:.2f} | {r['fwd_bwd_masked'] / m:.2f} | {r['fwd_bwd_compact'] / m:.2f} |"
+                     f"{bwd_torch}")
     worst = max(abs(r["overhead"]) for r in data["rows"])
     at_10 = [r for r in data["rows"] if abs(r["density"] - 0.1) < 1e-9]
     lines += ["", f"Compact bytes against the ideal sum(d_n) * 4 + (n + 1) * 8: worst {100 * worst:.2f} % "
@@ -89,6 +97,9 @@ def render_embedding(data: dict) -> str:
         for key, what in (("fwd", "forward"), ("fwd_bwd", "forward and backward")):
             ratios = ", ".join(f"{r[f'{key}_compact'] / r[f'{key}_dense']:.2f}x" for r in at_10)
             lines.append(f"Compact / dense speed at 10 % density, {what} ({len(at_10)} tables above): {ratios}.")
+            if both:
+                ratios = ", ".join(f"{r[f'{key}_compact_torch'] / r[f'{key}_dense']:.2f}x" for r in at_10)
+                lines.append(f"The same through the PyTorch path: {ratios}.")
     return "\n".join(lines)
 
 

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import native
 from .budget import check_sizes
 
 EmbeddingFactory = Callable[[str, int, int], nn.Module]
@@ -228,37 +229,46 @@ class MaskedEmbedding(nn.Module):
         return f"{self.num_rows}, d_max={self.dim}, kept={self.num_parameters()}"
 
 
-def _window_rows(values: torch.Tensor, start: torch.Tensor, width: torch.Tensor,
-                 d_max: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-padded rows and their 0/1 prefix masks. Every row is read as the d_max-wide window of
-    ``values`` starting at its offset (a plain row copy, like a dense lookup; the overlapping windows are
-    a view, nothing is copied to build them), then multiplied by the mask of its width.
-
-    Rows and masks share one allocation: on CPU two separate blocks of this size were about 3x slower,
-    because the C allocator hands large freed blocks back to the system and every fresh page faults."""
+def _window_rows(values: torch.Tensor, start: torch.Tensor, width: torch.Tensor, d_max: int) -> torch.Tensor:
+    """Zero-padded rows, the PyTorch way (any device): every row is read as the d_max-wide window of
+    ``values`` starting at its offset (the overlapping windows are a view, nothing is copied to build
+    them), then multiplied by the prefix mask of its width. Three passes over the batch where a dense
+    lookup makes one; :func:`recsize.native.compact_rows` is the one-pass loop used on the CPU."""
     windows = values.as_strided((values.numel() - d_max + 1, d_max), (1, 1))
+    # rows and masks share one allocation: on CPU two separate blocks of this size were about 3x slower
+    # (the C allocator hands large freed blocks back to the system and every fresh page faults)
     both = values.new_empty(2, len(start), d_max)
     rows, mask = both[0], both[1]
     torch.index_select(windows, 0, start, out=rows)
     torch.index_select(_prefix_masks(d_max, values.dtype, values.device), 0, width, out=mask)
-    return rows.mul_(mask), mask
+    return rows.mul_(mask)
+
+
+def _compact_rows(values: torch.Tensor, offsets: torch.Tensor, flat: torch.Tensor, d_max: int) -> torch.Tensor:
+    """The zero-padded rows of ids ``flat``: the native one-pass loop where it applies, else PyTorch."""
+    rows = native.compact_rows(values, offsets, flat, d_max)
+    if rows is None:
+        start = offsets.index_select(0, flat)
+        rows = _window_rows(values.detach(), start, offsets.index_select(0, flat + 1) - start, d_max)
+    return rows
 
 
 class _CompactLookup(torch.autograd.Function):
-    """Zero-padded rows of a compact table. Forward: :func:`_window_rows`. Backward: the masked gradient
-    is scatter-added into the values (the masked entries add exact zeros)."""
+    """Zero-padded rows of a compact table. Forward: :func:`_compact_rows`. Backward: the masked
+    gradient is scatter-added into the values (the masked entries add exact zeros)."""
 
     @staticmethod
-    def forward(ctx, values, start, width, d_max):
-        rows, mask = _window_rows(values, start, width, d_max)
-        ctx.save_for_backward(start, mask)
-        ctx.num_values = values.numel()
-        return rows
+    def forward(ctx, values, offsets, flat, d_max):
+        ctx.save_for_backward(offsets, flat)
+        ctx.num_values, ctx.d_max = values.numel(), d_max
+        return _compact_rows(values, offsets, flat, d_max)
 
     @staticmethod
     def backward(ctx, grad):
-        start, mask = ctx.saved_tensors
-        d_max = mask.shape[1]
+        offsets, flat = ctx.saved_tensors
+        d_max = ctx.d_max
+        start = offsets.index_select(0, flat)
+        mask = _prefix_masks(d_max, grad.dtype, grad.device).index_select(0, offsets.index_select(0, flat + 1) - start)
         # int32 indices when they fit: half the memory traffic of int64 in the scatter below
         dtype = torch.int32 if ctx.num_values < 2**31 else torch.int64
         index = (start.to(dtype)[:, None] + torch.arange(d_max, device=start.device, dtype=dtype)).reshape(-1)
@@ -317,12 +327,10 @@ class CompactEmbedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         flat = ids.reshape(-1)
-        start = self.offsets.index_select(0, flat)
-        width = self.offsets.index_select(0, flat + 1) - start
         if torch.is_grad_enabled() and self.values.requires_grad:
-            rows = _CompactLookup.apply(self.values, start, width, self.dim)
+            rows = _CompactLookup.apply(self.values, self.offsets, flat, self.dim)
         else:  # inference: the same rows without the autograd bookkeeping
-            rows, _ = _window_rows(self.values.detach(), start, width, self.dim)
+            rows = _compact_rows(self.values, self.offsets, flat, self.dim)
         return rows.view(*ids.shape, self.dim)
 
     def table(self) -> torch.Tensor:
