@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recsize.data import Interactions, Split, make_split, make_synthetic
+from recsize.data import Interactions, Split, encode_fields, make_split, make_synthetic, split_ctr
 
 torch.set_num_threads(1)
 
@@ -27,6 +27,25 @@ def tiny_data() -> Interactions:
 @pytest.fixture(scope="session")
 def tiny_split(tiny_data) -> Split:
     return make_split(tiny_data, "random-811", seed=0)
+
+
+@pytest.fixture(scope="session")
+def topk_split(tiny_split) -> Split:
+    """The tiny top-k split under the name the search and embedding tests use."""
+    return tiny_split
+
+
+def tiny_ctr_split(n: int = 400):
+    """A tiny CTR split whose label depends on one field (genre), so a model has something to learn."""
+    rng = np.random.default_rng(0)
+    user, item, genre = rng.integers(0, 20, n), rng.integers(0, 30, n), rng.integers(0, 4, n)
+    y = (genre < 2).astype(np.float32)
+    return split_ctr(encode_fields([user, item, genre], ("user", "item", "genre"), y, "tiny-ctr"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def ctr_split():
+    return tiny_ctr_split(400)
 
 
 def csr(rows: list[list[int]], n_items: int) -> sp.csr_matrix:

@@ -10,30 +10,10 @@ from hypothesis import strategies as st
 
 from recsize.budget import target_parameters
 from recsize.cli import main
-from recsize.data import encode_fields, make_split, make_synthetic, split_ctr
 from recsize.embedding import CompactEmbedding
 from recsize.search import (METHODS, baseline_sizes, es_sizes, fit_to_total, mde_sizes, mr_sizes, role_counts,
                             round_to_total, run_baseline)
 from recsize.train import TrainConfig
-
-
-@pytest.fixture(autouse=True)
-def no_network_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECSIZE_DATA", str(tmp_path / "recsize-data"))
-
-
-@pytest.fixture(scope="module")
-def topk_split():
-    return make_split(make_synthetic(n_users=60, n_items=80, mean_per_user=10, d_true=8, seed=0), seed=0)
-
-
-@pytest.fixture(scope="module")
-def ctr_split():
-    rng = np.random.default_rng(0)
-    n = 400
-    user, item, genre = rng.integers(0, 20, n), rng.integers(0, 30, n), rng.integers(0, 4, n)
-    y = (genre < 2).astype(np.float32)
-    return split_ctr(encode_fields([user, item, genre], ("user", "item", "genre"), y, "tiny-ctr"), seed=0)
 
 
 def zipf_counts(n: int, seed: int = 0) -> np.ndarray:

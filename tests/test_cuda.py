@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from recsize.data import encode_fields, make_split, make_synthetic, make_synthetic_ctr, split_ctr
+from conftest import tiny_ctr_split
+
+from recsize.data import make_synthetic_ctr, split_ctr
 from recsize.embedding import CompactEmbedding, MaskedEmbedding
 from recsize.search import run_baseline
 from recsize.search.ciess import CIESS, CIESSConfig
@@ -21,23 +23,9 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 QUIET = dict(progress=False, device="cuda")
 
 
-@pytest.fixture(autouse=True)
-def no_network_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECSIZE_DATA", str(tmp_path / "recsize-data"))
-
-
-@pytest.fixture(scope="module")
-def topk_split():
-    return make_split(make_synthetic(n_users=60, n_items=80, mean_per_user=10, d_true=8, seed=0), seed=0)
-
-
 @pytest.fixture(scope="module")
 def ctr_split():
-    rng = np.random.default_rng(0)
-    n = 600
-    user, item, genre = rng.integers(0, 20, n), rng.integers(0, 30, n), rng.integers(0, 4, n)
-    y = (genre < 2).astype(np.float32)
-    return split_ctr(encode_fields([user, item, genre], ("user", "item", "genre"), y, "tiny-ctr"), seed=0)
+    return tiny_ctr_split(600)
 
 
 def on_cuda(model) -> bool:

@@ -13,32 +13,12 @@ from hypothesis import strategies as st
 from recsize.backbones import build_backbone
 from recsize.budget import target_parameters
 from recsize.cli import main
-from recsize.data import encode_fields, make_split, make_synthetic, split_ctr
 from recsize.embedding import CompactEmbedding, masked_factory
 from recsize.search.baselines import role_counts
 from recsize.search.dnis import (DNISConfig, ValidationTriples, alpha_step, attach_soft_selection, block_fractions,
                                  budget_sizes, clamp_alpha_, derive_sizes, embedding_parameters, embedding_step,
                                  frequency_blocks, kept_sizes, normalise_per_block, run_dnis, search,
                                  threshold_for_density)
-
-
-@pytest.fixture(autouse=True)
-def no_network_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECSIZE_DATA", str(tmp_path / "recsize-data"))
-
-
-@pytest.fixture(scope="module")
-def topk_split():
-    return make_split(make_synthetic(n_users=60, n_items=80, mean_per_user=10, d_true=8, seed=0), seed=0)
-
-
-@pytest.fixture(scope="module")
-def ctr_split():
-    rng = np.random.default_rng(0)
-    n = 400
-    user, item, genre = rng.integers(0, 20, n), rng.integers(0, 30, n), rng.integers(0, 4, n)
-    y = (genre < 2).astype(np.float32)
-    return split_ctr(encode_fields([user, item, genre], ("user", "item", "genre"), y, "tiny-ctr"), seed=0)
 
 
 TINY = dict(d_max=8, blocks=4, warm_epochs=1, search_epochs=2, retrain_epochs=2, progress=False,

@@ -12,29 +12,9 @@ from hypothesis import strategies as st
 
 from recsize.backbones import BACKBONES, CTR_BACKBONES, build_backbone
 from recsize.budget import buckets_bytes, compact_bytes, masked_bytes
-from recsize.data import encode_fields, make_split, make_synthetic, split_ctr
 from recsize.embedding import (CompactEmbedding, Embedding, MaskedEmbedding, compact_factory, compact_tables,
                                masked_factory, plain_embedding, prefix_mask)
 from recsize.train import train
-
-
-@pytest.fixture(autouse=True)
-def no_network_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECSIZE_DATA", str(tmp_path / "recsize-data"))
-
-
-@pytest.fixture(scope="module")
-def topk_split():
-    return make_split(make_synthetic(n_users=60, n_items=80, mean_per_user=10, d_true=8, seed=0), seed=0)
-
-
-@pytest.fixture(scope="module")
-def ctr_split():
-    rng = np.random.default_rng(0)
-    n = 400
-    user, item, genre = rng.integers(0, 20, n), rng.integers(0, 30, n), rng.integers(0, 4, n)
-    y = (genre < 2).astype(np.float32)
-    return split_ctr(encode_fields([user, item, genre], ("user", "item", "genre"), y, "tiny-ctr"), seed=0)
 
 
 def mixed_sizes(num_rows: int, d_max: int, seed: int = 0) -> np.ndarray:

@@ -12,7 +12,7 @@ from recsize.backbones import FM, DeepFM
 from recsize.budget import compact_bytes, target_parameters
 from recsize.data import make_synthetic_ctr, split_ctr
 from recsize.data.ctr_files import read_avazu, read_criteo, read_ctr_file
-from recsize.embedding import MaskedEmbedding, masked_factory
+from recsize.embedding import masked_factory
 from recsize.search.ihas import (GateNetwork, IHASConfig, allocate_sizes, cluster_patterns, cluster_widths,
                                  polarisation_penalty, present_rows, route, routing_parameters, run_ihas,
                                  sparsity_penalty)
