@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_data(args) -> int:
-    from .data import fetch, load, prepare
+    from .data import fetch, prepare
     if args.data_command == "fetch":
         got = fetch(args.name, offline=args.offline)
         print(f"{args.name}: ready in {got.path} (served by {got.source})")
