@@ -5,12 +5,12 @@ the paper's per-user 50/25/25), full ranking, d_max = 64, budgets c = 80 / 90 / 
 / 0.05). CIESS runs the reduced schedule (6 episodes x 5 iterations x 3 epochs, l = 1, lambda = 0.4), once
 with the random walk and once without (the ablation, reusing the same full-width reference). The
 baselines train with the same early-stopping settings as CIESS's retraining (at most 100 epochs, patience
-5). Seed s sets the split, the search and training. Reported: test Recall@20 / NDCG@20 of the best
+10; patience 5 stopped LightGCN runs on an early plateau, see the README). Seed s sets the split, the search and training. Reported: test Recall@20 / NDCG@20 of the best
 retrained mask per budget, kept parameters, compact bytes; the wall time of a whole search plus
 retraining, and an estimate of the paper's schedule (30 x 10 iterations of 5 epochs, l = 3) extrapolated
 from the measured time per iteration and per retraining.
 
-    python benchmarks/ciess.py                          # 3 seeds, LightGCN and NeuMF (hours on 2 cores)
+    python benchmarks/ciess.py                          # 3 seeds, LightGCN and NeuMF (about 1.5 h on 2 cores)
     python benchmarks/ciess.py --seeds 0 --backbones lightgcn
     python benchmarks/ciess.py --quick                  # smoke run: a tiny schedule, one seed
     python benchmarks/ciess.py --seeds 1 --part ciess --device cuda --out s1.json   # parallel pieces ...

@@ -52,12 +52,13 @@ CHECKPOINT_NAME = "ciess.pt"
 
 # Schedules. "paper": M = 30 episodes x T = 10 iterations (paper); the epochs per iteration, l and the
 # retraining settings are not given in the paper (ours). "reduced": what a 2-core CPU can afford for
-# ml-100k in about a quarter of an hour (Chapter 6 and benchmarks/ciess.py).
+# ml-100k in a few minutes per seed (Chapter 6 and benchmarks/ciess.py); patience 10, since patience 5
+# stopped LightGCN runs on an early plateau (README, CIESS benchmark).
 SCHEDULES = {
     "paper": dict(episodes=30, iterations=10, epochs_per_iteration=5, top_l=3, full_epochs=300,
                   retrain_epochs=300, patience=10),
     "reduced": dict(episodes=6, iterations=5, epochs_per_iteration=3, top_l=1, full_epochs=100,
-                    retrain_epochs=100, patience=5),
+                    retrain_epochs=100, patience=10),
 }
 
 
