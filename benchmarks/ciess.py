@@ -13,6 +13,7 @@ from the measured time per iteration and per retraining.
     python benchmarks/ciess.py                          # 3 seeds, LightGCN and NeuMF (about 1.5 h on 2 cores)
     python benchmarks/ciess.py --seeds 0 --backbones lightgcn
     python benchmarks/ciess.py --quick                  # smoke run: a tiny schedule, one seed
+    python benchmarks/ciess.py --schedule paper --no-ablation --seeds 0 --backbones lightgcn   # the paper's
     python benchmarks/ciess.py --seeds 1 --part ciess --device cuda --out s1.json   # parallel pieces ...
     python benchmarks/ciess.py --merge s0.json s1.json ... --out benchmarks/out/ciess.json   # ... merged
 
@@ -140,6 +141,9 @@ def main(argv=None) -> int:
     p.add_argument("--part", default="all", choices=["all", "ciess", "baselines"],
                    help="run only CIESS (with its ablation) or only the baselines, e.g. as parallel processes to "
                         "--merge afterwards (default: all)")
+    p.add_argument("--schedule", default="reduced", choices=sorted(SCHEDULES),
+                   help="reduced (default: minutes per seed on a CPU) or paper (30 x 10 iterations, l = 3)")
+    p.add_argument("--no-ablation", action="store_true", help="skip the run without the random walk")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda; timings are only comparable per device")
     p.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                    help="combine the outputs of earlier runs (say, one seed each) into one summary; runs nothing")
@@ -153,7 +157,7 @@ def main(argv=None) -> int:
         config_kw = dict(episodes=1, iterations=2, epochs_per_iteration=1, top_l=1, full_epochs=2,
                          retrain_epochs=2, patience=1, hidden=32)
     else:
-        config_kw = dict(SCHEDULES["reduced"])
+        config_kw = dict(SCHEDULES[args.schedule])
     if args.patience is not None:
         if args.patience < 1:
             p.error(f"--patience must be >= 1, got {args.patience}")
@@ -179,13 +183,15 @@ def main(argv=None) -> int:
                 print(f"{backbone} seed {seed}: CIESS {whole:.0f} s "
                       f"(reference {result.seconds['reference']:.0f}, search {result.seconds['search']:.0f}, "
                       f"retrain {result.seconds['retrain']:.0f})", flush=True)
-                t0 = time.perf_counter()
-                ablation = CIESS(backbone, split, CIESSConfig(**{**config.to_dict(), "random_walk": False,
-                                                                 "budgets": densities}),
-                                 reference=search.state["reference"]).run()
-                for b in ablation.budgets.values():
-                    runs.append(row("ciess-no-walk", backbone, seed, b["density"], b["best"], time.perf_counter() - t0))
-                print(f"{backbone} seed {seed}: CIESS without the walk {time.perf_counter() - t0:.0f} s", flush=True)
+                if not args.no_ablation:
+                    t0 = time.perf_counter()
+                    ablation = CIESS(backbone, split, CIESSConfig(**{**config.to_dict(), "random_walk": False,
+                                                                     "budgets": densities}),
+                                     reference=search.state["reference"]).run()
+                    for b in ablation.budgets.values():
+                        runs.append(row("ciess-no-walk", backbone, seed, b["density"], b["best"],
+                                        time.perf_counter() - t0))
+                    print(f"{backbone} seed {seed}: CIESS without the walk {time.perf_counter() - t0:.0f} s", flush=True)
             if args.part == "ciess":
                 continue
             train_config = default_config(backbone, epochs=config.retrain_epochs, patience=config.patience, seed=seed,
