@@ -237,8 +237,8 @@ for r in table:
 #
 # * CIESS loses to ES, MR and the frequency rule at every budget, on both backbones. On LightGCN
 #   (patience 10) its Recall@20 is 0.311 / 0.277 / 0.257 against ES's 0.362 / 0.344 / 0.276; on NeuMF
-#   0.24 / 0.24 / 0.23 against 0.33 / 0.31 / 0.29. The random walk helps at 80 % on LightGCN and nowhere
-#   else.
+#   0.24 / 0.25 / 0.24 against 0.34 / 0.32 / 0.29. The random walk helps at 80 % on LightGCN and at 90 %
+#   on NeuMF, nowhere else.
 # * The masks CIESS keeps are thinner than the budgets allow (20k of 33.6k parameters at 80 % on
 #   LightGCN): the reward's $\lambda (d/d_{max})^2$ term pushes every width down, and 30 iterations of
 #   3-epoch models barely tell widths apart. The paper's ten times longer search was not run.
