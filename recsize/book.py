@@ -30,10 +30,30 @@ def full_parameters(notebooks: Path = NOTEBOOKS) -> dict[str, dict]:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-def run_book(out_dir: str | Path, full: bool = False, only: list[str] | None = None,
-             notebooks: Path = NOTEBOOKS, progress: bool = False) -> list[dict]:
+def strip_run_metadata(path: Path) -> None:
+    """Drop papermill's timing metadata so that the text form stays clean and diffs stay small."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    nbformat.write(nb, path)
+
+
+def _sync(path: Path) -> None:
+    """Bring the other half of a chapter pair (text form and .ipynb) up to date with ``path``."""
+    subprocess.run([sys.executable, "-m", "jupytext", "--sync", str(path)], check=True, cwd=path.parent)
+
+
+def run_book(out_dir: str | Path | None, full: bool = False, only: list[str] | None = None,
+             notebooks: Path = NOTEBOOKS, progress: bool = False, in_place: bool = False) -> list[dict]:
     """Execute the chapters (all, or those named in ``only``) into ``out_dir``; returns one summary row
-    per chapter (name, seconds, status) and writes ``summary.json``. Explained in the README."""
+    per chapter (name, seconds, status) and writes ``summary.json``. With ``in_place`` (after editing a
+    chapter's text form), sync each pair, execute it with its CI parameters into its own .ipynb (the
+    outputs nbval checks) and sync back; nothing else is written. Explained in the README."""
+    if in_place and full:
+        raise ValueError("--in-place stores the CI-parameter outputs that nbval checks; it cannot take --full")
     try:
         import papermill as pm
         from papermill.exceptions import PapermillExecutionError
@@ -47,12 +67,14 @@ def run_book(out_dir: str | Path, full: bool = False, only: list[str] | None = N
         if unknown:
             raise ValueError(f"unknown chapter(s) {unknown}; chapters are {', '.join(names)}")
         names = [n for n in names if n in only]
-    out = Path(out_dir).resolve()
+    out = notebooks.resolve() if in_place else Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     params_full = full_parameters(notebooks) if full else {}
     rows = []
     for name in names:
-        params = {**params_full.get(name, {}), "out_dir": str(out / name)}
+        params = {} if in_place else {**params_full.get(name, {}), "out_dir": str(out / name)}
+        if in_place:
+            _sync(notebooks / f"{name}.py")
         start = time.perf_counter()
         status = "ok"
         try:
@@ -61,11 +83,16 @@ def run_book(out_dir: str | Path, full: bool = False, only: list[str] | None = N
                                 kernel_name="python3")
         except PapermillExecutionError as e:
             status = f"error: {e.ename}: {e.evalue}"
+        if in_place:
+            strip_run_metadata(notebooks / f"{name}.ipynb")
+            _sync(notebooks / f"{name}.ipynb")
         rows.append({"chapter": name, "seconds": round(time.perf_counter() - start, 1), "status": status,
                      "parameters": params})
         print(f"{name:24s} {rows[-1]['seconds']:8.1f} s  {status}", flush=True)
     total = sum(r["seconds"] for r in rows)
     print(f"{'total':24s} {total:8.1f} s  ({'full' if full else 'CI'} parameters; outputs in {out})")
+    if in_place:
+        return rows
     from .cli import write_json
     write_json({"full": full, "chapters": rows, "total_seconds": round(total, 1)}, out / "summary.json")
     return rows

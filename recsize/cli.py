@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--full", action="store_true", help="full-run parameters (notebooks/full_run.json)")
     r.add_argument("--out", type=Path, default=Path("results/book"), help="output folder (default results/book)")
     r.add_argument("--chapters", nargs="+", metavar="NAME", help="only these chapters (e.g. ch01_why_size)")
+    r.add_argument("--in-place", action="store_true",
+                   help="after editing a chapter's text form: sync the pair and store its CI outputs in its .ipynb")
     b = bsub.add_parser("build", help="build the HTML book (Jupyter Book 1.x) from the chapters in book/_toc.yml",
                         description="Execute every chapter of book/_toc.yml with its CI parameters (cached: "
                                     "a rebuild re-runs only changed chapters) and build the HTML book; "
@@ -495,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "book":
             from .book import run_book
             try:
-                rows = run_book(args.out, full=args.full, only=args.chapters)
+                rows = run_book(args.out, full=args.full, only=args.chapters, in_place=args.in_place)
             except (RuntimeError, FileNotFoundError) as e:  # no dev extras, no source checkout
                 raise ValueError(str(e)) from None
             return 0 if all(r["status"] == "ok" for r in rows) else 1

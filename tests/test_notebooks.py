@@ -29,10 +29,10 @@ def test_there_are_chapters():
 def test_pair_in_sync(chapter):
     text = jupytext.read(NOTEBOOKS / f"{chapter}.py")
     ipynb_path = NOTEBOOKS / f"{chapter}.ipynb"
-    assert ipynb_path.exists(), f"{ipynb_path.name} is missing: run `python notebooks/execute.py {chapter}`"
+    assert ipynb_path.exists(), f"{ipynb_path.name} is missing: run `recsize book run --in-place --chapters {chapter}`"
     stored = nbformat.read(ipynb_path, as_version=4)
     assert _cells(text) == _cells(stored), (
-        f"{chapter}.py and {chapter}.ipynb differ: run `python notebooks/execute.py {chapter}`")
+        f"{chapter}.py and {chapter}.ipynb differ: run `recsize book run --in-place --chapters {chapter}`")
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
