@@ -22,7 +22,7 @@ import numpy as np
 
 from common import machine
 from report import render_backbones
-from recsize.cli import write_json
+from recsize.files import write_json
 from recsize.data import prepare
 from recsize.train import default_config, fit
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from common import machine
-from recsize.cli import write_json
+from recsize.files import write_json
 from recsize.data import prepare
 from recsize.search import run_baseline
 from recsize.search.ciess import CIESS, SCHEDULES, CIESSConfig

@@ -28,7 +28,7 @@ import numpy as np
 
 from common import machine
 from report import render_dnis
-from recsize.cli import write_json
+from recsize.files import write_json
 from recsize.data import prepare
 from recsize.search import run_baseline
 from recsize.search.dnis import DNISConfig, run_dnis, search

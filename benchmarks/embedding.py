@@ -31,7 +31,7 @@ import torch
 from common import machine
 from recsize import native
 from recsize.budget import format_bytes, masked_bytes
-from recsize.cli import write_json
+from recsize.files import write_json
 from recsize.embedding import CompactEmbedding, MaskedEmbedding
 from recsize.search import mde_sizes
 

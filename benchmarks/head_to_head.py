@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from common import machine
-from recsize.cli import write_json
+from recsize.files import write_json
 from recsize.search.compare import (HeadToHeadConfig, format_costs, format_table, head_to_head, search_costs,
                                     summary_table)
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from common import machine
-from recsize.cli import write_json
+from recsize.files import write_json
 from recsize.data import prepare
 from recsize.search import run_baseline
 from recsize.search.ihas import IHASConfig, run_ihas

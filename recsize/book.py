@@ -93,7 +93,7 @@ def run_book(out_dir: str | Path | None, full: bool = False, only: list[str] | N
     print(f"{'total':24s} {total:8.1f} s  ({'full' if full else 'CI'} parameters; outputs in {out})")
     if in_place:
         return rows
-    from .cli import write_json
+    from .files import write_json
     write_json({"full": full, "chapters": rows, "total_seconds": round(total, 1)}, out / "summary.json")
     return rows
 

@@ -13,13 +13,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from . import __version__
+from .files import write_json
 
 
 def _positive_int(text: str) -> int:
@@ -90,21 +89,6 @@ def _unit_float(text: str) -> float:
     if not 0 <= v <= 1:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
     return v
-
-
-def write_json(obj, path: str | os.PathLike) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def metrics_table(rows: dict[str, dict], keys=None) -> str:

@@ -53,6 +53,7 @@ from torch import nn
 
 from . import native
 from .budget import check_sizes
+from .files import atomic_save
 
 EmbeddingFactory = Callable[[str, int, int], nn.Module]
 
@@ -368,7 +369,6 @@ class CompactEmbedding(nn.Module):
     def save(self, path: str | os.PathLike) -> None:
         """Write the table (format tag, d_max, offsets, kept values) atomically: a temporary file, then a
         rename. Explained in Chapter 4."""
-        from .train import atomic_save
         atomic_save({"format": COMPACT_FORMAT, "d_max": self.dim, "offsets": self.offsets.cpu(),
                      "values": self.kept_values().detach().cpu().clone()}, path)
 

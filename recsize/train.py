@@ -12,7 +12,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from .data import BPRSampler
+from .files import atomic_save  # noqa: F401  (re-exported: recsize.train.atomic_save)
 from .evaluate import evaluate_ctr, evaluate_topk
 
 
@@ -93,20 +93,6 @@ class TrainResult:
         d = {k: getattr(self, k) for k in
                  ("best_epoch", "valid", "test", "history", "seconds", "config")}
         return json.loads(json.dumps(d, default=float))
-
-
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` through a temporary file and a rename, so no half-written file is left behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _ctr_batches(n: int, batch_size: int, rng: np.random.Generator):

@@ -43,6 +43,7 @@ import torch
 from tqdm import tqdm
 
 from ..budget import memory_report
+from ..files import atomic_save
 from .baselines import fit_to_total
 from .td3 import NOISES, TD3, ReplayBuffer, exploration_noise, random_walk
 
@@ -370,7 +371,6 @@ class CIESS:
         """Write the whole search state atomically (temporary file, then rename)."""
         if self.checkpoint is None:
             return
-        from ..train import atomic_save
         atomic_save({"identity": self._identity(), "state": self.state,
                      "agents": {s: a.state_dict() for s, a in self.agents.items()},
                      "buffers": {s: b.state_dict() for s, b in self.buffers.items()},

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -78,6 +77,7 @@ from tqdm import tqdm
 
 from ..budget import check_budget, memory_report, target_parameters
 from ..data import BPRSampler
+from ..files import atomic_write
 from .baselines import BaselineRun, role_counts
 
 GRAD_EPS = 1e-8  # keeps the per-block normalisation finite when a block got no gradient
@@ -641,16 +641,8 @@ class DNISRun:
             arrays[f"row_block_{role}"] = self.search.row_blocks[role]
             arrays[f"counts_{role}"] = np.asarray(self.search.counts[role])
             arrays[f"sizes_{role}"] = np.asarray(self.sizes[role])
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path, "wb") as f:
+            np.savez(f, **arrays)
 
 
 def run_dnis(backbone: str, split, density: float, config: DNISConfig | None = None,

@@ -1,0 +1,163 @@
+"""Writing files safely: the one place recsize writes to disk. Explained in Chapter 3 (and the README).
+
+Every file recsize writes goes through :func:`atomic_write`: the bytes land in a temporary file in the
+target's folder, are flushed to disk, get the permissions the user's umask asks for (``mkstemp``
+alone would make every result 0600), and only then replace the target in one rename. An interrupted
+or failed write leaves the old file (or none) and no ``.part`` file behind.
+
+The checks below (:func:`check_output_file`, :func:`check_output_dir`) run before any work, so a run
+never trains for an hour and then fails to write its result. This module imports nothing from recsize:
+every other module may import it.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where /proc allows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode a new regular file gets from ``open()``: 0666 minus the umask."""
+    return 0o666 & ~_umask()
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+    """Open a temporary file beside ``path`` for writing; on success it replaces ``path`` atomically.
+
+    Explained in Chapter 3. ``with atomic_write(p, "w") as f: f.write(text)``. On any exception (Ctrl-C
+    included) the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically. Explained in Chapter 2."""
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy ``src`` to ``dst`` atomically. Explained in Chapter 2."""
+    import shutil
+    with open(src, "rb") as fin, atomic_write(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+
+
+def write_json(obj, path: str | os.PathLike) -> None:
+    """Write ``obj`` as indented JSON atomically. Explained in Chapter 3."""
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` atomically, so no half-written checkpoint is ever left. Explained in Chapter 3."""
+    import torch
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def move_aside(path: str | os.PathLike, suffix: str = ".corrupt") -> Path:
+    """Rename ``path`` to a name that does not exist yet (``x.corrupt``, ``x.corrupt.1``, ...) and return
+    it. Never overwrites: the new name is claimed with a hard link, which fails if it exists.
+
+    Only for files recsize itself wrote (a download that failed its check); a user's own files are never
+    moved. Explained in Chapter 2.
+    """
+    path = Path(path)
+    for n in range(10_000):
+        target = path.with_name(path.name + suffix + (f".{n}" if n else ""))
+        try:
+            os.link(path, target)
+        except FileExistsError:
+            continue
+        except OSError as e:  # a file system without hard links: rename if the name is still free
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV) or target.exists():
+                raise
+            os.replace(path, target)
+            return target
+        os.unlink(path)
+        return target
+    raise FileExistsError(f"no free name for {path}{suffix}: clean up the folder {path.parent}")
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in ``folder``: tried for real (a read-only mount or an ACL is not
+    seen by permission bits), with a hidden probe file that is removed at once."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".recsize-probe.")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
+
+
+def check_output_file(path: str | os.PathLike, flag: str) -> Path:
+    """Check, before any work, that ``path`` can be written as a file; raise ``ValueError`` naming
+    ``flag`` and the fix otherwise. Explained in Chapter 3."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a directory; give a file name inside it, e.g. {path / 'result.json'}")
+    if path.name in ("", ".", ".."):
+        raise ValueError(f"{flag} {path} is not a file name; give one such as results/run.json")
+    folder = _nearest_existing(path.parent)
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: {folder} is a file, not a folder; choose another path")
+    if not _can_create_in(folder):
+        raise ValueError(f"{flag} {path}: the folder {folder} is not writable; choose a folder you can write to")
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
+    """Check, before any work, that ``path`` is (or can become) a writable folder; raise ``ValueError``
+    naming ``flag`` and the fix otherwise. Explained in Chapter 3."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file, not a folder; give a folder (it is created if missing)")
+    folder = _nearest_existing(path)
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: {folder} is a file, not a folder; choose another path")
+    if not _can_create_in(folder):
+        raise ValueError(f"{flag} {path}: {folder} is not writable; choose a folder you can write to")
+    return path
