@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -61,6 +63,16 @@ def _nonneg_float(text: str) -> float:
     return v
 
 
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {text!r}") from None
+    if not 0 <= v < 2**32:
+        raise argparse.ArgumentTypeError(f"a seed is an integer in [0, 2**32) (NumPy's range), got {v}")
+    return v
+
+
 def _number(text: str) -> float:
     try:
         return float(text)
@@ -82,6 +94,17 @@ def _sparsity(text: str) -> float:
         return density_from_sparsity(_number(text))
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _searched_sparsity(text: str) -> float:
+    """A sparsity c for a search, which must prune something: c in (0, 1). Kept as c (the user's unit)."""
+    c = _number(text)
+    if not 0 < c < 1:
+        raise argparse.ArgumentTypeError(
+            f"a sparsity c is the pruned fraction, strictly between 0 and 1 for a search, got {text} "
+            "(c = 0.9 prunes 90 % and keeps 10 %; c = 0 would keep the full tables: train them with "
+            "`recsize train`)")
+    return c
 
 
 def _unit_float(text: str) -> float:
@@ -117,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = dsub.add_parser("info", help="print dataset and split statistics")
     i.add_argument("name", choices=DATASET_CHOICES)
     i.add_argument("--protocol", choices=list(PROTOCOLS), default="random-811")
-    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--seed", type=_seed, default=0)
 
     t = sub.add_parser("train", help="train one backbone and report test metrics")
     t.add_argument("--backbone", choices=list(BACKBONES), default="lightgcn")
@@ -131,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=_nonneg_float, help="Adam weight decay (default 0)")
     t.add_argument("--reg", type=_nonneg_float, help="L2 weight on the batch embeddings (backbone default)")
     t.add_argument("--patience", type=_nonneg_int, default=10, help="epochs without improvement before stopping")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     t.add_argument("--out", type=Path, help="write metrics and history as JSON here")
     t.add_argument("--checkpoint", type=Path, help="save the best weights here")
@@ -148,14 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "ciess: reinforcement-learning search (one search serves every --budgets value), "
                         "ihas: instance-wise gates, K-means clusters, one model per cluster (CTR backbones)")
     budget = s.add_mutually_exclusive_group()  # required for es / mr / mde, checked in main()
-    budget.add_argument("--budget", type=_density, dest="density", metavar="DENSITY",
+    budget.add_argument("--budget", type=_density, metavar="DENSITY",
                         help="kept fraction of the d_max-wide tables, in (0, 1] (0.1 keeps 10 %%)")
-    budget.add_argument("--sparsity", type=_sparsity, dest="density", metavar="C",
+    budget.add_argument("--sparsity", type=_sparsity, dest="sparsity_density", metavar="C",
                         help="the papers' pruned fraction c, in [0, 1) (0.9 keeps 10 %%)")
     s.add_argument("--alpha", type=_unit_float, default=0.3, help="MDE temperature in [0, 1] (default 0.3)")
     c = s.add_argument_group("CIESS (--method ciess, Chapter 6)")
-    c.add_argument("--budgets", type=_sparsity, nargs="+", metavar="C",
-                   help="the papers' sparsities c (pruned fractions in [0, 1)) to select masks for; converted "
+    c.add_argument("--budgets", type=_searched_sparsity, nargs="+", metavar="C",
+                   help="the papers' sparsities c (pruned fractions in (0, 1)) to select masks for; converted "
                         "to densities 1 - c (default: 0.8 0.9 0.95, i.e. keep 20/10/5 %%)")
     c.add_argument("--lambda", type=_nonneg_float, dest="lam", default=0.4,
                    help="width penalty lambda in r = q - lambda (d / d_max)^2, >= 0 (default 0.4)")
@@ -215,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reg", type=_nonneg_float, help="L2 weight on the batch embeddings (backbone default)")
     s.add_argument("--patience", type=_nonneg_int,
                    help="epochs without improvement before stopping (default 10; ciess: schedule default)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     s.add_argument("--out", type=Path, help="write sizes, metrics, memory and history as JSON here")
     s.add_argument("--quiet", action="store_true", help="no progress bars or dataset messages")
@@ -264,6 +287,7 @@ def _cmd_train(args) -> int:
                          progress=False if args.quiet else None,
                          checkpoint=str(args.checkpoint) if args.checkpoint else None, **train_kwargs)
     split = prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet)
+    _check_memory(args, split, model_kwargs, train_kwargs)
     result = fit(args.backbone, split, args.dim, config, **model_kwargs)
     out = {"backbone": args.backbone, "dataset": args.dataset,
            "protocol": "random-811 over samples" if args.dataset.endswith("-ctr") else args.protocol,
@@ -279,22 +303,152 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _check_floor(flag: str, shown: str, density: float, dim: int, min_size: int, why: str) -> None:
+    """A budget must keep ``min_size`` dimensions per row; the message speaks the unit the user typed."""
+    if min_size > 0 and density * dim < min_size * (1 - 1e-12):
+        lo = min_size / dim
+        fix = (f"use --budget >= {math.ceil(lo * 1e4) / 1e4:g}" if flag == "--budget"
+               else f"use {flag} <= {math.floor((1 - lo) * 1e4) / 1e4:g}")
+        raise ValueError(f"{flag} {shown} keeps {density * dim:.3g} dimensions per row on average at --dim {dim}, "
+                         f"fewer than {why}: {fix} (or raise --dim)")
+
+
+_METHOD_FLAGS = {  # flags that only one method reads, with their defaults: anything else is a mistake
+    "ciess": {"budgets": None, "lam": 0.4, "schedule": "reduced", "episodes": None, "iterations": None,
+              "epochs_per_iteration": None, "top_l": None, "noise": "gaussian", "no_random_walk": False,
+              "checkpoint_dir": None, "resume": False},
+    "dnis": {"blocks": 10, "warm_epochs": 20, "alpha_lr": 0.01, "l1": 1e-5, "second_order": False,
+             "min_size": 1, "granularity": "row"},
+    "ihas": {"clusters": 4, "gate_blocks": 4, "route_dim": 2, "sparsity_weight": 0.0, "dual_lr": 0.002,
+             "polarisation_weight": 0.01, "ctr_file": None, "ctr_format": "criteo", "max_rows": None,
+             "min_count": 1},
+    "mde": {"alpha": 0.3},
+}
+
+
 def _check_search_args(parser, args) -> None:
-    """The budget flags depend on the method: es / mr / mde need one --budget or --sparsity; ciess takes
-    --budgets (or a single --budget / --sparsity)."""
+    """Everything about ``recsize search`` that needs no data, checked before any is loaded: the budget
+    flags per method (es / mr / mde / dnis / ihas need one --budget or --sparsity; ciess takes --budgets
+    or one of them), each budget against the smallest width, flags of other methods, the CTR file and the
+    CIESS checkpoint folder."""
+    from .files import check_output_dir
+    for method, flags in _METHOD_FLAGS.items():
+        if method == args.method:
+            continue
+        for name, default in flags.items():
+            if getattr(args, name) != default:
+                raise ValueError(f"--{name.replace('_', '-')} is for --method {method}, not {args.method}: "
+                                 "drop it, or choose that method")
+    if args.budget is not None:
+        args.density, args.budget_flag, shown = args.budget, "--budget", f"{args.budget:g}"
+    elif args.sparsity_density is not None:
+        args.density, args.budget_flag, shown = args.sparsity_density, "--sparsity", f"{1 - args.sparsity_density:g}"
+    else:
+        args.density, args.budget_flag, shown = None, None, None
     if args.method != "ciess":
-        if args.budgets is not None:
-            parser.error("--budgets is for --method ciess; use --budget or --sparsity")
         if args.density is None:
             parser.error("one of the arguments --budget --sparsity is required")
-    elif args.density is not None and args.budgets is not None:
+        min_size, why = ((args.min_size, f"--min-size {args.min_size}") if args.method == "dnis"
+                         else (1, "one (every row keeps at least one dimension)"))
+        if args.method == "dnis" and args.min_size > args.dim:
+            raise ValueError(f"--min-size {args.min_size} exceeds --dim {args.dim}: lower --min-size")
+        if args.method != "ihas":
+            _check_floor(args.budget_flag, shown, args.density, args.dim, min_size, why)
+    if args.method == "ihas":
+        if args.dim % args.gate_blocks:
+            raise ValueError(f"--gate-blocks {args.gate_blocks} must divide --dim {args.dim}: e.g. --gate-blocks "
+                             f"{max(d for d in range(1, min(args.dim, 8) + 1) if args.dim % d == 0)}")
+        if args.route_dim > args.dim:
+            raise ValueError(f"--route-dim {args.route_dim} exceeds --dim {args.dim}: lower --route-dim")
+        if args.ctr_file is not None:
+            f = args.ctr_file.expanduser()
+            if not f.exists():
+                raise ValueError(f"--ctr-file {f} does not exist: give the path of a Criteo or Avazu file")
+            if not f.is_file() or not os.access(f, os.R_OK):
+                raise ValueError(f"--ctr-file {f} is not a readable file: give the path of a Criteo or Avazu file")
+            if f.stat().st_size == 0:
+                raise ValueError(f"--ctr-file {f} is empty: give a Criteo or Avazu file with samples")
+    if args.method != "ciess":
+        return
+    if args.density is not None and args.budgets is not None:
         parser.error("give --budgets or a single --budget / --sparsity, not both")
+    if args.density is not None and args.density >= 1:
+        raise ValueError(f"{args.budget_flag} {shown} keeps the full tables: CIESS needs a budget that prunes "
+                         f"something, e.g. {'--budget 0.1' if args.budget_flag == '--budget' else '--sparsity 0.9'}")
+    if args.budgets is not None:
+        seen = set()
+        for c in args.budgets:
+            if c in seen:
+                raise ValueError(f"--budgets repeats {c:g}: give each sparsity once, e.g. --budgets 0.8 0.9 0.95")
+            seen.add(c)
+            _check_floor("--budgets", f"{c:g}", 1 - c, args.dim, 1, "one (CIESS widths are at least 1)")
+        args.ciess_densities = [1 - c for c in args.budgets]
+    elif args.density is not None:
+        _check_floor(args.budget_flag, shown, args.density, args.dim, 1, "one (CIESS widths are at least 1)")
+        args.ciess_densities = [args.density]
+    else:
+        args.ciess_densities = [0.2, 0.1, 0.05]
+    if args.resume and args.checkpoint_dir is None:
+        raise ValueError("--resume continues the search saved in --checkpoint-dir: give --checkpoint-dir DIR "
+                         "(the folder of the interrupted search)")
+    if args.checkpoint_dir is not None:
+        from .search.ciess import CHECKPOINT_NAME, read_checkpoint
+        folder = check_output_dir(args.checkpoint_dir, "--checkpoint-dir")
+        ckpt = folder / CHECKPOINT_NAME
+        if ckpt.exists() and not args.resume:
+            raise ValueError(f"{ckpt} holds an earlier search: add --resume to continue it, or use another "
+                             "--checkpoint-dir (or delete that file to start over)")
+        if ckpt.exists():
+            read_checkpoint(ckpt)  # truncated or foreign: say so now, not after the data loaded
+
+
+def _preflight(parser, args) -> None:
+    """The checks that need no data, before anything is loaded, built or trained: the device, every
+    output path, and (``search``) the budgets and method flags. Each raises ``ValueError`` naming the flag
+    and the fix."""
+    from .files import check_output_dir, check_output_file
+    from .train import resolve_device
+    if getattr(args, "device", None) is not None:
+        try:
+            resolve_device(args.device)
+        except ValueError as e:
+            raise ValueError(f"--device: {e}") from None
+    if args.command == "book":
+        if args.out is not None:
+            check_output_dir(args.out, "--out")
+        return
+    if args.command in ("train", "search") and args.out is not None:
+        args.out = check_output_file(args.out, "--out")
+    if args.command == "train" and args.checkpoint is not None:
+        args.checkpoint = check_output_file(args.checkpoint, "--checkpoint")
+        if args.out is not None and args.checkpoint.resolve() == args.out.resolve():
+            raise ValueError("--out and --checkpoint name the same file: give them different names")
+    if args.command == "search":
+        _check_search_args(parser.search_parser, args)
+        if args.method == "dnis" and args.out is not None:
+            if args.out.suffix == ".npz":
+                raise ValueError(f"--out {args.out}: DNIS writes its arrays to OUT with the suffix .npz, so OUT "
+                                 "must not end in .npz: use e.g. --out results/dnis.json")
+            check_output_file(args.out.with_suffix(".npz"), "--out")
+
+
+def _check_memory(args, split, model_kwargs: dict, train_kwargs: dict, copies: int = 1) -> None:
+    """After the data loaded, before any model is built: refuse a run that cannot fit in memory."""
+    from .resources import available_memory, check_memory, format_gib
+    from .train import resolve_device
+    batch = train_kwargs.get("batch_size", 2048)
+    device = resolve_device(args.device)
+    need = check_memory(args.backbone, split, args.dim, batch, device, model_kwargs, copies=copies)
+    if need["total"] > 2**30 and not args.quiet:
+        free = available_memory(device)
+        print(f"[recsize] this run needs about {format_gib(need['total'])} of memory"
+              + (f" ({format_gib(free)} free on {device.type})" if free else ""), file=sys.stderr)
 
 
 def _cmd_ciess(args, split) -> int:
     from .budget import format_bytes
     from .search.ciess import CIESSConfig, run_ciess
-    densities = args.budgets or ([args.density] if args.density is not None else [0.2, 0.1, 0.05])
+    densities = args.ciess_densities
     overrides = {k: getattr(args, k) for k in ("episodes", "iterations", "epochs_per_iteration", "top_l", "patience")
                  if getattr(args, k) is not None}
     if args.epochs is not None:
@@ -357,6 +511,7 @@ def _cmd_ihas(args) -> int:
             print(split.data)
     else:
         split, dataset = prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet), args.dataset
+    _check_memory(args, split, model_kwargs, train_kwargs, copies=args.clusters + 1)
     run = run_ihas(args.backbone, split, args.density, args.dim, ihas, config, seed=args.seed,
                    progress=False if args.quiet else None, **model_kwargs)
     b = run.budget
@@ -390,7 +545,14 @@ def _cmd_search(args) -> int:
     from .search import run_baseline
     from .train import TrainConfig
     if args.method == "ciess":
-        return _cmd_ciess(args, prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet))
+        split = prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet)
+        model_kwargs, train_kwargs = defaults_for(args.backbone)
+        if args.reg is not None:
+            model_kwargs["reg"] = args.reg
+        if args.batch_size is not None:
+            train_kwargs["batch_size"] = args.batch_size
+        _check_memory(args, split, model_kwargs, train_kwargs, copies=2)  # reference + candidate
+        return _cmd_ciess(args, split)
     args.epochs = 300 if args.epochs is None else args.epochs
     args.patience = 10 if args.patience is None else args.patience
     if args.method == "ihas":
@@ -404,6 +566,7 @@ def _cmd_search(args) -> int:
     config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
                          progress=False if args.quiet else None, **train_kwargs)
     split = prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet)
+    _check_memory(args, split, model_kwargs, train_kwargs, copies=2 if args.method == "dnis" else 1)
     if args.method == "dnis":
         dnis = _run_dnis(args, split, model_kwargs)
         run = dnis.run
@@ -464,17 +627,44 @@ def _cmd_book_build(args) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the process is so that every write in flight cleans up."""
+
+
+def _on_signal(signum, frame):
+    raise Terminated(signal.Signals(signum).name)
+
+
+def _interrupted(args, e: KeyboardInterrupt) -> str:
+    what = f"stopped by {e.args[0]}" if isinstance(e, Terminated) and e.args else "interrupted"
+    if getattr(args, "checkpoint_dir", None) is not None:
+        return (f"{what}; the search in {args.checkpoint_dir} keeps its progress: run the same command with "
+                "--resume to continue")
+    if getattr(args, "checkpoint", None) is not None:
+        return f"{what}; {args.checkpoint} holds the best weights so far (if an epoch finished)"
+    return f"{what}; nothing was written"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line's boundary: a user's mistake (bad value, missing or unwritable file, a device
+    this machine lacks, no memory) ends in one line on stderr and exit code 2; Ctrl-C, SIGTERM and SIGHUP
+    in one line and exit code 130; a programming error keeps its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     from .data import CorruptFile, DatasetUnavailable
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[sig] = signal.signal(sig, _on_signal)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
     try:
+        _preflight(parser, args)
         if args.command == "data":
             return _cmd_data(args)
         if args.command == "train":
             return _cmd_train(args)
         if args.command == "search":
-            _check_search_args(parser.search_parser, args)
             return _cmd_search(args)
         if args.command == "book" and args.book_command == "build":
             return _cmd_book_build(args)
@@ -488,6 +678,28 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetUnavailable, CorruptFile, ValueError, FloatingPointError) as e:
         print(f"recsize {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        print(f"recsize {args.command}: {_interrupted(args, e)}", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"recsize {args.command}: error: out of memory: lower --dim or --batch-size, or use a machine "
+              "with more memory", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None:  # not about a path the user gave: a programming or system error
+            raise
+        print(f"recsize {args.command}: error: {e.filename}: {e.strerror}: check the path and its permissions",
+              file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if "out of memory" not in str(e).lower():
+            raise
+        print(f"recsize {args.command}: error: the device ran out of memory: lower --dim or --batch-size",
+              file=sys.stderr)
+        return 2
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     parser.error(f"unknown command {args.command}")
     return 2
 

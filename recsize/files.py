@@ -161,3 +161,82 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
     if not _can_create_in(folder):
         raise ValueError(f"{flag} {path}: {folder} is not writable; choose a folder you can write to")
     return path
+
+
+class UnreadableFile(ValueError):
+    """A file recsize wrote earlier cannot be read back (truncated, garbage, another format)."""
+
+
+_ARRAY = "__ndarray__"
+
+
+def _to_plain(obj):
+    import numpy as np
+    import torch
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            raise TypeError("object arrays cannot be stored as plain tensors")
+        return {_ARRAY: torch.from_numpy(np.ascontiguousarray(obj).copy())}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_plain(v) for v in obj)
+    return obj
+
+
+def _from_plain(obj):
+    if isinstance(obj, dict):
+        if set(obj) == {_ARRAY}:
+            return obj[_ARRAY].numpy()
+        return {k: _from_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_from_plain(v) for v in obj)
+    return obj
+
+
+def save_plain(obj, path: str | os.PathLike) -> None:
+    """Save nested dicts / lists of tensors, NumPy arrays and numbers atomically as plain tensors, so
+    :func:`load_plain` can read them with ``weights_only=True`` (no pickled code runs on load).
+    Explained in Chapter 6 (the CIESS checkpoint)."""
+    atomic_save(_to_plain(obj), path)
+
+
+def load_plain(path: str | os.PathLike, what: str = "file", fix: str = "delete it to start over"):
+    """Read a file written by :func:`save_plain`; a truncated or foreign file raises
+    :class:`UnreadableFile` naming it and the fix. Explained in Chapter 6."""
+    import torch
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise UnreadableFile(f"{path} is not a readable {what} (truncated or another format: {reason}); "
+                             f"{fix}") from None
+    return _from_plain(blob)
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder: str | os.PathLike, flag: str = "the folder") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (a ``.recsize.lock`` file in it) for the duration: a second
+    process that asks for the same folder is refused at once with ``ValueError``, instead of two runs
+    overwriting each other's checkpoints. The lock goes with the process (killed included). Chapter 6."""
+    import fcntl
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".recsize.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, file_mode())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ValueError(f"another recsize process (pid {other}) is using {flag} {folder}: wait for it to "
+                             f"finish, or use another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield folder
+    finally:
+        os.close(fd)

@@ -3,7 +3,8 @@
 Explained in Chapter 3 (Backbones). Top-k models learn from BPR triples drawn by
 :class:`~recsize.data.BPRSampler` and stop early on validation NDCG@20; CTR models learn from shuffled
 samples and stop early on validation AUC. The weights of the best validation epoch are restored at the
-end (and written to ``checkpoint`` if given), then the test split is evaluated once.
+end, then the test split is evaluated once; with ``checkpoint`` the best-so-far weights are written
+(atomically) every time validation improves, so an interrupted run keeps its best model.
 """
 from __future__ import annotations
 
@@ -33,12 +34,27 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available). Explained in Chapter 3."""
-    if str(device) == "auto":
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"`` (CUDA when available), checked: a device
+    this machine does not have raises ``ValueError`` saying which it has. Explained in Chapter 3."""
+    text = str(device)
+    if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    have = "cpu" + (f", cuda (cuda:0 to cuda:{torch.cuda.device_count() - 1})" if torch.cuda.is_available()
+                    else "") + (", mps" if torch.backends.mps.is_available() else "") + " or auto"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {text!r} is not a device name: this machine has {have}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {text!r} requested but CUDA is not available: this machine has {have}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {text!r} does not exist: this machine has {have}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {text!r} requested but MPS is not available: this machine has {have}")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {text!r} is not supported by recsize: this machine has {have}")
     return dev
 
 
@@ -167,6 +183,9 @@ def train(model: torch.nn.Module, split, config: TrainConfig | None = None, **ov
                 best, best_epoch, bad_rounds = valid[metric], epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
                 best_valid = valid
+                if config.checkpoint:  # best so far, atomically: Ctrl-C keeps it
+                    atomic_save({"state_dict": best_state, "epoch": best_epoch, "config": asdict(config)},
+                                config.checkpoint)
             else:
                 bad_rounds += 1
             bar.set_postfix(loss=f"{row['loss']:.4f}", **{metric: f"{valid[metric]:.4f}"})
@@ -176,8 +195,6 @@ def train(model: torch.nn.Module, split, config: TrainConfig | None = None, **ov
             break
     bar.close()
     model.load_state_dict(best_state)
-    if config.checkpoint:
-        atomic_save({"state_dict": best_state, "epoch": best_epoch, "config": asdict(config)}, config.checkpoint)
     test = evaluate("test") if config.test else None
     return TrainResult(best_epoch, best_valid, test, history, time.perf_counter() - start,
                        {**asdict(config), "metric": metric, "model": type(model).__name__}, model)

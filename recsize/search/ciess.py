@@ -43,7 +43,7 @@ import torch
 from tqdm import tqdm
 
 from ..budget import memory_report
-from ..files import atomic_save
+from ..files import exclusive_folder, load_plain, save_plain
 from .baselines import fit_to_total
 from .td3 import NOISES, TD3, ReplayBuffer, exploration_noise, random_walk
 
@@ -324,6 +324,16 @@ class CIESSResult:
                       "seconds": self.seconds})
 
 
+def read_checkpoint(path) -> dict:
+    """Read a CIESS checkpoint (plain tensors and numbers, loaded with ``weights_only=True``); a
+    truncated or foreign file raises ``ValueError`` naming it and the fix. Explained in Chapter 6."""
+    fix = "delete it to start the search over, or give another --checkpoint-dir"
+    saved = load_plain(path, "CIESS checkpoint", fix)
+    if not isinstance(saved, dict) or not {"identity", "state", "agents", "buffers", "rng"} <= set(saved):
+        raise ValueError(f"{path} is not a CIESS checkpoint (keys missing); {fix}")
+    return saved
+
+
 class CIESS:
     """A resumable CIESS search: ``CIESS(backbone, split, config, checkpoint_dir).run()``.
 
@@ -371,7 +381,7 @@ class CIESS:
         """Write the whole search state atomically (temporary file, then rename)."""
         if self.checkpoint is None:
             return
-        atomic_save({"identity": self._identity(), "state": self.state,
+        save_plain({"identity": self._identity(), "state": self.state,
                      "agents": {s: a.state_dict() for s, a in self.agents.items()},
                      "buffers": {s: b.state_dict() for s, b in self.buffers.items()},
                      "rng": self.rng.bit_generator.state}, self.checkpoint)
@@ -380,7 +390,7 @@ class CIESS:
         """Restore the state from the checkpoint if there is one; False if there is none."""
         if self.checkpoint is None or not self.checkpoint.exists():
             return False
-        saved = torch.load(self.checkpoint, weights_only=False)
+        saved = read_checkpoint(self.checkpoint)
         if saved["identity"] != self._identity():
             raise ValueError(f"the checkpoint {self.checkpoint} belongs to a different search (backbone, "
                              "data or settings differ): use another --checkpoint-dir, or delete it to start over")
@@ -478,7 +488,14 @@ class CIESS:
     # -- the whole run ------------------------------------------------------------------------------
     def run(self, resume: bool = False, max_iterations: int | None = None) -> CIESSResult | None:
         """Search, then retrain; returns the result, or None when ``max_iterations`` stopped the search
-        early (call again with ``resume=True``). Explained in Chapter 6."""
+        early (call again with ``resume=True``). With a checkpoint folder, the folder is locked for the
+        run: a second process on it is refused. Explained in Chapter 6."""
+        if self.checkpoint is None:
+            return self._run(resume, max_iterations)
+        with exclusive_folder(self.checkpoint.parent, "--checkpoint-dir"):
+            return self._run(resume, max_iterations)
+
+    def _run(self, resume: bool, max_iterations: int | None) -> CIESSResult | None:
         from ..train import show_progress
         c, st = self.config, self.state
         if resume:
