@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import recsize.data.sources as sources
+from recsize.data import manifest
 from recsize.data import (CorruptFile, DatasetUnavailable, Interactions, cache_dir, fetch, load, prepare,
                           read_lightgcn, read_ml1m, read_ml100k_grouplens, read_ml100k_recbole)
 from recsize.data.loaders import ML100K_GENRES
@@ -214,15 +215,18 @@ def test_fetch_offline_never_touches_the_network(no_network):
         fetch("yelp2018", offline=True, verbose=False)
 
 
-def test_corrupt_cached_archive_is_moved_aside(no_network):
+def test_users_corrupt_archive_is_left_alone(no_network):
+    """A zip the user put into the cache is read, never moved: a wrong one stops fetch with the fix."""
     folder = cache_dir() / "ml-100k"
     folder.mkdir(parents=True)
     (folder / "ml-100k.zip").write_bytes(b"not the real archive")
-    with pytest.raises(DatasetUnavailable) as e:
+    with pytest.raises(CorruptFile) as e:
         fetch("ml-100k", offline=True, verbose=False)
-    assert not (folder / "ml-100k.zip").exists()
-    assert (folder / "ml-100k.zip.corrupt").read_bytes() == b"not the real archive"
-    assert "corrupt" in str(e.value) and "moved aside" in str(e.value)
+    assert (folder / "ml-100k.zip").read_bytes() == b"not the real archive"
+    assert sorted(p.name for p in folder.iterdir()) == ["ml-100k.zip"]
+    msg = str(e.value)
+    assert str(folder / "ml-100k.zip") in msg and "not the official ml-100k.zip" in msg
+    assert "delete it; recsize will then download it" in msg and "\n" not in msg
 
 
 def test_cached_archive_is_served(tmp_path, monkeypatch, no_network, capsys):
@@ -248,12 +252,14 @@ def test_cached_recbole_files_are_served(tmp_path, monkeypatch, no_network):
     assert got.layout == "recbole-atomic" and got.source.startswith("local cache")
     data = load("ml-100k", offline=True, verbose=False)
     assert_same_interactions(data, read_ml100k_grouplens(grouplens_zip(tmp_path / "ref.zip")))
-    # a tampered member is moved aside and not used
+    # a member the user changed is not used, and not moved either: fetch stops and names it
     with open(folder / "ml-100k.inter", "a") as f:
         f.write("3\t41\t5\t1\n")
-    with pytest.raises(DatasetUnavailable, match="sha256 mismatch"):
+    tampered = (folder / "ml-100k.inter").read_bytes()
+    with pytest.raises(CorruptFile, match="ml-100k.inter is not RecBole's ml-100k.inter"):
         fetch("ml-100k", offline=True, verbose=False)
-    assert (folder / "ml-100k.inter.corrupt").exists() and not (folder / "ml-100k.inter").exists()
+    assert (folder / "ml-100k.inter").read_bytes() == tampered
+    assert not list(folder.glob("*.corrupt*"))
 
 
 def test_official_download_is_verified(tmp_path, monkeypatch):
@@ -283,11 +289,13 @@ def test_official_download_is_verified(tmp_path, monkeypatch):
     assert not list(folder.glob("*.part"))
 
 
-def test_corrupt_cached_lightgcn_files_are_moved_aside(no_network):
+def test_users_lightgcn_files_of_the_wrong_size_are_left_alone(no_network):
     folder = lightgcn_files(cache_dir() / "gowalla")
-    with pytest.raises(DatasetUnavailable, match="moved aside"):
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(CorruptFile, match="published sizes are 29,858 users"):
         fetch("gowalla", offline=True, verbose=False)
-    assert (folder / "train.txt.corrupt").exists() and not (folder / "train.txt").exists()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert no_network == []
 
 
 def fake_wheel(path: Path, members: dict[str, bytes]) -> Path:
@@ -313,9 +321,10 @@ def test_extract_recbole_wheel(tmp_path, monkeypatch):
     for m, data in blobs.items():
         monkeypatch.setitem(sources.RECBOLE_MEMBERS, m, hashlib.sha256(data).hexdigest())
     extract_recbole_wheel(wheel, out)
-    assert sorted(p.name for p in out.iterdir()) == sorted(blobs)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*blobs, manifest.MANIFEST])
     for m, data in blobs.items():
         assert (out / m).read_bytes() == data
+        assert manifest.is_own(out / m)  # recorded as recsize's own download
 
 
 def test_atomic_write_bytes(tmp_path, monkeypatch):

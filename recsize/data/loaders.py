@@ -1,6 +1,8 @@
 """Reading datasets into one in-memory form, :class:`Interactions`.
 
-Explained in Chapter 2 (Data and evaluation protocol).
+Explained in Chapter 2 (Data and evaluation protocol). The layers point down: :mod:`.formats` parses
+(imports nothing from the package), :mod:`.sources` finds and checks the files, this module loads them.
+Reading never moves or changes a file: :func:`load` calls ``fetch(..., repair=False)``.
 """
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .sources import DATASETS, LIGHTGCN_SIZES, CorruptFile, fetch
+from .formats import (ML100K_GENRES, CorruptFile, check_lightgcn_sizes, parse_grouplens_items, parse_recbole_items,
+                      parse_table, parse_users, read_lightgcn_files, read_text)
+from .sources import DATASETS, LIGHTGCN_SIZES, fetch
 
-ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-                 "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-                 "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+__all__ = ["ML100K_GENRES", "Interactions", "load", "read_lightgcn", "read_ml1m", "read_ml100k_grouplens",
+           "read_ml100k_recbole"]
 
 
 @dataclass
@@ -97,67 +100,22 @@ def _ml100k_frame(inter: np.ndarray, users: dict, items: dict, source: str) -> I
                         meta={"raw_user_ids": uid, "raw_item_ids": iid})
 
 
-def _parse_numeric(text: str, sep: str, ncols: int, what: str) -> np.ndarray:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    try:
-        arr = np.array([ln.split(sep)[:ncols] for ln in lines], dtype=np.float64)
-    except ValueError as e:
-        raise CorruptFile(f"{what} could not be parsed ({e}); delete it from the cache and fetch again") from e
-    if arr.ndim != 2 or arr.shape[1] != ncols:
-        raise CorruptFile(f"{what} does not have {ncols} columns per line")
-    return arr
-
-
 def read_ml100k_grouplens(zip_path: Path, source: str = "") -> Interactions:
     """Read the official ml-100k.zip (``u.data``, ``u.user``, ``u.item``). Explained in Chapter 2."""
     with zipfile.ZipFile(zip_path) as z:
-        data = z.read("ml-100k/u.data").decode("latin-1")
-        user_txt = z.read("ml-100k/u.user").decode("latin-1")
-        item_txt = z.read("ml-100k/u.item").decode("latin-1")
-    inter = _parse_numeric(data, "\t", 4, "u.data")
-    users = {"age": {}, "gender": {}, "occupation": {}, "zip_code": {}}
-    for ln in user_txt.splitlines():
-        if ln.strip():
-            uid, age, gender, occ, zc = ln.split("|")
-            for k, v in zip(users, (int(age), gender, occ, zc)):
-                users[k][int(uid)] = v
-    items = {"release_year": {}, "genre": {}, "title": {}}
-    for ln in item_txt.splitlines():
-        if ln.strip():
-            parts = ln.split("|")
-            iid = int(parts[0])
-            date = parts[2]
-            flags = [int(x) for x in parts[5:24]]
-            genres = [g for g, f in zip(ML100K_GENRES, flags) if f]
-            items["release_year"][iid] = date[-4:] if date else ""
-            items["genre"][iid] = genres[0] if genres else "unknown"
-            title = parts[1]
-            # u.item titles end with " (YEAR)"; RecBole strips it, and so do we
-            if title.endswith(")") and " (" in title:
-                title = title[: title.rfind(" (")]
-            items["title"][iid] = title
+        data, user_txt, item_txt = (z.read(f"ml-100k/{m}").decode("latin-1") for m in ("u.data", "u.user", "u.item"))
+    inter = parse_table(data, "\t", 4, f"u.data in {zip_path}", path=zip_path)
+    users = parse_users(user_txt, "|", f"u.user in {zip_path}", path=zip_path)
+    items = parse_grouplens_items(item_txt, f"u.item in {zip_path}", path=zip_path)
     return _ml100k_frame(inter, users, items, source)
 
 
 def read_ml100k_recbole(folder: Path, source: str = "") -> Interactions:
     """Read RecBole's atomic ml-100k files (``.inter``, ``.user``, ``.item``). Explained in Chapter 2."""
-    def rows(member: str) -> list[list[str]]:
-        text = (folder / member).read_text(encoding="latin-1")
-        return [ln.split("\t") for ln in text.splitlines()[1:] if ln.strip()]
-
-    inter = _parse_numeric((folder / "ml-100k.inter").read_text("latin-1").split("\n", 1)[1], "\t", 4,
-                           "ml-100k.inter")
-    users = {"age": {}, "gender": {}, "occupation": {}, "zip_code": {}}
-    for uid, age, gender, occ, zc in rows("ml-100k.user"):
-        for k, v in zip(users, (int(age), gender, occ, zc)):
-            users[k][int(uid)] = v
-    items = {"release_year": {}, "genre": {}, "title": {}}
-    for r in rows("ml-100k.item"):
-        iid = int(r[0])
-        items["title"][iid] = r[1]
-        items["release_year"][iid] = r[2] if len(r) > 2 else ""
-        genres = r[3].split() if len(r) > 3 and r[3].strip() else ["unknown"]
-        items["genre"][iid] = genres[0]
+    paths = {m: Path(folder) / f"ml-100k.{m}" for m in ("inter", "user", "item")}
+    inter = parse_table(read_text(paths["inter"]), "\t", 4, str(paths["inter"]), header=1, path=paths["inter"])
+    users = parse_users(read_text(paths["user"]), "\t", str(paths["user"]), header=1, path=paths["user"])
+    items = parse_recbole_items(read_text(paths["item"]), str(paths["item"]), path=paths["item"])
     return _ml100k_frame(inter, users, items, source)
 
 
@@ -165,7 +123,7 @@ def read_ml1m(zip_path: Path, source: str = "") -> Interactions:
     """Read the official ml-1m.zip (``ratings.dat``: user::item::rating::timestamp). Explained in Chapter 2."""
     with zipfile.ZipFile(zip_path) as z:
         text = z.read("ml-1m/ratings.dat").decode("latin-1")
-    inter = _parse_numeric(text.replace("::", "\t"), "\t", 4, "ratings.dat")
+    inter = parse_table(text.replace("::", "\t"), "\t", 4, f"ratings.dat in {zip_path}", path=zip_path)
     uid, u = _reindex(inter[:, 0].astype(np.int64))
     iid, i = _reindex(inter[:, 1].astype(np.int64))
     return Interactions("ml-1m", len(uid), len(iid), u, i, inter[:, 2].astype(np.float32),
@@ -173,41 +131,21 @@ def read_ml1m(zip_path: Path, source: str = "") -> Interactions:
                         meta={"raw_user_ids": uid, "raw_item_ids": iid})
 
 
-def _read_adjacency_lists(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    users, items = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, ln in enumerate(f, 1):
-            parts = ln.split()
-            if not parts:
-                continue
-            try:
-                ids = np.asarray(parts, dtype=np.int64)
-            except ValueError:
-                raise CorruptFile(f"{path}:{lineno} is not a list of integers ('user item item ...')") from None
-            users.append(np.full(len(ids) - 1, ids[0]))
-            items.append(ids[1:])
-    if not users:
-        raise CorruptFile(f"{path} is empty")
-    return np.concatenate(users), np.concatenate(items)
-
-
 def read_lightgcn(folder: Path, name: str, source: str = "", check_sizes: bool = False) -> Interactions:
     """Read a LightGCN-format set (``train.txt``/``test.txt``, one line ``user item item ...``).
 
-    Explained in Chapter 2. Ids are kept as published (they are already 0-based and contiguous).
-    With ``check_sizes`` the counts must match the published sizes, which catches truncated downloads.
+    Explained in Chapter 2. Ids are kept as published (they are already 0-based and contiguous). A bad
+    line raises :class:`CorruptFile` with the file and line number. With ``check_sizes`` the counts must
+    match the published sizes, which catches truncated downloads.
     """
-    tu, ti = _read_adjacency_lists(Path(folder) / "train.txt")
-    su, si = _read_adjacency_lists(Path(folder) / "test.txt")
-    user, item = np.concatenate([tu, su]), np.concatenate([ti, si])
-    n_users, n_items = int(user.max()) + 1, int(item.max()) + 1
+    files = read_lightgcn_files(Path(folder))
     if check_sizes and name in LIGHTGCN_SIZES:
-        want = LIGHTGCN_SIZES[name]
-        got = (n_users, n_items, len(user))
-        if got != want:
-            raise CorruptFile(f"{name}: found {got} users/items/interactions, published sizes are {want}")
+        check_lightgcn_sizes(files, name, LIGHTGCN_SIZES[name], Path(folder))
+    n_users, n_items, _ = files.sizes()
+    user = np.concatenate([files.train_user, files.test_user])
+    item = np.concatenate([files.train_item, files.test_item])
     given_test = np.zeros(len(user), dtype=bool)
-    given_test[len(tu):] = True
+    given_test[len(files.train_user):] = True
     return Interactions(name, n_users, n_items, user, item, given_test=given_test, source=source)
 
 
@@ -224,7 +162,7 @@ def load(name: str, *, offline: bool = False, verbose: bool = True, **synthetic_
         raise TypeError(f"unexpected arguments for {name!r}: {sorted(synthetic_kwargs)}")
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
-    got = fetch(name, offline=offline, verbose=verbose)
+    got = fetch(name, offline=offline, verbose=verbose, repair=False)  # reading never moves a file
     try:
         if got.layout == "grouplens-zip":
             zip_path = got.path / f"{name}.zip"
@@ -234,5 +172,6 @@ def load(name: str, *, offline: bool = False, verbose: bool = True, **synthetic_
         if got.layout == "lightgcn":
             return read_lightgcn(got.path, name, got.source)
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, io.UnsupportedOperation) as e:
-        raise CorruptFile(f"{name} files in {got.path} could not be read ({e}); delete them and fetch again") from e
+        raise CorruptFile(f"{name} files in {got.path} could not be read ({e}); replace them, or delete them and "
+                          f"run 'recsize data fetch {name}'") from e
     raise AssertionError(f"unhandled layout {got.layout}")

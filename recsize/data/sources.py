@@ -3,10 +3,17 @@
 Explained in Chapter 2 (Data and evaluation protocol).
 
 Every dataset lives in ``cache_dir() / NAME``. Sources are tried in order and the one that served is
-reported: (1) files already in the cache, verified by checksum; (2) the official archive, downloaded
-and verified; (3) for ml-100k only, the copy that RecBole 1.2.1 redistributes inside its wheel on PyPI,
-fetched with ``pip download --no-deps`` and read from the zip without installing RecBole.
-Writes are atomic (temporary file, then rename); a corrupt cached file is moved aside, never used.
+reported: (1) files already in the cache, verified by checksum (LightGCN-format sets: parsed and checked
+against the published sizes); (2) the official archive, downloaded and verified; (3) for ml-100k only, the
+copy that RecBole 1.2.1 redistributes inside its wheel on PyPI, fetched with ``pip download --no-deps``
+and read from the zip without installing RecBole.
+
+Files you put into the cache are inputs: recsize only reads them, and when one is wrong it stops with
+:class:`CorruptFile` naming the file, the line and the fix, leaving the file byte for byte as it was.
+Only recsize's own downloads (recorded in :mod:`.manifest`) are ever moved aside, under a name that
+never overwrites (:func:`recsize.files.move_aside`), and only by :func:`fetch` (``load``, ``prepare`` and
+``recsize data info`` never move anything). Writes are atomic (temporary file, then rename), and a
+download never lands on a file that is not recsize's own.
 """
 from __future__ import annotations
 
@@ -22,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..files import atomic_copy, atomic_write_bytes, move_aside  # noqa: F401
+from . import manifest
+from .formats import CorruptFile, check_lightgcn_sizes, check_recbole_member, read_lightgcn_files
+from .manifest import file_digest
 
 ENV_VAR = "RECSIZE_DATA"
 
@@ -51,15 +61,13 @@ LIGHTGCN_SIZES = {  # users, items, interactions (train + test)
     "amazon-book": (52643, 91599, 2984108),
 }
 
+LIGHTGCN_FILES = ("train.txt", "test.txt")
+
 DATASETS = ("ml-100k", "ml-1m", "gowalla", "yelp2018", "amazon-book", "synthetic")
 
 
 class DatasetUnavailable(RuntimeError):
     """No source could provide the dataset; the message lists what was tried and the manual fix."""
-
-
-class CorruptFile(ValueError):
-    """A data file failed its checksum or could not be parsed."""
 
 
 def cache_dir() -> Path:
@@ -71,39 +79,131 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "recsize"
 
 
-def file_digest(path: Path, algorithm: str = "sha256") -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _quarantine(path: Path, reason: str) -> str:
-    bad = path.with_name(path.name + ".corrupt")
-    os.replace(path, bad)
-    return f"{path} is corrupt ({reason}); moved aside to {bad.name}"
-
-
 @dataclass
 class Fetched:
-    """What a fetch produced: the folder with the verified files, their layout and which source served."""
+    """What a fetch produced: the folder with the verified files, their layout and which source served.
+
+    ``moved`` lists ``(file, where it was kept)`` for each corrupt download of recsize's own that this
+    fetch moved aside; ``source`` says so too.
+    """
 
     name: str
     path: Path
     layout: str  # "grouplens-zip", "recbole-atomic", "lightgcn", ...
     source: str  # human-readable description of the source that served
     tried: list[str] = field(default_factory=list)
+    moved: list[tuple[Path, Path]] = field(default_factory=list)
 
 
-def _check_cached_archive(path: Path, algorithm: str, digest: str, tried: list[str]) -> bool:
-    if not path.exists():
+def _names(paths: list[Path]) -> str:
+    return " and ".join(p.name for p in paths)
+
+
+def refuse_to_overwrite(paths: list[Path]) -> None:
+    """Raise :class:`CorruptFile` if any of ``paths`` exists and is not recsize's own download: nothing
+    recsize downloads lands on a file it did not write. Explained in Chapter 2."""
+    for p in paths:
+        if p.exists() and not manifest.is_own(p):
+            raise CorruptFile(f"{p} is in the way: recsize would download {p.name} there, but it never overwrites "
+                              f"a file it did not download; move that file elsewhere or delete it", p)
+
+
+@dataclass
+class _Cache:
+    """One fetch's view of a dataset folder: what was tried, what was moved aside, and whether moving
+    recsize's own corrupt downloads aside is allowed (``repair``; never for load/prepare)."""
+
+    name: str
+    folder: Path
+    repair: bool
+    tried: list[str] = field(default_factory=list)
+    moved: list[tuple[Path, Path]] = field(default_factory=list)
+
+    def failed(self, paths: list[Path], problem: str, fix: str) -> None:
+        """``paths`` failed their check. A user's file stops the fetch with :class:`CorruptFile` (``fix``
+        says what to do) and is left byte for byte as it was; recsize's own downloads are moved aside under
+        names that never overwrite, so that the next source can replace them."""
+        paths = [p for p in paths if p.exists()]
+        if not paths:  # gone meanwhile: nothing to report or move
+            return
+        users = [p for p in paths if not manifest.is_own(p)]
+        them = "them" if len(paths) > 1 else "it"
+        if users:
+            raise CorruptFile(f"{problem} -- recsize did not download {_names(users)}, so it leaves "
+                              f"{'them' if len(users) > 1 else 'it'} untouched; {fix}", users[0])
+        if not self.repair:
+            raise CorruptFile(f"{problem} -- recsize downloaded {_names(paths)} itself: run 'recsize data fetch "
+                              f"{self.name}' to move {them} aside and download {them} again", paths[0])
+        for p in paths:
+            kept = move_aside(p)
+            self.moved.append((p, kept))
+            self.tried.append(f"local cache: {problem}; recsize had downloaded {p.name}, moved it aside to {kept}")
+        manifest.forget(self.folder, [p.name for p in paths])
+
+    def note(self) -> str:
+        """What this fetch moved aside, for the ``source`` line: ``(replaced the corrupt X, kept as Y)``."""
+        done = [f"replaced the corrupt {p.name}, kept as {kept}" if p.exists()
+                else f"moved the corrupt {p.name} aside to {kept}" for p, kept in self.moved]
+        return f" ({'; '.join(done)})" if done else ""
+
+    def archive_ok(self, archive: Path, url: str, algorithm: str, digest: str) -> bool:
+        if not archive.exists():
+            return False
+        got = file_digest(archive, algorithm)
+        if got == digest:
+            return True
+        self.failed([archive], f"{archive} is not the official {archive.name} ({algorithm} {got}, expected {digest})",
+                    f"replace it with {url} or delete it; recsize will then download it")
         return False
-    got = file_digest(path, algorithm)
-    if got == digest:
-        return True
-    tried.append(_quarantine(path, f"{algorithm} {got[:12]}... expected {digest[:12]}..."))
-    return False
+
+    def recbole_ok(self) -> bool:
+        ok = True
+        for member, digest in RECBOLE_MEMBERS.items():
+            p = self.folder / member
+            if not p.exists():
+                ok = False
+                continue
+            got = file_digest(p)
+            if got == digest:
+                continue
+            ok = False
+            checksum = f"sha256 {got[:12]}..., expected {digest[:12]}..."
+            try:
+                check_recbole_member(p)
+                problem = f"{p} is not RecBole's {member} ({checksum})"
+            except CorruptFile as e:  # say where it goes wrong, if a line does
+                problem = f"{e}, so it is not RecBole's {member} ({checksum})"
+            self.failed([p], problem, f"replace it with {member} from {RECBOLE_WHEEL} (recbole/dataset_example/"
+                                      f"ml-100k/) or delete it; recsize will then download it")
+        return ok
+
+    def lightgcn_ok(self) -> bool:
+        paths = [self.folder / f for f in LIGHTGCN_FILES]
+        have = [p for p in paths if p.exists()]
+        if not have:
+            self.tried.append(f"local cache: no train.txt/test.txt in {self.folder}")
+            return False
+        if len(have) == 1:
+            (p,) = have
+            missing = next(q.name for q in paths if q != p)
+            if not manifest.is_own(p):
+                raise CorruptFile(f"{self.folder} has {p.name} but no {missing}: put {missing} from the LightGCN "
+                                  f"repository (Data/{self.name}/) beside it, or delete {p.name}; recsize will then "
+                                  f"download both", p)
+            self.tried.append(f"local cache: {p.name} without {missing} in {self.folder}")
+            return False
+        try:
+            check_lightgcn_sizes(read_lightgcn_files(self.folder), self.name, LIGHTGCN_SIZES[self.name], self.folder)
+            return True
+        except CorruptFile as e:
+            if e.line is not None:
+                fix = (f"fix line {e.line} of {e.path.name}, or delete train.txt and test.txt; recsize will then "
+                       f"download them")
+            else:
+                fix = (f"replace them with Data/{self.name}/train.txt and test.txt of the LightGCN repository, or "
+                       f"delete both; recsize will then download them")
+            self.failed(paths, str(e), fix)
+            return False
 
 
 def _download(url: str, dest: Path, algorithm: str | None, digest: str | None, timeout: float) -> None:
@@ -123,23 +223,32 @@ def _download(url: str, dest: Path, algorithm: str | None, digest: str | None, t
         raise
 
 
-def _recbole_members_ok(folder: Path, tried: list[str]) -> bool:
-    ok = True
-    for member, digest in RECBOLE_MEMBERS.items():
-        p = folder / member
-        if not p.exists():
-            ok = False
-            continue
-        if file_digest(p) != digest:
-            tried.append(_quarantine(p, "sha256 mismatch"))
-            ok = False
-    return ok
+def _download_lightgcn(name: str, folder: Path, timeout: float) -> None:
+    """Download train.txt and test.txt into a hidden staging folder, check them there, and only then move
+    them into ``folder`` and record them: an unchecked download never lands in the cache."""
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".download-"))
+    urls = {f: LIGHTGCN_URL.format(name=name, file=f) for f in LIGHTGCN_FILES}
+    try:
+        for f, url in urls.items():
+            _download(url, staging / f, None, None, timeout)
+        try:
+            check_lightgcn_sizes(read_lightgcn_files(staging), name, LIGHTGCN_SIZES[name], folder)
+        except CorruptFile as e:
+            raise CorruptFile("the download fails its check: " + str(e).replace(f"{staging}{os.sep}", "")) from None
+        refuse_to_overwrite([folder / f for f in urls])
+        for f in urls:
+            os.replace(staging / f, folder / f)
+        manifest.record(folder, urls)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def extract_recbole_wheel(wheel: Path, folder: Path) -> None:
     """Read the ml-100k members out of RecBole's wheel (a zip) and write them, verified, to ``folder``.
 
-    Explained in Chapter 2.
+    Explained in Chapter 2. A member already in ``folder`` with the right checksum is left as it is (it may
+    be the user's); the ones written are recorded as recsize's own downloads in the folder's manifest.
     """
     got = file_digest(wheel)
     if got != RECBOLE_WHEEL_SHA256:
@@ -150,9 +259,15 @@ def extract_recbole_wheel(wheel: Path, folder: Path) -> None:
             data = z.read(f"recbole/dataset_example/ml-100k/{member}")
             if hashlib.sha256(data).hexdigest() != digest:
                 raise CorruptFile(f"{member} inside {wheel.name} fails its sha256 check")
+            dest = Path(folder) / member
+            if dest.exists() and file_digest(dest) == digest:
+                continue
             blobs[member] = data
+    refuse_to_overwrite([Path(folder) / m for m in blobs])
     for member, data in blobs.items():
-        atomic_write_bytes(folder / member, data)
+        atomic_write_bytes(Path(folder) / member, data)
+    if blobs:
+        manifest.record(Path(folder), {m: f"PyPI: {RECBOLE_WHEEL}" for m in blobs})
 
 
 def _pip_download_recbole(folder: Path, timeout: float) -> None:
@@ -180,46 +295,43 @@ def _manual_help(name: str, folder: Path) -> str:
     return f"put the files into {folder}/"
 
 
-def fetch(name: str, *, offline: bool = False, timeout: float = 30.0, verbose: bool = True) -> Fetched:
+def fetch(name: str, *, offline: bool = False, timeout: float = 30.0, verbose: bool = True,
+          repair: bool = True) -> Fetched:
     """Make dataset ``name`` available in the cache and say which source served it.
 
     Explained in Chapter 2. ``offline=True`` only looks at the cache. Raises :class:`DatasetUnavailable`
-    with every attempt listed and where to put the files by hand.
+    with every attempt listed and where to put the files by hand, and :class:`CorruptFile` (one line:
+    file, line, fix) when a file the user put into the cache is wrong; that file is left untouched.
+    With ``repair`` (the default; ``load`` passes False) a corrupt download of recsize's own is moved
+    aside (:func:`recsize.files.move_aside`) and replaced, and ``source`` says so; without it such a file
+    raises :class:`CorruptFile` and nothing is moved.
     """
     if name not in DATASETS or name == "synthetic":
         known = ", ".join(d for d in DATASETS if d != "synthetic")
         raise ValueError(f"unknown dataset {name!r}: choose one of {known} (or 'synthetic', which is generated)")
     folder = cache_dir() / name
-    tried: list[str] = []
+    cache = _Cache(name, folder, repair)
+    tried = cache.tried
 
     def served(layout: str, source: str) -> Fetched:
+        source += cache.note()
         if verbose:
             print(f"[recsize] {name}: served by {source} ({folder})", file=sys.stderr)
-        return Fetched(name, folder, layout, source, tried)
+        return Fetched(name, folder, layout, source, tried, cache.moved)
 
     # 1. the local cache
     if name in OFFICIAL:
         url, alg, digest = OFFICIAL[name]
         archive = folder / f"{name}.zip"
-        if _check_cached_archive(archive, alg, digest, tried):
+        if cache.archive_ok(archive, url, alg, digest):
             return served("grouplens-zip", f"local cache ({archive.name}, {alg} verified)")
         tried.append(f"local cache: no valid {archive}")
     if name == "ml-100k":
-        if _recbole_members_ok(folder, tried):
+        if cache.recbole_ok():
             return served("recbole-atomic", "local cache (RecBole atomic files, sha256 verified)")
         tried.append(f"local cache: no valid RecBole atomic files in {folder}")
-    if name in LIGHTGCN_SIZES:
-        try:
-            if (folder / "train.txt").exists() and (folder / "test.txt").exists():
-                from .loaders import read_lightgcn  # local import: loaders import this module
-                read_lightgcn(folder, name, check_sizes=True)
-                return served("lightgcn", "local cache (train.txt/test.txt, sizes verified)")
-            tried.append(f"local cache: no train.txt/test.txt in {folder}")
-        except CorruptFile as e:
-            for f in ("train.txt", "test.txt"):
-                if (folder / f).exists():
-                    _quarantine(folder / f, str(e))
-            tried.append(f"local cache: {e}; files moved aside")
+    if name in LIGHTGCN_SIZES and cache.lightgcn_ok():
+        return served("lightgcn", "local cache (train.txt/test.txt, sizes verified)")
 
     if offline:
         raise DatasetUnavailable(_unavailable(name, folder, tried + ["network sources skipped (offline)"]))
@@ -227,21 +339,21 @@ def fetch(name: str, *, offline: bool = False, timeout: float = 30.0, verbose: b
     # 2. the official source
     if name in OFFICIAL:
         url, alg, digest = OFFICIAL[name]
+        archive = folder / f"{name}.zip"
+        refuse_to_overwrite([archive])
         try:
-            _download(url, folder / f"{name}.zip", alg, digest, timeout)
-            return served("grouplens-zip", f"official archive {url} ({alg} verified)")
+            _download(url, archive, alg, digest, timeout)
         except Exception as e:  # network down, checksum mismatch, ...
             tried.append(f"official archive {url}: {type(e).__name__}: {e}")
+        else:
+            manifest.record(folder, {archive.name: url})
+            return served("grouplens-zip", f"official archive {url} ({alg} verified)")
     if name in LIGHTGCN_SIZES:
+        refuse_to_overwrite([folder / f for f in LIGHTGCN_FILES])
         try:
-            for f in ("train.txt", "test.txt"):
-                _download(LIGHTGCN_URL.format(name=name, file=f), folder / f, None, None, timeout)
-            from .loaders import read_lightgcn
-            read_lightgcn(folder, name, check_sizes=True)
+            _download_lightgcn(name, folder, timeout)
             return served("lightgcn", "LightGCN repository (sizes verified)")
         except Exception as e:
-            for f in ("train.txt", "test.txt"):
-                (folder / f).unlink(missing_ok=True)
             tried.append(f"LightGCN repository: {type(e).__name__}: {e}")
 
     # 3. ml-100k only: the copy inside RecBole's wheel on PyPI
