@@ -44,20 +44,14 @@ def _nonneg_int(text: str) -> int:
 
 
 def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    v = _number(text)
     if not v > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return v
 
 
 def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    v = _number(text)
     if not v >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
     return v
@@ -75,9 +69,12 @@ def _seed(text: str) -> int:
 
 def _number(text: str) -> float:
     try:
-        return float(text)
+        v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return v
 
 
 def _density(text: str) -> float:
@@ -418,9 +415,9 @@ def _preflight(parser, args) -> None:
             check_output_dir(args.out, "--out")
         return
     if args.command in ("train", "search") and args.out is not None:
-        args.out = check_output_file(args.out, "--out")
+        args.out = check_output_file(args.out, "--out", "json")
     if args.command == "train" and args.checkpoint is not None:
-        args.checkpoint = check_output_file(args.checkpoint, "--checkpoint")
+        args.checkpoint = check_output_file(args.checkpoint, "--checkpoint", "zip")
         if args.out is not None and args.checkpoint.resolve() == args.out.resolve():
             raise ValueError("--out and --checkpoint name the same file: give them different names")
     if args.command == "search":
@@ -429,7 +426,7 @@ def _preflight(parser, args) -> None:
             if args.out.suffix == ".npz":
                 raise ValueError(f"--out {args.out}: DNIS writes its arrays to OUT with the suffix .npz, so OUT "
                                  "must not end in .npz: use e.g. --out results/dnis.json")
-            check_output_file(args.out.with_suffix(".npz"), "--out")
+            check_output_file(args.out.with_suffix(".npz"), "--out (its .npz)", "zip")
 
 
 def _check_memory(args, split, model_kwargs: dict, train_kwargs: dict, copies: int = 1) -> None:

@@ -56,6 +56,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             os.fsync(f.fileno())
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:  # a full disk or a quota: name the file the user asked for
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -133,10 +138,29 @@ def _can_create_in(folder: Path) -> bool:
     return True
 
 
-def check_output_file(path: str | os.PathLike, flag: str) -> Path:
+def _looks_like(path: Path, kind: str) -> bool:
+    """Whether an existing file is of the kind recsize would write there (so replacing it is expected)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+            if kind == "json":
+                f.seek(0)
+                return isinstance(json.loads(f.read().decode()), dict)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return head == b"PK\x03\x04" or head == b""  # torch.save and np.savez write zip archives
+
+
+def check_output_file(path: str | os.PathLike, flag: str, kind: str | None = None) -> Path:
     """Check, before any work, that ``path`` can be written as a file; raise ``ValueError`` naming
-    ``flag`` and the fix otherwise. Explained in Chapter 3."""
+    ``flag`` and the fix otherwise. With ``kind`` (``"json"``, or ``"zip"`` for torch / NumPy files) an
+    existing file of another kind is not overwritten: it is probably not a result of recsize's.
+    Explained in Chapter 3."""
     path = Path(path).expanduser()
+    if kind is not None and path.is_file() and not _looks_like(path, kind):
+        what = "a JSON object" if kind == "json" else "a PyTorch or NumPy archive"
+        raise ValueError(f"{flag} {path} exists and is not {what}, so probably not an earlier result: "
+                         "recsize does not overwrite it; choose another name or delete it yourself")
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a directory; give a file name inside it, e.g. {path / 'result.json'}")
     if path.name in ("", ".", ".."):

@@ -76,7 +76,9 @@ def auc(y_true, y_score) -> float:
     """Area under the ROC curve (ties counted half), via scikit-learn. Chapter 2."""
     y_true = np.asarray(y_true)
     if len(np.unique(y_true)) < 2:
-        raise ValueError("AUC needs both positive and negative labels")
+        only = "no labels" if len(y_true) == 0 else f"only label {np.unique(y_true)[0]:g} in {len(y_true):,} samples"
+        raise ValueError(f"AUC needs both positive and negative labels, got {only}: evaluate on more samples "
+                         "(a larger split or --max-rows) or check the label column")
     return float(roc_auc_score(y_true, np.asarray(y_score)))
 
 

@@ -349,3 +349,85 @@ def test_a_users_out_file_survives_a_failed_run(tmp_path, capsys):
     rc = main([*TRAIN, "--device", "tpu", "--out", str(out)])
     assert rc == 2
     assert json.loads(out.read_text()) == {"mine": True}
+
+
+# -- more bad inputs, found by trying (issue 13's "twenty more") -------------------------------------------
+@pytest.mark.parametrize("args", [["--lr", "inf"], ["--lr", "nan"], ["--weight-decay", "inf"], ["--reg", "nan"]])
+def test_non_finite_numbers(args, no_work, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*TRAIN, *args])
+    assert e.value.code == 2
+    assert f"argument {args[0]}: expected a finite number" in capsys.readouterr().err
+
+
+def test_non_finite_lambda(no_work, capsys):
+    with pytest.raises(SystemExit):
+        main([*SEARCH, "--method", "ciess", "--lambda", "inf"])
+    assert "argument --lambda: expected a finite number" in capsys.readouterr().err
+
+
+def test_data_root_is_a_file(tmp_path, monkeypatch, capsys):
+    f = tmp_path / "data"
+    f.write_text("mine")
+    monkeypatch.setenv("RECSIZE_DATA", str(f))
+    one_line_error(capsys, main(["data", "fetch", "ml-100k", "--offline"]), str(f), "is a file, not a folder")
+    assert f.read_text() == "mine"
+
+
+def test_out_that_is_not_a_result_is_never_overwritten(tmp_path, no_work, capsys):
+    mine = tmp_path / "notes.md"
+    mine.write_text("# my notes\n")
+    one_line_error(capsys, main([*TRAIN, "--out", str(mine)]), "not a JSON object", "does not overwrite")
+    pt = tmp_path / "weights.pt"
+    pt.write_text("not a checkpoint")
+    one_line_error(capsys, main([*TRAIN, "--checkpoint", str(pt)]), "--checkpoint", "does not overwrite")
+    npz = tmp_path / "r.npz"
+    npz.write_text("mine")
+    one_line_error(capsys, main([*SEARCH, "--method", "dnis", "--budget", "0.5", "--out", str(tmp_path / "r.json")]),
+                   "--out (its .npz)", "does not overwrite")
+    assert mine.read_text() == "# my notes\n" and pt.read_text() == "not a checkpoint" and npz.read_text() == "mine"
+
+
+def test_an_earlier_result_is_replaced(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    out.write_text('{"old": true}')
+    assert main([*TRAIN, "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["backbone"] == "mf"
+
+
+def test_ctr_file_with_one_label_is_refused_before_training(tmp_path, no_model, capsys):
+    rows = ["\t".join(["1"] + ["3"] * 13 + ["a"] * 26) for _ in range(50)]
+    f = tmp_path / "clicks.txt"
+    f.write_text("\n".join(rows) + "\n")
+    one_line_error(capsys, main(["search", "--method", "ihas", "--backbone", "fm", "--budget", "0.2", "--quiet",
+                                 "--ctr-file", str(f)]), "only label 1", "--max-rows")
+
+
+def test_auc_message_says_what_to_do():
+    from recsize.metrics import auc
+    with pytest.raises(ValueError, match="only label 1 in 3 samples: evaluate on more samples"):
+        auc([1, 1, 1], [0.1, 0.2, 0.3])
+
+
+def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
+    import errno
+    import recsize.files as files
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(files.json, "dump", full)
+    with pytest.raises(OSError) as e:
+        write_json({"a": 1}, tmp_path / "r.json")
+    assert e.value.filename == str(tmp_path / "r.json") and e.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_os_errors_at_the_boundary_are_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+    import recsize.cli as cli
+
+    def full(obj, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    monkeypatch.setattr(cli, "write_json", full)
+    line = one_line_error(capsys, main([*TRAIN, "--out", str(tmp_path / "r.json")]), "No space left on device")
+    assert str(tmp_path / "r.json") in line

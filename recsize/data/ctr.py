@@ -117,8 +117,14 @@ def split_ctr(data: CTRData, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1
     perm = np.random.default_rng(seed).permutation(len(data))
     n_train = int(round(ratios[0] * len(data)))
     n_valid = int(round(ratios[1] * len(data)))
-    return CTRSplit(data, np.sort(perm[:n_train]), np.sort(perm[n_train:n_train + n_valid]),
-                    np.sort(perm[n_train + n_valid:]), seed)
+    parts = np.sort(perm[:n_train]), np.sort(perm[n_train:n_train + n_valid]), np.sort(perm[n_train + n_valid:])
+    for name, idx in zip(("train", "valid", "test"), parts):  # AUC and early stopping need both classes
+        labels = np.unique(data.y[idx])
+        if len(idx) and len(labels) < 2:
+            raise ValueError(f"the {name} part of {data.name} ({len(idx):,} samples) has only label "
+                             f"{labels[0]:g}: AUC needs clicks and non-clicks; use more samples (e.g. a larger "
+                             "--max-rows) or check the label column of the file")
+    return CTRSplit(data, *parts, seed)
 
 
 

@@ -309,7 +309,12 @@ def fetch(name: str, *, offline: bool = False, timeout: float = 30.0, verbose: b
     if name not in DATASETS or name == "synthetic":
         known = ", ".join(d for d in DATASETS if d != "synthetic")
         raise ValueError(f"unknown dataset {name!r}: choose one of {known} (or 'synthetic', which is generated)")
-    folder = cache_dir() / name
+    root = cache_dir()
+    for p in (root, root / name):
+        if p.exists() and not p.is_dir():
+            raise DatasetUnavailable(f"{p} is a file, not a folder: the data cache needs a folder there; set "
+                                     f"${ENV_VAR} to a folder (it is created if missing)")
+    folder = root / name
     cache = _Cache(name, folder, repair)
     tried = cache.tried
 
