@@ -58,7 +58,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
-        if e.filename is None:  # a full disk or a quota: name the file the user asked for
+        if e.filename is None and e.errno is not None:  # a full disk or a quota: name the file
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     except BaseException:

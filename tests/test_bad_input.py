@@ -400,7 +400,7 @@ def test_ctr_file_with_one_label_is_refused_before_training(tmp_path, no_model, 
     f = tmp_path / "clicks.txt"
     f.write_text("\n".join(rows) + "\n")
     one_line_error(capsys, main(["search", "--method", "ihas", "--backbone", "fm", "--budget", "0.2", "--quiet",
-                                 "--ctr-file", str(f)]), "only label 1", "--max-rows")
+                                 "--ctr-file", str(f)]), "have label 1", "--max-rows")
 
 
 def test_auc_message_says_what_to_do():

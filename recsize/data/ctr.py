@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .loaders import Interactions
+from .interactions import Interactions
 
 AGE_BUCKETS = np.array([18, 25, 35, 45, 50, 56])  # the ml-1m age groups: <18, 18-24, ..., 56+
 CTR_FIELDS = ("user", "item", "age", "gender", "occupation", "zip", "genre", "year")
@@ -118,12 +118,11 @@ def split_ctr(data: CTRData, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1
     n_train = int(round(ratios[0] * len(data)))
     n_valid = int(round(ratios[1] * len(data)))
     parts = np.sort(perm[:n_train]), np.sort(perm[n_train:n_train + n_valid]), np.sort(perm[n_train + n_valid:])
-    for name, idx in zip(("train", "valid", "test"), parts):  # AUC and early stopping need both classes
-        labels = np.unique(data.y[idx])
-        if len(idx) and len(labels) < 2:
-            raise ValueError(f"the {name} part of {data.name} ({len(idx):,} samples) has only label "
-                             f"{labels[0]:g}: AUC needs clicks and non-clicks; use more samples (e.g. a larger "
-                             "--max-rows) or check the label column of the file")
+    labels = np.unique(data.y)
+    if len(data) and len(labels) < 2:  # nothing to learn, and AUC (early stopping) is undefined
+        raise ValueError(f"all {len(data):,} samples of {data.name} have label {labels[0]:g}: a CTR model needs "
+                         "clicks and non-clicks; use more samples (e.g. a larger --max-rows) or check the label "
+                         "column of the file")
     return CTRSplit(data, *parts, seed)
 
 

@@ -1,82 +1,26 @@
 """Reading datasets into one in-memory form, :class:`Interactions`.
 
-Explained in Chapter 2 (Data and evaluation protocol). The layers point down: :mod:`.formats` parses
-(imports nothing from the package), :mod:`.sources` finds and checks the files, this module loads them.
+Explained in Chapter 2 (Data and evaluation protocol). The layers point down: :mod:`.interactions` holds
+the in-memory form and :mod:`.formats` parses (neither imports from the package), :mod:`.sources` finds and
+checks the files, :mod:`.synthetic` generates data, and this module loads all of them.
 Reading never moves or changes a file: :func:`load` calls ``fetch(..., repair=False)``.
 """
 from __future__ import annotations
 
 import io
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .formats import (ML100K_GENRES, CorruptFile, check_lightgcn_sizes, parse_grouplens_items, parse_recbole_items,
                       parse_table, parse_users, read_lightgcn_files, read_text)
+from .interactions import Interactions
 from .sources import DATASETS, LIGHTGCN_SIZES, fetch
+from .synthetic import make_synthetic
 
 __all__ = ["ML100K_GENRES", "Interactions", "load", "read_lightgcn", "read_ml1m", "read_ml100k_grouplens",
            "read_ml100k_recbole"]
-
-
-@dataclass
-class Interactions:
-    """User-item interactions with ids re-indexed to ``0..n-1``, plus optional side features.
-
-    Explained in Chapter 2. ``user_features`` / ``item_features`` map a field name to an array with one
-    entry per user / item (used by the CTR view). ``given_test`` marks interactions that a published
-    split puts in its test file (LightGCN-format sets).
-    """
-
-    name: str
-    n_users: int
-    n_items: int
-    user: np.ndarray
-    item: np.ndarray
-    rating: np.ndarray | None = None
-    timestamp: np.ndarray | None = None
-    user_features: dict[str, np.ndarray] = field(default_factory=dict)
-    item_features: dict[str, np.ndarray] = field(default_factory=dict)
-    given_test: np.ndarray | None = None
-    source: str = ""
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.user = np.asarray(self.user, dtype=np.int64)
-        self.item = np.asarray(self.item, dtype=np.int64)
-        if self.user.shape != self.item.shape:
-            raise ValueError(f"user and item arrays differ in length ({len(self.user)} vs {len(self.item)})")
-        if len(self.user) and (self.user.min() < 0 or self.user.max() >= self.n_users):
-            raise ValueError(f"user ids must lie in [0, {self.n_users}); got [{self.user.min()}, {self.user.max()}]")
-        if len(self.item) and (self.item.min() < 0 or self.item.max() >= self.n_items):
-            raise ValueError(f"item ids must lie in [0, {self.n_items}); got [{self.item.min()}, {self.item.max()}]")
-
-    def __len__(self) -> int:
-        return len(self.user)
-
-    def user_counts(self) -> np.ndarray:
-        return np.bincount(self.user, minlength=self.n_users)
-
-    def item_counts(self) -> np.ndarray:
-        return np.bincount(self.item, minlength=self.n_items)
-
-    def density(self) -> float:
-        return len(self) / (self.n_users * self.n_items)
-
-    def __str__(self) -> str:
-        uc, ic = self.user_counts(), self.item_counts()
-        top = np.sort(ic)[::-1]
-        head = top[: max(1, self.n_items // 5)].sum() / max(1, top.sum())
-        return (f"{self.name}: {self.n_users:,} users, {self.n_items:,} items, {len(self):,} interactions, "
-                f"density {self.density():.4%}\n"
-                f"  per user: min {uc.min()}, median {int(np.median(uc))}, max {uc.max()}; "
-                f"per item: min {ic.min()}, median {int(np.median(ic))}, max {ic.max()}; "
-                f"top 20% items hold {head:.1%} of interactions\n"
-                f"  source: {self.source or 'n/a'}")
-
-    __repr__ = __str__
 
 
 def _reindex(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +100,6 @@ def load(name: str, *, offline: bool = False, verbose: bool = True, **synthetic_
     Explained in Chapter 2.
     """
     if name == "synthetic":
-        from .synthetic import make_synthetic
         return make_synthetic(**synthetic_kwargs)
     if synthetic_kwargs:
         raise TypeError(f"unexpected arguments for {name!r}: {sorted(synthetic_kwargs)}")

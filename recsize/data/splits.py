@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .loaders import Interactions
+from .interactions import Interactions
 
 PROTOCOLS = {"random-811": (0.8, 0.1, 0.1), "ciess-50-25-25": (0.5, 0.25, 0.25), "temporal-loo": None,
              "given": None}

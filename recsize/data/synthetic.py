@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .loaders import Interactions
+from .interactions import Interactions
 
 
 def make_synthetic(n_users: int = 600, n_items: int = 1000, d_true: int = 32, mean_per_user: int = 40,
