@@ -389,8 +389,11 @@ def _check_search_args(parser, args) -> None:
         raise ValueError("--resume continues the search saved in --checkpoint-dir: give --checkpoint-dir DIR "
                          "(the folder of the interrupted search)")
     if args.checkpoint_dir is not None:
+        from .files import exclusive_folder
         from .search.ciess import CHECKPOINT_NAME, read_checkpoint
         folder = check_output_dir(args.checkpoint_dir, "--checkpoint-dir")
+        with exclusive_folder(folder, "--checkpoint-dir"):  # busy with another search: say so now
+            pass
         ckpt = folder / CHECKPOINT_NAME
         if ckpt.exists() and not args.resume:
             raise ValueError(f"{ckpt} holds an earlier search: add --resume to continue it, or use another "

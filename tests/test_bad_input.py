@@ -431,3 +431,12 @@ def test_os_errors_at_the_boundary_are_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "write_json", full)
     line = one_line_error(capsys, main([*TRAIN, "--out", str(tmp_path / "r.json")]), "No space left on device")
     assert str(tmp_path / "r.json") in line
+
+
+def test_a_second_search_on_a_busy_checkpoint_dir_is_refused(tmp_path, capsys):
+    """Another process holds the folder (simulated by a lock held here): the CLI refuses before the data."""
+    from recsize.files import exclusive_folder
+    with exclusive_folder(tmp_path, "--checkpoint-dir"):
+        rc = main([*CIESS_TINY, "--checkpoint-dir", str(tmp_path)])
+    one_line_error(capsys, rc, "another recsize process", f"pid {os.getpid()}", str(tmp_path))
+    assert not (tmp_path / "ciess.pt").exists()
