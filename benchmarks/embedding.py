@@ -9,7 +9,9 @@ For an ml-100k-sized table (943 users + 1682 items = 2,625 rows) and a 1M-row ta
 * lookup throughput in rows per second of the compact table against a dense ``nn.Embedding`` of the
   same d_max (and the masked table), forward only (no autograd) and forward + backward (the gradient
   of the values, as an optimizer step needs it), batches of 4,096 random ids drawn with the Zipf
-  frequencies (like real traffic), median over repeats.
+  frequencies (like real traffic), median over repeats;
+* the element-wise form (``CSREmbedding``) at the same kept total, its mask from global magnitude
+  pruning of the dense table: its bytes (values, uint8 column indices, offsets) and lookup throughput.
 
     python benchmarks/embedding.py --quick          # small tables, a smoke run
     python benchmarks/embedding.py --out benchmarks/out/embedding.json
@@ -30,9 +32,9 @@ import torch
 
 from common import machine
 from recsize import native
-from recsize.budget import format_bytes, masked_bytes
+from recsize.budget import csr_bytes, format_bytes, masked_bytes
 from recsize.files import write_json
-from recsize.embedding import CompactEmbedding, MaskedEmbedding
+from recsize.embedding import CompactEmbedding, CSREmbedding, MaskedEmbedding
 from recsize.search import mde_sizes
 
 
@@ -72,8 +74,15 @@ def throughput(table, batches, repeats: int, calls: int, backward: bool) -> floa
     return len(batches[0]) / median_seconds(forward_backward if backward else forward, repeats, calls)
 
 
+def magnitude_mask(weight: torch.Tensor, kept: int) -> torch.Tensor:
+    """The element mask keeping the ``kept`` entries of largest magnitude (global magnitude pruning)."""
+    keep = torch.zeros(weight.numel(), dtype=torch.bool)
+    keep[weight.detach().abs().flatten().topk(kept).indices] = True
+    return keep.view_as(weight)
+
+
 def bench_case(num_rows: int, d_max: int, densities, args) -> list[dict]:
-    """Bytes and throughput of the three forms of one table shape at every density."""
+    """Bytes and throughput of the four forms of one table shape at every density."""
     freq = zipf_frequencies(num_rows)
     rng = np.random.default_rng(1)
     batches = [torch.from_numpy(rng.choice(num_rows, args.batch, p=freq / freq.sum())) for _ in range(args.calls)]
@@ -86,15 +95,19 @@ def bench_case(num_rows: int, d_max: int, densities, args) -> list[dict]:
         sizes = mde_sizes(freq, d_max, density, alpha=0.3)
         masked.set_sizes(sizes)
         compact = CompactEmbedding.from_masked(masked)
+        keep = magnitude_mask(masked.weight, int(sizes.sum()))
+        csr = CSREmbedding.from_dense(masked.weight, keep)
         with torch.no_grad():
             assert torch.equal(compact(batches[0]), masked(batches[0])), "compact and masked lookups differ"
+            assert torch.equal(csr(batches[0]), (masked.weight * keep)[batches[0]]), "CSR lookups differ"
+        assert csr.num_bytes() == csr_bytes(keep.sum(1), d_max)
         assert masked.num_bytes() == masked_bytes(num_rows, d_max)
         ideal = int(sizes.sum()) * 4 + (num_rows + 1) * 8
         dense_bytes = dense.weight.numel() * dense.weight.element_size()
         row = {"rows": num_rows, "d_max": d_max, "density": density, "mean_width": float(sizes.mean()),
                "dense_bytes": dense_bytes, "masked_bytes": masked.num_bytes(), "compact_bytes": compact.num_bytes(),
                "ideal_bytes": ideal, "overhead": compact.num_bytes() / ideal - 1,
-               "compact_vs_dense": compact.num_bytes() / dense_bytes}
+               "compact_vs_dense": compact.num_bytes() / dense_bytes, "csr_bytes": csr.num_bytes()}
         for backward in (False, True):
             key = "fwd_bwd" if backward else "fwd"
             for name, table in (("dense", dense), ("masked", masked)):
@@ -104,23 +117,26 @@ def bench_case(num_rows: int, d_max: int, densities, args) -> list[dict]:
             row[f"{key}_compact"] = throughput(compact, batches, args.repeats, args.calls, backward)
             with native.disabled():  # the three-pass PyTorch path, for comparison
                 row[f"{key}_compact_torch"] = throughput(compact, batches, args.repeats, args.calls, backward)
+            row[f"{key}_csr"] = throughput(csr, batches, args.repeats, args.calls, backward)
         rows.append(row)
         print_row(row)
     return rows
 
 
 HEADER = (f"{'rows':>9s} {'d_max':>5s} {'dens':>5s} {'dense':>10s} {'masked':>10s} {'compact':>10s} "
-          f"{'vs ideal':>8s} | {'fwd Mrows/s: dense':>18s} {'masked':>7s} {'compact':>7s} {'torch':>7s} | "
-          f"{'fwd+bwd: dense':>14s} {'masked':>7s} {'compact':>7s} {'torch':>7s}")
+          f"{'vs ideal':>8s} {'csr':>10s} | {'fwd Mrows/s: dense':>18s} {'masked':>7s} {'compact':>7s} "
+          f"{'torch':>7s} {'csr':>7s} | {'fwd+bwd: dense':>14s} {'masked':>7s} {'compact':>7s} {'torch':>7s} "
+          f"{'csr':>7s}")
 
 
 def print_row(r: dict) -> None:
     m = 1e6
     print(f"{r['rows']:>9,} {r['d_max']:>5d} {100 * r['density']:>4.0f}% {format_bytes(r['dense_bytes']):>10s} "
           f"{format_bytes(r['masked_bytes']):>10s} {format_bytes(r['compact_bytes']):>10s} "
-          f"{100 * r['overhead']:>+7.2f}% | {r['fwd_dense'] / m:>18.2f} {r['fwd_masked'] / m:>7.2f} "
-          f"{r['fwd_compact'] / m:>7.2f} {r['fwd_compact_torch'] / m:>7.2f} | {r['fwd_bwd_dense'] / m:>14.2f} "
-          f"{r['fwd_bwd_masked'] / m:>7.2f} {r['fwd_bwd_compact'] / m:>7.2f} {r['fwd_bwd_compact_torch'] / m:>7.2f}",
+          f"{100 * r['overhead']:>+7.2f}% {format_bytes(r['csr_bytes']):>10s} | {r['fwd_dense'] / m:>18.2f} "
+          f"{r['fwd_masked'] / m:>7.2f} {r['fwd_compact'] / m:>7.2f} {r['fwd_compact_torch'] / m:>7.2f} "
+          f"{r['fwd_csr'] / m:>7.2f} | {r['fwd_bwd_dense'] / m:>14.2f} {r['fwd_bwd_masked'] / m:>7.2f} "
+          f"{r['fwd_bwd_compact'] / m:>7.2f} {r['fwd_bwd_compact_torch'] / m:>7.2f} {r['fwd_bwd_csr'] / m:>7.2f}",
           flush=True)
 
 
@@ -152,9 +168,9 @@ def main(argv=None) -> int:
           f"({'within' if worst <= 0.01 else 'NOT within'} 1 %)")
     at_10 = [r for r in rows if abs(r["density"] - 0.1) < 1e-9]
     for key in ("fwd", "fwd_bwd"):
-        for suffix, what in (("", ""), ("_torch", " (PyTorch path)")):
-            ratios = [r[f"{key}_compact{suffix}"] / r[f"{key}_dense"] for r in at_10]
-            print(f"compact{what} / dense lookup speed at 10 % density, {key.replace('_', '+')}: "
+        for form, what in (("compact", "compact"), ("compact_torch", "compact (PyTorch path)"), ("csr", "CSR")):
+            ratios = [r[f"{key}_{form}"] / r[f"{key}_dense"] for r in at_10]
+            print(f"{what} / dense lookup speed at 10 % density, {key.replace('_', '+')}: "
                   + ", ".join(f"{x:.2f}x" for x in ratios))
     if args.out:
         write_json({"machine": machine(), "batch": args.batch, "repeats": args.repeats, "calls": args.calls,

@@ -18,6 +18,23 @@ int64 indices):
   see :class:`recsize.embedding.CompactEmbedding`);
 * buckets: one dense table per distinct (possibly rounded-up) width, ``sum_w n_w * w * 4``, plus the
   row -> (bucket, position) index, ``num_rows * 2 * 8``.
+
+Element-wise masks (magnitude pruning, DNIS pruning in place, PEP) keep an arbitrary *set* of each row's
+entries, not a prefix, so every kept value also needs its column index; ``d_n`` is then the row's count
+of kept entries. Two more forms:
+
+* element-masked (training): the dense table, the counts and a boolean mask, ``num_rows * d_max * (4 + 1)
+  + num_rows * 8``;
+* CSR (compressed sparse rows, storage and serving): ``sum(d_n) * (4 + c) + (num_rows + 1) * 8``, with
+  column indices of c = 1 B (uint8) up to d_max = 256, 2 B (int16) up to 32,768, else 4 B (int32), see
+  :func:`column_index_bytes`. No padding: the lookup reads only the kept entries.
+
+The index is what the parameter count hides. The VLDB'24 embedding-compression benchmark (Zhang et al.,
+"Experimental Analysis of Large-scale Learnable Vector Storage Compression") counts CSR with int32 column
+indices and one int32 row pointer per row, 8 B per kept entry plus 4 B per row (:func:`csr_int32_bytes`):
+at d = 16, half the dense memory keeps only 7 / 32 = 21.9 % of the entries, not 50 %
+(:func:`entries_for_bytes`); with recsize's 1-byte indices the same memory keeps 30 %, with a prefix
+(the compact form, no index) 37.5 %.
 """
 from __future__ import annotations
 
@@ -27,6 +44,8 @@ import numpy as np
 
 FLOAT_BYTES = 4   # float32 values
 INDEX_BYTES = 8   # int64 sizes, offsets and positions
+MASK_BYTES = 1    # one bool per entry of an element mask
+INT32_BYTES = 4   # the VLDB'24 benchmark's CSR column indices and row pointers
 
 
 def check_budget(budget: float) -> float:
@@ -123,9 +142,77 @@ def compact_bytes(sizes, d_max: int | None = None) -> int:
     """Bytes of the compact form: sum(d_n) float32 values plus (num_rows + 1) int64 offsets; with
     ``d_max`` also the d_max floats of padding that :class:`~recsize.embedding.CompactEmbedding` keeps
     after the last row (a constant, under 1 % for any real table). Explained in Chapter 4."""
+    return _form_bytes("compact", sizes, d_max)
+
+
+def column_index_bytes(d_max: int) -> int:
+    """Bytes of one CSR column index: the smallest integer type that holds d_max - 1, i.e. 1 (uint8) for
+    d_max <= 256, 2 (int16: PyTorch indexes with no uint16) for d_max <= 32,768, else 4 (int32).
+    Explained in Chapter 4."""
+    if d_max < 1:
+        raise ValueError(f"d_max must be >= 1, got {d_max}")
+    return 1 if d_max <= 2**8 else 2 if d_max <= 2**15 else 4
+
+
+def element_masked_bytes(num_rows: int, d_max: int) -> int:
+    """Bytes of an element-masked table: the masked table's bytes (the full table and the int64 counts)
+    plus one bool per entry for the mask. It saves nothing. Explained in Chapter 4."""
+    return masked_bytes(num_rows, d_max) + num_rows * d_max * MASK_BYTES
+
+
+def csr_bytes(sizes, d_max: int) -> int:
+    """Bytes of :class:`~recsize.embedding.CSREmbedding`, the compact form of an element mask (``sizes``:
+    kept entries per row): sum(d_n) * (4 + c) + (num_rows + 1) * 8, with c = :func:`column_index_bytes`
+    (1 B for d_max <= 256). At d_max = 16 every kept value costs 5 B, not 4. Explained in Chapter 4."""
+    return _form_bytes("csr", sizes, d_max)
+
+
+def csr_int32_bytes(sizes, d_max: int | None = None) -> int:
+    """Bytes of an element mask under the VLDB'24 benchmark's accounting: CSR with int32 column indices
+    and one int32 row pointer per row, sum(d_n) * (4 + 4) + num_rows * 4. (Its code sets the kept fraction
+    to (r * d - 1) / (2 * d) for a memory ratio r; ``d_max`` plays no part.) Explained in Chapter 4."""
+    return _form_bytes("csr_int32", sizes, d_max)
+
+
+ELEMENT_FORMS = ("compact", "csr", "csr_int32")
+
+
+def _form_costs(form: str, num_rows: int, d_max: int | None) -> tuple[int, int]:
+    """(bytes per kept entry, bytes that do not depend on the kept entries) of a storage form."""
+    if form == "compact":   # float32 values; int64 offsets and d_max floats of padding
+        return FLOAT_BYTES, (num_rows + 1) * INDEX_BYTES + (d_max or 0) * FLOAT_BYTES
+    if form == "csr":       # float32 values and column indices; int64 offsets
+        return FLOAT_BYTES + column_index_bytes(d_max), (num_rows + 1) * INDEX_BYTES
+    if form == "csr_int32":  # the VLDB'24 benchmark: int32 column indices, one int32 row pointer per row
+        return FLOAT_BYTES + INT32_BYTES, num_rows * INT32_BYTES
+    raise ValueError(f"unknown storage form {form!r}: use one of {', '.join(ELEMENT_FORMS)}")
+
+
+def _form_bytes(form: str, sizes, d_max: int | None) -> int:
     sizes = np.asarray(sizes, dtype=np.int64)
-    padding = 0 if d_max is None else d_max
-    return (num_parameters(sizes) + padding) * FLOAT_BYTES + (len(sizes) + 1) * INDEX_BYTES
+    per_entry, fixed = _form_costs(form, len(sizes), d_max)
+    return num_parameters(sizes) * per_entry + fixed
+
+
+def entries_for_bytes(budget_bytes: float, num_rows: int, d_max: int, form: str = "csr") -> int:
+    """The most entries a table of ``num_rows x d_max`` can keep in ``budget_bytes`` when stored in
+    ``form``: ``"compact"`` (prefixes), ``"csr"`` (recsize's element form) or ``"csr_int32"`` (the VLDB'24
+    benchmark's accounting); never more than all ``num_rows * d_max``. Explained in Chapter 4.
+
+    A memory budget is not a parameter budget, because the index costs memory too. At d = 16, half the
+    dense memory (32 B per row) keeps 7 / 32 = 21.9 % of the entries under the benchmark's accounting,
+    (32 - 4) B / 8 B per entry, 30 % in recsize's CSR form and 37.5 % in the compact form (up to its
+    constant terms)::
+
+        >>> n = 1_000_000
+        >>> entries_for_bytes(dense_bytes(n, 16) / 2, n, 16, "csr_int32") / (n * 16)
+        0.21875
+    """
+    per_entry, fixed = _form_costs(form, num_rows, d_max)
+    if not budget_bytes >= fixed:   # also NaN
+        raise ValueError(f"{budget_bytes:g} B cannot hold even the {form} index of {num_rows} rows "
+                         f"({fixed} B without a single value)")
+    return min(int((budget_bytes - fixed) // per_entry), num_rows * d_max)
 
 
 def round_widths(sizes, d_max: int, round_to: int = 1) -> np.ndarray:

@@ -25,6 +25,17 @@ its first ``d_n`` dimensions; a lookup always returns a ``d_max``-wide vector wh
 * :class:`EmbeddingBuckets`: one plain dense table per distinct width, the form production embedding
   libraries take.
 
+Element-wise masks (Chapter 4 too): pruning methods (magnitude pruning, DNIS pruning in place, PEP) keep an
+arbitrary *set* of each row's entries, not a prefix; ``d_n`` is then the row's count of kept entries. Two
+forms with the same lookup contract (kept entries bit for bit, zeros elsewhere):
+
+* :class:`ElementMaskedEmbedding` (training with a fixed mask): a :class:`MaskedEmbedding` whose mask is a
+  stored boolean ``num_rows x d_max`` buffer instead of prefixes; same hooks, zero gradient outside;
+* :class:`CSREmbedding` (storage, serving, and training with the mask fixed): compressed sparse rows, the
+  kept values back to back, row offsets and one small column index per value (uint8 up to d_max = 256).
+  The index is why a memory budget keeps fewer entries than the same parameter budget
+  (:func:`recsize.budget.entries_for_bytes`).
+
 Mixed widths in the backbones: the policy is **zero-padding to d_max**, which is exactly what the mask
 does, so no backbone needs a projection and every backbone accepts masked and compact tables as is.
 
@@ -52,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import native
-from .budget import check_sizes
+from .budget import check_sizes, column_index_bytes
 from .files import atomic_save
 
 EmbeddingFactory = Callable[[str, int, int], nn.Module]
@@ -230,6 +241,57 @@ class MaskedEmbedding(nn.Module):
         return f"{self.num_rows}, d_max={self.dim}, kept={self.num_parameters()}"
 
 
+def check_element_mask(keep, num_rows: int, d_max: int) -> torch.Tensor:
+    """Validate a ``(num_rows, d_max)`` element mask (booleans, or numbers that are all 0 or 1) and return
+    it as a bool tensor; raise ``ValueError`` saying what is wrong. Explained in Chapter 4."""
+    keep = torch.as_tensor(keep.detach() if hasattr(keep, "detach") else np.asarray(keep))
+    if keep.shape != (num_rows, d_max):
+        raise ValueError(f"an element mask must be (num_rows, d_max) = ({num_rows}, {d_max}), "
+                         f"got shape {tuple(keep.shape)}")
+    if keep.dtype != torch.bool:
+        if keep.is_complex() or not ((keep == 0) | (keep == 1)).all():
+            raise ValueError(f"an element mask holds booleans (or 0 and 1), got dtype {keep.dtype} with other values")
+        keep = keep != 0
+    return keep
+
+
+class ElementMaskedEmbedding(MaskedEmbedding):
+    """A full ``num_rows x d_max`` table times a fixed element mask: row n keeps an arbitrary set of its
+    entries, e_n = E[n] * m_n with m_n any 0/1 vector. Explained in Chapter 4.
+
+    The training form of element-wise pruning (magnitude pruning, DNIS in place, PEP) with the mask fixed.
+    Everything else is :class:`MaskedEmbedding`'s: the lookup multiplies by the mask (exactly zero gradient
+    outside it), the soft-weight and gate hooks, and ``sizes``, which here counts each row's kept entries
+    (kept in step with the mask). ``set_mask`` changes the mask in place; ``set_sizes`` makes it a prefix
+    mask again. ``num_bytes()`` adds the stored boolean mask to the masked table's bytes; convert to
+    :class:`CSREmbedding` (:meth:`CSREmbedding.from_masked`, :func:`compact_tables`) to really shrink.
+    """
+
+    def __init__(self, num_rows: int, d_max: int, keep=None, init: str = "xavier"):
+        super().__init__(num_rows, d_max, init=init)
+        self.register_buffer("keep", torch.ones(self.num_rows, self.dim, dtype=torch.bool))
+        if keep is not None:
+            self.set_mask(keep)
+
+    def set_mask(self, keep) -> None:
+        """Keep exactly the entries where ``keep`` (``(num_rows, d_max)``) is true. Explained in Chapter 4."""
+        keep = check_element_mask(keep, self.num_rows, self.dim).to(self.keep.device)
+        self.keep.copy_(keep)
+        self.sizes.copy_(keep.sum(1))
+
+    def set_sizes(self, sizes) -> None:
+        """Give row n its first ``sizes[n]`` entries: a prefix mask. Explained in Chapter 4."""
+        super().set_sizes(sizes)
+        self.keep.copy_(prefix_mask(self.sizes, self.dim, torch.bool))
+
+    def mask(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The 0/1 element masks of rows ``ids`` (all rows if None), shape ``(..., d_max)``. Chapter 4."""
+        return (self.keep if ids is None else self.keep[ids]).to(self.weight.dtype)
+
+    def num_bytes(self) -> int:
+        return super().num_bytes() + self.keep.numel() * self.keep.element_size()
+
+
 def _window_rows(values: torch.Tensor, start: torch.Tensor, width: torch.Tensor, d_max: int) -> torch.Tensor:
     """Zero-padded rows, the PyTorch way (any device): every row is read as the d_max-wide window of
     ``values`` starting at its offset (the overlapping windows are a view, nothing is copied to build
@@ -276,6 +338,42 @@ class _CompactLookup(torch.autograd.Function):
         grad_values = grad.new_zeros(ctx.num_values)
         grad_values.index_add_(0, index, (grad * mask).reshape(-1))  # masked entries add exact zeros
         return grad_values, None, None, None
+
+
+def _load_blob(path: Path, tag: str, what: str) -> dict:
+    """The dict saved in ``path`` (``torch.load``, weights only), or ``ValueError`` naming the file: not
+    readable (truncated, garbage), or not a ``what`` file (another format tag)."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable {what} file ({type(e).__name__}: {e})") from None
+    if not isinstance(blob, dict) or blob.get("format") != tag:
+        raise ValueError(f"{path} is not a {what} file (expected format {tag!r})")
+    return blob
+
+
+def _offsets_problem(d_max, offsets, entries, name: str) -> str | None:
+    """What is wrong with row ``offsets`` into ``entries`` (a vector called ``name``) for rows of at most
+    ``d_max`` entries, or None: the checks on loading a compact or CSR table."""
+    if not isinstance(d_max, (int, np.integer)) or isinstance(d_max, bool) or d_max < 1:
+        return f"d_max must be a positive integer, got {d_max!r}"
+    if not isinstance(offsets, torch.Tensor) or offsets.dim() != 1 or offsets.dtype != torch.int64 \
+            or len(offsets) < 2:
+        return "offsets must be an int64 vector of num_rows + 1 entries"
+    if not isinstance(entries, torch.Tensor) or entries.dim() != 1:
+        return f"{name} must be a vector"
+    if offsets[0] != 0 or int(offsets[-1]) != len(entries):
+        return (f"offsets must run from 0 to the number of {name} ({len(entries)}), "
+                f"got {int(offsets[0])} to {int(offsets[-1])}")
+    if (offsets.diff() < 0).any() or (offsets.diff() > d_max).any():
+        return f"row widths (offset differences) must lie in [0, d_max = {d_max}]"
+    return None
+
+
+def _values_problem(values) -> str | None:
+    return None if values.is_floating_point() else f"values must be a floating-point vector, got {values.dtype}"
 
 
 COMPACT_FORMAT = "recsize.CompactEmbedding/1"
@@ -354,6 +452,9 @@ class CompactEmbedding(nn.Module):
         with torch.no_grad():
             rows = masked.table().detach()
             keep = masked.mask().bool()
+            if not torch.equal(keep, prefix_mask(masked.sizes, masked.dim, torch.bool)):
+                raise ValueError("the mask keeps entries that are not a prefix of their rows: the compact form "
+                                 "stores prefixes only; use CSREmbedding.from_masked for an element mask")
             values = rows[keep]  # row-major order: each row's first d_n entries, row after row
         compact = cls(masked.sizes.cpu().numpy(), masked.dim, values=values.cpu())
         return compact.to(rows.device)
@@ -377,28 +478,9 @@ class CompactEmbedding(nn.Module):
         """Read a table written by :meth:`save`; a corrupt or inconsistent file raises ``ValueError``
         saying what is wrong. Explained in Chapter 4."""
         path = Path(path)
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as e:
-            raise ValueError(f"{path} is not a readable compact embedding file ({type(e).__name__}: {e})") from None
-        if not isinstance(blob, dict) or blob.get("format") != COMPACT_FORMAT:
-            raise ValueError(f"{path} is not a compact embedding file (expected format {COMPACT_FORMAT!r})")
+        blob = _load_blob(path, COMPACT_FORMAT, "compact embedding")
         d_max, offsets, values = blob.get("d_max"), blob.get("offsets"), blob.get("values")
-        problem = None
-        if not isinstance(d_max, int) or d_max < 1:
-            problem = f"d_max must be a positive integer, got {d_max!r}"
-        elif not isinstance(offsets, torch.Tensor) or offsets.dim() != 1 or offsets.dtype != torch.int64 \
-                or len(offsets) < 2:
-            problem = "offsets must be an int64 vector of num_rows + 1 entries"
-        elif not isinstance(values, torch.Tensor) or values.dim() != 1 or not values.is_floating_point():
-            problem = "values must be a floating-point vector"
-        elif offsets[0] != 0 or int(offsets[-1]) != len(values):
-            problem = (f"offsets must run from 0 to the number of values ({len(values)}), "
-                       f"got {int(offsets[0])} to {int(offsets[-1])}")
-        elif (offsets.diff() < 0).any() or (offsets.diff() > d_max).any():
-            problem = f"row widths (offset differences) must lie in [0, d_max = {d_max}]"
+        problem = _offsets_problem(d_max, offsets, values, "values") or _values_problem(values)
         if problem:
             raise ValueError(f"{path} is a corrupt compact embedding file: {problem}")
         return cls(offsets.diff().numpy(), d_max, values=values)
@@ -449,6 +531,169 @@ class EmbeddingBuckets:
         return index + sum(t.numel() * t.element_size() for t in self.tables.values())
 
 
+_INDEX_DTYPES = {1: torch.uint8, 2: torch.int16, 4: torch.int32}   # by recsize.budget.column_index_bytes
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _columns_problem(d_max: int, offsets: torch.Tensor, columns: torch.Tensor) -> str | None:
+    """What is wrong with the column indices of a CSR table, or None: each must lie in [0, d_max) and
+    strictly increase within its row (so every kept entry is stored once, in row-major order)."""
+    if columns.dtype not in _INTEGER_DTYPES:
+        return f"column indices must be integers, got {columns.dtype}"
+    columns = columns.to(torch.int64)
+    bad = (columns < 0) | (columns >= d_max)
+    if bad.any():
+        at = int(bad.nonzero()[0])
+        return f"column index {int(columns[at])} (entry {at}) is out of range [0, d_max = {d_max})"
+    rises = columns.diff() > 0
+    rises[offsets[1:-1][(offsets[1:-1] > 0) & (offsets[1:-1] < len(columns))] - 1] = True  # rows may restart
+    if not rises.all():
+        at = int((~rises).nonzero()[0]) + 1
+        row = int(torch.searchsorted(offsets, at, right=True)) - 1
+        return f"column indices of row {row} do not strictly increase (entry {at}: {int(columns[at])})"
+    return None
+
+
+def _csr_problem(d_max, offsets, columns, values) -> str | None:
+    """What is wrong with the parts of a CSR table, or None: the checks of the constructor and of loading."""
+    return (_offsets_problem(d_max, offsets, columns, "column indices")
+            or _offsets_problem(d_max, offsets, values, "values") or _values_problem(values)
+            or _columns_problem(d_max, offsets, columns))
+
+
+def _csr_entries(offsets: torch.Tensor, columns: torch.Tensor, flat: torch.Tensor, d_max: int):
+    """For the rows of ids ``flat``: where their kept entries are in the values (``entry``) and where each
+    goes in the flattened ``(len(flat), d_max)`` output (``target``). Work in proportion to the kept
+    entries of the batch, not to len(flat) * d_max; a handful of PyTorch passes over them."""
+    start = offsets.index_select(0, flat)
+    count = offsets.index_select(0, flat + 1) - start
+    total = int(count.sum())
+    row = torch.repeat_interleave(count, output_size=total)          # the batch row of every entry
+    # entry = start of its row + its rank in the row = (start - entries of the earlier rows)[row] + 0, 1, ...
+    entry = (start - count.cumsum(0) + count).index_select(0, row).add_(torch.arange(total, device=flat.device))
+    target = torch.add(columns.index_select(0, entry), row, alpha=d_max)   # int64: row * d_max + column
+    return entry, target
+
+
+CSR_FORMAT = "recsize.CSREmbedding/1"
+
+
+class CSREmbedding(nn.Module):
+    """Element-wise masks stored as compressed sparse rows: row n keeps the values
+    ``values[offsets[n]:offsets[n + 1]]`` at the columns ``columns[offsets[n]:offsets[n + 1]]`` (strictly
+    increasing), zeros elsewhere. Explained in Chapter 4.
+
+    The storage and serving form of element-wise pruning, whose bytes really shrink, though by less than
+    the parameter count says: sum(d_n) float32 values, as many column indices in the smallest type that
+    holds d_max - 1 (uint8 up to d_max = 256, int16 up to 32,768, else int32), and (num_rows + 1) int64
+    offsets; no padding (:func:`recsize.budget.csr_bytes`). A lookup returns the zero-filled d_max vector,
+    bit for bit the kept entries of the table it came from (:meth:`from_dense`, :meth:`from_masked`). The
+    values are an ``nn.Parameter`` and the lookup is differentiable: with the mask fixed, training moves
+    only the kept entries, with the masked dense table's gradient.
+    """
+
+    def __init__(self, offsets, columns, d_max: int, values: torch.Tensor | None = None, init: str = "xavier"):
+        super().__init__()
+        offsets, columns = torch.as_tensor(offsets).detach(), torch.as_tensor(columns).detach()
+        if values is None and _offsets_problem(d_max, offsets, columns, "column indices") is None:
+            values = torch.empty(int(offsets[-1])).normal_(std=_init_std(len(offsets) - 1, int(d_max), init))
+        values = None if values is None else torch.as_tensor(values).detach().reshape(-1)
+        problem = _csr_problem(d_max, offsets, columns, values)
+        if problem:
+            raise ValueError(f"inconsistent CSR table: {problem}")
+        self.num_rows, self.dim = len(offsets) - 1, int(d_max)
+        self.register_buffer("offsets", offsets.clone())
+        self.register_buffer("columns", columns.to(_INDEX_DTYPES[column_index_bytes(self.dim)]))
+        self.values = nn.Parameter(values.clone())
+
+    @classmethod
+    def from_mask(cls, keep, values: torch.Tensor | None = None, init: str = "xavier") -> "CSREmbedding":
+        """The CSR table of a ``(num_rows, d_max)`` element mask, with the kept values in row-major order
+        (``values``) or freshly initialised like the plain table. Explained in Chapter 4."""
+        keep = torch.as_tensor(keep.detach() if hasattr(keep, "detach") else np.asarray(keep))
+        if keep.dim() != 2 or keep.numel() == 0:
+            raise ValueError(f"an element mask must be a non-empty (num_rows, d_max) matrix, got {tuple(keep.shape)}")
+        keep = check_element_mask(keep, *keep.shape)
+        offsets = torch.cat([keep.new_zeros(1, dtype=torch.int64), keep.sum(1).cumsum(0)])
+        return cls(offsets, keep.nonzero()[:, 1], keep.shape[1], values=values, init=init)
+
+    @classmethod
+    def from_dense(cls, table: torch.Tensor, keep) -> "CSREmbedding":
+        """The entries of ``table`` where ``keep`` is true; lookups equal ``table * keep`` exactly.
+        Explained in Chapter 4."""
+        keep = check_element_mask(keep, *table.shape).cpu()
+        csr = cls.from_mask(keep, values=table.detach().cpu()[keep])
+        return csr.to(table.device)
+
+    @classmethod
+    def from_masked(cls, masked: MaskedEmbedding) -> "CSREmbedding":
+        """The CSR copy of a masked or element-masked table (soft weights folded into the values):
+        lookups are exactly equal. Explained in Chapter 4."""
+        with torch.no_grad():
+            return cls.from_dense(masked.table().detach(), masked.mask().bool())
+
+    def to_masked(self) -> ElementMaskedEmbedding:
+        """An element-masked table with the same lookups, to train with the mask fixed. Chapter 4."""
+        masked = ElementMaskedEmbedding(self.num_rows, self.dim, self.mask().bool().cpu())
+        with torch.no_grad():
+            masked.weight.copy_(self.table().detach().cpu())
+        return masked.to(self.values.device)
+
+    @property
+    def d_max(self) -> int:
+        return self.dim
+
+    @property
+    def sizes(self) -> torch.Tensor:
+        """The number of kept entries of every row (int64), from the offsets."""
+        return self.offsets.diff()
+
+    def _rows(self, values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1)
+        entry, target = _csr_entries(self.offsets, self.columns, flat, self.dim)
+        # the targets are distinct, so the scatter is a plain copy: deterministic, kept values bit for bit
+        rows = values.new_zeros(len(flat) * self.dim).scatter(0, target, values.index_select(0, entry))
+        return rows.view(*ids.shape, self.dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._rows(self.values, ids)
+
+    def mask(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The 0/1 element masks of rows ``ids`` (all rows if None), shape ``(..., d_max)``. Chapter 4."""
+        ids = torch.arange(self.num_rows, device=self.offsets.device) if ids is None else ids
+        return self._rows(torch.ones_like(self.values, requires_grad=False), ids)
+
+    def table(self) -> torch.Tensor:
+        return self(torch.arange(self.num_rows, device=self.offsets.device))
+
+    def num_parameters(self) -> int:
+        return self.values.numel()
+
+    def num_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.values, self.columns, self.offsets))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_rows}, d_max={self.dim}, kept={self.num_parameters()}, columns={self.columns.dtype}"
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the table (format tag, d_max, offsets, column indices, values) atomically. Chapter 4."""
+        atomic_save({"format": CSR_FORMAT, "d_max": self.dim, "offsets": self.offsets.cpu(),
+                     "columns": self.columns.cpu(), "values": self.values.detach().cpu().clone()}, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CSREmbedding":
+        """Read a table written by :meth:`save`; a truncated, foreign or inconsistent file (offsets, column
+        indices out of range or not increasing within a row, counts that disagree) raises ``ValueError``
+        naming the file and the problem. Explained in Chapter 4."""
+        path = Path(path)
+        blob = _load_blob(path, CSR_FORMAT, "CSR embedding")
+        d_max, offsets, columns, values = (blob.get(k) for k in ("d_max", "offsets", "columns", "values"))
+        problem = _csr_problem(d_max, offsets, columns, values)
+        if problem:
+            raise ValueError(f"{path} is a corrupt CSR embedding file: {problem}")
+        return cls(offsets, columns, d_max, values=values)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Factories: hand a backbone variable-size tables (Chapter 4)
 # ---------------------------------------------------------------------------------------------------
@@ -491,9 +736,12 @@ def compact_factory(sizes_by_role: dict | None = None, d_max: int | None = None,
 
 
 def compact_tables(model: nn.Module) -> nn.Module:
-    """Replace every :class:`MaskedEmbedding` of ``model`` (a backbone) by its compact copy, in place,
-    and return the model: train masked, then really shrink. Explained in Chapter 4."""
+    """Replace every :class:`MaskedEmbedding` of ``model`` (a backbone) by its compact copy, in place, and
+    return the model: train masked, then really shrink. An :class:`ElementMaskedEmbedding` becomes a
+    :class:`CSREmbedding`, any other masked table a :class:`CompactEmbedding`. Explained in Chapter 4."""
     for name, table in list(model.embedding_tables().items()):
-        if isinstance(table, MaskedEmbedding):
+        if isinstance(table, ElementMaskedEmbedding):
+            setattr(model, name, CSREmbedding.from_masked(table))
+        elif isinstance(table, MaskedEmbedding):
             setattr(model, name, CompactEmbedding.from_masked(table))
     return model
