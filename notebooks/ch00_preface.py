@@ -62,6 +62,12 @@ d_max = 128                    # full run: 128 (the papers' maximum width)
 out_dir = "results/ch00"       # figures go here
 
 # %%
+# A bad value stops the chapter here, in one line, before any work (explained below).
+from recsize.params import check_parameters
+
+check_parameters(globals(), d_max="positive int", out_dir="path")
+
+# %%
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -123,8 +129,14 @@ plt.show()
 #
 # ```bash
 # papermill notebooks/ch01_why_size.ipynb out.ipynb --cwd notebooks -p epochs 300
+# papermill notebooks/ch01_why_size.ipynb out.ipynb --cwd notebooks -y 'dims: [1, 2, 4, 8]'
 # recsize book run --full --out results/book-full
 # ```
+#
+# The cell after the `parameters` cell checks every value before the chapter does any work
+# (`recsize.params.check_parameters`, as in this chapter): a value of the wrong type or range stops the
+# chapter there with one line that names the parameter, the value, what it expects and a valid way to
+# pass it. `-p` passes text whenever a value is not a plain number, so a list such as `dims` needs `-y`.
 #
 # The whole book is also a web site. `recsize book build` executes every chapter with its default
 # parameters (Jupyter Book keeps the outputs in a cache, so a rebuild re-runs only the chapters whose code

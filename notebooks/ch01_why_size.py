@@ -35,6 +35,14 @@ seed = 0
 out_dir = "results/ch01"        # figures and JSON go here
 
 # %%
+# A bad value stops the chapter here, in one line, before any work (see the Preface).
+from recsize.params import check_parameters
+
+check_parameters(globals(), dataset="dataset", backbones=["top-k backbone"],
+                 dims=["positive int"], epochs="positive int", seed="non-negative int",
+                 out_dir="path")
+
+# %%
 import json
 from pathlib import Path
 

@@ -32,6 +32,13 @@ seed = 0
 out_dir = "results/ch02"
 
 # %%
+# A bad value stops the chapter here, in one line, before any work (see the Preface).
+from recsize.params import check_parameters
+
+check_parameters(globals(), dataset="dataset", epochs="positive int",
+                 seed="non-negative int", out_dir="path")
+
+# %%
 from pathlib import Path
 
 import matplotlib.pyplot as plt

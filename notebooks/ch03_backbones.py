@@ -36,6 +36,15 @@ seed = 0
 out_dir = "results/ch03"
 
 # %%
+# A bad value stops the chapter here, in one line, before any work (see the Preface).
+from recsize.params import check_parameters
+
+check_parameters(globals(), dataset="dataset", topk_backbones=["top-k backbone"],
+                 ctr_backbones=["ctr backbone"], dim="positive int",
+                 ctr_dim="positive int", epochs="positive int", seed="non-negative int",
+                 out_dir="path")
+
+# %%
 import inspect
 import json
 from pathlib import Path

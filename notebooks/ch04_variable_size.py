@@ -43,6 +43,16 @@ seed = 0
 out_dir = "results/ch04"          # figures and JSON go here
 
 # %%
+# A bad value stops the chapter here, in one line, before any work (see the Preface).
+from recsize.params import check_parameters
+
+check_parameters(globals(), dataset="dataset", backbone="top-k backbone",
+                 d_max="positive int", sparsities=["sparsity"],
+                 methods=["baseline method"], alpha="number in [0, 1]",
+                 epochs="positive int", patience="non-negative int",
+                 seed="non-negative int", out_dir="path")
+
+# %%
 import json
 from pathlib import Path
 

@@ -44,6 +44,17 @@ seed = 0
 out_dir = "results/ch05"
 
 # %%
+# A bad value stops the chapter here, in one line, before any work (see the Preface).
+from recsize.params import check_parameters
+
+check_parameters(globals(), dataset="dataset", backbone="top-k backbone",
+                 d_max="positive int", blocks="positive int",
+                 warm_epochs="non-negative int", search_epochs="non-negative int",
+                 alpha_lr="positive number", l1="non-negative number",
+                 sparsity="sparsity", retrain_epochs="positive int",
+                 seed="non-negative int", out_dir="path")
+
+# %%
 import inspect
 import json
 from dataclasses import replace

@@ -47,6 +47,19 @@ seed = 0
 out_dir = "results/ch06"
 
 # %%
+# A bad value stops the chapter here, in one line, before any work (see the Preface).
+from recsize.params import check_parameters
+
+check_parameters(globals(), dataset="dataset", protocol="protocol",
+                 backbone="top-k backbone", d_max="positive int",
+                 sparsities=["sparsity"], lam="non-negative number",
+                 episodes="positive int", iterations="positive int",
+                 epochs_per_iteration="positive int", hidden="positive int",
+                 full_epochs="positive int", retrain_epochs="positive int",
+                 top_l="positive int", patience="non-negative int",
+                 seed="non-negative int", out_dir="path")
+
+# %%
 import json
 from pathlib import Path
 

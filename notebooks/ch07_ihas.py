@@ -46,6 +46,18 @@ seed = 0
 out_dir = "results/ch07"
 
 # %%
+# A bad value stops the chapter here, in one line, before any work (see the Preface).
+from recsize.params import check_parameters
+
+check_parameters(globals(), n_samples="positive int", n_fields="positive int",
+                 segments="positive int", cardinality="positive int",
+                 backbone="ctr backbone", d_max="positive int", density="density",
+                 clusters="positive int", n_blocks="positive int",
+                 route_dim="positive int", hidden="positive int",
+                 search_epochs="positive int", epochs="positive int",
+                 seed="non-negative int", out_dir="path")
+
+# %%
 import json
 from pathlib import Path
 

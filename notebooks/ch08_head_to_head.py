@@ -53,6 +53,21 @@ benchmark_file = "../benchmarks/out/head_to_head.json"  # full run: the same (th
 out_dir = "results/ch08"
 
 # %%
+# A bad value stops the chapter here, in one line, before any work (see the Preface).
+from recsize.params import check_parameters
+
+check_parameters(globals(), topk_backbones=["top-k backbone"],
+                 ctr_backbone="ctr backbone", sparsities=["sparsity"],
+                 d_max="positive int", epochs="positive int",
+                 patience="non-negative int", ctr_epochs="positive int",
+                 ctr_patience="non-negative int", warm_epochs="non-negative int",
+                 search_epochs="non-negative int", episodes="positive int",
+                 iterations="positive int", epochs_per_iteration="positive int",
+                 ciess_hidden="positive int", clusters="positive int",
+                 ihas_search_epochs="positive int", seed="non-negative int",
+                 n_seeds="positive int", benchmark_file="path", out_dir="path")
+
+# %%
 import json
 from pathlib import Path
 

@@ -34,6 +34,14 @@ seed = 0
 out_dir = "results/chA1"
 
 # %%
+# A bad value stops the chapter here, in one line, before any work (see the Preface).
+from recsize.params import check_parameters
+
+check_parameters(globals(), dataset="dataset", backbone="top-k backbone",
+                 method="baseline method", density="density", d_max="positive int",
+                 epochs="positive int", seed="non-negative int", out_dir="path")
+
+# %%
 from pathlib import Path
 
 import matplotlib.pyplot as plt
