@@ -61,7 +61,12 @@ out.mkdir(parents=True, exist_ok=True)
 # verified by its published MD5; and, for MovieLens-100K only, the copy that the RecBole library
 # redistributes inside its wheel on PyPI, read straight from the zip without installing RecBole and
 # verified file by file with SHA-256. Every write to the cache goes through a temporary file and a
-# rename, and a cached file that fails its checksum is moved aside, never used.
+# rename (`recsize.files.atomic_write`), and every download is recorded, with its size and SHA-256, in
+# the dataset folder's `.recsize-downloaded.json`. Files you put into the cache yourself are inputs:
+# recsize only reads them. A bad one stops it with one message that names the file, the line and the
+# fix, and the file is left as it was. Only a download of recsize's own that later fails its check is
+# moved aside, by `recsize data fetch`, under a name that never overwrites (`x.corrupt`,
+# `x.corrupt.1`, ...).
 
 # %%
 data = load(dataset)

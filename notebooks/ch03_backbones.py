@@ -170,6 +170,35 @@ for name, r in results.items():
     print(f"{name:10s} {n_params:10,d} {recall} {ndcg} {auc}")
 
 # %% [markdown]
+# ## 3.4 Will it fit? Memory before the run, and results written safely
+#
+# Training keeps five floats for every parameter: the weight, its gradient, Adam's two moments
+# and the copy of the best epoch's weights. A graph model also keeps every propagated layer of
+# every row for the backward pass, a mini-batch keeps its rows, and full-ranking evaluation
+# scores a block of users against every item. `recsize.resources.training_memory` adds these
+# up (scaled by 1.5, which is how much faster than this count the peak memory measured on
+# ml-100k grew with $d$), and the command line compares the total with the free memory
+# *before* it builds a model: `recsize train --dim 100000` is refused in one line, not after
+# ten gigabytes and a swapping machine.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from recsize.resources import format_gib, training_memory
+
+print(f"{'LightGCN d':>10s}" + "".join(f"{k:>13s}" for k in
+                                     ("parameters", "activations", "evaluation", "total")))
+for d in (64, 1024, 100_000):
+    need = training_memory("lightgcn", split, d, batch_size=4096)
+    print(f"{d:>10,}" + "".join(f"{format_gib(v):>13s}" for v in need.values()))
+
+# %% [markdown]
+# Whatever a run writes goes through `recsize.files.atomic_write`: a temporary file beside the
+# target, flushed, given the permissions your umask asks for, then renamed over the target in
+# one step. A crash, Ctrl-C or `kill` leaves the old file (or none), never half of one. With
+# `--checkpoint` the trainer writes the best weights *every time validation improves*, so an
+# interrupted run keeps its best model; and an existing `--out` that is not an earlier result
+# (a JSON object) is never overwritten.
+#
 # ## Summary
 #
 # * Six backbones, one interface: `loss`, `score`, `score_all` (top-k) or `loss`, `score` (CTR), with

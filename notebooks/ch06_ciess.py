@@ -153,7 +153,10 @@ print("visited widths (one walk per row, the start first):\n", walks)
 # initialised recommender with the chosen widths for a few epochs, measures every entity's $q_n$, stores
 # the transitions in the replay buffers and takes TD3 steps. A long search checkpoints after every
 # iteration (`checkpoint_dir`, `run(resume=True)`; `recsize search --method ciess --checkpoint-dir ...
-# --resume`) and resumes with the same result.
+# --resume`) and resumes with the same result. The checkpoint holds only tensors and numbers
+# (`recsize.files.save_plain`), so it is read back with `torch.load(weights_only=True)` and a file
+# from elsewhere cannot run code; a truncated one is reported, not loaded; and the folder is locked
+# while a search uses it, so a second search on it is refused instead of overwriting the first.
 
 # %%
 split = prepare(dataset, protocol, seed=seed, verbose=True)
