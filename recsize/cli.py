@@ -7,6 +7,8 @@
     recsize search --method dnis --backbone lightgcn --dataset ml-100k --budget 0.1   (Chapter 5)
     recsize search --method ciess --backbone lightgcn --dataset ml-100k --budgets 0.8 0.9 0.95  (Chapter 6)
     recsize search --method ihas --backbone deepfm --dataset ml-100k-ctr --budget 0.2 --clusters 4  (Chapter 7)
+    recsize search --method magprune --backbone lightgcn --dataset ml-100k --sparsity 0.9   (Chapter 4)
+    recsize search --method pep --backbone lightgcn --dataset ml-100k --budget 0.1   (Chapter 4)
     recsize book run --out results/book       (README: every chapter through papermill)
     recsize book build                        (README: the HTML book in book/_build/html)
 """
@@ -158,15 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bars or dataset messages")
 
     from .search import METHODS
+    from .search.prune import PEP_GRANULARITIES, PRUNE_METHODS, PRUNE_SPLITS
     s = sub.add_parser("search", help="train with searched or baseline embedding sizes under a budget",
                        description="Give every embedding row a width under a memory budget, train, then "
-                                   "report quality, parameters and bytes (dense vs compact). Chapter 4; "
-                                   "DNIS: Chapter 5; CIESS: Chapter 6; iHAS: Chapter 7.")
-    s.add_argument("--method", choices=[*METHODS, "dnis", "ciess", "ihas"], required=True,
+                                   "report quality, parameters and bytes (dense vs compact). Chapter 4 "
+                                   "(also MagPrune and PEP); DNIS: Chapter 5; CIESS: Chapter 6; iHAS: Chapter 7.")
+    s.add_argument("--method", choices=[*METHODS, "dnis", "ciess", "ihas", *PRUNE_METHODS], required=True,
                    help="es: equal sizes, mr: mixed random sizes, mde: width ~ frequency^alpha, "
                         "dnis: differentiable search with a soft selection layer, "
                         "ciess: reinforcement-learning search (one search serves every --budgets value), "
-                        "ihas: instance-wise gates, K-means clusters, one model per cluster (CTR backbones)")
+                        "ihas: instance-wise gates, K-means clusters, one model per cluster (CTR backbones), "
+                        "magprune: train full width, keep the largest entries, fine-tune (CSR storage), "
+                        "pep: learnable soft thresholds, then retrain from the initial weights (CSR storage); "
+                        "for magprune and pep the budget is a fraction of the dense bytes, CSR index included")
     budget = s.add_mutually_exclusive_group()  # required for es / mr / mde, checked in main()
     budget.add_argument("--budget", type=_density, metavar="DENSITY",
                         help="kept fraction of the d_max-wide tables, in (0, 1] (0.1 keeps 10 %%)")
@@ -222,6 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--max-rows", type=_positive_int, help="read at most this many samples of --ctr-file")
     h.add_argument("--min-count", type=_positive_int, default=1,
                    help="values of --ctr-file seen fewer times share one rare value per field (default 1)")
+    m = s.add_argument_group("MagPrune and PEP (--method magprune / pep, Chapter 4; element-wise masks, CSR storage)")
+    m.add_argument("--prune-split", choices=list(PRUNE_SPLITS), default="global",
+                   help="magprune: one magnitude threshold over all tables (global) or the same fraction of every "
+                        "table's bytes (per-table) (default global)")
+    m.add_argument("--pep-granularity", choices=list(PEP_GRANULARITIES), default="feature_dim",
+                   help="pep: one learnable threshold per entry (feature_dim, the authors' default), per row "
+                        "(feature), per dimension (dimension) or per table (global)")
+    m.add_argument("--pep-init", type=_number, default=-15.0, metavar="S",
+                   help="pep: initial threshold logit s, g(s) = sigmoid(s) (default -15, the authors' code)")
+    m.add_argument("--pep-scale", type=_positive_float, default=1.0, metavar="G",
+                   help="pep: threshold g(s) = G * sigmoid(s), so thresholds stay below G (default 1, the authors' "
+                        "code); raise it when the trained |E| outgrow G / 2 and the budget is not reached")
+    m.add_argument("--pep-epochs", type=_positive_int, default=300,
+                   help="pep: cap on the thresholded training; it stops once the budget is reached (default 300)")
     s.add_argument("--backbone", choices=list(BACKBONES), default="lightgcn")
     s.add_argument("--dataset", choices=DATASET_CHOICES, default="ml-100k")
     s.add_argument("--protocol", choices=list(PROTOCOLS), default="random-811",
@@ -310,6 +330,34 @@ def _check_floor(flag: str, shown: str, density: float, dim: int, min_size: int,
                          f"fewer than {why}: {fix} (or raise --dim)")
 
 
+def _floor_fix(flag: str, floor: float) -> str:
+    """The smallest budget above ``floor`` (a density) in the user's unit, rounded to 4 decimals."""
+    if flag == "--budget":
+        return f"use --budget >= {(math.floor(floor * 1e4) + 1) / 1e4:g}"
+    return f"use {flag} <= {(math.ceil((1 - floor) * 1e4) - 1) / 1e4:g}"
+
+
+def _check_index_floor(flag: str, shown: str, density: float, dim: int, shapes=None, split: str = "global") -> None:
+    """magprune / pep: every row may keep 0 entries, but the budget must hold the CSR index (one int64 row
+    offset per row). Without ``shapes`` (before the data loads) the bound for many rows; with them, exact.
+    The message speaks the unit the user typed."""
+    from .budget import FLOAT_BYTES, INDEX_BYTES
+    from .search.prune import index_floor
+    floor = index_floor(dim, shapes, split)
+    if shapes is None and density > floor:
+        return
+    if shapes is not None:
+        from .search.prune import element_budget
+        try:
+            element_budget(shapes, density, split)
+            return
+        except ValueError:
+            pass
+    raise ValueError(f"{flag} {shown} leaves {density * dim * FLOAT_BYTES:.3g} B per row at --dim {dim}, not enough "
+                     f"for the CSR index ({INDEX_BYTES} B of row offset per row, kept entries or not, "
+                     f"{FLOAT_BYTES * dim} B per dense row): {_floor_fix(flag, floor)} (or raise --dim)")
+
+
 _METHOD_FLAGS = {  # flags that only one method reads, with their defaults: anything else is a mistake
     "ciess": {"budgets": None, "lam": 0.4, "schedule": "reduced", "episodes": None, "iterations": None,
               "epochs_per_iteration": None, "top_l": None, "noise": "gaussian", "no_random_walk": False,
@@ -320,15 +368,18 @@ _METHOD_FLAGS = {  # flags that only one method reads, with their defaults: anyt
              "polarisation_weight": 0.01, "ctr_file": None, "ctr_format": "criteo", "max_rows": None,
              "min_count": 1},
     "mde": {"alpha": 0.3},
+    "magprune": {"prune_split": "global"},
+    "pep": {"pep_granularity": "feature_dim", "pep_init": -15.0, "pep_scale": 1.0, "pep_epochs": 300},
 }
 
 
 def _check_search_args(parser, args) -> None:
     """Everything about ``recsize search`` that needs no data, checked before any is loaded: the budget
-    flags per method (es / mr / mde / dnis / ihas need one --budget or --sparsity; ciess takes --budgets
-    or one of them), each budget against the smallest width, flags of other methods, the CTR file and the
-    CIESS checkpoint folder."""
+    flags per method (es / mr / mde / dnis / ihas / magprune / pep need one --budget or --sparsity; ciess
+    takes --budgets or one of them), each budget against the smallest width (magprune / pep: against the
+    CSR index), flags of other methods, the CTR file and the CIESS checkpoint folder."""
     from .files import check_output_dir
+    from .search.prune import PRUNE_METHODS
     for method, flags in _METHOD_FLAGS.items():
         if method == args.method:
             continue
@@ -349,7 +400,9 @@ def _check_search_args(parser, args) -> None:
                          else (1, "one (every row keeps at least one dimension)"))
         if args.method == "dnis" and args.min_size > args.dim:
             raise ValueError(f"--min-size {args.min_size} exceeds --dim {args.dim}: lower --min-size")
-        if args.method != "ihas":
+        if args.method in PRUNE_METHODS:
+            _check_index_floor(args.budget_flag, shown, args.density, args.dim)
+        elif args.method != "ihas":
             _check_floor(args.budget_flag, shown, args.density, args.dim, min_size, why)
     if args.method == "ihas":
         if args.dim % args.gate_blocks:
@@ -566,6 +619,8 @@ def _cmd_search(args) -> int:
     config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
                          progress=False if args.quiet else None, **train_kwargs)
     split = prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet)
+    if args.method in ("magprune", "pep"):
+        return _cmd_prune(args, split, config, model_kwargs, train_kwargs)
     _check_memory(args, split, model_kwargs, train_kwargs, copies=2 if args.method == "dnis" else 1)
     if args.method == "dnis":
         dnis = _run_dnis(args, split, model_kwargs)
@@ -598,6 +653,56 @@ def _cmd_search(args) -> int:
         if args.method == "dnis":
             dnis.save_arrays(args.out.with_suffix(".npz"))
             print(f"alpha, frequency blocks and widths written to {args.out.with_suffix('.npz')}")
+    return 0
+
+
+def _cmd_prune(args, split, config, model_kwargs: dict, train_kwargs: dict) -> int:
+    """magprune / pep after the data loaded: the exact CSR-index floor (in the user's unit), the memory
+    estimate, the run, its table and JSON."""
+    from .budget import format_bytes
+    from .search.prune import PEPConfig, run_magprune, run_pep, table_shapes
+    prune_split = args.prune_split if args.method == "magprune" else "global"
+    shown = f"{args.density:g}" if args.budget_flag == "--budget" else f"{1 - args.density:g}"
+    _check_index_floor(args.budget_flag, shown, args.density, args.dim,
+                       table_shapes(args.backbone, split, args.dim), prune_split)
+    _check_memory(args, split, model_kwargs, train_kwargs, copies=2)  # dense + masked; PEP: V and thresholds
+    if args.method == "magprune":
+        run = run_magprune(args.backbone, split, args.density, args.dim, config, prune_split, **model_kwargs)
+        stages = (f"dense best epoch {run.info['dense']['best_epoch']} ({run.seconds['dense']:.1f} s), fine-tuning "
+                  f"best epoch {run.result.best_epoch} ({run.seconds['finetune']:.1f} s)")
+        what = f"{prune_split} split"
+    else:
+        pep = PEPConfig(granularity=args.pep_granularity, threshold_init=args.pep_init, scale=args.pep_scale,
+                        search_epochs=args.pep_epochs)
+        run = run_pep(args.backbone, split, args.density, args.dim, config, pep, **model_kwargs)
+        snap = run.info["snapshot"]
+        stages = (f"PEP training {run.info['search']['epochs']} epochs ({run.seconds['search']:.1f} s), mask at "
+                  f"epoch {snap['epoch']} step {snap['step']}"
+                  + ("" if snap["reached"] else " (budget NOT reached: the last state was cut to it by magnitude; "
+                     "raise --pep-epochs, --pep-init or --pep-scale)")
+                  + f", retraining best epoch {run.result.best_epoch} ({run.seconds['retrain']:.1f} s)")
+        what = f"thresholds per {args.pep_granularity}"
+    result = run.result
+    protocol = "random-811 over samples" if args.dataset.endswith("-ctr") else args.protocol
+    keys = ["recall@20", "ndcg@20", "recall@5", "ndcg@5"] if "ndcg@20" in result.valid else ["auc", "logloss"]
+    print(f"{args.method} ({what}), {args.density:g} of the dense bytes "
+          f"(sparsity c = {100 * (1 - args.density):.1f} %), d_max = {args.dim}: {args.backbone} on {args.dataset} "
+          f"({protocol}, seed {args.seed}): {stages}")
+    print(metrics_table({"valid": result.valid, "test": result.test, "csr": run.test_compact}, keys))
+    print("(csr: the test split again, with the trained tables converted to CSR storage)")
+    print(f"\n{'table':10s}{'rows':>9s}{'kept':>10s}{'density':>9s}{'dense':>12s}{'budget':>12s}{'CSR':>12s}"
+          f"{'int32 CSR':>12s}{'CSR/dense':>11s}")
+    for role, m in run.memory.items():
+        print(f"{role:10s}{m['rows']:>9,}{m['parameters']:>10,}{m['density']:>9.3f}{format_bytes(m['dense']):>12s}"
+              f"{format_bytes(m['budget_bytes']):>12s}{format_bytes(m['csr']):>12s}"
+              f"{format_bytes(m['csr_int32']):>12s}{m['csr'] / m['dense']:>11.3f}")
+    print(f"(kept: entries kept, {run.memory['total']['parameters']:,} = what the budget's "
+          f"{run.budget['budget_bytes']:,.0f} B hold in CSR form; CSR: {run.memory['total']['csr']:,} B exactly, "
+          f"measured {run.memory['total']['csr_measured']:,} B; int32 CSR: the VLDB'24 accounting)")
+    if args.out:
+        write_json({"backbone": args.backbone, "dataset": args.dataset, "protocol": protocol, **run.to_dict()},
+                   args.out)
+        print(f"sizes, metrics and memory written to {args.out}")
     return 0
 
 

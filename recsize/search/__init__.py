@@ -2,7 +2,9 @@
 CIESS: Chapter 6; iHAS: Chapter 7), and all of them head to head (Chapter 8).
 
 Every method produces one integer width per embedding row under a budget (see :mod:`recsize.budget`)
-and trains with the variable-size tables of :mod:`recsize.embedding`.
+and trains with the variable-size tables of :mod:`recsize.embedding`. The element-wise pruning methods
+MagPrune and PEP (Chapter 4, :mod:`recsize.search.prune`) keep a set of entries per row instead, under a
+budget in bytes, and store it in CSR form.
 """
 from .baselines import (METHODS, BaselineRun, baseline_sizes, es_sizes, fit_to_total, mde_sizes, mr_sizes,
                         role_counts, round_to_total, run_baseline)
@@ -11,9 +13,17 @@ from .compare import (HeadToHeadConfig, head_to_head, pareto_front, pareto_plot,
                       summary_table)
 from .dnis import DNISConfig, DNISRun, DNISSearch, run_dnis
 from .ihas import IHASConfig, IHASRun, run_ihas
+from .prune import (PEP_GRANULARITIES, PRUNE_METHODS, PRUNE_SPLITS, BudgetSnapshots, PEPConfig, PEPEmbedding,
+                    PEPSearch, PruneRun, Snapshot, element_budget, element_factory, element_memory_report,
+                    index_floor, magnitude_masks, masked_model, pep_factory, pep_search, run_magprune, run_pep,
+                    table_shapes, ticket_model, top_entries, train_dense)
 
 __all__ = ["METHODS", "BaselineRun", "baseline_sizes", "es_sizes", "fit_to_total", "mde_sizes", "mr_sizes",
            "role_counts", "round_to_total", "run_baseline", "CIESS", "CIESSConfig", "CIESSResult", "run_ciess",
            "DNISConfig", "DNISRun", "DNISSearch", "run_dnis",
            "IHASConfig", "IHASRun", "run_ihas",
+           "PEP_GRANULARITIES", "PRUNE_METHODS", "PRUNE_SPLITS", "BudgetSnapshots", "PEPConfig", "PEPEmbedding",
+           "PEPSearch", "PruneRun", "Snapshot", "element_budget", "element_factory", "element_memory_report",
+           "index_floor", "magnitude_masks", "masked_model", "pep_factory", "pep_search", "run_magprune", "run_pep",
+           "table_shapes", "ticket_model", "top_entries", "train_dense",
            "HeadToHeadConfig", "head_to_head", "pareto_front", "pareto_plot", "search_costs", "summary_table"]

@@ -1,0 +1,745 @@
+"""Element-wise pruning under a memory budget: magnitude pruning (MagPrune) and PEP. Explained in Chapter 4.
+
+Both methods keep an arbitrary *set* of entries of every embedding row, not a prefix, so they train with a
+fixed element mask (:class:`~recsize.embedding.ElementMaskedEmbedding`) and are stored as compressed sparse
+rows (:class:`~recsize.embedding.CSREmbedding`), whose column indices cost memory too.
+
+**Budgets in bytes.** A budget (``--budget``, a density in (0, 1], or the papers' sparsity c = 1 - density)
+is a fraction of the dense tables' bytes: the kept entries are the most that fit, index included, in CSR
+form (:func:`recsize.budget.entries_for_bytes`). So ``--budget 0.1`` keeps fewer than a tenth of the
+entries: at d_max = 64 with one-byte column indices and int64 row offsets, 5.5 % (each row's 8-byte offset
+takes 3.1 % of its 256 dense bytes, each kept entry costs 5 bytes instead of 4). The prefix methods (ES, MR,
+MDE, DNIS, CIESS) read the same ``--budget`` as a fraction of the *parameters*; their compact tables add
+their own offsets and padding, so they hold somewhat more than that fraction of the dense bytes (ES at
+c = 90 % on ml-100k, d_max = 64: 13.2 % of the dense bytes). Every row may keep 0 entries; the one floor is
+that the budget must hold the row offsets (:func:`index_floor`). :func:`element_budget` splits a budget over
+the tables (users and items for top-k; NeuMF's four tables; the feature table for FM and DeepFM):
+
+* ``"global"`` (the default): one budget for all tables together, ``density * sum of their dense bytes``;
+* ``"per-table"``: every table gets ``density`` of its own dense bytes.
+
+**MagPrune** (:func:`run_magprune`): train the full-width model to convergence (the backbone's trainer
+settings, early stopping on validation), keep the largest |E| entries under ONE threshold over all tables
+together (``"global"``) or per table (``"per-table"``), exactly the budget's count (ties: the earlier
+table, row and column first, :func:`top_entries`), then fine-tune with the mask fixed, starting from the
+trained weights (pruned entries set to 0, where they stay: their gradient is exactly 0), convert to CSR and
+report quality and exact bytes. The TOIS 2025 benchmark of lightweight embeddings (Tran et al., arXiv
+2406.17335) found that this simple baseline rivals every complex method.
+
+**PEP** (Liu et al., "Learnable Embedding Sizes for Recommender Systems", ICLR 2021; :func:`pep_search`,
+:func:`run_pep`): every table is reparameterised as S(V, s) = sign(V) * relu(|V| - g(s)) with g = sigmoid
+times a scale, and the thresholds s are learned with the backbone's loss (:class:`PEPEmbedding`). As the
+thresholds rise, entries fall to exactly 0. The kept count (entries of S(V, s) that are nonzero, all tables
+together) is watched after every optimizer step; for every budget a mask is taken when the count first
+reaches it (:class:`BudgetSnapshots`): the state of the last step that still kept at least the budget's
+count, whose smallest kept entries (by |S(V, s)|) are dropped so the count is *exact*. Then the lottery-ticket
+step: the model is retrained **from its initial weights** (saved before the PEP training), masked, with the
+mask fixed, and converted to CSR. One search serves every budget.
+
+Defaults and where they come from (stated in Chapter 4):
+
+* PEP's threshold granularity ``"feature_dim"`` (one learnable threshold per entry), threshold init
+  s = -15 and scale 1 (g(s) = 1 * sigmoid(s)): the authors' code (``ssui-liu/learnable-embed-sizes-for-RecSys``,
+  ``threshold_type='feature_dim'``, ``threshold_init=-15``, ``gk=1``). ``"feature"`` (one per row),
+  ``"dimension"`` (one per dimension, shared by the table's rows) and ``"global"`` (one per table) are
+  the code's other choices (the field-wise ones are left out: every recsize table is one field or a
+  whole role);
+* the thresholds' Adam weight decay 1e-5: the authors' code trains every parameter with Adam and weight
+  decay 1e-5; recsize applies it to the thresholds only, so that the rest of the model trains exactly as
+  the backbone does for every other method. It is what makes the thresholds rise early on (the loss's
+  gradient through sigmoid(-15) is ~3e-7 per entry), at about one learning rate per step;
+* the thresholds never exceed ``scale`` and the weight decay pulls s towards 0 only, so they settle below
+  about ``scale`` / 2 while the kept |V| may keep growing (the loss pays them back the shrinkage). PEP then
+  stops pruning short of a tight budget: with the defaults, LightGCN on ml-100k (reg 1e-3, N(0, 0.1) init)
+  still keeps ~70 % of its entries after 150 epochs (thresholds at ~0.44); at ``scale`` = 4 it settles near
+  22 %. Such a budget is met by cutting the last state by magnitude (``reached = False``, said by the
+  command line); raise ``scale`` (``--pep-scale``) to let the thresholds go further;
+* the mask is checked after every step (the code's ``log_interval=1``); when one step passes several
+  budgets each gets its mask (the code takes one per step). The code's snapshot keeps whatever count the
+  step produced; recsize makes it exact. The search stops when every budget has its mask, or after
+  ``search_epochs`` (then the last state is cut to the budget and marked ``reached = False``);
+* retraining rewinds the embedding *and* every other weight to their initial values (the code rebuilds the
+  model with the same seed, which gives the same initial weights); recsize retrains with the backbone's
+  trainer settings and early stopping on validation (the code stops on the test AUC);
+* MagPrune fine-tunes with the backbone's trainer settings and the same epoch cap and patience as the
+  dense training (ours: the benchmark paper fine-tunes, its settings are per dataset).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..budget import (FLOAT_BYTES, INDEX_BYTES, check_budget, csr_bytes, csr_int32_bytes, dense_bytes,
+                      element_masked_bytes, entries_for_bytes)
+from ..embedding import ElementMaskedEmbedding, EmbeddingFactory, _init_std
+
+PRUNE_SPLITS = ("global", "per-table")
+PEP_GRANULARITIES = ("feature_dim", "feature", "dimension", "global")
+PRUNE_METHODS = ("magprune", "pep")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Budgets in bytes
+# ---------------------------------------------------------------------------------------------------
+
+def table_shapes(backbone: str, split, d_max: int) -> dict[str, tuple[int, int]]:
+    """(rows, d_max) of every embedding table ``backbone`` builds for ``split``, by role, without building
+    it: users and items (MF, LightGCN, NGCF), plus ``user_mlp`` and ``item_mlp`` (NeuMF), or the one
+    ``feature`` table (FM, DeepFM). Explained in Chapter 4."""
+    from ..backbones import BACKBONES, CTR_BACKBONES
+    name = str(backbone).lower()
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
+    is_ctr_split = hasattr(split, "data") and hasattr(split.data, "n_features")
+    if name in CTR_BACKBONES:
+        if not is_ctr_split:
+            raise ValueError(f"{name} is a CTR backbone: it needs a CTR split (dataset ml-100k-ctr), not a top-k split")
+        return {"feature": (int(split.data.n_features), d_max)}
+    if is_ctr_split:
+        raise ValueError(f"{name} is a top-k backbone: give it a top-k split, not the CTR view")
+    shapes = {"user": (int(split.n_users), d_max), "item": (int(split.n_items), d_max)}
+    if name == "neumf":
+        shapes.update(user_mlp=shapes["user"], item_mlp=shapes["item"])
+    return shapes
+
+
+def _csr_costs(num_rows: int, d_max: int) -> tuple[int, int]:
+    """(bytes per kept entry, bytes of the index without a single entry) of a CSR table."""
+    fixed = csr_bytes(np.zeros(num_rows, dtype=np.int64), d_max)
+    return csr_bytes(np.ones(1, dtype=np.int64), d_max) - csr_bytes(np.zeros(1, dtype=np.int64), d_max), fixed
+
+
+def _check_shapes(shapes: dict) -> dict[str, tuple[int, int]]:
+    if not shapes:
+        raise ValueError("no embedding tables to prune")
+    out = {}
+    for role, (rows, d_max) in shapes.items():
+        if int(rows) < 1 or int(d_max) < 1:
+            raise ValueError(f"table {role!r} must have rows >= 1 and d_max >= 1, got {rows} x {d_max}")
+        out[role] = (int(rows), int(d_max))
+    return out
+
+
+def _check_split(split: str) -> str:
+    if split not in PRUNE_SPLITS:
+        raise ValueError(f"unknown budget split {split!r}: use one of {', '.join(PRUNE_SPLITS)}")
+    return split
+
+
+def index_floor(d_max: int, shapes: dict | None = None, split: str = "global") -> float:
+    """The smallest density whose bytes hold the CSR index (the int64 row offsets) of the tables: below
+    it not even 0 entries per row fit. With ``shapes`` (``{role: (rows, d_max)}``) the exact value for those
+    tables; without, the limit for many rows, INDEX_BYTES / (FLOAT_BYTES * d_max) = 2 / d_max, which every
+    budget must exceed whatever the data (the command line checks it before the data loads).
+    Explained in Chapter 4."""
+    if shapes is None:
+        return INDEX_BYTES / (FLOAT_BYTES * int(d_max))
+    shapes = _check_shapes(shapes)
+    fixed = {r: _csr_costs(n, d)[1] for r, (n, d) in shapes.items()}
+    dense = {r: dense_bytes(n, d) for r, (n, d) in shapes.items()}
+    if _check_split(split) == "per-table":
+        return max(fixed[r] / dense[r] for r in shapes)
+    return sum(fixed.values()) / sum(dense.values())
+
+
+def element_budget(shapes: dict, density: float, split: str = "global") -> dict:
+    """How many entries the tables ``shapes`` (``{role: (rows, d_max)}``) keep when their CSR form may take
+    ``density`` of their dense bytes. Explained in Chapter 4.
+
+    ``split="global"``: one budget over all tables, ``budget_bytes = density * sum of dense bytes``; the
+    entries are ``(budget_bytes - sum of the tables' CSR index bytes) // bytes per entry`` (``per_table`` is
+    None: the threshold decides where they go). ``split="per-table"``: every table keeps
+    ``entries_for_bytes(density * its dense bytes, rows, d_max, "csr")`` (``per_table``), the same fraction
+    of every table's memory. Never more than every entry. Raises ``ValueError`` when the budget cannot
+    hold the index (see :func:`index_floor`)."""
+    density, split, shapes = check_budget(density), _check_split(split), _check_shapes(shapes)
+    dense = {r: dense_bytes(n, d) for r, (n, d) in shapes.items()}
+    total_dense = sum(dense.values())
+    per_table = None
+    floor = index_floor(0, shapes, split)
+    try:
+        if split == "per-table":
+            per_table = {r: entries_for_bytes(density * dense[r], n, d, "csr") for r, (n, d) in shapes.items()}
+            entries = sum(per_table.values())
+        else:
+            costs = {r: _csr_costs(n, d) for r, (n, d) in shapes.items()}
+            per_entry = {c[0] for c in costs.values()}
+            if len(per_entry) != 1:
+                raise ValueError("a global budget needs one d_max for all tables (one cost per entry); "
+                                 "use split='per-table'")
+            fixed = sum(c[1] for c in costs.values())
+            budget = density * total_dense
+            if not budget >= fixed:
+                raise ValueError(f"{budget:g} B cannot hold even the csr index of the tables ({fixed} B)")
+            entries = min(int((budget - fixed) // per_entry.pop()), sum(n * d for n, d in shapes.values()))
+    except ValueError as e:
+        if "index" not in str(e):
+            raise
+        raise ValueError(f"density {density:g} of the dense bytes ({density * total_dense:,.0f} of {total_dense:,} B) "
+                         f"cannot hold the CSR index (one int64 row offset per row, kept entries or not): use a "
+                         f"density of at least {floor:.4g}") from None
+    return {"density": density, "split": split, "shapes": {r: list(s) for r, s in shapes.items()},
+            "dense_bytes": total_dense, "budget_bytes": density * total_dense, "entries": int(entries),
+            "per_table": per_table}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Keeping the largest entries
+# ---------------------------------------------------------------------------------------------------
+
+def top_entries(scores: dict[str, torch.Tensor], keep: int) -> tuple[dict[str, torch.Tensor], float]:
+    """Boolean masks (on the CPU) keeping exactly the ``keep`` highest ``scores`` over all tables together,
+    and the threshold: the lowest kept score (``inf`` when nothing is kept). One global ranking; ties go to
+    the earlier table (in ``scores``' order), then the lower row, then the lower column (a stable sort), so
+    the result is deterministic. Explained in Chapter 4."""
+    flat = [s.detach().reshape(-1).to("cpu", torch.float64) for s in scores.values()]
+    total = sum(len(f) for f in flat)
+    if not 0 <= keep <= total:
+        raise ValueError(f"cannot keep {keep} of {total} entries")
+    allv = torch.cat(flat) if flat else torch.zeros(0, dtype=torch.float64)
+    if torch.isnan(allv).any():
+        raise ValueError("the scores contain NaN: the model diverged")
+    order = torch.sort(allv, descending=True, stable=True).indices[:keep]
+    kept = torch.zeros(total, dtype=torch.bool)
+    kept[order] = True
+    masks, start = {}, 0
+    for (role, s), f in zip(scores.items(), flat):
+        masks[role] = kept[start:start + len(f)].view(tuple(s.shape))
+        start += len(f)
+    threshold = float(allv[order[-1]]) if keep else float("inf")
+    return masks, threshold
+
+
+def magnitude_masks(tables: dict[str, torch.Tensor], budget: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """MagPrune's masks: the largest |E| entries of ``tables`` (``{role: (rows, d_max) weights}``) under the
+    budget of :func:`element_budget`: one threshold over all tables (global split) or one per table
+    (per-table split), exactly the budget's count either way. Returns the masks and the thresholds
+    (``{"global": t}`` or ``{role: t}``). Explained in Chapter 4."""
+    scores = {r: t.detach().abs() for r, t in tables.items()}
+    if budget["per_table"] is None:
+        masks, t = top_entries(scores, budget["entries"])
+        return masks, {"global": t}
+    masks, thresholds = {}, {}
+    for role, s in scores.items():
+        m, thresholds[role] = top_entries({role: s}, budget["per_table"][role])
+        masks[role] = m[role]
+    return masks, thresholds
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fixed masks: from any weights to a masked model, then to CSR
+# ---------------------------------------------------------------------------------------------------
+
+def element_factory(masks: dict[str, torch.Tensor], init: str = "xavier") -> EmbeddingFactory:
+    """An embedding factory of :class:`~recsize.embedding.ElementMaskedEmbedding` tables with the fixed
+    masks ``masks`` (by role). Explained in Chapter 4."""
+    def factory(role: str, num_rows: int, dim: int) -> nn.Module:
+        if role not in masks:
+            raise ValueError(f"no mask for embedding role {role!r}; masks were given for {', '.join(masks)}")
+        return ElementMaskedEmbedding(num_rows, dim, masks[role], init=init)
+    return factory
+
+
+def load_masked_weights(model: nn.Module, state: dict, masks: dict[str, torch.Tensor]) -> nn.Module:
+    """Copy the weights ``state`` (a state dict of the same backbone, with plain, PEP or masked tables) into
+    ``model`` (built with :func:`element_factory`), with every pruned embedding entry set to 0; entries
+    ``model`` does not have (PEP's thresholds) are ignored. Every weight of ``model`` must be in ``state``.
+    Explained in Chapter 4."""
+    own = model.state_dict()
+    masks_of = {f"{role}.{name}" for role in masks for name in ("keep", "sizes")}
+    missing = [k for k in own if k not in state and k not in masks_of]
+    if missing:
+        raise ValueError(f"the weights lack {', '.join(missing[:4])}: they are not from this backbone")
+    for key, value in state.items():
+        if key in own and key not in masks_of:
+            if own[key].shape != value.shape:
+                raise ValueError(f"{key}: the weights are {tuple(value.shape)}, the model {tuple(own[key].shape)}")
+            own[key] = value
+    for role, keep in masks.items():
+        weight = state[f"{role}.weight"]
+        own[f"{role}.weight"] = torch.where(keep.to(weight.device), weight, torch.zeros_like(weight))
+    model.load_state_dict(own)
+    return model
+
+
+def masked_model(backbone: str, split, d_max: int, masks: dict[str, torch.Tensor], state: dict, seed: int = 0,
+                 init: str | None = None, **model_kwargs) -> nn.Module:
+    """``backbone`` for ``split`` with :class:`~recsize.embedding.ElementMaskedEmbedding` tables holding
+    ``masks``, its weights taken from ``state`` (pruned entries 0): the model MagPrune fine-tunes and PEP
+    retrains. Model settings not given fall back to the backbone's defaults. Explained in Chapter 4."""
+    from ..backbones import DEFAULTS, build_backbone, defaults_for
+    from ..train import seed_everything
+    seed_everything(seed)
+    init = init or DEFAULTS[backbone].get("init", "xavier")
+    model = build_backbone(backbone, split, d_max, embedding=element_factory(masks, init),
+                           **{**defaults_for(backbone)[0], **model_kwargs})
+    return load_masked_weights(model, state, masks)
+
+
+def element_memory_report(sizes_by_role: dict, d_max: int, budget: dict | None = None) -> dict:
+    """Per table and in total: rows, kept entries (``parameters``), density of entries, and the bytes of
+    the dense, element-masked (training), CSR (recsize: :func:`~recsize.budget.csr_bytes`) and VLDB'24
+    int32 CSR (:func:`~recsize.budget.csr_int32_bytes`) forms; with ``budget`` also the budget's bytes.
+    Explained in Chapter 4."""
+    report = {}
+    for role, sizes in sizes_by_role.items():
+        sizes = np.asarray(sizes, dtype=np.int64)
+        n = len(sizes)
+        report[role] = {"rows": n, "parameters": int(sizes.sum()), "density": float(sizes.sum()) / (n * d_max),
+                        "dense": dense_bytes(n, d_max), "masked": element_masked_bytes(n, d_max),
+                        "csr": csr_bytes(sizes, d_max), "csr_int32": csr_int32_bytes(sizes, d_max)}
+        if budget is not None:
+            report[role]["budget_bytes"] = budget["density"] * report[role]["dense"]
+    total = {k: sum(r[k] for r in report.values()) for k in ("rows", "parameters", "dense", "masked", "csr",
+                                                            "csr_int32")}
+    total["density"] = total["parameters"] / (total["rows"] * d_max) if total["rows"] else 0.0
+    if budget is not None:
+        total["budget_bytes"] = budget["budget_bytes"]
+    report["total"] = total
+    return report
+
+
+@dataclass
+class PruneRun:
+    """What :func:`run_magprune` or :func:`run_pep` produced at one budget: the masks (kept entries per row
+    as ``sizes``), the budget, the training result of the masked model (fine-tuning or retraining), the test
+    metrics with the CSR tables, the memory of every form (arithmetic and measured), what the pruning
+    step found (``info``) and the wall times. ``model`` holds CSR tables. Explained in Chapter 4."""
+
+    method: str
+    density: float
+    d_max: int
+    sizes: dict
+    masks: dict = field(repr=False)
+    budget: dict = field(repr=False)
+    result: object = field(repr=False)
+    test_compact: dict | None = None
+    memory: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    init: str = "xavier"
+    model: object = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        """The JSON layout of ``recsize search``: that of the other methods (sizes per table, metrics, memory,
+        best epoch, history) plus the budget and the pruning step. Explained in Chapter 4."""
+        return {"method": self.method, "density": self.density, "sparsity": 1 - self.density, "d_max": self.d_max,
+                "init": self.init, "sizes": {r: np.asarray(s).tolist() for r, s in self.sizes.items()},
+                "budget": self.budget, "memory": self.memory, "test_compact": self.test_compact,
+                **self.result.to_dict(), "prune": self.info, "seconds": self.seconds}
+
+
+def _finish(method: str, split, density: float, d_max: int, masks: dict, budget: dict, result, info: dict,
+            seconds: dict, init: str) -> PruneRun:
+    """Measure the masked model, convert it to CSR, evaluate the test split again with the CSR tables."""
+    from ..embedding import compact_tables
+    from ..evaluate import evaluate_ctr, evaluate_topk
+    model = result.model
+    roles = list(model.embedding_tables())
+    sizes = {r: masks[r].sum(1).numpy().astype(np.int64) for r in roles}
+    measured = {r: model.embedding_tables()[r].num_bytes() for r in roles}
+    compact_tables(model)
+    memory = element_memory_report(sizes, d_max, budget)
+    for r in roles:
+        memory[r]["masked_measured"] = measured[r]
+        memory[r]["csr_measured"] = model.embedding_tables()[r].num_bytes()
+    memory["total"]["csr_measured"] = sum(memory[r]["csr_measured"] for r in roles)
+    test_compact = None
+    if result.test is not None:
+        test_compact = (evaluate_topk if model.task == "topk" else evaluate_ctr)(model, split, "test")
+    seconds = {**seconds, "total": sum(seconds.values())}
+    return PruneRun(method, density, d_max, sizes, masks, budget, result, test_compact, memory, info, seconds,
+                    init, model)
+
+
+def _check_backbone(backbone: str) -> str:
+    from ..backbones import BACKBONES
+    name = str(backbone).lower()
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
+    return name
+
+
+def _config(backbone: str, config):
+    from ..train import default_config
+    return config or default_config(backbone)
+
+
+def _cpu_state(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# MagPrune
+# ---------------------------------------------------------------------------------------------------
+
+def train_dense(backbone: str, split, d_max: int = 64, config=None, **model_kwargs):
+    """MagPrune's first step: train the full-width backbone to convergence (its trainer settings, early
+    stopping on validation; :func:`recsize.train.fit`). One dense model serves every budget
+    (``run_magprune(..., dense=...)``). Explained in Chapter 4."""
+    from ..train import fit
+    return fit(_check_backbone(backbone), split, d_max, _config(backbone, config), **model_kwargs)
+
+
+def run_magprune(backbone: str, split, density: float, d_max: int = 64, config=None, prune_split: str = "global",
+                 dense=None, init: str | None = None, **model_kwargs) -> PruneRun:
+    """MagPrune end to end at one budget (``density`` of the dense tables' bytes): train the full-width
+    model (or reuse ``dense``, a :func:`train_dense` result), keep the largest |E| entries that fit
+    (:func:`magnitude_masks`, ``prune_split`` ``"global"`` or ``"per-table"``), fine-tune from the trained
+    weights with the mask fixed (``config``: the backbone's trainer settings by default), convert to CSR.
+    Explained in Chapter 4."""
+    from ..backbones import DEFAULTS
+    from ..train import train
+    backbone, density, prune_split = _check_backbone(backbone), check_budget(density), _check_split(prune_split)
+    config = _config(backbone, config)
+    init = init or DEFAULTS[backbone].get("init", "xavier")
+    budget = element_budget(table_shapes(backbone, split, d_max), density, prune_split)  # before any training
+    dense = dense if dense is not None else train_dense(backbone, split, d_max, config, **model_kwargs)
+    tables = {r: t.table().detach() for r, t in dense.model.embedding_tables().items()}
+    if {r: tuple(t.shape) for r, t in tables.items()} != {r: tuple(s) for r, s in budget["shapes"].items()}:
+        raise ValueError("the dense model's tables do not match the backbone's for this split and d_max")
+    masks, thresholds = magnitude_masks(tables, budget)
+    start = time.perf_counter()
+    model = masked_model(backbone, split, d_max, masks, _cpu_state(dense.model), config.seed, init, **model_kwargs)
+    result = train(model, split, config)
+    info = {"split": prune_split, "thresholds": thresholds,
+            "dense": {"best_epoch": dense.best_epoch, "epochs": len(dense.history), "valid": dense.valid,
+                      "test": dense.test, "seconds": dense.seconds}}
+    return _finish("magprune", split, density, d_max, masks, budget, result, info,
+                   {"dense": dense.seconds, "finetune": time.perf_counter() - start}, init)
+
+
+# ---------------------------------------------------------------------------------------------------
+# PEP
+# ---------------------------------------------------------------------------------------------------
+
+def soft_threshold(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """PEP's reparameterisation S(v, t) = sign(v) * relu(|v| - t): entries below the threshold t become
+    exactly 0, the others shrink towards 0 by t. Its gradient is 1 on the kept entries, 0 on the others.
+    Explained in Chapter 4."""
+    return torch.sign(v) * torch.relu(v.abs() - t)
+
+
+class PEPEmbedding(nn.Module):
+    """A full ``num_rows x d_max`` table V read through PEP's soft threshold: a lookup returns
+    S(V, g(s)) = sign(V) * relu(|V| - g(s)) with g(s) = ``scale`` * sigmoid(s) and learnable thresholds s.
+    Explained in Chapter 4.
+
+    ``granularity``: ``"feature_dim"`` (one threshold per entry, the authors' default), ``"feature"`` (one
+    per row), ``"dimension"`` (one per dimension, shared by all rows) or ``"global"`` (one for the table).
+    s starts at ``threshold_init`` (-15: g = 3e-7, nothing pruned); V is initialised like the plain table
+    (``init``). ``num_parameters()`` counts the nonzero entries of S(V, s); ``num_bytes()`` what is stored
+    (V and s): PEP prunes while training, it saves memory only after the retraining, in CSR form.
+    """
+
+    def __init__(self, num_rows: int, d_max: int, granularity: str = "feature_dim", threshold_init: float = -15.0,
+                 scale: float = 1.0, init: str = "xavier"):
+        super().__init__()
+        if num_rows < 1 or d_max < 1:
+            raise ValueError(f"an embedding needs num_rows >= 1 and d_max >= 1, got {num_rows} x {d_max}")
+        if granularity not in PEP_GRANULARITIES:
+            raise ValueError(f"unknown PEP granularity {granularity!r}: use one of {', '.join(PEP_GRANULARITIES)}")
+        if not np.isfinite(threshold_init):
+            raise ValueError(f"threshold_init must be a finite number, got {threshold_init}")
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.num_rows, self.dim, self.granularity, self.scale = int(num_rows), int(d_max), granularity, float(scale)
+        self.weight = nn.Parameter(torch.empty(self.num_rows, self.dim))
+        nn.init.normal_(self.weight, std=_init_std(self.num_rows, self.dim, init))
+        shape = {"feature_dim": (self.num_rows, self.dim), "feature": (self.num_rows, 1),
+                 "dimension": (1, self.dim), "global": (1, 1)}[granularity]
+        self.threshold = nn.Parameter(torch.full(shape, float(threshold_init)))
+
+    @property
+    def d_max(self) -> int:
+        return self.dim
+
+    def thresholds(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """g(s) for the rows ``ids`` (all rows if None), broadcastable to their lookups. Chapter 4."""
+        t = torch.sigmoid(self.threshold) * self.scale
+        if ids is not None and self.granularity in ("feature_dim", "feature"):
+            return t[ids]
+        return t
+
+    def forward(self, ids: torch.Tensor, gates: torch.Tensor | None = None) -> torch.Tensor:
+        rows = soft_threshold(F.embedding(ids, self.weight), self.thresholds(ids))
+        return rows if gates is None else rows * gates
+
+    def table(self) -> torch.Tensor:
+        return soft_threshold(self.weight, self.thresholds())
+
+    def margin(self) -> torch.Tensor:
+        """|V| - g(s) for every entry: positive exactly where S(V, s) is nonzero (then it is |S(V, s)|),
+        negative where the entry is pruned. Explained in Chapter 4."""
+        return self.weight.abs() - self.thresholds()
+
+    def num_parameters(self) -> int:
+        return int(torch.count_nonzero(self.table().detach()))
+
+    def num_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.weight, self.threshold))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_rows}, d_max={self.dim}, granularity={self.granularity}"
+
+
+@dataclass
+class PEPConfig:
+    """PEP's own settings; the trainer's (learning rate, batch size, seed, device) come from a
+    :class:`~recsize.train.TrainConfig`. Defaults: the authors' code, see the module's text. Chapter 4."""
+
+    granularity: str = "feature_dim"   # one threshold per entry (the code's threshold_type)
+    threshold_init: float = -15.0      # s at the start (the code's threshold_init)
+    scale: float = 1.0                 # g(s) = scale * sigmoid(s) (the code's gk)
+    threshold_decay: float = 1e-5      # Adam weight decay of the thresholds (the code's l2_regularization)
+    search_epochs: int = 300           # cap on the PEP training; it stops when every budget has its mask
+
+    def __post_init__(self):
+        if self.granularity not in PEP_GRANULARITIES:
+            raise ValueError(f"unknown PEP granularity {self.granularity!r}: use one of {', '.join(PEP_GRANULARITIES)}")
+        if not np.isfinite(self.threshold_init):
+            raise ValueError(f"threshold_init must be a finite number, got {self.threshold_init}")
+        if not self.scale > 0:
+            raise ValueError(f"scale must be > 0, got {self.scale}")
+        if not self.threshold_decay >= 0:
+            raise ValueError(f"threshold_decay must be >= 0, got {self.threshold_decay}")
+        if int(self.search_epochs) < 1:
+            raise ValueError(f"search_epochs must be >= 1, got {self.search_epochs}")
+
+
+def pep_factory(pep: PEPConfig | None = None, init: str = "xavier") -> EmbeddingFactory:
+    """An embedding factory of :class:`PEPEmbedding` tables with ``pep``'s settings. Chapter 4."""
+    pep = pep or PEPConfig()
+    _init_std(1, 1, init)
+    def factory(role: str, num_rows: int, dim: int) -> nn.Module:
+        return PEPEmbedding(num_rows, dim, pep.granularity, pep.threshold_init, pep.scale, init)
+    return factory
+
+
+@dataclass
+class Snapshot:
+    """The mask PEP took for one budget: exactly ``target`` entries, from the state after optimizer step
+    ``step`` (epoch ``epoch``), which kept ``kept_at_snapshot`` entries (``adjusted`` = the difference:
+    the smallest kept ones dropped); ``reached`` is False when the search ended before the count reached the
+    budget. Explained in Chapter 4."""
+
+    density: float
+    target: int
+    masks: dict = field(repr=False)
+    step: int
+    epoch: int
+    kept_at_snapshot: int
+    reached: bool = True
+
+    @property
+    def adjusted(self) -> int:
+        return self.kept_at_snapshot - self.target
+
+    def to_dict(self) -> dict:
+        return {"density": self.density, "target": self.target, "step": self.step, "epoch": self.epoch,
+                "kept_at_snapshot": self.kept_at_snapshot, "adjusted": self.adjusted, "reached": self.reached}
+
+
+class BudgetSnapshots:
+    """Watches PEP's kept count step after step and takes every budget's mask when the count first reaches
+    it. Explained in Chapter 4.
+
+    ``targets``: ``{density: kept entries}``. :meth:`observe` gets the margins |V| - g(s) of every table
+    (positive = kept) after a step. When the count n falls to a target k or below for the first time, the
+    mask comes from the last observed state with at least k kept entries: this one if n = k, else the one
+    before (n' > k, or this one when there is none before), cut to exactly k by keeping the k highest
+    margins (:func:`top_entries`): the smallest kept entries |S(V, s)| are dropped. :meth:`finish` does the
+    same with the last state for every budget never reached (``reached = False``).
+    """
+
+    def __init__(self, targets: dict[float, int]):
+        if not targets:
+            raise ValueError("no budget to watch")
+        self.targets = {float(d): int(k) for d, k in targets.items()}
+        self.taken: dict[float, Snapshot] = {}
+        self._previous = None
+        self.last_count = None
+
+    @property
+    def done(self) -> bool:
+        return len(self.taken) == len(self.targets)
+
+    def _take(self, density: float, state, reached: bool) -> None:
+        margins, n, step, epoch = state
+        masks, _ = top_entries(margins, self.targets[density])
+        self.taken[density] = Snapshot(density, self.targets[density], masks, step, epoch, n, reached)
+
+    def observe(self, margins: dict[str, torch.Tensor], step: int, epoch: int) -> int:
+        """Record the state after ``step``; take the masks of the budgets it reaches. Returns the kept count."""
+        n = sum(int((m > 0).sum()) for m in margins.values())
+        pending = sorted((d for d in self.targets if d not in self.taken), key=lambda d: -self.targets[d])
+        current = None
+        for density in pending:
+            if n <= self.targets[density]:
+                if current is None:
+                    current = ({r: m.detach().cpu().clone() for r, m in margins.items()}, n, step, epoch)
+                source = current if n == self.targets[density] or self._previous is None else self._previous
+                self._take(density, source, True)
+        if self.done:
+            self._previous = None
+        else:
+            self._previous = current or ({r: m.detach().cpu().clone() for r, m in margins.items()}, n, step, epoch)
+        self.last_count = n
+        return n
+
+    def finish(self, margins: dict[str, torch.Tensor], step: int, epoch: int) -> None:
+        """The search is over: every budget not reached takes the last state, cut to its count."""
+        n = sum(int((m > 0).sum()) for m in margins.values())
+        state = ({r: m.detach().cpu().clone() for r, m in margins.items()}, n, step, epoch)
+        for density in self.targets:
+            if density not in self.taken:
+                self._take(density, state, False)
+
+
+@dataclass
+class PEPSearch:
+    """A finished PEP training: one mask per budget (:class:`Snapshot`), the model's initial weights (the
+    lottery ticket's rewind point), the per-epoch history (loss, kept entries, mean threshold), and what is
+    needed to retrain. Explained in Chapter 4."""
+
+    backbone: str
+    d_max: int
+    pep: PEPConfig
+    config: object
+    init: str
+    model_kwargs: dict
+    budgets: dict
+    snapshots: dict
+    initial_state: dict = field(repr=False)
+    history: list = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"backbone": self.backbone, "pep": asdict(self.pep), "steps": self.steps, "seconds": self.seconds,
+                "epochs": len(self.history), "history": self.history,
+                "snapshots": {str(d): s.to_dict() for d, s in self.snapshots.items()}}
+
+
+def pep_search(backbone: str, split, densities, d_max: int = 64, config=None, pep: PEPConfig | None = None,
+               **model_kwargs) -> PEPSearch:
+    """PEP's training: ``backbone`` with :class:`PEPEmbedding` tables trained with its loss and trainer
+    settings (``config``; Adam, the thresholds with weight decay ``pep.threshold_decay``), watched after
+    every step until every budget in ``densities`` has its mask (:class:`BudgetSnapshots`) or
+    ``pep.search_epochs`` have passed. The initial weights are saved first. Explained in Chapter 4."""
+    from ..backbones import DEFAULTS, build_backbone, defaults_for
+    from ..data import BPRSampler
+    from ..train import resolve_device, seed_everything, show_progress
+    backbone, pep = _check_backbone(backbone), pep or PEPConfig()
+    config = _config(backbone, config)
+    densities = [check_budget(d) for d in np.atleast_1d(np.asarray(densities, dtype=np.float64))]
+    model_kwargs = {**defaults_for(backbone)[0], **model_kwargs}
+    budgets = {d: element_budget(table_shapes(backbone, split, d_max), d, "global") for d in densities}
+    init = DEFAULTS[backbone].get("init", "xavier")
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    model = build_backbone(backbone, split, d_max, embedding=pep_factory(pep, init), **model_kwargs)
+    initial_state = _cpu_state(model)
+    model.to(device)
+    tables = model.embedding_tables()
+    thresholds = [t.threshold for t in tables.values()]
+    others = [p for p in model.parameters() if all(p is not t for t in thresholds)]
+    optimizer = torch.optim.Adam([{"params": others, "weight_decay": config.weight_decay},
+                                  {"params": thresholds, "weight_decay": pep.threshold_decay}], lr=config.lr)
+    watcher = BudgetSnapshots({d: b["entries"] for d, b in budgets.items()})
+
+    def margins():
+        with torch.no_grad():
+            return {r: t.margin() for r, t in tables.items()}
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    if model.task == "topk":
+        sampler = BPRSampler(split.train, seed=config.seed)
+        X = Y = None
+    else:
+        X = torch.from_numpy(split.data.X[split.train]).to(device)
+        Y = torch.from_numpy(split.data.y[split.train]).to(device)
+    step, epoch, history = 0, 0, []
+    watcher.observe(margins(), step, epoch)
+    start = time.perf_counter()
+    bar = tqdm(range(1, int(pep.search_epochs) + 1), desc=f"PEP {backbone}", unit="epoch",
+               disable=not show_progress(config.progress), leave=False)
+    for epoch in bar:
+        if watcher.done:
+            break
+        model.train()
+        total, batches = 0.0, 0
+        stream = (sampler.epoch(config.batch_size, device) if model.task == "topk"
+                  else ((X[b], Y[b]) for b in _shuffled(len(X), config.batch_size, rng, device)))
+        for batch in stream:
+            loss = model.loss(*batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the PEP training loss became {loss.item()} at epoch {epoch}: lower the "
+                                         f"learning rate (now {config.lr})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step, batches, total = step + 1, batches + 1, total + float(loss.detach())
+            watcher.observe(margins(), step, epoch)
+            if watcher.done:
+                break
+        with torch.no_grad():
+            mean_t = float(torch.cat([t.thresholds().reshape(-1) for t in tables.values()]).mean())
+        history.append({"epoch": epoch, "loss": total / max(batches, 1), "kept": watcher.last_count,
+                        "density": watcher.last_count / sum(t.num_rows * t.dim for t in tables.values()),
+                        "threshold": mean_t, "seconds": time.perf_counter() - start})
+        bar.set_postfix(kept=watcher.last_count)
+    bar.close()
+    watcher.finish(margins(), step, epoch)
+    return PEPSearch(backbone, d_max, pep, config, init, dict(model_kwargs), budgets, dict(watcher.taken),
+                     initial_state, history, step, time.perf_counter() - start)
+
+
+def _shuffled(n: int, batch_size: int, rng: np.random.Generator, device):
+    order = torch.from_numpy(rng.permutation(n)).to(device)
+    for s in range(0, n, batch_size):
+        yield order[s:s + batch_size]
+
+
+def ticket_model(searched: PEPSearch, split, density: float) -> nn.Module:
+    """The lottery ticket of one budget: the backbone with :class:`~recsize.embedding.ElementMaskedEmbedding`
+    tables holding the budget's PEP mask, every weight rewound to its value *before* PEP's training (pruned
+    entries 0). Explained in Chapter 4."""
+    density = check_budget(density)
+    if density not in searched.snapshots:
+        raise ValueError(f"the PEP search has no mask for density {density:g}; it watched "
+                         f"{', '.join(f'{d:g}' for d in searched.snapshots)}: run pep_search with this budget")
+    masks = searched.snapshots[density].masks
+    return masked_model(searched.backbone, split, searched.d_max, masks, searched.initial_state,
+                        searched.config.seed, searched.init, **searched.model_kwargs)
+
+
+def run_pep(backbone: str, split, density: float, d_max: int = 64, config=None, pep: PEPConfig | None = None,
+            searched: PEPSearch | None = None, **model_kwargs) -> PruneRun:
+    """PEP end to end at one budget: the PEP training (or reuse ``searched``, a :func:`pep_search` that
+    watched this budget: one search serves every budget; its model settings apply), the budget's exact mask,
+    the retraining from the initial weights with the mask fixed (``config``: the search's, else the backbone's
+    trainer settings), CSR. Explained in Chapter 4."""
+    from ..train import train
+    backbone, density = _check_backbone(backbone), check_budget(density)
+    config = config or (searched.config if searched is not None else _config(backbone, None))
+    if searched is None:
+        searched = pep_search(backbone, split, [density], d_max, config, pep, **model_kwargs)
+    elif searched.backbone != backbone or searched.d_max != d_max:
+        raise ValueError(f"the PEP search was run for {searched.backbone} at d_max = {searched.d_max}, "
+                         f"not {backbone} at {d_max}")
+    start = time.perf_counter()
+    model = ticket_model(searched, split, density)
+    result = train(model, split, config)
+    snap = searched.snapshots[density]
+    info = {"granularity": searched.pep.granularity, "pep": asdict(searched.pep), "snapshot": snap.to_dict(),
+            "search": searched.to_dict()}
+    return _finish("pep", split, density, d_max, snap.masks, searched.budgets[density], result, info,
+                   {"search": searched.seconds, "retrain": time.perf_counter() - start}, searched.init)
