@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch

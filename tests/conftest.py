@@ -6,6 +6,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+import recsize.backbones
+import recsize.data
+import recsize.data.ctr_files
 from recsize.data import Interactions, Split, encode_fields, make_split, make_synthetic, split_ctr
 
 torch.set_num_threads(1)
@@ -78,3 +81,32 @@ def features_data(n_users: int = 30, n_items: int = 40, n: int = 600, seed: int 
         item_features={"genre": item_genre,
                        "release_year": np.array([str(1990 + i % 7) for i in range(n_items)]),
                        "title": np.array([f"Movie {i}" for i in range(n_items)])})
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if any data is loaded or any model is built (bad input must be caught first)."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("work started before the input was checked")
+    monkeypatch.setattr(recsize.data, "prepare", forbidden)
+    monkeypatch.setattr(recsize.data.ctr_files, "read_ctr_file", forbidden)
+    monkeypatch.setattr(recsize.backbones, "build_backbone", forbidden)
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Data may load, but no model may be built."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model was built before the input was checked")
+    monkeypatch.setattr(recsize.backbones, "build_backbone", forbidden)
+
+
+def one_line_error(capsys, rc: int, *needles: str) -> str:
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]

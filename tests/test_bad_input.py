@@ -13,42 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import recsize.backbones
-import recsize.data
-import recsize.data.ctr_files
 from recsize.cli import main
 from recsize.files import atomic_save, atomic_write_bytes, file_mode, write_json
 
+from conftest import one_line_error  # noqa: E402  (the no_work / no_model fixtures live there too)
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def no_work(monkeypatch):
-    """Fail the test if any data is loaded or any model is built."""
-    def forbidden(*args, **kwargs):
-        raise AssertionError("work started before the input was checked")
-    monkeypatch.setattr(recsize.data, "prepare", forbidden)
-    monkeypatch.setattr(recsize.data.ctr_files, "read_ctr_file", forbidden)
-    monkeypatch.setattr(recsize.backbones, "build_backbone", forbidden)
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    """Data may load, but no model may be built."""
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a model was built before the input was checked")
-    monkeypatch.setattr(recsize.backbones, "build_backbone", forbidden)
-
-
-def one_line_error(capsys, rc: int, *needles: str) -> str:
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 TRAIN = ["train", "--dataset", "synthetic", "--backbone", "mf", "--dim", "8", "--epochs", "1", "--quiet"]

@@ -19,6 +19,8 @@ from recsize.search import (BudgetSnapshots, PEPConfig, PEPEmbedding, element_bu
 from recsize.search.prune import soft_threshold
 from recsize.train import default_config, seed_everything, train
 
+from conftest import one_line_error
+
 DIM = 16
 
 
@@ -361,30 +363,6 @@ def test_cli_end_to_end(method, extra, tmp_path, capsys):
         assert data["prune"]["pep"]["scale"] == 2 and data["prune"]["snapshot"]["target"] == kept
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    def forbidden(*args, **kwargs):
-        raise AssertionError("work started before the input was checked")
-    monkeypatch.setattr(recsize.data, "prepare", forbidden)
-    monkeypatch.setattr(recsize.backbones, "build_backbone", forbidden)
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a model was built before the input was checked")
-    monkeypatch.setattr(recsize.backbones, "build_backbone", forbidden)
-
-
-def one_line_error(capsys, rc: int, *needles: str) -> str:
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("method, args, needles", [
