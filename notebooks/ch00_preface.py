@@ -58,8 +58,8 @@
 
 # %% tags=["parameters"]
 # Parameters (papermill). This chapter is the same at CI and full-run settings.
-d_max = 128                    # full run: 128 (the papers' maximum width)
-out_dir = "results/ch00"       # figures go here
+d_max = 128  # full run: 128 (the papers' maximum width)
+out_dir = "results/ch00"  # figures go here
 
 # %%
 # A bad value stops the chapter here, in one line, before any work (explained below).
@@ -80,7 +80,10 @@ from recsize.data import cache_dir
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-print(f"recsize {recsize.__version__}, torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
+print(
+    f"recsize {recsize.__version__}, torch {torch.__version__}, CUDA available: "
+    f"{torch.cuda.is_available()}"
+)
 print(f"data cache: {cache_dir()}")
 
 # %% [markdown]
@@ -94,11 +97,16 @@ print(f"data cache: {cache_dir()}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"{'sparsity c':>10s} {'density':>8s} {'mean width':>11s} {'1M rows, float32':>17s}")
+print(
+    f"{'sparsity c':>10s} {'density':>8s} {'mean width':>11s} {'1M rows, float32':>17s}"
+)
 for c in (0.0, 0.5, 0.8, 0.9, 0.95):
     density = density_from_sparsity(c)
     mean_width = density * d_max
-    print(f"{c:10.0%} {density:8.0%} {mean_width:11.1f} {format_bytes(int(1_000_000 * mean_width * 4)):>17s}")
+    print(
+        f"{c:10.0%} {density:8.0%} {mean_width:11.1f} "
+        f"{format_bytes(int(1_000_000 * mean_width * 4)):>17s}"
+    )
 
 # %% [markdown]
 # A budget is always *exact* in this book: a method and its baselines keep the same number of parameters,

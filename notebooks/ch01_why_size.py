@@ -26,21 +26,27 @@
 # The defaults below run in about a minute on a laptop CPU; the full run is described next to each parameter.
 
 # %% tags=["parameters"]
-# Parameters (papermill). Defaults are the small CI values; the full run is noted on each line.
-dataset = "ml-100k"            # full run: "ml-100k" (or "ml-1m")
+# Parameters (papermill): CI defaults; the full run is noted on each line.
+dataset = "ml-100k"  # full run: "ml-100k" (or "ml-1m")
 backbones = ["mf", "lightgcn"]  # full run: ["mf", "lightgcn"]
-dims = [2, 8, 32]               # full run: [1, 2, 4, 8, 16, 32, 64, 128]
-epochs = 5                      # full run: 300 (early stopping on validation NDCG@20 ends runs sooner)
+dims = [2, 8, 32]  # full run: [1, 2, 4, 8, 16, 32, 64, 128]
+epochs = 5  # full run: 300 (early stopping on validation NDCG@20 ends runs sooner)
 seed = 0
-out_dir = "results/ch01"        # figures and JSON go here
+out_dir = "results/ch01"  # figures and JSON go here
 
 # %%
 # A bad value stops the chapter here, in one line, before any work (see the Preface).
 from recsize.params import check_parameters
 
-check_parameters(globals(), dataset="dataset", backbones=["top-k backbone"],
-                 dims=["positive int"], epochs="positive int", seed="non-negative int",
-                 out_dir="path")
+check_parameters(
+    globals(),
+    dataset="dataset",
+    backbones=["top-k backbone"],
+    dims=["positive int"],
+    epochs="positive int",
+    seed="non-negative int",
+    out_dir="path",
+)
 
 # %%
 import json
@@ -64,16 +70,22 @@ print("recsize", recsize.__version__)
 # close: the rest of a two-tower or graph model is a few dense layers of $d \times d$ weights.
 # The arithmetic below is all there is to it, yet it is worth seeing at the scales where it bites.
 
+
 # %%
 # NBVAL_CHECK_OUTPUT
 def table_bytes(rows: int, d: int, bytes_per_float: int = 4) -> int:
     return rows * d * bytes_per_float
 
-for rows, where in [(2_625, "MovieLens-100K (943 users + 1,682 items)"),
-                    (1_000_000, "a mid-size shop"),
-                    (100_000_000, "a large platform"),
-                    (1_000_000_000, "web scale (hashed ids)")]:
-    cells = "  ".join(f"d={d:<3d} {table_bytes(rows, d) / 2**30:10.3f} GiB" for d in (16, 64, 128))
+
+for rows, where in [
+    (2_625, "MovieLens-100K (943 users + 1,682 items)"),
+    (1_000_000, "a mid-size shop"),
+    (100_000_000, "a large platform"),
+    (1_000_000_000, "web scale (hashed ids)"),
+]:
+    cells = "  ".join(
+        f"d={d:<3d} {table_bytes(rows, d) / 2**30:10.3f} GiB" for d in (16, 64, 128)
+    )
     print(f"{rows:>13,} rows  {cells}   # {where}")
 
 # %% [markdown]
@@ -94,13 +106,30 @@ split = prepare(dataset, "random-811", seed=seed, verbose=True)
 rows = []
 for backbone in backbones:
     for d in dims:
-        result = fit(backbone, split, dim=d, config=default_config(backbone, epochs=epochs, seed=seed, progress=False))
+        result = fit(
+            backbone,
+            split,
+            dim=d,
+            config=default_config(backbone, epochs=epochs, seed=seed, progress=False),
+        )
         n_params = (split.n_users + split.n_items) * d
-        rows.append({"backbone": backbone, "dim": d, "params": n_params,
-                     "recall@20": result.test["recall@20"], "ndcg@20": result.test["ndcg@20"],
-                     "epochs": len(result.history), "seconds": result.seconds})
-        print(f"{backbone:9s} d={d:<4d} params={n_params:>8,}  Recall@20={result.test['recall@20']:.4f}  "
-              f"NDCG@20={result.test['ndcg@20']:.4f}  ({len(result.history)} epochs, {result.seconds:.1f} s)")
+        rows.append(
+            {
+                "backbone": backbone,
+                "dim": d,
+                "params": n_params,
+                "recall@20": result.test["recall@20"],
+                "ndcg@20": result.test["ndcg@20"],
+                "epochs": len(result.history),
+                "seconds": result.seconds,
+            }
+        )
+        print(
+            f"{backbone:9s} d={d:<4d} params={n_params:>8,}  "
+            f"Recall@20={result.test['recall@20']:.4f}  "
+            f"NDCG@20={result.test['ndcg@20']:.4f}  ({len(result.history)} epochs, "
+            f"{result.seconds:.1f} s)"
+        )
 _ = (out / "sweep.json").write_text(json.dumps(rows, indent=2))
 
 # %%
@@ -108,10 +137,17 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for backbone in backbones:
     mine = [r for r in rows if r["backbone"] == backbone]
     for ax, metric in zip(axes, ("recall@20", "ndcg@20")):
-        ax.plot([r["params"] for r in mine], [r[metric] for r in mine], "o-", label=backbone)
+        ax.plot(
+            [r["params"] for r in mine], [r[metric] for r in mine], "o-", label=backbone
+        )
         for r in mine:
-            ax.annotate(f"d={r['dim']}", (r["params"], r[metric]), textcoords="offset points",
-                        xytext=(3, -10), fontsize=7)
+            ax.annotate(
+                f"d={r['dim']}",
+                (r["params"], r[metric]),
+                textcoords="offset points",
+                xytext=(3, -10),
+                fontsize=7,
+            )
 for ax, metric in zip(axes, ("Recall@20", "NDCG@20")):
     ax.set_xscale("log")
     ax.set_xlabel("embedding parameters (log scale)")
@@ -143,9 +179,15 @@ import numpy as np
 popularity = np.sort(split.item_popularity())[::-1]
 for share in (0.01, 0.05, 0.2, 0.5):
     top = int(share * len(popularity))
-    print(f"top {share:4.0%} of items ({top:4d}) hold {popularity[:top].sum() / popularity.sum():5.1%} "
-          f"of training interactions")
-print(f"items with at most 5 training interactions: {(popularity <= 5).sum()} of {len(popularity)}")
+    print(
+        f"top {share:4.0%} of items ({top:4d}) hold "
+        f"{popularity[:top].sum() / popularity.sum():5.1%} "
+        f"of training interactions"
+    )
+print(
+    f"items with at most 5 training interactions: {(popularity <= 5).sum()} of "
+    f"{len(popularity)}"
+)
 
 # %% [markdown]
 # The search methods of this book (DNIS in Chapter 5, CIESS in Chapter 6, iHAS in Chapter 7) give every

@@ -25,9 +25,9 @@
 # (`recsize data fetch ml-100k`). About a minute at the default parameters.
 
 # %% tags=["parameters"]
-# Parameters (papermill). Defaults are the small CI values; the full run is noted on each line.
-dataset = "ml-100k"      # full run: "ml-100k"
-epochs = 5               # full run: 300 (early stopping ends sooner)
+# Parameters (papermill): CI defaults; the full run is noted on each line.
+dataset = "ml-100k"  # full run: "ml-100k"
+epochs = 5  # full run: 300 (early stopping ends sooner)
 seed = 0
 out_dir = "results/ch02"
 
@@ -35,8 +35,13 @@ out_dir = "results/ch02"
 # A bad value stops the chapter here, in one line, before any work (see the Preface).
 from recsize.params import check_parameters
 
-check_parameters(globals(), dataset="dataset", epochs="positive int",
-                 seed="non-negative int", out_dir="path")
+check_parameters(
+    globals(),
+    dataset="dataset",
+    epochs="positive int",
+    seed="non-negative int",
+    out_dir="path",
+)
 
 # %%
 from pathlib import Path
@@ -45,7 +50,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from recsize.data import BPRSampler, cache_dir, ctr_view, load, make_split, make_synthetic, split_ctr
+from recsize.data import (
+    BPRSampler,
+    cache_dir,
+    ctr_view,
+    load,
+    make_split,
+    make_synthetic,
+    split_ctr,
+)
 from recsize.evaluate import evaluate_topk
 from recsize.metrics import ndcg_at_k, recall_at_k, topk_metrics
 from recsize.train import default_config, fit
@@ -79,7 +92,10 @@ print(data)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-for ax, counts, who in ((axes[0], data.item_counts(), "items"), (axes[1], data.user_counts(), "users")):
+for ax, counts, who in (
+    (axes[0], data.item_counts(), "items"),
+    (axes[1], data.user_counts(), "users"),
+):
     ranked = np.sort(counts)[::-1]
     ax.loglog(np.arange(1, len(ranked) + 1), ranked)
     ax.set_xlabel(f"{who} ranked by interactions")
@@ -104,7 +120,10 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-splits = {p: make_split(data, p, seed=seed) for p in ("random-811", "ciess-50-25-25", "temporal-loo")}
+splits = {
+    p: make_split(data, p, seed=seed)
+    for p in ("random-811", "ciess-50-25-25", "temporal-loo")
+}
 for s in splits.values():
     print(s, end="\n\n")
 
@@ -123,11 +142,18 @@ for s in splits.values():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-hits = torch.tensor([[1, 0, 1, 0, 0],     # positives at ranks 1 and 3, the user has 2 positives
-                     [0, 0, 0, 1, 0]],    # one positive at rank 4, the user has 3 positives
-                    dtype=torch.bool)
+hits = torch.tensor(
+    [
+        [1, 0, 1, 0, 0],  # positives at ranks 1 and 3, the user has 2 positives
+        [0, 0, 0, 1, 0],
+    ],  # one positive at rank 4, the user has 3 positives
+    dtype=torch.bool,
+)
 n_pos = torch.tensor([2, 3])
-by_hand = [(1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3)), (1 / np.log2(5)) / (1 + 1 / np.log2(3) + 1 / np.log2(4))]
+by_hand = [
+    (1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3)),
+    (1 / np.log2(5)) / (1 + 1 / np.log2(3) + 1 / np.log2(4)),
+]
 print("NDCG@5 by hand:   ", np.round(by_hand, 4))
 print("NDCG@5 by recsize:", ndcg_at_k(hits, n_pos, 5).numpy().round(4))
 print("Recall@5:         ", recall_at_k(hits, n_pos, 5).numpy().round(4))
@@ -144,13 +170,23 @@ for name, v in topk_metrics(hits, n_pos, ks=(5,)).items():
 # %%
 rows = {}
 for protocol, s in splits.items():
-    result = fit("mf", s, dim=64, config=default_config("mf", epochs=epochs, seed=seed, progress=False))
+    result = fit(
+        "mf",
+        s,
+        dim=64,
+        config=default_config("mf", epochs=epochs, seed=seed, progress=False),
+    )
     rows[protocol] = result.test
     if protocol == "random-811":
-        rows["random-811, seen items kept"] = evaluate_topk(result.model, s, "test", exclude_seen=False)
+        rows["random-811, seen items kept"] = evaluate_topk(
+            result.model, s, "test", exclude_seen=False
+        )
 print(f"{'protocol':30s} {'Recall@20':>10s} {'NDCG@20':>10s} {'Hit@20':>10s}")
 for protocol, m in rows.items():
-    print(f"{protocol:30s} {m['recall@20']:10.4f} {m['ndcg@20']:10.4f} {m['hit@20']:10.4f}")
+    print(
+        f"{protocol:30s} {m['recall@20']:10.4f} {m['ndcg@20']:10.4f} "
+        f"{m['hit@20']:10.4f}"
+    )
 
 # %% [markdown]
 # The same model scores very differently: with 50/25/25 there are more test positives per user and less
@@ -170,7 +206,10 @@ users, pos, neg = next(sampler.epoch(batch_size=8))
 print("users    ", users.tolist())
 print("positives", pos.tolist())
 print("negatives", neg.tolist())
-print("any negative a training positive?", bool(sampler.is_positive(users.numpy(), neg.numpy()).any()))
+print(
+    "any negative a training positive?",
+    bool(sampler.is_positive(users.numpy(), neg.numpy()).any()),
+)
 
 # %% [markdown]
 # ## 2.6 Synthetic data with planted dimensionality
@@ -187,7 +226,10 @@ counts = synthetic.item_counts()
 true_dims = synthetic.meta["true_item_dims"]
 for lo, hi in ((0, 5), (5, 20), (20, 100), (100, 10**9)):
     sel = (counts >= lo) & (counts < hi)
-    print(f"items with {lo:>3d}-{min(hi, 999):<3d} interactions: {sel.sum():4d}, mean planted dims {true_dims[sel].mean():5.1f}")
+    print(
+        f"items with {lo:>3d}-{min(hi, 999):<3d} interactions: {sel.sum():4d}, mean "
+        f"planted dims {true_dims[sel].mean():5.1f}"
+    )
 
 # %% [markdown]
 # ## 2.7 A click-through-rate view

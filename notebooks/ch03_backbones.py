@@ -25,13 +25,13 @@
 # parameters; the full run (all models to convergence) takes about ten minutes on a 2-core CPU.
 
 # %% tags=["parameters"]
-# Parameters (papermill). Defaults are the small CI values; the full run is noted on each line.
-dataset = "ml-100k"                              # full run: "ml-100k"
+# Parameters (papermill): CI defaults; the full run is noted on each line.
+dataset = "ml-100k"  # full run: "ml-100k"
 topk_backbones = ["mf", "neumf", "ngcf", "lightgcn"]
 ctr_backbones = ["fm", "deepfm"]
-dim = 64                                         # full run: 64 (the reference protocol)
-ctr_dim = 16                                     # full run: 16
-epochs = 3                                       # full run: 300 (early stopping on validation)
+dim = 64  # full run: 64 (the reference protocol)
+ctr_dim = 16  # full run: 16
+epochs = 3  # full run: 300 (early stopping on validation)
 seed = 0
 out_dir = "results/ch03"
 
@@ -39,10 +39,17 @@ out_dir = "results/ch03"
 # A bad value stops the chapter here, in one line, before any work (see the Preface).
 from recsize.params import check_parameters
 
-check_parameters(globals(), dataset="dataset", topk_backbones=["top-k backbone"],
-                 ctr_backbones=["ctr backbone"], dim="positive int",
-                 ctr_dim="positive int", epochs="positive int", seed="non-negative int",
-                 out_dir="path")
+check_parameters(
+    globals(),
+    dataset="dataset",
+    topk_backbones=["top-k backbone"],
+    ctr_backbones=["ctr backbone"],
+    dim="positive int",
+    ctr_dim="positive int",
+    epochs="positive int",
+    seed="non-negative int",
+    out_dir="path",
+)
 
 # %%
 import inspect
@@ -119,8 +126,11 @@ for name in topk_backbones:
     config = default_config(name, epochs=epochs, seed=seed, progress=False)
     r = fit(name, split, dim=dim, config=config)
     results[name] = r
-    print(f"{name:9s} best epoch {r.best_epoch:3d}  test Recall@20 {r.test['recall@20']:.4f}  "
-          f"NDCG@20 {r.test['ndcg@20']:.4f}  ({r.seconds:.1f} s, lr {config.lr})")
+    print(
+        f"{name:9s} best epoch {r.best_epoch:3d}  test Recall@20 "
+        f"{r.test['recall@20']:.4f}  "
+        f"NDCG@20 {r.test['ndcg@20']:.4f}  ({r.seconds:.1f} s, lr {config.lr})"
+    )
 
 # %% [markdown]
 # An established library reports, on the same protocol (ml-100k, random 8:1:1 per user, full ranking,
@@ -132,8 +142,12 @@ for name in topk_backbones:
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 for name, r in results.items():
     epochs_seen = [h["epoch"] for h in r.history if "ndcg@20" in h]
-    axes[0].plot(epochs_seen, [h["ndcg@20"] for h in r.history if "ndcg@20" in h], label=name)
-    axes[1].plot([h["epoch"] for h in r.history], [h["loss"] for h in r.history], label=name)
+    axes[0].plot(
+        epochs_seen, [h["ndcg@20"] for h in r.history if "ndcg@20" in h], label=name
+    )
+    axes[1].plot(
+        [h["epoch"] for h in r.history], [h["loss"] for h in r.history], label=name
+    )
 axes[0].set_ylabel("validation NDCG@20")
 axes[1].set_ylabel("training loss")
 for ax in axes:
@@ -153,15 +167,27 @@ plt.show()
 # %%
 ctr_split = prepare(f"{dataset}-ctr", seed=seed, verbose=True)
 for name in ctr_backbones:
-    r = fit(name, ctr_split, dim=ctr_dim, config=default_config(name, epochs=epochs, seed=seed, progress=False))
+    r = fit(
+        name,
+        ctr_split,
+        dim=ctr_dim,
+        config=default_config(name, epochs=epochs, seed=seed, progress=False),
+    )
     results[name] = r
-    print(f"{name:9s} best epoch {r.best_epoch:3d}  test AUC {r.test['auc']:.4f}  "
-          f"log loss {r.test['logloss']:.4f}  ({r.seconds:.1f} s)")
+    print(
+        f"{name:9s} best epoch {r.best_epoch:3d}  test AUC {r.test['auc']:.4f}  "
+        f"log loss {r.test['logloss']:.4f}  ({r.seconds:.1f} s)"
+    )
 
 # %%
-summary = {name: {"best_epoch": r.best_epoch, "seconds": r.seconds, **r.test} for name, r in results.items()}
+summary = {
+    name: {"best_epoch": r.best_epoch, "seconds": r.seconds, **r.test}
+    for name, r in results.items()
+}
 (out / "backbones.json").write_text(json.dumps(summary, indent=2))
-print(f"{'backbone':10s} {'params':>10s} {'Recall@20':>10s} {'NDCG@20':>10s} {'AUC':>8s}")
+print(
+    f"{'backbone':10s} {'params':>10s} {'Recall@20':>10s} {'NDCG@20':>10s} {'AUC':>8s}"
+)
 for name, r in results.items():
     n_params = sum(p.numel() for p in r.model.parameters())
     recall = f"{r.test['recall@20']:10.4f}" if "recall@20" in r.test else f"{'-':>10s}"
@@ -185,8 +211,10 @@ for name, r in results.items():
 # NBVAL_CHECK_OUTPUT
 from recsize.resources import format_gib, training_memory
 
-print(f"{'LightGCN d':>10s}" + "".join(f"{k:>13s}" for k in
-                                     ("parameters", "activations", "evaluation", "total")))
+print(
+    f"{'LightGCN d':>10s}"
+    + "".join(f"{k:>13s}" for k in ("parameters", "activations", "evaluation", "total"))
+)
 for d in (64, 1024, 100_000):
     need = training_memory("lightgcn", split, d, batch_size=4096)
     print(f"{d:>10,}" + "".join(f"{format_gib(v):>13s}" for v in need.values()))

@@ -30,27 +30,35 @@
 # every model to convergence) takes about ten minutes on a 2-core CPU.
 
 # %% tags=["parameters"]
-# Parameters (papermill). Defaults are the small CI values; the full run is noted on each line.
-dataset = "ml-100k"               # full run: "ml-100k"
-backbone = "lightgcn"             # full run: "lightgcn"
-d_max = 64                        # full run: 64 (the backbone protocol of Chapter 3)
-sparsities = [0.8, 0.95]          # full run: [0.8, 0.9, 0.95] (the papers' c: pruned fractions)
-methods = ["es", "mr", "mde"]     # full run: ["es", "mr", "mde"]
-alpha = 0.3                       # full run: 0.3 (MDE temperature)
-epochs = 3                        # full run: 300 (early stopping on validation NDCG@20)
-patience = 10                     # full run: 40 (narrow tables plateau for ~20 epochs, see Section 4.6)
+# Parameters (papermill): CI defaults; the full run is noted on each line.
+dataset = "ml-100k"  # full run: "ml-100k"
+backbone = "lightgcn"  # full run: "lightgcn"
+d_max = 64  # full run: 64 (the backbone protocol of Chapter 3)
+sparsities = [0.8, 0.95]  # full run: [0.8, 0.9, 0.95] (the papers' c: pruned fractions)
+methods = ["es", "mr", "mde"]  # full run: ["es", "mr", "mde"]
+alpha = 0.3  # full run: 0.3 (MDE temperature)
+epochs = 3  # full run: 300 (early stopping on validation NDCG@20)
+patience = 10  # full run: 40 (narrow tables plateau for ~20 epochs, see Section 4.6)
 seed = 0
-out_dir = "results/ch04"          # figures and JSON go here
+out_dir = "results/ch04"  # figures and JSON go here
 
 # %%
 # A bad value stops the chapter here, in one line, before any work (see the Preface).
 from recsize.params import check_parameters
 
-check_parameters(globals(), dataset="dataset", backbone="top-k backbone",
-                 d_max="positive int", sparsities=["sparsity"],
-                 methods=["baseline method"], alpha="number in [0, 1]",
-                 epochs="positive int", patience="non-negative int",
-                 seed="non-negative int", out_dir="path")
+check_parameters(
+    globals(),
+    dataset="dataset",
+    backbone="top-k backbone",
+    d_max="positive int",
+    sparsities=["sparsity"],
+    methods=["baseline method"],
+    alpha="number in [0, 1]",
+    epochs="positive int",
+    patience="non-negative int",
+    seed="non-negative int",
+    out_dir="path",
+)
 
 # %%
 import json
@@ -99,16 +107,30 @@ print((toy(torch.arange(5)) != 0).int())
 
 # %%
 # NBVAL_CHECK_OUTPUT
-loss = toy(torch.arange(5)).pow(2).sum()   # any loss will do
+loss = toy(torch.arange(5)).pow(2).sum()  # any loss will do
 loss.backward()
 grad, mask = toy.weight.grad, toy.mask()
-print("gradient entries outside the mask:", int((mask == 0).sum()),
-      "| all exactly zero:", bool((grad[mask == 0] == 0).all()))
-print("non-zero gradient entries per row:", (grad != 0).sum(1).tolist(), "= sizes", toy.sizes.tolist())
+print(
+    "gradient entries outside the mask:",
+    int((mask == 0).sum()),
+    "| all exactly zero:",
+    bool((grad[mask == 0] == 0).all()),
+)
+print(
+    "non-zero gradient entries per row:",
+    (grad != 0).sum(1).tolist(),
+    "= sizes",
+    toy.sizes.tolist(),
+)
 
 weight_before = toy.weight
 toy.set_sizes([2, 2, 8, 0, 1])
-print("after set_sizes:", toy.sizes.tolist(), "| same parameter tensor:", toy.weight is weight_before)
+print(
+    "after set_sizes:",
+    toy.sizes.tolist(),
+    "| same parameter tensor:",
+    toy.weight is weight_before,
+)
 print("kept parameters sum(d_n):", toy.num_parameters(), "of", toy.num_rows * toy.d_max)
 
 # %% [markdown]
@@ -137,7 +159,7 @@ print("kept parameters sum(d_n):", toy.num_parameters(), "of", toy.num_rows * to
 
 # %%
 split = prepare(dataset, "random-811", seed=seed, verbose=True)
-counts = role_counts(split)    # training frequency of every user and every item
+counts = role_counts(split)  # training frequency of every user and every item
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -145,20 +167,34 @@ item_sizes = baseline_sizes("mde", counts["item"], d_max, density=0.1, alpha=alp
 dense = Embedding(split.n_items, d_max)
 masked = MaskedEmbedding(split.n_items, d_max, item_sizes)
 compact = CompactEmbedding.from_masked(masked)
-buckets = compact.export_buckets()               # one dense table per exact width
-buckets4 = compact.export_buckets(round_to=4)    # widths rounded up to a multiple of 4
+buckets = compact.export_buckets()  # one dense table per exact width
+buckets4 = compact.export_buckets(round_to=4)  # widths rounded up to a multiple of 4
 
-forms = [("dense (nn.Embedding-like)", dense.num_parameters(), dense.num_bytes()),
-         ("masked (dense x mask)", masked.num_parameters(), masked.num_bytes()),
-         ("compact (values + offsets)", compact.num_parameters(), compact.num_bytes()),
-         (f"buckets, exact widths ({len(buckets.tables)})", compact.num_parameters(), buckets.num_bytes()),
-         (f"buckets, widths % 4 ({len(buckets4.tables)})",
-          int(budget.round_widths(item_sizes, d_max, 4).sum()), buckets4.num_bytes())]
+forms = [
+    ("dense (nn.Embedding-like)", dense.num_parameters(), dense.num_bytes()),
+    ("masked (dense x mask)", masked.num_parameters(), masked.num_bytes()),
+    ("compact (values + offsets)", compact.num_parameters(), compact.num_bytes()),
+    (
+        f"buckets, exact widths ({len(buckets.tables)})",
+        compact.num_parameters(),
+        buckets.num_bytes(),
+    ),
+    (
+        f"buckets, widths % 4 ({len(buckets4.tables)})",
+        int(budget.round_widths(item_sizes, d_max, 4).sum()),
+        buckets4.num_bytes(),
+    ),
+]
 print(f"{split.n_items} items, d_max = {d_max}, mean width {item_sizes.mean():.2f}")
-print(f"{'form (number of buckets)':32s} {'floats used':>12s} {'bytes':>10s} {'':>10s} {'vs dense':>9s}")
+print(
+    f"{'form (number of buckets)':32s} {'floats used':>12s} {'bytes':>10s} {'':>10s} "
+    f"{'vs dense':>9s}"
+)
 for name, params, nbytes in forms:
-    print(f"{name:32s} {params:12,d} {nbytes:10,d} {budget.format_bytes(nbytes):>10s} "
-          f"{nbytes / dense.num_bytes():9.3f}")
+    print(
+        f"{name:32s} {params:12,d} {nbytes:10,d} {budget.format_bytes(nbytes):>10s} "
+        f"{nbytes / dense.num_bytes():9.3f}"
+    )
 
 # %% [markdown]
 # The masked table keeps 10 % of the parameters and costs *more* bytes than the dense one (it also stores
@@ -170,13 +206,23 @@ for name, params, nbytes in forms:
 # NBVAL_CHECK_OUTPUT
 arithmetic = budget.storage_bytes(item_sizes, d_max, round_to=4)
 print(arithmetic)
-print("measured == arithmetic:",
-      arithmetic == {"dense": dense.num_bytes(), "masked": masked.num_bytes(),
-                     "compact": compact.num_bytes(), "buckets": buckets4.num_bytes()})
+print(
+    "measured == arithmetic:",
+    arithmetic
+    == {
+        "dense": dense.num_bytes(),
+        "masked": masked.num_bytes(),
+        "compact": compact.num_bytes(),
+        "buckets": buckets4.num_bytes(),
+    },
+)
 values = int(item_sizes.sum()) * budget.FLOAT_BYTES
 offsets = (len(item_sizes) + 1) * budget.INDEX_BYTES
 padding = d_max * budget.FLOAT_BYTES
-print(f"compact = values {values:,} + offsets {offsets:,} + padding {padding:,} = {values + offsets + padding:,} bytes")
+print(
+    f"compact = values {values:,} + offsets {offsets:,} + padding {padding:,} = "
+    f"{values + offsets + padding:,} bytes"
+)
 
 # %% [markdown]
 # **The index is not free.** Every row of the compact table pays 8 bytes of offset, as much as two
@@ -188,15 +234,24 @@ print(f"compact = values {values:,} + offsets {offsets:,} + padding {padding:,} 
 # NBVAL_CHECK_OUTPUT
 n_rows = split.n_users + split.n_items
 print(f"{n_rows:,} rows (users + items)")
-print(f"{'d_max':>5s} {'c':>5s} {'mean width':>10s} {'params saved':>12s} {'bytes saved':>11s} "
-      f"{'offsets share':>13s} {'buckets%4 saved':>15s}")
+print(
+    f"{'d_max':>5s} {'c':>5s} {'mean width':>10s} {'params saved':>12s} "
+    f"{'bytes saved':>11s} "
+    f"{'offsets share':>13s} {'buckets%4 saved':>15s}"
+)
 for dm in (64, 128):
     for c in (0.8, 0.9, 0.95):
-        sizes = baseline_sizes("es", np.ones(n_rows), dm, budget.density_from_sparsity(c))
+        sizes = baseline_sizes(
+            "es", np.ones(n_rows), dm, budget.density_from_sparsity(c)
+        )
         b = budget.storage_bytes(sizes, dm, round_to=4)
-        print(f"{dm:5d} {c:5.0%} {sizes.mean():10.1f} {1 - budget.density(sizes, dm):12.1%} "
-              f"{1 - b['compact'] / b['dense']:11.1%} {(n_rows + 1) * 8 / b['compact']:13.1%} "
-              f"{1 - b['buckets'] / b['dense']:15.1%}")
+        print(
+            f"{dm:5d} {c:5.0%} {sizes.mean():10.1f} "
+            f"{1 - budget.density(sizes, dm):12.1%} "
+            f"{1 - b['compact'] / b['dense']:11.1%} "
+            f"{(n_rows + 1) * 8 / b['compact']:13.1%} "
+            f"{1 - b['buckets'] / b['dense']:15.1%}"
+        )
 
 # %% [markdown]
 # At $c = 95$ % and $d_{max} = 64$ the mean width is 3.2 floats (12.8 bytes) against 8 bytes of offset:
@@ -217,15 +272,31 @@ for dm in (64, 128):
 ids = torch.arange(split.n_items)
 with torch.no_grad():
     reference = masked(ids)
-    print("masked -> compact, equal lookups:         ", torch.equal(compact(ids), reference))
-    print("kept values bit for bit:                  ",
-          torch.equal(compact.kept_values(), masked.weight[masked.mask().bool()]))
-    print("compact -> masked, equal lookups:         ", torch.equal(compact.to_masked()(ids), reference))
+    print(
+        "masked -> compact, equal lookups:         ",
+        torch.equal(compact(ids), reference),
+    )
+    print(
+        "kept values bit for bit:                  ",
+        torch.equal(compact.kept_values(), masked.weight[masked.mask().bool()]),
+    )
+    print(
+        "compact -> masked, equal lookups:         ",
+        torch.equal(compact.to_masked()(ids), reference),
+    )
     compact.save(out / "items_compact.pt")
-    print("save -> load, equal lookups:              ",
-          torch.equal(CompactEmbedding.load(out / "items_compact.pt")(ids), reference))
-    print("buckets (exact widths), equal lookups:    ", torch.equal(buckets.lookup(ids), reference))
-    print("buckets (widths % 4), equal lookups:      ", torch.equal(buckets4.lookup(ids), reference))
+    print(
+        "save -> load, equal lookups:              ",
+        torch.equal(CompactEmbedding.load(out / "items_compact.pt")(ids), reference),
+    )
+    print(
+        "buckets (exact widths), equal lookups:    ",
+        torch.equal(buckets.lookup(ids), reference),
+    )
+    print(
+        "buckets (widths % 4), equal lookups:      ",
+        torch.equal(buckets4.lookup(ids), reference),
+    )
 
 # %% [markdown]
 # The rounded buckets still return the same vectors: the extra dimensions of a rounded-up row are stored
@@ -248,12 +319,17 @@ with torch.no_grad():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"{'c (pruned)':>10s} {'density':>8s} {'mean width d_max=64':>20s} {'d_max=128':>10s} "
-      f"{'kept params, ml-100k, d_max=' + str(d_max):>32s}")
+print(
+    f"{'c (pruned)':>10s} {'density':>8s} {'mean width d_max=64':>20s} "
+    f"{'d_max=128':>10s} "
+    f"{'kept params, ml-100k, d_max=' + str(d_max):>32s}"
+)
 for c in (0.8, 0.9, 0.95):
     density = budget.density_from_sparsity(c)
-    print(f"{c:10.0%} {density:8.0%} {density * 64:20.1f} {density * 128:10.1f} "
-          f"{budget.target_parameters(density, n_rows, d_max):32,d}")
+    print(
+        f"{c:10.0%} {density:8.0%} {density * 64:20.1f} {density * 128:10.1f} "
+        f"{budget.target_parameters(density, n_rows, d_max):32,d}"
+    )
 for bad in (10, 0, 1.5):
     try:
         budget.check_budget(bad)
@@ -283,17 +359,26 @@ for bad in (10, 0, 1.5):
 # NBVAL_CHECK_OUTPUT
 all_sparsities = sorted(set(sparsities) | {0.8, 0.9, 0.95})
 sizes_by = {}
-print(f"{'c':>4s} {'method':6s} {'role':5s} {'min':>4s} {'median':>6s} {'max':>4s} {'mean':>6s} "
-      f"{'sum(d_n)':>9s} {'target':>8s} {'exact':>6s}")
+print(
+    f"{'c':>4s} {'method':6s} {'role':5s} {'min':>4s} {'median':>6s} {'max':>4s} "
+    f"{'mean':>6s} "
+    f"{'sum(d_n)':>9s} {'target':>8s} {'exact':>6s}"
+)
 for c in all_sparsities:
     density = budget.density_from_sparsity(c)
     for method in methods:
         for role in ("user", "item"):
-            s = baseline_sizes(method, counts[role], d_max, density, seed=seed, alpha=alpha)
+            s = baseline_sizes(
+                method, counts[role], d_max, density, seed=seed, alpha=alpha
+            )
             sizes_by[c, method, role] = s
             target = budget.target_parameters(density, len(s), d_max)
-            print(f"{c:4.0%} {method:6s} {role:5s} {s.min():4d} {np.median(s):6.1f} {s.max():4d} "
-                  f"{s.mean():6.2f} {s.sum():9,d} {target:8,d} {str(s.sum() == target):>6s}")
+            print(
+                f"{c:4.0%} {method:6s} {role:5s} {s.min():4d} {np.median(s):6.1f} "
+                f"{s.max():4d} "
+                f"{s.mean():6.2f} {s.sum():9,d} {target:8,d} "
+                f"{str(s.sum() == target):>6s}"
+            )
 
 # %% [markdown]
 # Note that the budget is applied per table, so users and items each keep the same fraction. (In
@@ -307,8 +392,15 @@ popularity = counts["item"]
 fig, ax = plt.subplots(figsize=(7, 4))
 for method, marker in zip(methods, "o^s"):
     s = baseline_sizes(method, popularity, d_max, density, seed=seed, alpha=alpha)
-    ax.scatter(popularity + 1, s, s=8, alpha=0.3 if method == "mr" else 0.7, marker=marker,
-               zorder=1 if method == "mr" else 2, label=f"{method} (mean {s.mean():.1f})")
+    ax.scatter(
+        popularity + 1,
+        s,
+        s=8,
+        alpha=0.3 if method == "mr" else 0.7,
+        marker=marker,
+        zorder=1 if method == "mr" else 2,
+        label=f"{method} (mean {s.mean():.1f})",
+    )
 ax.set_xscale("log")
 ax.set_xlabel("item training interactions + 1 (log scale)")
 ax.set_ylabel("width $d_n$")
@@ -338,29 +430,66 @@ plt.show()
 # Memory shrinks; compute does not. We also train the full-width model once, as the reference.
 
 # %%
-config = default_config(backbone, epochs=epochs, seed=seed, patience=patience, progress=False)
+config = default_config(
+    backbone, epochs=epochs, seed=seed, patience=patience, progress=False
+)
 full = fit(backbone, split, d_max, config)
 full_bytes = sum(t.num_bytes() for t in full.model.embedding_tables().values())
-print(f"full width d_max={d_max}: test Recall@20 {full.test['recall@20']:.4f}  NDCG@20 {full.test['ndcg@20']:.4f}  "
-      f"({budget.format_bytes(full_bytes)}, best epoch {full.best_epoch}, {full.seconds:.1f} s)")
+print(
+    f"full width d_max={d_max}: test Recall@20 {full.test['recall@20']:.4f}  NDCG@20 "
+    f"{full.test['ndcg@20']:.4f}  "
+    f"({budget.format_bytes(full_bytes)}, best epoch {full.best_epoch}, "
+    f"{full.seconds:.1f} s)"
+)
 
 runs = []
 for c in sparsities:
     for method in methods:
-        run = run_baseline(backbone, split, method, budget.density_from_sparsity(c), d_max, config,
-                           seed=seed, alpha=alpha)
+        run = run_baseline(
+            backbone,
+            split,
+            method,
+            budget.density_from_sparsity(c),
+            d_max,
+            config,
+            seed=seed,
+            alpha=alpha,
+        )
         total = run.memory["total"]
-        runs.append({"method": method, "sparsity": c, "density": run.density,
-                     "parameters": total["parameters"], "masked_bytes": total["masked"],
-                     "compact_bytes": total["compact"], "best_epoch": run.result.best_epoch,
-                     "seconds": run.result.seconds, "test": run.result.test, "test_compact": run.test_compact})
-        print(f"c={c:4.0%} {method:4s} test Recall@20 {run.result.test['recall@20']:.4f}  "
-              f"NDCG@20 {run.result.test['ndcg@20']:.4f} | masked {budget.format_bytes(total['masked'])}, "
-              f"compact {budget.format_bytes(total['compact'])} | same metrics after compaction: "
-              f"{run.test_compact == run.result.test}  (best epoch {run.result.best_epoch}, "
-              f"{run.result.seconds:.1f} s)")
-summary = {"dataset": dataset, "backbone": backbone, "d_max": d_max, "epochs": epochs, "seed": seed,
-           "full": {"bytes": full_bytes, "test": full.test, "best_epoch": full.best_epoch}, "runs": runs}
+        runs.append(
+            {
+                "method": method,
+                "sparsity": c,
+                "density": run.density,
+                "parameters": total["parameters"],
+                "masked_bytes": total["masked"],
+                "compact_bytes": total["compact"],
+                "best_epoch": run.result.best_epoch,
+                "seconds": run.result.seconds,
+                "test": run.result.test,
+                "test_compact": run.test_compact,
+            }
+        )
+        print(
+            f"c={c:4.0%} {method:4s} test Recall@20 {run.result.test['recall@20']:.4f} "
+            " "
+            f"NDCG@20 {run.result.test['ndcg@20']:.4f} | masked "
+            f"{budget.format_bytes(total['masked'])}, "
+            f"compact {budget.format_bytes(total['compact'])} | same metrics after "
+            "compaction: "
+            f"{run.test_compact == run.result.test}  (best epoch "
+            f"{run.result.best_epoch}, "
+            f"{run.result.seconds:.1f} s)"
+        )
+summary = {
+    "dataset": dataset,
+    "backbone": backbone,
+    "d_max": d_max,
+    "epochs": epochs,
+    "seed": seed,
+    "full": {"bytes": full_bytes, "test": full.test, "best_epoch": full.best_epoch},
+    "runs": runs,
+}
 _ = (out / "baselines.json").write_text(json.dumps(summary, indent=2))
 
 # %% [markdown]
@@ -373,15 +502,39 @@ _ = (out / "baselines.json").write_text(json.dumps(summary, indent=2))
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 for ax, metric in zip(axes, ("recall@20", "ndcg@20")):
     for method, marker in zip(methods, "o^s"):
-        mine = sorted((r for r in runs if r["method"] == method), key=lambda r: r["compact_bytes"])
-        line, = ax.plot([r["compact_bytes"] for r in mine], [r["test"][metric] for r in mine],
-                        marker=marker, label=f"{method}, compact")
-        ax.scatter([r["masked_bytes"] for r in mine], [r["test"][metric] for r in mine], marker=marker,
-                   facecolors="none", edgecolors=line.get_color(), label=f"{method}, masked")
+        mine = sorted(
+            (r for r in runs if r["method"] == method), key=lambda r: r["compact_bytes"]
+        )
+        (line,) = ax.plot(
+            [r["compact_bytes"] for r in mine],
+            [r["test"][metric] for r in mine],
+            marker=marker,
+            label=f"{method}, compact",
+        )
+        ax.scatter(
+            [r["masked_bytes"] for r in mine],
+            [r["test"][metric] for r in mine],
+            marker=marker,
+            facecolors="none",
+            edgecolors=line.get_color(),
+            label=f"{method}, masked",
+        )
         for r in mine:
-            ax.annotate(f"c={r['sparsity']:.0%}", (r["compact_bytes"], r["test"][metric]),
-                        textcoords="offset points", xytext=(4, -10), fontsize=7)
-    ax.scatter([full_bytes], [full.test[metric]], marker="*", s=120, color="black", label="full width")
+            ax.annotate(
+                f"c={r['sparsity']:.0%}",
+                (r["compact_bytes"], r["test"][metric]),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+            )
+    ax.scatter(
+        [full_bytes],
+        [full.test[metric]],
+        marker="*",
+        s=120,
+        color="black",
+        label="full width",
+    )
     ax.set_xscale("log")
     ticks = sorted({r["compact_bytes"] for r in runs} | {full_bytes})
     ax.set_xticks(ticks, [budget.format_bytes(t) for t in ticks])
@@ -436,7 +589,11 @@ plt.show()
 
 # %%
 stored = Path("../benchmarks/out/embedding.txt")
-print(stored.read_text() if stored.exists() else "run `python benchmarks/embedding.py` from the repository root")
+print(
+    stored.read_text()
+    if stored.exists()
+    else "run `python benchmarks/embedding.py` from the repository root"
+)
 
 # %%
 import contextlib
@@ -446,14 +603,28 @@ from torch.utils import benchmark
 from recsize import native
 
 batch = torch.from_numpy(np.random.default_rng(seed).choice(split.n_items, 4096))
-dense_torch = torch.nn.Embedding(split.n_items, d_max)   # the benchmark's dense reference
+dense_torch = torch.nn.Embedding(
+    split.n_items, d_max
+)  # the benchmark's dense reference
 print("native one-pass lookup available:", native.available())
-for name, table, path in (("dense", dense_torch, None), ("masked", masked, None), ("compact", compact, "native"),
-                          ("compact", compact, "torch")):
-    with torch.no_grad(), (native.disabled() if path == "torch" else contextlib.nullcontext()):
-        t = benchmark.Timer("table(batch)", globals={"table": table, "batch": batch}).blocked_autorange(min_run_time=0.2)
+for name, table, path in (
+    ("dense", dense_torch, None),
+    ("masked", masked, None),
+    ("compact", compact, "native"),
+    ("compact", compact, "torch"),
+):
+    with (
+        torch.no_grad(),
+        native.disabled() if path == "torch" else contextlib.nullcontext(),
+    ):
+        t = benchmark.Timer(
+            "table(batch)", globals={"table": table, "batch": batch}
+        ).blocked_autorange(min_run_time=0.2)
     label = f"{name} ({path})" if path else name
-    print(f"{label:17s} forward, 4,096 item ids: {t.median * 1e6:8.1f} us  ({4096 / t.median / 1e6:.1f} M rows/s)")
+    print(
+        f"{label:17s} forward, 4,096 item ids: {t.median * 1e6:8.1f} us  "
+        f"({4096 / t.median / 1e6:.1f} M rows/s)"
+    )
 
 # %% [markdown]
 # ## 4.8 Element-wise masks: magnitude pruning and PEP
@@ -469,11 +640,16 @@ for name, table, path in (("dense", dense_torch, None), ("masked", masked, None)
 # %%
 # NBVAL_CHECK_OUTPUT
 n = 1_000_000
-print(f"{'d':>4s}{'prefix (compact)':>18s}{'CSR, uint8 index':>18s}{'CSR, int32 index':>18s}")
+print(
+    f"{'d':>4s}{'prefix (compact)':>18s}{'CSR, uint8 index':>18s}"
+    f"{'CSR, int32 index':>18s}"
+)
 for d in (16, 64):
     half = budget.dense_bytes(n, d) / 2
-    kept = [budget.entries_for_bytes(half, n, d, form) / (n * d)
-            for form in ("compact", "csr", "csr_int32")]
+    kept = [
+        budget.entries_for_bytes(half, n, d, form) / (n * d)
+        for form in ("compact", "csr", "csr_int32")
+    ]
     print(f"{d:>4d}" + "".join(f"{k:>18.1%}" for k in kept))
 
 # %% [markdown]
@@ -498,13 +674,18 @@ from recsize.search.prune import run_magprune, train_dense
 dense = train_dense(backbone, split, d_max, config)
 es = {r["sparsity"]: r for r in runs if r["method"] == "es"}
 for c in sparsities:
-    mp = run_magprune(backbone, split, budget.density_from_sparsity(c), d_max, config,
-                      dense=dense)
-    line = (f"c={c:4.0%} MagPrune Recall@20 {mp.result.test['recall@20']:.4f} "
-            f"({budget.format_bytes(mp.memory['total']['csr'])} CSR)")
+    mp = run_magprune(
+        backbone, split, budget.density_from_sparsity(c), d_max, config, dense=dense
+    )
+    line = (
+        f"c={c:4.0%} MagPrune Recall@20 {mp.result.test['recall@20']:.4f} "
+        f"({budget.format_bytes(mp.memory['total']['csr'])} CSR)"
+    )
     if c in es:
-        line += (f" | ES {es[c]['test']['recall@20']:.4f} "
-                 f"({budget.format_bytes(es[c]['compact_bytes'])} compact)")
+        line += (
+            f" | ES {es[c]['test']['recall@20']:.4f} "
+            f"({budget.format_bytes(es[c]['compact_bytes'])} compact)"
+        )
     print(line)
 
 # %% [markdown]

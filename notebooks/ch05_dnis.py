@@ -29,17 +29,19 @@
 # on a 2-core CPU, and `benchmarks/dnis.py` repeats it over seeds and budgets against the baselines.
 
 # %% tags=["parameters"]
-# Parameters (papermill). Defaults are the small CI values; the full run is noted on each line.
-dataset = "ml-100k"          # full run: "ml-100k"
-backbone = "mf"              # full run: "lightgcn"
-d_max = 64                   # full run: 64
-blocks = 10                  # full run: 10 (ten frequency blocks of 10 %, as the official scripts)
-warm_epochs = 3              # full run: 20 (warm start with alpha = 1, the official scripts' value)
-search_epochs = 3            # full run: 20 (alternating embedding / alpha epochs)
-alpha_lr = 0.01              # full run: 0.01 (the paper and the official run scripts)
-l1 = 1e-5                    # full run: 1e-5 (lambda of the L1 term on alpha)
-sparsity = 0.9               # full run: 0.9 (benchmarks/dnis.py: 0.8, 0.9 and 0.95)
-retrain_epochs = 5           # full run: 100 (retraining and the baselines, early stopping with patience 5)
+# Parameters (papermill): CI defaults; the full run is noted on each line.
+dataset = "ml-100k"  # full run: "ml-100k"
+backbone = "mf"  # full run: "lightgcn"
+d_max = 64  # full run: 64
+blocks = 10  # full run: 10 (ten frequency blocks of 10 %, as the official scripts)
+warm_epochs = 3  # full run: 20 (warm start with alpha = 1, the official scripts' value)
+search_epochs = 3  # full run: 20 (alternating embedding / alpha epochs)
+alpha_lr = 0.01  # full run: 0.01 (the paper and the official run scripts)
+l1 = 1e-5  # full run: 1e-5 (lambda of the L1 term on alpha)
+sparsity = 0.9  # full run: 0.9 (benchmarks/dnis.py: 0.8, 0.9 and 0.95)
+retrain_epochs = (
+    5  # full run: 100 (retraining and the baselines, early stopping with patience 5)
+)
 seed = 0
 out_dir = "results/ch05"
 
@@ -47,12 +49,21 @@ out_dir = "results/ch05"
 # A bad value stops the chapter here, in one line, before any work (see the Preface).
 from recsize.params import check_parameters
 
-check_parameters(globals(), dataset="dataset", backbone="top-k backbone",
-                 d_max="positive int", blocks="positive int",
-                 warm_epochs="non-negative int", search_epochs="non-negative int",
-                 alpha_lr="positive number", l1="non-negative number",
-                 sparsity="sparsity", retrain_epochs="positive int",
-                 seed="non-negative int", out_dir="path")
+check_parameters(
+    globals(),
+    dataset="dataset",
+    backbone="top-k backbone",
+    d_max="positive int",
+    blocks="positive int",
+    warm_epochs="non-negative int",
+    search_epochs="non-negative int",
+    alpha_lr="positive number",
+    l1="non-negative number",
+    sparsity="sparsity",
+    retrain_epochs="positive int",
+    seed="non-negative int",
+    out_dir="path",
+)
 
 # %%
 import inspect
@@ -131,13 +142,20 @@ for role in ("user", "item"):
 model = build_backbone("mf", split, d_max, embedding=masked_factory(None, d_max))
 alphas = dnis.attach_soft_selection(model, counts, blocks)
 for role, alpha in alphas.items():
-    print(f"{role}: alpha {tuple(alpha.shape)}, all ones: {bool((alpha == 1).all())}, "
-          f"hooked into the table: {model.embedding_tables()[role].soft_weights is alpha}")
+    print(
+        f"{role}: alpha {tuple(alpha.shape)}, all ones: {bool((alpha == 1).all())}, "
+        f"hooked into the table: {model.embedding_tables()[role].soft_weights is alpha}"
+    )
 ids = torch.arange(5)
-print("alpha = 1 leaves the rows unchanged:", torch.equal(model.item(ids), model.item.weight[ids]))
+print(
+    "alpha = 1 leaves the rows unchanged:",
+    torch.equal(model.item(ids), model.item.weight[ids]),
+)
 with torch.no_grad():
-    alphas["item"][:, d_max // 2:] = 0.0      # switch off the second half of every item's dimensions
-print("second half switched off:", bool((model.item(ids)[:, d_max // 2:] == 0).all()))
+    alphas["item"][:, d_max // 2 :] = (
+        0.0  # switch off the second half of every item's dimensions
+    )
+print("second half switched off:", bool((model.item(ids)[:, d_max // 2 :] == 0).all()))
 
 # %% [markdown]
 # ## 5.3 Alternating updates
@@ -174,17 +192,35 @@ print(inspect.getsource(dnis.alpha_step))
 # ## 5.4 The search on MovieLens-100K
 
 # %%
-config = dnis.DNISConfig(d_max=d_max, blocks=blocks, warm_epochs=warm_epochs, search_epochs=search_epochs,
-                         alpha_lr=alpha_lr, l1=l1, retrain_epochs=retrain_epochs, patience=5, seed=seed,
-                         progress=False)
+config = dnis.DNISConfig(
+    d_max=d_max,
+    blocks=blocks,
+    warm_epochs=warm_epochs,
+    search_epochs=search_epochs,
+    alpha_lr=alpha_lr,
+    l1=l1,
+    retrain_epochs=retrain_epochs,
+    patience=5,
+    seed=seed,
+    progress=False,
+)
 searched = dnis.search(backbone, split, config)
 if searched.warm:
-    print(f"warm start: {searched.warm['epochs']} epochs, valid NDCG@20 {searched.warm['valid']['ndcg@20']:.4f}")
+    print(
+        f"warm start: {searched.warm['epochs']} epochs, valid NDCG@20 "
+        f"{searched.warm['valid']['ndcg@20']:.4f}"
+    )
 for h in searched.history:
-    print(f"search epoch {h['epoch']}: train loss {h['train_loss']:.4f}, valid loss {h['valid_loss']:.4f}, "
-          f"valid NDCG@20 {h['ndcg@20']:.4f}")
-print(f"kept the state of search epoch {searched.best_epoch}; search took {searched.seconds['total']:.1f} s "
-      f"(warm start {searched.seconds['warm']:.1f} s)")
+    print(
+        f"search epoch {h['epoch']}: train loss {h['train_loss']:.4f}, valid loss "
+        f"{h['valid_loss']:.4f}, "
+        f"valid NDCG@20 {h['ndcg@20']:.4f}"
+    )
+print(
+    f"kept the state of search epoch {searched.best_epoch}; search took "
+    f"{searched.seconds['total']:.1f} s "
+    f"(warm start {searched.seconds['warm']:.1f} s)"
+)
 
 # %% [markdown]
 # What did $\alpha$ learn? One heatmap per table: rows are the frequency blocks (most frequent on top),
@@ -192,9 +228,13 @@ print(f"kept the state of search epoch {searched.best_epoch}; search took {searc
 # prefix-width table would keep them in).
 
 # %%
-fig, axes = plt.subplots(1, len(searched.alphas), figsize=(5.2 * len(searched.alphas), 3.4), squeeze=False)
+fig, axes = plt.subplots(
+    1, len(searched.alphas), figsize=(5.2 * len(searched.alphas), 3.4), squeeze=False
+)
 for ax, (role, alpha) in zip(axes[0], searched.alphas.items()):
-    image = ax.imshow(-np.sort(-alpha, axis=1), aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    image = ax.imshow(
+        -np.sort(-alpha, axis=1), aspect="auto", cmap="viridis", vmin=0, vmax=1
+    )
     ax.set_title(f"alpha of the {role} table")
     ax.set_xlabel("dimension (sorted within each block)")
     ax.set_ylabel("frequency block (0 = most frequent)")
@@ -202,7 +242,9 @@ fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9)
 fig.savefig(out / "alpha_heatmap.png", dpi=120, bbox_inches="tight")
 plt.show()
 for role, alpha in searched.alphas.items():
-    print(f"{role:5s} mean alpha per block: {np.array2string(alpha.mean(1), precision=3)}")
+    print(
+        f"{role:5s} mean alpha per block: {np.array2string(alpha.mean(1), precision=3)}"
+    )
 
 # %% [markdown]
 # ## 5.5 From alpha to widths that meet the budget exactly
@@ -224,22 +266,33 @@ for role, alpha in searched.alphas.items():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-scores = np.abs(np.random.default_rng(0).standard_normal((1000, 64))) * np.linspace(2.0, 0.2, 1000)[:, None]
+scores = (
+    np.abs(np.random.default_rng(0).standard_normal((1000, 64)))
+    * np.linspace(2.0, 0.2, 1000)[:, None]
+)
 for d in (0.2, 0.1, 0.05):
     t, kept = dnis.threshold_for_density(scores, d, min_size=1, tolerance=1e-3)
     sizes, info = dnis.derive_sizes(scores, d, min_size=1)
-    print(f"density {d:4.2f}: threshold {t:.4f} keeps {kept:.5f} (|error| {abs(kept - d):.5f} <= 0.001); "
-          f"after rounding {sizes.sum():,} = target {budget.target_parameters(d, 1000, 64):,} "
-          f"({info['adjusted']} entries moved); widths {sizes.min()}..{sizes.max()}")
+    print(
+        f"density {d:4.2f}: threshold {t:.4f} keeps {kept:.5f} (|error| "
+        f"{abs(kept - d):.5f} <= 0.001); "
+        f"after rounding {sizes.sum():,} = target "
+        f"{budget.target_parameters(d, 1000, 64):,} "
+        f"({info['adjusted']} entries moved); widths {sizes.min()}..{sizes.max()}"
+    )
 
 # %% [markdown]
 # On the searched model:
 
 # %%
-sizes, derivation = dnis.budget_sizes(searched, density)                         # granularity "row"
+sizes, derivation = dnis.budget_sizes(searched, density)  # granularity "row"
 for role, info in derivation.items():
-    print(f"{role:5s}: threshold {info['threshold']:.4g} keeps {info['kept_at_threshold']:.5f}, "
-          f"{info['adjusted']} entries moved to reach {info['target']:,} = density {info['density']:.4f}")
+    print(
+        f"{role:5s}: threshold {info['threshold']:.4g} keeps "
+        f"{info['kept_at_threshold']:.5f}, "
+        f"{info['adjusted']} entries moved to reach {info['target']:,} = density "
+        f"{info['density']:.4f}"
+    )
 block_sizes, _ = dnis.budget_sizes(searched, density, granularity="block")
 
 # %% [markdown]
@@ -252,11 +305,23 @@ block_sizes, _ = dnis.budget_sizes(searched, density, granularity="block")
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for ax, role in zip(axes, ("user", "item")):
     c = counts[role]
-    ax.scatter(c + 1, sizes[role], s=4, alpha=0.3, color="tab:grey", label="DNIS, granularity row (a row)")
+    ax.scatter(
+        c + 1,
+        sizes[role],
+        s=4,
+        alpha=0.3,
+        color="tab:grey",
+        label="DNIS, granularity row (a row)",
+    )
     blocks_of = searched.row_blocks[role]
     centre = [np.median(c[blocks_of == k]) + 1 for k in range(blocks)]
-    ax.plot(centre, [block_sizes[role][blocks_of == k].mean() for k in range(blocks)], "o-", color="tab:blue",
-            label="DNIS, granularity block (a block)")
+    ax.plot(
+        centre,
+        [block_sizes[role][blocks_of == k].mean() for k in range(blocks)],
+        "o-",
+        color="tab:blue",
+        label="DNIS, granularity block (a block)",
+    )
     mde = baseline_sizes("mde", c, d_max, density)
     order = np.argsort(c)
     ax.plot(c[order] + 1, mde[order], color="tab:orange", label="MDE (Chapter 4)")
@@ -278,13 +343,20 @@ def spearman(a, b):
 
 
 for role in ("user", "item"):
-    print(f"{role}s: Spearman correlation of width and frequency: row {spearman(counts[role], sizes[role]):+.2f}, "
-          f"block {spearman(counts[role], block_sizes[role]):+.2f}, MDE "
-          f"{spearman(counts[role], baseline_sizes('mde', counts[role], d_max, density)):+.2f}")
+    mde = baseline_sizes("mde", counts[role], d_max, density)
+    print(
+        f"{role}s: Spearman correlation of width and frequency: row "
+        f"{spearman(counts[role], sizes[role]):+.2f}, "
+        f"block {spearman(counts[role], block_sizes[role]):+.2f}, MDE "
+        f"{spearman(counts[role], mde):+.2f}"
+    )
     norms = searched.model.embedding_tables()[role].weight.detach().norm(dim=1).numpy()
     blocks_of = searched.row_blocks[role]
-    print(f"  mean row norm |E_n| per block: "
-          f"{np.array2string(np.array([norms[blocks_of == k].mean() for k in range(blocks)]), precision=3)}")
+    per_block = np.array([norms[blocks_of == k].mean() for k in range(blocks)])
+    print(
+        f"  mean row norm |E_n| per block: "
+        f"{np.array2string(per_block, precision=3)}"
+    )
 
 # %% [markdown]
 # How to read it. MDE's widths grow with popularity by construction. DNIS's need not: its importance is a
@@ -303,27 +375,69 @@ for role in ("user", "item"):
 # parameters per table and train with the same settings.
 
 # %%
-train_config = default_config(backbone, epochs=retrain_epochs, patience=5, seed=seed, progress=False)
+train_config = default_config(
+    backbone, epochs=retrain_epochs, patience=5, seed=seed, progress=False
+)
 table = []
 for granularity in ("row", "block"):
-    run = dnis.run_dnis(backbone, split, density, replace(config, granularity=granularity), searched=searched)
-    table.append({"method": f"dnis ({granularity})", "recall@20": run.run.result.test["recall@20"],
-                  "ndcg@20": run.run.result.test["ndcg@20"], "parameters": run.run.memory["total"]["parameters"],
-                  "compact_bytes": run.run.memory["total"]["compact"], "seconds": run.seconds["retrain"]})
+    run = dnis.run_dnis(
+        backbone,
+        split,
+        density,
+        replace(config, granularity=granularity),
+        searched=searched,
+    )
+    table.append(
+        {
+            "method": f"dnis ({granularity})",
+            "recall@20": run.run.result.test["recall@20"],
+            "ndcg@20": run.run.result.test["ndcg@20"],
+            "parameters": run.run.memory["total"]["parameters"],
+            "compact_bytes": run.run.memory["total"]["compact"],
+            "seconds": run.seconds["retrain"],
+        }
+    )
 for method in ("es", "mr", "mde"):
-    base = run_baseline(backbone, split, method, density, d_max, train_config, seed=seed)
-    table.append({"method": method, "recall@20": base.result.test["recall@20"], "ndcg@20": base.result.test["ndcg@20"],
-                  "parameters": base.memory["total"]["parameters"], "compact_bytes": base.memory["total"]["compact"],
-                  "seconds": base.result.seconds})
+    base = run_baseline(
+        backbone, split, method, density, d_max, train_config, seed=seed
+    )
+    table.append(
+        {
+            "method": method,
+            "recall@20": base.result.test["recall@20"],
+            "ndcg@20": base.result.test["ndcg@20"],
+            "parameters": base.memory["total"]["parameters"],
+            "compact_bytes": base.memory["total"]["compact"],
+            "seconds": base.result.seconds,
+        }
+    )
 dense = budget.dense_bytes(split.n_users + split.n_items, d_max)
-print(f"{backbone}, c = {100 * sparsity:.0f} % (density {density}), d_max = {d_max}; dense tables {dense / 1024:.1f} KiB")
-print(f"{'method':14s}{'Recall@20':>10s}{'NDCG@20':>10s}{'parameters':>12s}{'compact KiB':>13s}{'train s':>9s}")
+print(
+    f"{backbone}, c = {100 * sparsity:.0f} % (density {density}), d_max = {d_max}; "
+    f"dense tables {dense / 1024:.1f} KiB"
+)
+print(
+    f"{'method':14s}{'Recall@20':>10s}{'NDCG@20':>10s}{'parameters':>12s}"
+    f"{'compact KiB':>13s}{'train s':>9s}"
+)
 for r in table:
-    print(f"{r['method']:14s}{r['recall@20']:>10.4f}{r['ndcg@20']:>10.4f}{r['parameters']:>12,}"
-          f"{r['compact_bytes'] / 1024:>13.1f}{r['seconds']:>9.1f}")
+    print(
+        f"{r['method']:14s}{r['recall@20']:>10.4f}{r['ndcg@20']:>10.4f}"
+        f"{r['parameters']:>12,}"
+        f"{r['compact_bytes'] / 1024:>13.1f}{r['seconds']:>9.1f}"
+    )
 print(f"DNIS search: {searched.seconds['total']:.1f} s, once for every budget")
-(out / "dnis.json").write_text(json.dumps({"search": searched.to_dict(), "table": table,
-                                           "sizes": {r: s.tolist() for r, s in sizes.items()}}, indent=1, default=float))
+(out / "dnis.json").write_text(
+    json.dumps(
+        {
+            "search": searched.to_dict(),
+            "table": table,
+            "sizes": {r: s.tolist() for r, s in sizes.items()},
+        },
+        indent=1,
+        default=float,
+    )
+)
 
 # %% [markdown]
 # At CI parameters these numbers say little: the models see a handful of epochs. `benchmarks/dnis.py`

@@ -28,21 +28,27 @@
 # a quarter of an hour on a 2-core CPU, and `benchmarks/ciess.py` repeats it against the baselines.
 
 # %% tags=["parameters"]
-# Parameters (papermill). Defaults are the small CI values; the full run is noted on each line.
-dataset = "ml-100k"            # full run: "ml-100k"
-protocol = "random-811"        # full run: "random-811" (or the paper's "ciess-50-25-25")
-backbone = "mf"                # full run: "lightgcn"
-d_max = 32                     # full run: 64 (the paper: 128)
-sparsities = [0.8, 0.9, 0.95]  # full run: [0.8, 0.9, 0.95] (the papers' c; densities 0.2 / 0.1 / 0.05)
-lam = 0.4                      # full run: 0.4 (lambda, the paper's value on ML-1M)
-episodes = 4                   # full run: 6 (the paper: 30)
-iterations = 3                 # full run: 5 (the paper: 10)
-epochs_per_iteration = 1       # full run: 3
-hidden = 32                    # full run: 256 (actor 3-256-256-1, critics 4-256-256-1)
-full_epochs = 5                # full run: 100 (the full-width reference, early stopping)
-retrain_epochs = 5             # full run: 100 (selective retraining and the baselines, early stopping)
-top_l = 1                      # full run: 1 (the paper's l is not given; ours: 3 in the "paper" schedule)
-patience = 5                   # full run: 10 (early stopping of the reference, the retraining and the baselines)
+# Parameters (papermill): CI defaults; the full run is noted on each line.
+dataset = "ml-100k"  # full run: "ml-100k"
+protocol = "random-811"  # full run: "random-811" (or the paper's "ciess-50-25-25")
+backbone = "mf"  # full run: "lightgcn"
+d_max = 32  # full run: 64 (the paper: 128)
+sparsities = [
+    0.8,
+    0.9,
+    0.95,
+]  # full run: [0.8, 0.9, 0.95] (the papers' c; densities 0.2 / 0.1 / 0.05)
+lam = 0.4  # full run: 0.4 (lambda, the paper's value on ML-1M)
+episodes = 4  # full run: 6 (the paper: 30)
+iterations = 3  # full run: 5 (the paper: 10)
+epochs_per_iteration = 1  # full run: 3
+hidden = 32  # full run: 256 (actor 3-256-256-1, critics 4-256-256-1)
+full_epochs = 5  # full run: 100 (the full-width reference, early stopping)
+retrain_epochs = (
+    5  # full run: 100 (selective retraining and the baselines, early stopping)
+)
+top_l = 1  # full run: 1 (the paper's l is not given; ours: 3 in the "paper" schedule)
+patience = 5  # full run: 10 (early stopping: reference, retraining, baselines)
 seed = 0
 out_dir = "results/ch06"
 
@@ -50,14 +56,25 @@ out_dir = "results/ch06"
 # A bad value stops the chapter here, in one line, before any work (see the Preface).
 from recsize.params import check_parameters
 
-check_parameters(globals(), dataset="dataset", protocol="protocol",
-                 backbone="top-k backbone", d_max="positive int",
-                 sparsities=["sparsity"], lam="non-negative number",
-                 episodes="positive int", iterations="positive int",
-                 epochs_per_iteration="positive int", hidden="positive int",
-                 full_epochs="positive int", retrain_epochs="positive int",
-                 top_l="positive int", patience="non-negative int",
-                 seed="non-negative int", out_dir="path")
+check_parameters(
+    globals(),
+    dataset="dataset",
+    protocol="protocol",
+    backbone="top-k backbone",
+    d_max="positive int",
+    sparsities=["sparsity"],
+    lam="non-negative number",
+    episodes="positive int",
+    iterations="positive int",
+    epochs_per_iteration="positive int",
+    hidden="positive int",
+    full_epochs="positive int",
+    retrain_epochs="positive int",
+    top_l="positive int",
+    patience="non-negative int",
+    seed="non-negative int",
+    out_dir="path",
+)
 
 # %%
 import json
@@ -98,7 +115,11 @@ densities = [round(1 - c, 6) for c in sparsities]
 
 # %%
 # NBVAL_CHECK_OUTPUT
-freq, widths, q = np.array([1.0, 0.25, 0.01]), np.array([64, 16, 4]), np.array([1.0, 0.9, 0.6])
+freq, widths, q = (
+    np.array([1.0, 0.25, 0.01]),
+    np.array([64, 16, 4]),
+    np.array([1.0, 0.9, 0.6]),
+)
 print("states (f, d/d_max, q):\n", make_state(freq, widths, q, d_max=64))
 print("rewards:", np.round(reward(q, widths, 64, 0.4), 4))
 
@@ -121,8 +142,12 @@ print("rewards:", np.round(reward(q, widths, 64, 0.4), 4))
 # NBVAL_CHECK_OUTPUT
 agent = TD3(d_max=128, hidden=256)
 print(agent.actor)
-print("critic parameters:", sum(p.numel() for p in agent.critic.parameters()),
-      "| actor parameters:", sum(p.numel() for p in agent.actor.parameters()))
+print(
+    "critic parameters:",
+    sum(p.numel() for p in agent.critic.parameters()),
+    "| actor parameters:",
+    sum(p.numel() for p in agent.actor.parameters()),
+)
 
 # %% [markdown]
 # ## 6.3 Why a random walk
@@ -139,7 +164,9 @@ print("critic parameters:", sum(p.numel() for p in agent.critic.parameters()),
 nbrs, p = walk_probabilities(10, d_max=64, t=5)
 print(" ".join(f"{n:>5d}" for n in nbrs))
 print(" ".join(f"{x:5.3f}" for x in p))
-walks = random_walk(np.array([10.0, 1.0, 63.4]), 64, np.random.default_rng(0), t=5, length=5)
+walks = random_walk(
+    np.array([10.0, 1.0, 63.4]), 64, np.random.default_rng(0), t=5, length=5
+)
 print("visited widths (one walk per row, the start first):\n", walks)
 
 # %% [markdown]
@@ -160,24 +187,50 @@ print("visited widths (one walk per row, the start first):\n", walks)
 
 # %%
 split = prepare(dataset, protocol, seed=seed, verbose=True)
-config = CIESSConfig(budgets=tuple(densities), lam=lam, d_max=d_max, episodes=episodes, iterations=iterations,
-                     epochs_per_iteration=epochs_per_iteration, hidden=hidden, full_epochs=full_epochs,
-                     retrain_epochs=retrain_epochs, patience=patience, top_l=top_l, seed=seed, progress=False)
+config = CIESSConfig(
+    budgets=tuple(densities),
+    lam=lam,
+    d_max=d_max,
+    episodes=episodes,
+    iterations=iterations,
+    epochs_per_iteration=epochs_per_iteration,
+    hidden=hidden,
+    full_epochs=full_epochs,
+    retrain_epochs=retrain_epochs,
+    patience=patience,
+    top_l=top_l,
+    seed=seed,
+    progress=False,
+)
 result = CIESS(backbone, split, config).run()
-print(f"reference (full width, {result.reference['best_epoch']} epochs): valid NDCG@20 "
-      f"{result.reference['valid']['ndcg@20']:.4f}")
-print(f"seconds: reference {result.seconds['reference']:.1f}, search {result.seconds['search']:.1f}, "
-      f"retraining {result.seconds['retrain']:.1f}")
+print(
+    f"reference (full width, {result.reference['best_epoch']} epochs): valid NDCG@20 "
+    f"{result.reference['valid']['ndcg@20']:.4f}"
+)
+print(
+    f"seconds: reference {result.seconds['reference']:.1f}, search "
+    f"{result.seconds['search']:.1f}, "
+    f"retraining {result.seconds['retrain']:.1f}"
+)
 
 # %%
 hist = result.history
 episode = np.array([h["episode"] for h in hist])
-per_episode = {k: [np.mean([h[k] for h in hist if h["episode"] == e]) for e in range(episodes)]
-               for k in ("reward", "density", "mean_q")}
+per_episode = {
+    k: [np.mean([h[k] for h in hist if h["episode"] == e]) for e in range(episodes)]
+    for k in ("reward", "density", "mean_q")
+}
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-for ax, key, label in zip(axes, ("reward", "density", "mean_q"), ("mean reward", "density kept", "mean q")):
+for ax, key, label in zip(
+    axes, ("reward", "density", "mean_q"), ("mean reward", "density kept", "mean q")
+):
     ax.plot(range(len(hist)), [h[key] for h in hist], ".", alpha=0.5, label="iteration")
-    ax.plot((np.arange(episodes) + 0.5) * iterations - 0.5, per_episode[key], "o-", label="episode mean")
+    ax.plot(
+        (np.arange(episodes) + 0.5) * iterations - 0.5,
+        per_episode[key],
+        "o-",
+        label="episode mean",
+    )
     ax.set_xlabel("iteration")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
@@ -199,22 +252,33 @@ plt.show()
 # %%
 loosest = result.budgets[str(densities[0])]["best"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-for ax, side, counts in ((axes[0], "user", split.user_activity()), (axes[1], "item", split.item_popularity())):
+for ax, side, counts in (
+    (axes[0], "user", split.user_activity()),
+    (axes[1], "item", split.item_popularity()),
+):
     sizes = np.asarray(loosest[f"{side}_sizes"])
     ax.scatter(counts + 1, sizes, s=5, alpha=0.4)
     ax.set_xscale("log")
     ax.set_xlabel(f"training interactions of the {side} + 1")
     ax.set_ylabel("searched width")
-    ax.set_title(f"{side}s, c = {100 * sparsities[0]:.0f} %"
-                 f"{' (projected)' if loosest['projected'] else ''}")
+    ax.set_title(
+        f"{side}s, c = {100 * sparsities[0]:.0f} %"
+        f"{' (projected)' if loosest['projected'] else ''}"
+    )
     ax.grid(alpha=0.3)
 fig.tight_layout()
 fig.savefig(out / "widths_vs_popularity.png", dpi=120)
 plt.show()
-for side, counts in (("user", split.user_activity()), ("item", split.item_popularity())):
+for side, counts in (
+    ("user", split.user_activity()),
+    ("item", split.item_popularity()),
+):
     sizes = np.asarray(loosest[f"{side}_sizes"])
-    print(f"{side}s: Spearman correlation of width and frequency "
-          f"{np.corrcoef(np.argsort(np.argsort(counts)), np.argsort(np.argsort(sizes)))[0, 1]:+.2f}")
+    rank_c, rank_s = np.argsort(np.argsort(counts)), np.argsort(np.argsort(sizes))
+    print(
+        f"{side}s: Spearman correlation of width and frequency "
+        f"{np.corrcoef(rank_c, rank_s)[0, 1]:+.2f}"
+    )
 
 # %% [markdown]
 # MDE (Chapter 4) *imposes* wider rows for popular entities. CIESS has the frequency in its state but is
@@ -227,23 +291,47 @@ for side, counts in (("user", split.user_activity()), ("item", split.item_popula
 # kept parameters are at most the budget (over users and items together); the baselines hit it exactly.
 
 # %%
-train_config = default_config(backbone, epochs=retrain_epochs, patience=patience, seed=seed, progress=False)
+train_config = default_config(
+    backbone, epochs=retrain_epochs, patience=patience, seed=seed, progress=False
+)
 table = []
 for d in densities:
     best = result.budgets[str(d)]["best"]
-    table.append({"c": 1 - d, "method": "ciess" + (" (projected)" if best["projected"] else ""),
-                  "recall@20": best["test"]["recall@20"], "ndcg@20": best["test"]["ndcg@20"],
-                  "parameters": best["parameters"], "compact_bytes": best["compact_bytes"]})
+    table.append(
+        {
+            "c": 1 - d,
+            "method": "ciess" + (" (projected)" if best["projected"] else ""),
+            "recall@20": best["test"]["recall@20"],
+            "ndcg@20": best["test"]["ndcg@20"],
+            "parameters": best["parameters"],
+            "compact_bytes": best["compact_bytes"],
+        }
+    )
     for method in ("es", "mr", "mde"):
         run = run_baseline(backbone, split, method, d, d_max, train_config, seed=seed)
-        table.append({"c": 1 - d, "method": method, "recall@20": run.result.test["recall@20"],
-                      "ndcg@20": run.result.test["ndcg@20"], "parameters": run.memory["total"]["parameters"],
-                      "compact_bytes": run.memory["total"]["compact"]})
-print(f"{'c':>5s} {'method':18s}{'Recall@20':>10s}{'NDCG@20':>10s}{'parameters':>12s}{'compact KiB':>13s}")
+        table.append(
+            {
+                "c": 1 - d,
+                "method": method,
+                "recall@20": run.result.test["recall@20"],
+                "ndcg@20": run.result.test["ndcg@20"],
+                "parameters": run.memory["total"]["parameters"],
+                "compact_bytes": run.memory["total"]["compact"],
+            }
+        )
+print(
+    f"{'c':>5s} {'method':18s}{'Recall@20':>10s}{'NDCG@20':>10s}{'parameters':>12s}"
+    f"{'compact KiB':>13s}"
+)
 for r in table:
-    print(f"{100 * r['c']:4.0f}% {r['method']:18s}{r['recall@20']:>10.4f}{r['ndcg@20']:>10.4f}"
-          f"{r['parameters']:>12,}{r['compact_bytes'] / 1024:>13.1f}")
-(out / "ciess.json").write_text(json.dumps({"result": result.to_dict(), "table": table}, indent=1))
+    print(
+        f"{100 * r['c']:4.0f}% "
+        f"{r['method']:18s}{r['recall@20']:>10.4f}{r['ndcg@20']:>10.4f}"
+        f"{r['parameters']:>12,}{r['compact_bytes'] / 1024:>13.1f}"
+    )
+(out / "ciess.json").write_text(
+    json.dumps({"result": result.to_dict(), "table": table}, indent=1)
+)
 
 # %% [markdown]
 # At CI parameters these numbers say little: the models see a handful of epochs. `benchmarks/ciess.py`

@@ -28,20 +28,20 @@
 # differs by segment; the full run adds more epochs and `benchmarks/ihas.py` runs ml-100k-ctr over seeds.
 
 # %% tags=["parameters"]
-# Parameters (papermill). Defaults are the small CI values; the full run is noted on each line.
-n_samples = 40000        # full run: 40000
-n_fields = 9             # full run: 9 (the segment field and eight value fields)
-segments = 4             # full run: 4
-cardinality = 200        # full run: 200
-backbone = "fm"          # full run: "fm"
-d_max = 32               # full run: 32
-density = 0.2            # full run: 0.2 (sparsity c = 80 %)
-clusters = 4             # full run: 4
-n_blocks = 4             # full run: 4 (gate blocks of d_max / 4 = 8 dimensions)
-route_dim = 2            # full run: 2
-hidden = 8               # full run: 8 (gate network width)
-search_epochs = 6        # full run: 15
-epochs = 6               # full run: 100 (early stopping on validation AUC)
+# Parameters (papermill): CI defaults; the full run is noted on each line.
+n_samples = 40000  # full run: 40000
+n_fields = 9  # full run: 9 (the segment field and eight value fields)
+segments = 4  # full run: 4
+cardinality = 200  # full run: 200
+backbone = "fm"  # full run: "fm"
+d_max = 32  # full run: 32
+density = 0.2  # full run: 0.2 (sparsity c = 80 %)
+clusters = 4  # full run: 4
+n_blocks = 4  # full run: 4 (gate blocks of d_max / 4 = 8 dimensions)
+route_dim = 2  # full run: 2
+hidden = 8  # full run: 8 (gate network width)
+search_epochs = 6  # full run: 15
+epochs = 6  # full run: 100 (early stopping on validation AUC)
 seed = 0
 out_dir = "results/ch07"
 
@@ -49,13 +49,24 @@ out_dir = "results/ch07"
 # A bad value stops the chapter here, in one line, before any work (see the Preface).
 from recsize.params import check_parameters
 
-check_parameters(globals(), n_samples="positive int", n_fields="positive int",
-                 segments="positive int", cardinality="positive int",
-                 backbone="ctr backbone", d_max="positive int", density="density",
-                 clusters="positive int", n_blocks="positive int",
-                 route_dim="positive int", hidden="positive int",
-                 search_epochs="positive int", epochs="positive int",
-                 seed="non-negative int", out_dir="path")
+check_parameters(
+    globals(),
+    n_samples="positive int",
+    n_fields="positive int",
+    segments="positive int",
+    cardinality="positive int",
+    backbone="ctr backbone",
+    d_max="positive int",
+    density="density",
+    clusters="positive int",
+    n_blocks="positive int",
+    route_dim="positive int",
+    hidden="positive int",
+    search_epochs="positive int",
+    epochs="positive int",
+    seed="non-negative int",
+    out_dir="path",
+)
 
 # %%
 import json
@@ -67,7 +78,13 @@ import torch
 
 from recsize.data import make_synthetic_ctr, split_ctr
 from recsize.search import run_baseline
-from recsize.search.ihas import GateNetwork, IHASConfig, polarisation_penalty, run_ihas, sparsity_penalty
+from recsize.search.ihas import (
+    GateNetwork,
+    IHASConfig,
+    polarisation_penalty,
+    run_ihas,
+    sparsity_penalty,
+)
 from recsize.train import default_config
 
 out = Path(out_dir)
@@ -88,13 +105,17 @@ torch.set_num_threads(1)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-data = make_synthetic_ctr(n_samples, n_fields, segments, seed=seed, cardinality=cardinality)
+data = make_synthetic_ctr(
+    n_samples, n_fields, segments, seed=seed, cardinality=cardinality
+)
 split = split_ctr(data, seed=seed)
 print(data)
 print(split)
 relevant = 2
 for s in range(segments):
-    fields = [data.fields[1 + (s * relevant + j) % (n_fields - 1)] for j in range(relevant)]
+    fields = [
+        data.fields[1 + (s * relevant + j) % (n_fields - 1)] for j in range(relevant)
+    ]
     print(f"segment {s}: labels depend on {', '.join(fields)}")
 
 # %% [markdown]
@@ -128,8 +149,11 @@ mu.grad = None
 polarisation_penalty(mu).backward()
 print("d polarisation / d mu  ", [round(g, 3) for g in mu.grad.tolist()])
 net = GateNetwork(n_fields, d_max, n_blocks, route_dim, hidden=hidden)
-print(f"gate network: {n_fields} fields x {route_dim} dims in -> {n_fields} x {n_blocks} gates out, "
-      f"{sum(p.numel() for p in net.parameters()):,} parameters")
+print(
+    f"gate network: {n_fields} fields x {route_dim} dims in -> {n_fields} x {n_blocks} "
+    "gates out, "
+    f"{sum(p.numel() for p in net.parameters()):,} parameters"
+)
 
 # %% [markdown]
 # Two first attempts failed, and the chapter keeps them because they teach something. With the
@@ -150,12 +174,29 @@ print(f"gate network: {n_fields} fields x {route_dim} dims in -> {n_fields} x {n
 # its gate pattern.
 
 # %%
-train_config = default_config(backbone, epochs=epochs, patience=3, seed=seed, progress=False,
-                              lr=3e-3, batch_size=512)
-ihas_config = IHASConfig(clusters=clusters, n_blocks=n_blocks, route_dim=route_dim, hidden=hidden,
-                         search_epochs=search_epochs, lr=3e-3, batch_size=512)
+train_config = default_config(
+    backbone,
+    epochs=epochs,
+    patience=3,
+    seed=seed,
+    progress=False,
+    lr=3e-3,
+    batch_size=512,
+)
+ihas_config = IHASConfig(
+    clusters=clusters,
+    n_blocks=n_blocks,
+    route_dim=route_dim,
+    hidden=hidden,
+    search_epochs=search_epochs,
+    lr=3e-3,
+    batch_size=512,
+)
 run = run_ihas(backbone, split, density, d_max, ihas_config, train_config, seed=seed)
-print(f"iHAS K = {clusters}: test AUC {run.test['auc']:.4f}, log loss {run.test['logloss']:.4f}")
+print(
+    f"iHAS K = {clusters}: test AUC {run.test['auc']:.4f}, log loss "
+    f"{run.test['logloss']:.4f}"
+)
 print("samples per cluster (train):", run.cluster_sizes["train"])
 
 # %%
@@ -187,11 +228,16 @@ from recsize.search.ihas import gate_patterns
 rng = np.random.default_rng(seed)
 sample = rng.choice(len(split.train), size=min(2000, len(split.train)), replace=False)
 pat = gate_patterns(run.search_model, run.gates, data.X[split.train[sample]])
-xy = PCA(n_components=2, random_state=seed).fit_transform(pat + rng.normal(0, 0.03, pat.shape))
+xy = PCA(n_components=2, random_state=seed).fit_transform(
+    pat + rng.normal(0, 0.03, pat.shape)
+)
 labels = run.labels["train"][sample]
 segment = data.X[split.train[sample], 0] - data.offsets[0]
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-for ax, colour, title in ((axes[0], labels, "cluster"), (axes[1], segment, "true segment")):
+for ax, colour, title in (
+    (axes[0], labels, "cluster"),
+    (axes[1], segment, "true segment"),
+):
     sc = ax.scatter(xy[:, 0], xy[:, 1], c=colour, s=6, cmap="tab10", alpha=0.6)
     ax.set_title(f"gate patterns (PCA, jittered), coloured by {title}")
     ax.set_xlabel("PC 1")
@@ -219,7 +265,9 @@ ax.set_xticks(range(n_fields), data.fields, rotation=45)
 ax.set_yticks(range(len(widths)), [f"cluster {k}" for k in range(len(widths))])
 for k in range(widths.shape[0]):
     for f in range(widths.shape[1]):
-        ax.text(f, k, f"{widths[k, f]:.0f}", ha="center", va="center", color="w", fontsize=8)
+        ax.text(
+            f, k, f"{widths[k, f]:.0f}", ha="center", va="center", color="w", fontsize=8
+        )
 fig.colorbar(im, ax=ax, label="mean width")
 fig.tight_layout()
 fig.savefig(out / "cluster_widths.png", dpi=120)
@@ -244,13 +292,27 @@ plt.show()
 # %%
 b = run.budget
 r = b["routing_parameters"]
-print(f"budget: {b['target_parameters']:,} parameters (density {density} of {data.n_features:,} rows x {d_max})")
+print(
+    f"budget: {b['target_parameters']:,} parameters (density {density} of "
+    f"{data.n_features:,} rows x {d_max})"
+)
 for k, p in enumerate(b["cluster_parameters"]):
-    print(f"  cluster {k}: {p:>8,} parameters  {b['cluster_bytes'][k]:>8,} bytes (compact)")
-print(f"  routing:   {r['total']:>8,} parameters  (router table {r['router_table']:,}, gate network "
-      f"{r['gate_network']:,}, centroids {r['centroids']:,})")
-print(f"  total:     {b['total_parameters']:>8,} parameters  {b['total_bytes']:>8,} bytes")
-print(f"non-embedding parameters across the {len(run.models)} models: {b['non_embedding_parameters']:,}")
+    print(
+        f"  cluster {k}: {p:>8,} parameters  {b['cluster_bytes'][k]:>8,} bytes "
+        "(compact)"
+    )
+print(
+    f"  routing:   {r['total']:>8,} parameters  (router table {r['router_table']:,}, "
+    "gate network "
+    f"{r['gate_network']:,}, centroids {r['centroids']:,})"
+)
+print(
+    f"  total:     {b['total_parameters']:>8,} parameters  {b['total_bytes']:>8,} bytes"
+)
+print(
+    f"non-embedding parameters across the {len(run.models)} models: "
+    f"{b['non_embedding_parameters']:,}"
+)
 assert b["total_parameters"] == b["target_parameters"]
 
 # %% [markdown]
@@ -264,16 +326,31 @@ assert b["total_parameters"] == b["target_parameters"]
 rows = {}
 for method in ("es", "mde"):
     base = run_baseline(backbone, split, method, density, d_max, train_config)
-    rows[method.upper()] = {**base.result.test, "parameters": int(sum(base.sizes["feature"]))}
-one = run_ihas(backbone, split, density, d_max, IHASConfig(**{**ihas_config.__dict__, "clusters": 1}),
-               train_config, seed=seed)
+    rows[method.upper()] = {
+        **base.result.test,
+        "parameters": int(sum(base.sizes["feature"])),
+    }
+one = run_ihas(
+    backbone,
+    split,
+    density,
+    d_max,
+    IHASConfig(**{**ihas_config.__dict__, "clusters": 1}),
+    train_config,
+    seed=seed,
+)
 rows["iHAS K=1"] = {**one.test, "parameters": one.budget["total_parameters"]}
 rows[f"iHAS K={clusters}"] = {**run.test, "parameters": b["total_parameters"]}
 print(f"{'method':12s}{'AUC':>8s}{'log loss':>10s}{'parameters':>12s}")
 for name, m in rows.items():
     print(f"{name:12s}{m['auc']:8.4f}{m['logloss']:10.4f}{m['parameters']:12,}")
-(out / "comparison.json").write_text(json.dumps({"density": density, "d_max": d_max, "rows": rows,
-                                                 "ihas": run.to_dict()}, indent=2, default=float))
+(out / "comparison.json").write_text(
+    json.dumps(
+        {"density": density, "d_max": d_max, "rows": rows, "ihas": run.to_dict()},
+        indent=2,
+        default=float,
+    )
+)
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3))

@@ -30,42 +30,60 @@
 # `recsize book run --full --chapters ch08_head_to_head --out results/ch08-full`.
 
 # %% tags=["parameters"]
-# Parameters (papermill). Defaults are the small CI values; the full run is noted on each line.
-topk_backbones = ["mf"]        # full run: ["lightgcn", "neumf"]
-ctr_backbone = "fm"            # full run: "deepfm"
-sparsities = [0.8, 0.9, 0.95]  # full run: [0.8, 0.9, 0.95] (the papers' c; densities 0.2 / 0.1 / 0.05)
-d_max = 64                     # full run: 64
-epochs = 3                     # full run: 30 (top-k retraining cap, every method; CIESS's reference too)
-patience = 3                   # full run: 10 (top-k early stopping, every method)
-ctr_epochs = 2                 # full run: 30 (CTR retraining cap, every method)
-ctr_patience = 1               # full run: 3 (validation AUC peaks within a few epochs)
-warm_epochs = 2                # full run: 20 (DNIS warm start)
-search_epochs = 2              # full run: 20 (DNIS alternating epochs)
-episodes = 2                   # full run: 6 (CIESS; the paper: 30)
-iterations = 2                 # full run: 5 (CIESS; the paper: 10)
-epochs_per_iteration = 1       # full run: 3 (CIESS)
-ciess_hidden = 32              # full run: 256 (CIESS actor and critic width)
-clusters = 4                   # full run: 4 (iHAS K)
-ihas_search_epochs = 2         # full run: 10 (iHAS)
-seed = 0                       # full run: 0
-n_seeds = 1                    # full run: 1 (benchmarks/head_to_head.py --seeds 0 1 2 for three)
-benchmark_file = "../benchmarks/out/head_to_head.json"  # full run: the same (the measured run, Section 8.6)
+# Parameters (papermill): CI defaults; the full run is noted on each line.
+topk_backbones = ["mf"]  # full run: ["lightgcn", "neumf"]
+ctr_backbone = "fm"  # full run: "deepfm"
+sparsities = [
+    0.8,
+    0.9,
+    0.95,
+]  # full run: [0.8, 0.9, 0.95] (the papers' c; densities 0.2 / 0.1 / 0.05)
+d_max = 64  # full run: 64
+epochs = 3  # full run: 30 (top-k retraining cap, every method; CIESS's reference too)
+patience = 3  # full run: 10 (top-k early stopping, every method)
+ctr_epochs = 2  # full run: 30 (CTR retraining cap, every method)
+ctr_patience = 1  # full run: 3 (validation AUC peaks within a few epochs)
+warm_epochs = 2  # full run: 20 (DNIS warm start)
+search_epochs = 2  # full run: 20 (DNIS alternating epochs)
+episodes = 2  # full run: 6 (CIESS; the paper: 30)
+iterations = 2  # full run: 5 (CIESS; the paper: 10)
+epochs_per_iteration = 1  # full run: 3 (CIESS)
+ciess_hidden = 32  # full run: 256 (CIESS actor and critic width)
+clusters = 4  # full run: 4 (iHAS K)
+ihas_search_epochs = 2  # full run: 10 (iHAS)
+seed = 0  # full run: 0
+n_seeds = 1  # full run: 1 (benchmarks/head_to_head.py --seeds 0 1 2 for three)
+# full run: the same file (the measured run, Section 8.6)
+benchmark_file = "../benchmarks/out/head_to_head.json"
 out_dir = "results/ch08"
 
 # %%
 # A bad value stops the chapter here, in one line, before any work (see the Preface).
 from recsize.params import check_parameters
 
-check_parameters(globals(), topk_backbones=["top-k backbone"],
-                 ctr_backbone="ctr backbone", sparsities=["sparsity"],
-                 d_max="positive int", epochs="positive int",
-                 patience="non-negative int", ctr_epochs="positive int",
-                 ctr_patience="non-negative int", warm_epochs="non-negative int",
-                 search_epochs="non-negative int", episodes="positive int",
-                 iterations="positive int", epochs_per_iteration="positive int",
-                 ciess_hidden="positive int", clusters="positive int",
-                 ihas_search_epochs="positive int", seed="non-negative int",
-                 n_seeds="positive int", benchmark_file="path", out_dir="path")
+check_parameters(
+    globals(),
+    topk_backbones=["top-k backbone"],
+    ctr_backbone="ctr backbone",
+    sparsities=["sparsity"],
+    d_max="positive int",
+    epochs="positive int",
+    patience="non-negative int",
+    ctr_epochs="positive int",
+    ctr_patience="non-negative int",
+    warm_epochs="non-negative int",
+    search_epochs="non-negative int",
+    episodes="positive int",
+    iterations="positive int",
+    epochs_per_iteration="positive int",
+    ciess_hidden="positive int",
+    clusters="positive int",
+    ihas_search_epochs="positive int",
+    seed="non-negative int",
+    n_seeds="positive int",
+    benchmark_file="path",
+    out_dir="path",
+)
 
 # %%
 import json
@@ -76,8 +94,20 @@ import numpy as np
 
 from recsize import budget
 from recsize.data import prepare
-from recsize.search import HeadToHeadConfig, head_to_head, pareto_front, pareto_plot, search_costs, summary_table
-from recsize.search.compare import applicable_methods, format_costs, format_table, pareto_points
+from recsize.search import (
+    HeadToHeadConfig,
+    head_to_head,
+    pareto_front,
+    pareto_plot,
+    search_costs,
+    summary_table,
+)
+from recsize.search.compare import (
+    applicable_methods,
+    format_costs,
+    format_table,
+    pareto_points,
+)
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -124,17 +154,29 @@ ctr_split = prepare("ml-100k-ctr", seed=seed)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-tables = {"LightGCN (user, item)": [topk_split.n_users, topk_split.n_items],
-          "NeuMF (2 x user, 2 x item)": [topk_split.n_users, topk_split.n_items] * 2,
-          "DeepFM (one feature table)": [ctr_split.data.n_features]}
-print(f"{'tables':28s}{'c':>6s}{'parameters':>12s}{'compact bytes':>15s}{'dense bytes':>13s}{'ratio':>7s}")
+tables = {
+    "LightGCN (user, item)": [topk_split.n_users, topk_split.n_items],
+    "NeuMF (2 x user, 2 x item)": [topk_split.n_users, topk_split.n_items] * 2,
+    "DeepFM (one feature table)": [ctr_split.data.n_features],
+}
+print(
+    f"{'tables':28s}{'c':>6s}{'parameters':>12s}{'compact bytes':>15s}"
+    f"{'dense bytes':>13s}{'ratio':>7s}"
+)
 for name, rows in tables.items():
     for c in sparsities:
         params = sum(budget.target_parameters(1 - c, n, 64) for n in rows)
-        # compact bytes depend on sum(d_n) and the row count only: any widths with this total cost the same
-        compact = sum(budget.compact_bytes(np.full(n, 0), 64) for n in rows) + params * budget.FLOAT_BYTES
+        # compact bytes depend on sum(d_n) and the row count only:
+        # any widths with this total cost the same
+        compact = (
+            sum(budget.compact_bytes(np.full(n, 0), 64) for n in rows)
+            + params * budget.FLOAT_BYTES
+        )
         dense = sum(budget.dense_bytes(n, 64) for n in rows)
-        print(f"{name:28s}{100 * c:5.0f}%{params:>12,}{compact:>15,}{dense:>13,}{compact / dense:>7.3f}")
+        print(
+            f"{name:28s}{100 * c:5.0f}%{params:>12,}{compact:>15,}{dense:>13,}"
+            f"{compact / dense:>7.3f}"
+        )
 
 # %% [markdown]
 # At $c$ = 95 % the offsets (8 bytes per row) are already a large share of the compact bytes: a row of
@@ -172,18 +214,33 @@ print("dominated:   ", [names[i] for i in range(len(names)) if i not in front])
 
 # %%
 config = HeadToHeadConfig(
-    sparsities=tuple(sparsities), seeds=tuple(seeds), d_max=d_max, epochs=epochs, patience=patience,
+    sparsities=tuple(sparsities),
+    seeds=tuple(seeds),
+    d_max=d_max,
+    epochs=epochs,
+    patience=patience,
     dnis={"warm_epochs": warm_epochs, "search_epochs": search_epochs},
-    ciess={"episodes": episodes, "iterations": iterations, "epochs_per_iteration": epochs_per_iteration,
-           "hidden": ciess_hidden, "top_l": 1},
-    ihas={"clusters": clusters, "search_epochs": ihas_search_epochs}, progress=False)
+    ciess={
+        "episodes": episodes,
+        "iterations": iterations,
+        "epochs_per_iteration": epochs_per_iteration,
+        "hidden": ciess_hidden,
+        "top_l": 1,
+    },
+    ihas={"clusters": clusters, "search_epochs": ihas_search_epochs},
+    progress=False,
+)
 records = []
 for backbone in topk_backbones:
     records += head_to_head(backbone, "ml-100k", config)
-records += head_to_head(ctr_backbone, "ml-100k-ctr", config, epochs=ctr_epochs, patience=ctr_patience)
+records += head_to_head(
+    ctr_backbone, "ml-100k-ctr", config, epochs=ctr_epochs, patience=ctr_patience
+)
 print(f"{len(records)} records; the first:")
 print(json.dumps(records[0], indent=1))
-(out / "records.json").write_text(json.dumps({"config": config.to_dict(), "records": records}, indent=1))
+(out / "records.json").write_text(
+    json.dumps({"config": config.to_dict(), "records": records}, indent=1)
+)
 
 # %% [markdown]
 # `summary_table` averages over seeds (mean ± standard deviation; one seed here) and `format_table`
@@ -203,7 +260,9 @@ print(format_table(summary_table(records)))
 
 # %%
 backbones = list(dict.fromkeys(r["backbone"] for r in records))
-fig, axes = plt.subplots(1, len(backbones), figsize=(5.5 * len(backbones), 4), squeeze=False)
+fig, axes = plt.subplots(
+    1, len(backbones), figsize=(5.5 * len(backbones), 4), squeeze=False
+)
 for ax, name in zip(axes[0], backbones):
     pareto_plot(records, backbone=name, ax=ax)
 fig.tight_layout()
@@ -237,12 +296,22 @@ if measured is None:
     print(f"{measured_path} not found: run python benchmarks/head_to_head.py first")
 else:
     m_records = measured["records"]
-    print(f"machine: {measured['machine']}; whole run {measured.get('wall_seconds', 0) / 60:.0f} min"
-          + (" (PARTIAL)" if measured.get("partial") else ""))
+    print(
+        f"machine: {measured['machine']}; whole run "
+        f"{measured.get('wall_seconds', 0) / 60:.0f} min"
+        + (" (PARTIAL)" if measured.get("partial") else "")
+    )
     m_backbones = list(dict.fromkeys(r["backbone"] for r in m_records))
-    fig, axes = plt.subplots(1, len(m_backbones), figsize=(5.5 * len(m_backbones), 4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(m_backbones), figsize=(5.5 * len(m_backbones), 4), squeeze=False
+    )
     for ax, name in zip(axes[0], m_backbones):
-        pareto_plot(m_records, backbone=name, ax=ax, title=f"{name} (measured, seed(s) {measured['settings']['seeds']})")
+        pareto_plot(
+            m_records,
+            backbone=name,
+            ax=ax,
+            title=f"{name} (measured, seed(s) {measured['settings']['seeds']})",
+        )
     fig.tight_layout()
     fig.savefig(out / "pareto_measured.png", dpi=120)
     plt.show()
@@ -258,9 +327,18 @@ if measured is not None:
     for name in m_backbones:
         mine = [r for r in m_records if r["backbone"] == name]
         metric = "recall@20" if "recall@20" in mine[0] else "auc"
-        on = sorted((p for p in pareto_points(mine, metric) if p["on_front"]), key=lambda p: p["compact_bytes"])
-        print(f"{name:9s}", "; ".join(f"{p['method']} at c = {100 * p['sparsity']:g} % ({p[metric]:.4f}, "
-                                       f"{p['compact_bytes'] / 1024:.0f} KiB)" for p in on))
+        on = sorted(
+            (p for p in pareto_points(mine, metric) if p["on_front"]),
+            key=lambda p: p["compact_bytes"],
+        )
+        print(
+            f"{name:9s}",
+            "; ".join(
+                f"{p['method']} at c = {100 * p['sparsity']:g} % ({p[metric]:.4f}, "
+                f"{p['compact_bytes'] / 1024:.0f} KiB)"
+                for p in on
+            ),
+        )
 
 # %% [markdown]
 # ## 8.7 What to use when

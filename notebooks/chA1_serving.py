@@ -23,13 +23,13 @@
 # **What you need.** Chapter 4 (the variable-size core). MovieLens-100K in the cache. Under a minute.
 
 # %% tags=["parameters"]
-# Parameters (papermill). Defaults are the small CI values; the full run is noted on each line.
+# Parameters (papermill): CI defaults; the full run is noted on each line.
 dataset = "ml-100k"
-backbone = "mf"            # full run: "mf" (any top-k backbone works)
-method = "mde"             # full run: "mde" (or "es", "mr", or the widths of a search method)
-density = 0.1              # full run: 0.1 (c = 90 % pruned)
-d_max = 64                 # full run: 64
-epochs = 5                 # full run: 300
+backbone = "mf"  # full run: "mf" (any top-k backbone works)
+method = "mde"  # full run: "mde" (or "es", "mr", or the widths of a search method)
+density = 0.1  # full run: 0.1 (c = 90 % pruned)
+d_max = 64  # full run: 64
+epochs = 5  # full run: 300
 seed = 0
 out_dir = "results/chA1"
 
@@ -37,9 +37,17 @@ out_dir = "results/chA1"
 # A bad value stops the chapter here, in one line, before any work (see the Preface).
 from recsize.params import check_parameters
 
-check_parameters(globals(), dataset="dataset", backbone="top-k backbone",
-                 method="baseline method", density="density", d_max="positive int",
-                 epochs="positive int", seed="non-negative int", out_dir="path")
+check_parameters(
+    globals(),
+    dataset="dataset",
+    backbone="top-k backbone",
+    method="baseline method",
+    density="density",
+    d_max="positive int",
+    epochs="positive int",
+    seed="non-negative int",
+    out_dir="path",
+)
 
 # %%
 from pathlib import Path
@@ -65,10 +73,20 @@ out.mkdir(parents=True, exist_ok=True)
 
 # %%
 split = prepare(dataset, "random-811", seed=seed)
-run = run_baseline(backbone, split, method, density, d_max=d_max,
-                   config=default_config(backbone, epochs=epochs, seed=seed, progress=False), seed=seed)
+run = run_baseline(
+    backbone,
+    split,
+    method,
+    density,
+    d_max=d_max,
+    config=default_config(backbone, epochs=epochs, seed=seed, progress=False),
+    seed=seed,
+)
 model = run.model
-print(f"test NDCG@20 trained {run.result.test['ndcg@20']:.4f}, after conversion {run.test_compact['ndcg@20']:.4f}")
+print(
+    f"test NDCG@20 trained {run.result.test['ndcg@20']:.4f}, after conversion "
+    f"{run.test_compact['ndcg@20']:.4f}"
+)
 print({role: type(table).__name__ for role, table in model.embedding_tables().items()})
 
 # %% [markdown]
@@ -93,8 +111,12 @@ top_served = served_scores.topk(20, dim=1).indices
 top_trained = trained_scores.topk(20, dim=1).indices
 print("identical top-20 for every user:", torch.equal(top_served, top_trained))
 for role, path in paths.items():
-    print(f"{role:5s} file {format_bytes(path.stat().st_size):>10s}   in memory {format_bytes(served[role].num_bytes()):>10s}"
-          f"   dense would be {format_bytes(dense_bytes(served[role].num_rows, d_max)):>10s}")
+    print(
+        f"{role:5s} file {format_bytes(path.stat().st_size):>10s}   in memory "
+        f"{format_bytes(served[role].num_bytes()):>10s}"
+        "   dense would be "
+        f"{format_bytes(dense_bytes(served[role].num_rows, d_max)):>10s}"
+    )
 
 # %% [markdown]
 # ## A.3 Buckets for production embedding libraries
@@ -106,18 +128,27 @@ for role, path in paths.items():
 # %%
 # NBVAL_CHECK_OUTPUT
 sizes = baseline_sizes(method, split.item_popularity(), d_max, density, seed=seed)
-print(f"{len(sizes)} item rows, {len(np.unique(sizes))} distinct widths, mean width {sizes.mean():.2f}")
+print(
+    f"{len(sizes)} item rows, {len(np.unique(sizes))} distinct widths, mean width "
+    f"{sizes.mean():.2f}"
+)
 print(f"{'form':34s} {'bytes':>10s}")
 print(f"{'dense':34s} {format_bytes(dense_bytes(len(sizes), d_max)):>10s}")
 print(f"{'compact':34s} {format_bytes(compact_bytes(sizes, d_max)):>10s}")
 for round_to in (1, 4, 8):
     widths = len(np.unique(np.minimum(-(-sizes // round_to) * round_to, d_max)))
-    print(f"{f'buckets, round to {round_to} ({widths} tables)':34s} {format_bytes(buckets_bytes(sizes, d_max, round_to)):>10s}")
+    print(
+        f"{f'buckets, round to {round_to} ({widths} tables)':34s} "
+        f"{format_bytes(buckets_bytes(sizes, d_max, round_to)):>10s}"
+    )
 
 # %%
 buckets = served["item"].export_buckets(round_to=4)
 ids = torch.arange(split.n_items)
-print("bucket lookups equal compact lookups:", torch.equal(buckets.lookup(ids), served["item"](ids)))
+print(
+    "bucket lookups equal compact lookups:",
+    torch.equal(buckets.lookup(ids), served["item"](ids)),
+)
 widths = sorted(buckets.tables)
 fig, ax = plt.subplots(figsize=(6, 3.2))
 ax.bar([str(w) for w in widths], [len(buckets.tables[w]) for w in widths])

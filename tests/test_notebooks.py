@@ -64,3 +64,12 @@ def test_chapter_runs_with_papermill(chapter, tmp_path, monkeypatch):
               if o.get("output_type") == "error"]
     assert not errors
     assert list(figures.glob("*.png")), "the chapter saves at least one figure"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_code_fits_the_books_column(chapter):
+    """The book's code cells show about 88 columns: wider chapter code is cut off on the page."""
+    nb = jupytext.read(NOTEBOOKS / f"{chapter}.py")
+    wide = [line for c in nb.cells if c.cell_type == "code" for line in c.source.splitlines()
+            if len(line) > 88]
+    assert not wide, f"{len(wide)} code lines of {chapter} exceed 88 columns, e.g. {wide[0]!r}"
