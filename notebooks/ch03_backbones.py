@@ -209,7 +209,8 @@ for name, r in results.items():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from recsize.resources import format_gib, training_memory
+from recsize.budget import format_bytes
+from recsize.resources import training_memory
 
 print(
     f"{'LightGCN d':>10s}"
@@ -217,7 +218,7 @@ print(
 )
 for d in (64, 1024, 100_000):
     need = training_memory("lightgcn", split, d, batch_size=4096)
-    print(f"{d:>10,}" + "".join(f"{format_gib(v):>13s}" for v in need.values()))
+    print(f"{d:>10,}" + "".join(f"{format_bytes(v):>13s}" for v in need.values()))
 
 # %% [markdown]
 # Whatever a run writes goes through `recsize.files.atomic_write`: a temporary file beside the

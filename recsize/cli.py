@@ -487,15 +487,16 @@ def _preflight(parser, args) -> None:
 
 def _check_memory(args, split, model_kwargs: dict, train_kwargs: dict, copies: int = 1) -> None:
     """After the data loaded, before any model is built: refuse a run that cannot fit in memory."""
-    from .resources import available_memory, check_memory, format_gib
+    from .budget import format_bytes
+    from .resources import available_memory, check_memory
     from .train import resolve_device
     batch = train_kwargs.get("batch_size", 2048)
     device = resolve_device(args.device)
     need = check_memory(args.backbone, split, args.dim, batch, device, model_kwargs, copies=copies)
     if need["total"] > 2**30 and not args.quiet:
         free = available_memory(device)
-        print(f"[recsize] this run needs about {format_gib(need['total'])} of memory"
-              + (f" ({format_gib(free)} free on {device.type})" if free else ""), file=sys.stderr)
+        print(f"[recsize] this run needs about {format_bytes(need['total'])} of memory"
+              + (f" ({format_bytes(free)} free on {device.type})" if free else ""), file=sys.stderr)
 
 
 def _cmd_ciess(args, split) -> int:

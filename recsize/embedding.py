@@ -379,7 +379,20 @@ def _values_problem(values) -> str | None:
 COMPACT_FORMAT = "recsize.CompactEmbedding/1"
 
 
-class CompactEmbedding(nn.Module):
+class _RowOffsets:
+    """What the two compact forms share: ``dim`` (d_max) and int64 row ``offsets`` into the kept values."""
+
+    @property
+    def d_max(self) -> int:
+        return self.dim
+
+    @property
+    def sizes(self) -> torch.Tensor:
+        """The number of values every row keeps (its width for a prefix), from the offsets (int64)."""
+        return self.offsets.diff()
+
+
+class CompactEmbedding(_RowOffsets, nn.Module):
     """Rows of different widths stored back to back: row n is ``values[offsets[n]:offsets[n + 1]]``.
     Explained in Chapter 4.
 
@@ -410,15 +423,6 @@ class CompactEmbedding(nn.Module):
                              f"of dtype {values.dtype}")
         # the kept values, then d_max of padding so the last row can be read as a d_max-wide window
         self.values = nn.Parameter(torch.cat([values, values.new_zeros(self.dim)]))
-
-    @property
-    def d_max(self) -> int:
-        return self.dim
-
-    @property
-    def sizes(self) -> torch.Tensor:
-        """The width of every row (int64), from the offsets."""
-        return self.offsets.diff()
 
     def kept_values(self) -> torch.Tensor:
         """The sum(d_n) stored values, row after row (no padding)."""
@@ -578,7 +582,7 @@ def _csr_entries(offsets: torch.Tensor, columns: torch.Tensor, flat: torch.Tenso
 CSR_FORMAT = "recsize.CSREmbedding/1"
 
 
-class CSREmbedding(nn.Module):
+class CSREmbedding(_RowOffsets, nn.Module):
     """Element-wise masks stored as compressed sparse rows: row n keeps the values
     ``values[offsets[n]:offsets[n + 1]]`` at the columns ``columns[offsets[n]:offsets[n + 1]]`` (strictly
     increasing), zeros elsewhere. Explained in Chapter 4.
@@ -638,15 +642,6 @@ class CSREmbedding(nn.Module):
         with torch.no_grad():
             masked.weight.copy_(self.table().detach().cpu())
         return masked.to(self.values.device)
-
-    @property
-    def d_max(self) -> int:
-        return self.dim
-
-    @property
-    def sizes(self) -> torch.Tensor:
-        """The number of kept entries of every row (int64), from the offsets."""
-        return self.offsets.diff()
 
     def _rows(self, values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         flat = ids.reshape(-1)

@@ -13,6 +13,8 @@ import os
 
 import torch
 
+from .budget import format_bytes
+
 FLOAT = 4
 COPIES = 5            # weight, gradient, Adam's m and v, the best-so-far state
 EVAL_USERS = 1024     # users per evaluation block (recsize.evaluate.evaluate_topk)
@@ -21,10 +23,6 @@ CTR_EVAL_BATCH = 8192  # samples per prediction block (recsize.evaluate.predict_
 # Measured peak resident memory on ml-100k (CPU, d = 1024 and 2048, one epoch) grew 1.3x (MF) to 1.5x
 # (LightGCN) faster with d than the raw count: the estimate is scaled by this factor.
 OVERHEAD = 1.5
-
-
-def format_gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**29 else f"{n / 2**20:.0f} MiB"
 
 
 def available_memory(device: str | torch.device = "cpu") -> int | None:
@@ -114,9 +112,9 @@ def check_memory(backbone: str, split, dim: int, batch_size: int, device: str | 
     free = available_memory(device)
     if free is not None and need["total"] > free:
         raise ValueError(
-            f"{backbone} at {dim_flag} {dim} needs about {format_gib(need['total'])} "
-            f"(parameters with gradients and Adam state {format_gib(need['parameters'])}, activations "
-            f"{format_gib(need['activations'])}, evaluation {format_gib(need['evaluation'])}) but "
-            f"{torch.device(device).type} has {format_gib(free)} free: lower {dim_flag}"
+            f"{backbone} at {dim_flag} {dim} needs about {format_bytes(need['total'])} "
+            f"(parameters with gradients and Adam state {format_bytes(need['parameters'])}, activations "
+            f"{format_bytes(need['activations'])}, evaluation {format_bytes(need['evaluation'])}) but "
+            f"{torch.device(device).type} has {format_bytes(free)} free: lower {dim_flag}"
             + (" or --batch-size" if need["activations"] > need["parameters"] else ""))
     return need
