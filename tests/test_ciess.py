@@ -23,9 +23,10 @@ def split():
 
 
 def tiny_config(**kw) -> CIESSConfig:
-    base = dict(d_max=8, episodes=2, iterations=3, epochs_per_iteration=1, top_l=2, hidden=16,
-                agent_batch_size=32, updates_per_iteration=4, full_epochs=3, retrain_epochs=2, patience=1,
-                budgets=(0.6, 0.3), sigma=2.0, walk_t=2, walk_length=2, progress=False)
+    base = dict(d_max=8, episodes=2, iterations=3, training="official", iteration_batches=3,
+                iteration_batch_size=64, epochs_per_iteration=1, top_l=2, hidden=16, agent_batch_size=32,
+                updates_per_iteration=4, full_epochs=3, retrain_epochs=2, patience=1, budgets=(0.6, 0.3),
+                sigma=2.0, walk_t=2, walk_length=2, progress=False)
     return CIESSConfig(**{**base, **kw})
 
 
@@ -86,9 +87,9 @@ def test_exploration_noise_kinds():
 # -- state, quality, reward -------------------------------------------------------------------------
 
 def test_state_and_reward_by_hand():
-    freq = normalised_frequency([2, 4, 0])
+    freq = normalised_frequency([2, 4, 0], form="recsize")
     np.testing.assert_allclose(freq, [0.5, 1.0, 0.0])
-    s = make_state(freq, [8, 4, 1], [1.0, 0.5, 0.25], d_max=8)
+    s = make_state(freq, [8, 4, 1], [1.0, 0.5, 0.25], d_max=8, form="recsize")
     np.testing.assert_allclose(s, [[0.5, 1.0, 1.0], [1.0, 0.5, 0.5], [0.0, 0.125, 0.25]])
     assert s.dtype == np.float32
     r = reward([1.0, 0.5, 0.25], [8, 4, 1], d_max=8, lam=0.4)
@@ -164,7 +165,8 @@ def test_project_to_budget_hits_the_total():
 # -- the search -------------------------------------------------------------------------------------
 
 def test_search_selects_masks_meeting_each_budget(split):
-    result = CIESS("mf", split, tiny_config(budgets=(0.99, 0.15))).run()
+    """recsize's earlier selection: top-l by mean q anywhere at or under the budget."""
+    result = CIESS("mf", split, tiny_config(budgets=(0.99, 0.15), selection="recsize")).run()
     d = result.to_dict()
     json.dumps(d)
     assert len(d["history"]) == 6 and {"reward", "density", "mean_q"} <= set(d["history"][0])

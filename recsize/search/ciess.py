@@ -5,31 +5,61 @@ reinforcement-learning agent chooses the widths; the recommender tells it how go
 
 The MDP, per entity n (a user or an item):
 
-* state s_n = (f_n, d_n / d_max, q_n): training frequency normalised by the side's largest, the current
-  width, and the quality ratio q_n = min(eval(n | masked model) / eval(n | full model), 1);
-  eval(user) = mean of Recall@k and NDCG@k for k in {5, 10, 20} on validation (6 numbers);
-  eval(item) = mean eval of the item's training users; the full d_max-wide model is trained to
-  convergence once;
+* state s_n = (f_n, d_n, q_n): training frequency, current width and the quality ratio
+  q_n = min(eval(n | masked model) / eval(n | full model), 1); eval(user) = mean of Recall@k and NDCG@k
+  for k in {5, 10, 20} on validation (6 numbers); eval(item) = mean eval of the item's training users;
+  the full d_max-wide model is trained to convergence once;
 * action: the next width d_n, from a TD3 actor (one for users, one for items; :mod:`.td3`);
-* reward r_n = q_n - lambda * (d_n / d_max)^2: keep quality, pay for width.
+* reward: keep quality, pay for width (two forms, below).
 
 The loop (M episodes x T iterations, paper: 30 x 10): at every iteration a *freshly initialised*
-recommender with the chosen widths trains for a few epochs and is evaluated on validation; the rewards
-and next states go into the replay buffers and both agents take TD3 steps. Exploration: the actor's
-width plus noise (Gaussian, sigma = 6), then a random walk over integer widths (neighbours within t = 5,
-steps with probability proportional to 1 / distance, walk length 5); the critic scores every visited
-width and the best one is played.
+recommender with the chosen widths is trained and evaluated on validation; the rewards and next states
+go into the replay buffers and both agents take TD3 steps. Exploration: the actor's width, a random walk
+over integer widths (neighbours within t = 5, steps with probability proportional to 1 / distance, walk
+length 5), the critic's best visited width, and Gaussian noise (sigma = 6). The budget is applied at
+selection time; after the search each selected mask is retrained from scratch to convergence, the best
+on validation is reported on test, and its tables are converted to compact storage whose bytes really
+shrink. One search serves every budget.
 
-The budget is applied at selection time: for each density (0.2 / 0.1 / 0.05, i.e. sparsity c = 80 / 90 /
-95 %) the top-l masks by mean q among those meeting it are remembered; after the search each is retrained
-from scratch to convergence, the best on validation is reported on test, and its tables are converted to
-compact storage whose bytes really shrink. One search serves every budget.
+**Matching the authors' code** (``yorkequ98/CIESS``; issue 16). Each design point is a named setting of
+:class:`CIESSConfig` whose default is the authors' code wherever the paper is silent or agrees with it;
+the other value keeps recsize's earlier choice:
 
-Where recsize departs from or fills in the paper (stated in Chapter 6): density is measured over all
-user and item rows together; entities without validation positives (or a full-model eval of 0) get
-q = 1 (nothing measurable to lose); the best retrained candidate is chosen on validation, not test; a
-budget that no searched mask met is served by the lowest-density mask scaled down to the budget (flagged
-``projected``); the TD3 target noise is 0.2 and its clip 0.5 of the action half-range.
+* ``exploration``: ``"official"`` (``CIESS.py``, ``train_ddpg`` / ``select_actions``) draws ONE noise
+  scalar per iteration, shared by every user and every item (the code passes the same value to both
+  sides), and adds it AFTER the critic has picked among the walk's widths, which start from the actor's
+  output; ``"per-entity"`` adds an independent draw to every entity's actor width before the walk;
+* ``rescale``: the authors' widths assume d_max = 128; with ``rescale`` sigma, the walk's t and the TD3
+  target noise and clip are multiplied by d_max / 128 (sigma 3, t 3 at d_max = 64);
+* ``training``: ``"official"`` (``RecSysEnv.py``) trains each iteration's recommender for a fixed
+  number of batches of 10,000 users (one positive and one negative each) with Adam at lr 0.03 decayed
+  x0.9 every ``lr_decay_every`` batches down to ``min_lr`` (LightGCN 2,000 / 200 / 1e-3, NGCF 3,000 /
+  100 / 1e-3, NeuMF 1,500 / 50 / 1e-4; MF, absent from the code, takes LightGCN's);
+  ``"epochs"`` runs recsize's trainer for ``epochs_per_iteration`` epochs (cheap);
+* ``reward``: ``"code"`` (``RecSysEnv.compute_reward``, ``main``) is raw quality minus
+  lambda ((d - 1) / d_max)^2 with lambda = 0.01; ``"paper"`` is q - lambda (d / d_max)^2 with
+  lambda = 0.4 (ML-1M). Here paper and code disagree; the default is ``"code"`` because it is what the
+  authors ran to produce their masks (the ratio q appears in the code only in the state);
+* ``state``: ``"official"`` (``RecSysEnv.get_state``, ``Buffer.normalise_actions``) maps every
+  feature to [-1, 1]: frequency min-max scaled, (d - 1) / (d_max - 1), 2 q - 1 (0 at an episode's start,
+  where the code's qualities are reset to zero), and the width fed to the critic likewise;
+  ``"recsize"`` uses (f / f_max, d / d_max, q), q = 1 at an episode's start, and d / d_max;
+* ``pace``: the TD3 settings of :func:`.td3.pace_settings` (``"official"``: ``Buffer.py``, one step of
+  4,096 per iteration; ``"recsize"``: 32 steps of 256);
+* ``selection``: ``"official"`` (``main``, ``find_bests``) keeps per budget the top-l masks by mean raw
+  user quality among those whose density lies in the budget's own band [next smaller budget, budget)
+  (the smallest budget's band starts at 0); ``"ndcg"`` uses the same bands ranked by the iteration's
+  validation NDCG@20; ``"recsize"`` keeps the top-l by mean q over users and items anywhere at or under
+  the budget.
+
+Where recsize still departs from or fills in the paper and the code (stated in Chapter 6): density is
+measured over all user and item rows together; entities without validation positives (or a full-model
+eval of 0) get q = 1 (nothing measurable to lose) and raw quality 0; the reference model is recsize's
+trainer with early stopping (the code: rounds of 3,000 batches, patience 2); the best retrained
+candidate is chosen on validation, not test; a budget that no searched mask met is served by the
+lowest-density mask scaled down to the budget (flagged ``projected``); NeuMF's GMF and MLP tables share
+the widths (the code masks only the MLP tables); T = 10 as in the paper (the code's ``Configurations``
+says 11).
 """
 from __future__ import annotations
 
@@ -45,51 +75,78 @@ from tqdm import tqdm
 from ..budget import memory_report
 from ..files import exclusive_folder, load_plain, save_plain
 from .baselines import fit_to_total
-from .td3 import NOISES, TD3, ReplayBuffer, exploration_noise, random_walk
+from .td3 import (NOISES, OFFICIAL_D_MAX, PACES, TD3, ReplayBuffer, exploration_noise, pace_settings,
+                  random_walk)
 
 TOPK_BACKBONES = ("mf", "neumf", "ngcf", "lightgcn")
 EVAL_KS = (5, 10, 20)
 CHECKPOINT_NAME = "ciess.pt"
 
-# Schedules. "paper": M = 30 episodes x T = 10 iterations (paper); the epochs per iteration, l and the
-# retraining settings are not given in the paper (ours). "reduced": what a 2-core CPU can afford for
-# ml-100k in a few minutes per seed (Chapter 6 and benchmarks/ciess.py); patience 10, since patience 5
-# stopped LightGCN runs on an early plateau (README, CIESS benchmark).
+EXPLORATIONS = ("official", "per-entity")
+TRAININGS = ("official", "epochs")
+REWARDS = ("code", "paper")
+STATES = ("official", "recsize")
+SELECTIONS = ("official", "ndcg", "recsize")
+DEFAULT_LAMBDA = {"code": 0.01, "paper": 0.4}  # main sets 0.01; the paper's best on ML-1M is 0.4
+# RecSysEnv.py: (batches per iteration, lr decay every so many batches, lr floor); lr starts at 0.03
+OFFICIAL_TRAINING = {"lightgcn": (2000, 200, 1e-3), "ngcf": (3000, 100, 1e-3), "neumf": (1500, 50, 1e-4),
+                     "mf": (2000, 200, 1e-3)}
+BUFFER_ITERATIONS = 100  # Buffer.py: a side's buffer holds 100 iterations' transitions
+
+# Schedules. "paper": M = 30 episodes x T = 10 iterations (paper) with the authors' per-iteration
+# training; l = 3 (find_bests); the retraining settings are not given (ours). "reduced": what a 2-core
+# CPU can afford for ml-100k in a few minutes per seed (Chapter 6 and benchmarks/ciess.py): a few
+# epochs per iteration instead of the authors' batch budget; patience 10, since patience 5 stopped
+# LightGCN runs on an early plateau (README, CIESS benchmark).
 SCHEDULES = {
-    "paper": dict(episodes=30, iterations=10, epochs_per_iteration=5, top_l=3, full_epochs=300,
-                  retrain_epochs=300, patience=10),
-    "reduced": dict(episodes=6, iterations=5, epochs_per_iteration=3, top_l=1, full_epochs=100,
-                    retrain_epochs=100, patience=10),
+    "paper": dict(episodes=30, iterations=10, training="official", epochs_per_iteration=5, top_l=3,
+                  full_epochs=300, retrain_epochs=300, patience=10),
+    "reduced": dict(episodes=6, iterations=5, training="epochs", epochs_per_iteration=3, top_l=1,
+                    full_epochs=100, retrain_epochs=100, patience=10),
 }
+
+_CHOICES = {"exploration": EXPLORATIONS, "training": TRAININGS, "reward": REWARDS, "state": STATES,
+            "pace": PACES, "selection": SELECTIONS, "noise": NOISES}
 
 
 @dataclass
 class CIESSConfig:
-    """Every setting of a CIESS search. Defaults follow the paper where it gives a value. Chapter 6."""
+    """Every setting of a CIESS search. Defaults follow the authors' code where the paper is silent or
+    agrees with it, and the code where they disagree (the module docstring lists each). Chapter 6."""
 
     budgets: tuple = (0.2, 0.1, 0.05)  # densities kept; sparsity c = 80 / 90 / 95 %
-    lam: float = 0.4                   # lambda, the width penalty (paper: 0.4 on ML-1M)
+    reward: str = "code"               # "code": raw quality - lam ((d-1)/d_max)^2; "paper": q - lam (d/d_max)^2
+    lam: float | None = None           # lambda, the width penalty (None: 0.01 for "code", 0.4 for "paper")
     d_max: int = 64                    # full width (paper: 128)
     episodes: int = 30                 # M
     iterations: int = 10               # T
-    epochs_per_iteration: int = 5      # recommender epochs per iteration
+    training: str = "official"         # per-iteration training: "official" batches or "epochs"
+    epochs_per_iteration: int = 5      # training="epochs": recommender epochs per iteration
+    iteration_batches: int | None = None    # training="official": batches (None: the code's per backbone)
+    iteration_batch_size: int = 10_000      # users per batch (Configurations.BATCH_SIZE)
+    iteration_lr: float = 0.03              # Adam lr at the start of every iteration (max_lr)
+    lr_decay_every: int | None = None       # lr x0.9 every so many batches (None: the code's per backbone)
+    min_lr: float | None = None             # lr floor (None: the code's per backbone)
     top_l: int = 3                     # masks kept and retrained per budget
+    selection: str = "official"        # "official" bands by raw user quality, "ndcg" bands, "recsize"
+    exploration: str = "official"      # "official": one scalar after the critic's pick; "per-entity"
     noise: str = "gaussian"            # exploration noise: gaussian, ou or uniform
-    sigma: float = 6.0                 # its standard deviation, in widths
+    sigma: float = 6.0                 # its standard deviation, in widths at d_max = 128 if rescale
+    rescale: bool = True               # sigma, walk_t and TD3 target noise scaled by d_max / 128
     random_walk: bool = True
-    walk_t: int = 5                    # neighbourhood of the walk
+    walk_t: int = 5                    # neighbourhood of the walk (at d_max = 128 if rescale)
     walk_length: int = 5
+    state: str = "official"            # "official": features in [-1, 1]; "recsize": f/f_max, d/d_max, q
+    pace: str = "official"             # TD3 pace (td3.pace_settings): "official" or "recsize"
     hidden: int = 256                  # actor 3-hidden-hidden-1, critics 4-hidden-hidden-1
     gamma: float = 0.99
     tau: float = 0.005
     policy_delay: int = 2
-    target_noise: float = 0.2          # fractions of the action half-range (d_max - 1) / 2
-    noise_clip: float = 0.5
-    actor_lr: float = 1e-3
-    critic_lr: float = 1e-3
-    agent_batch_size: int = 256
-    updates_per_iteration: int = 32    # TD3 steps per side after every iteration
-    buffer_size: int = 500_000
+    actor_lr: float | None = None      # None: the pace's (1e-3 both)
+    critic_lr: float | None = None     # None: the pace's (official 3e-3, recsize 1e-3)
+    agent_batch_size: int | None = None       # None: the pace's (official 4096, recsize 256)
+    updates_per_iteration: int | None = None  # TD3 steps per side per iteration (official 1, recsize 32)
+    buffer_size: int | None = None     # None: 100 iterations' transitions per side (Buffer.py)
     full_epochs: int = 300             # the full-width reference model (early stopping)
     retrain_epochs: int = 300          # selective retraining (early stopping)
     patience: int = 10
@@ -111,17 +168,31 @@ class CIESSConfig:
                                  "a sparsity c converts as density = 1 - c")
         if len(set(self.budgets)) != len(self.budgets):
             raise ValueError(f"budgets repeat a value: {self.budgets}")
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                what = "exploration noise" if name == "noise" else name
+                raise ValueError(f"unknown {what} {getattr(self, name)!r}: choose one of {', '.join(choices)}")
+        if self.lam is None:
+            self.lam = DEFAULT_LAMBDA[self.reward]
         if not self.lam >= 0:
             raise ValueError(f"lambda (the width penalty) must be >= 0, got {self.lam}")
         for name in ("d_max", "episodes", "iterations", "epochs_per_iteration", "top_l", "hidden", "walk_t",
-                     "policy_delay", "agent_batch_size", "buffer_size", "full_epochs", "retrain_epochs"):
+                     "policy_delay", "full_epochs", "retrain_epochs", "iteration_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("walk_length", "updates_per_iteration", "patience"):
+        for name in ("iteration_batches", "lr_decay_every", "agent_batch_size", "buffer_size"):
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1 (or None for the default), got {getattr(self, name)}")
+        for name in ("walk_length", "patience"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.noise not in NOISES:
-            raise ValueError(f"unknown exploration noise {self.noise!r}: choose one of {', '.join(NOISES)}")
+        if self.updates_per_iteration is not None and int(self.updates_per_iteration) < 0:
+            raise ValueError(f"updates_per_iteration must be >= 0, got {self.updates_per_iteration}")
+        for name in ("iteration_lr", "actor_lr", "critic_lr"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.min_lr is not None and not self.min_lr >= 0:
+            raise ValueError(f"min_lr must be >= 0, got {self.min_lr}")
         if self.sigma < 0:
             raise ValueError(f"sigma (exploration noise) must be >= 0, got {self.sigma}")
         if min(self.budgets) * self.d_max < 1:
@@ -135,6 +206,40 @@ class CIESSConfig:
         if name not in SCHEDULES:
             raise ValueError(f"unknown schedule {name!r}: choose one of {', '.join(SCHEDULES)}")
         return cls(**{**SCHEDULES[name], **overrides})
+
+    @property
+    def scale(self) -> float:
+        """d_max / 128 with ``rescale`` (the authors' widths assume d_max = 128), else 1."""
+        return self.d_max / OFFICIAL_D_MAX if self.rescale else 1.0
+
+    def exploration_sigma(self) -> float:
+        """The exploration noise's standard deviation in widths at this d_max. Chapter 6."""
+        return self.sigma * self.scale
+
+    def walk_neighbourhood(self) -> int:
+        """The walk's t at this d_max: round(walk_t * scale), halves up, at least 1. Chapter 6."""
+        return max(1, int(np.floor(self.walk_t * self.scale + 0.5)))
+
+    def agent_settings(self) -> dict:
+        """The TD3 settings in force: the pace's (:func:`.td3.pace_settings`) with this config's
+        explicit lrs, batch size and steps. Chapter 6."""
+        out = pace_settings(self.pace, self.d_max, self.scale)
+        for mine, theirs in (("actor_lr", "actor_lr"), ("critic_lr", "critic_lr"),
+                             ("agent_batch_size", "batch_size"), ("updates_per_iteration", "updates")):
+            if getattr(self, mine) is not None:
+                out[theirs] = getattr(self, mine)
+        return out
+
+    def iteration_training(self, backbone: str) -> dict:
+        """The per-iteration training in force for ``backbone``: ``{"training": "epochs", "epochs"}`` or
+        the official batches, batch size, lr, decay interval and floor. Explained in Chapter 6."""
+        if self.training == "epochs":
+            return {"training": "epochs", "epochs": int(self.epochs_per_iteration)}
+        batches, every, floor = OFFICIAL_TRAINING[backbone]
+        return {"training": "official", "batches": int(self.iteration_batches or batches),
+                "batch_size": int(self.iteration_batch_size), "lr": float(self.iteration_lr), "decay": 0.9,
+                "decay_every": int(self.lr_decay_every or every),
+                "min_lr": float(floor if self.min_lr is None else self.min_lr)}
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=str))
@@ -170,22 +275,49 @@ def quality_ratio(masked: np.ndarray, full: np.ndarray) -> np.ndarray:
     return np.where(ok, np.minimum(ratio, 1.0), 1.0)
 
 
-def reward(q, sizes, d_max: int, lam: float) -> np.ndarray:
-    """r_n = q_n - lambda * (d_n / d_max)^2. Explained in Chapter 6."""
-    return np.asarray(q, np.float64) - lam * (np.asarray(sizes, np.float64) / d_max) ** 2
+def reward(quality, sizes, d_max: int, lam: float, form: str = "paper") -> np.ndarray:
+    """The reward per entity. ``"paper"``: r_n = q_n - lambda (d_n / d_max)^2 with ``quality`` the ratio
+    q; ``"code"`` (``RecSysEnv.compute_reward``): r_n = eval_n - lambda ((d_n - 1) / d_max)^2 with
+    ``quality`` the raw eval (undefined counts as 0, as the code's metrics give 0 without positives).
+    Explained in Chapter 6."""
+    sizes = np.asarray(sizes, np.float64)
+    quality = np.asarray(quality, np.float64)
+    if form == "paper":
+        return quality - lam * (sizes / d_max) ** 2
+    if form == "code":
+        return np.nan_to_num(quality, nan=0.0) - lam * ((sizes - 1) / d_max) ** 2
+    raise ValueError(f"unknown reward {form!r}: choose one of {', '.join(REWARDS)}")
 
 
-def make_state(freq, sizes, q, d_max: int) -> np.ndarray:
-    """States (N, 3): (normalised frequency f_n, d_n / d_max, q_n). Explained in Chapter 6."""
-    return np.stack([np.asarray(freq, np.float64), np.asarray(sizes, np.float64) / d_max,
-                     np.asarray(q, np.float64)], 1).astype(np.float32)
+def make_state(freq, sizes, q, d_max: int, form: str = "official") -> np.ndarray:
+    """States (N, 3) from the side's normalised frequencies (:func:`normalised_frequency`, same
+    ``form``), widths and quality ratios. ``"official"`` (``RecSysEnv.get_state``): (f, (d - 1) /
+    (d_max - 1) * 2 - 1, clip(2 q - 1, -1, 1)), every feature in [-1, 1]; ``"recsize"``:
+    (f, d / d_max, q). Explained in Chapter 6."""
+    freq, sizes, q = (np.asarray(x, np.float64) for x in (freq, sizes, q))
+    if form == "official":
+        width = (sizes - 1) / max(d_max - 1, 1) * 2 - 1
+        quality = np.clip(2 * q - 1, -1.0, 1.0)
+    elif form == "recsize":
+        width, quality = sizes / d_max, q
+    else:
+        raise ValueError(f"unknown state {form!r}: choose one of {', '.join(STATES)}")
+    return np.stack([freq, width, quality], 1).astype(np.float32)
 
 
-def normalised_frequency(counts) -> np.ndarray:
-    """Training frequencies divided by the side's largest (all zeros stay zero). Chapter 6."""
+def normalised_frequency(counts, form: str = "official") -> np.ndarray:
+    """Training frequencies of one side. ``"official"``: min-max scaled to [-1, 1] (all equal: 0);
+    ``"recsize"``: divided by the side's largest (all zeros stay zero). Chapter 6."""
     counts = np.asarray(counts, np.float64)
-    top = counts.max(initial=0.0)
-    return counts / top if top > 0 else counts
+    if form == "official":
+        lo, hi = counts.min(initial=np.inf), counts.max(initial=-np.inf)
+        if not hi > lo:
+            return np.zeros_like(counts)
+        return (counts - lo) / (hi - lo) * 2 - 1
+    if form == "recsize":
+        top = counts.max(initial=0.0)
+        return counts / top if top > 0 else counts
+    raise ValueError(f"unknown state {form!r}: choose one of {', '.join(STATES)}")
 
 
 def combined_density(user_sizes, item_sizes, d_max: int) -> float:
@@ -194,12 +326,28 @@ def combined_density(user_sizes, item_sizes, d_max: int) -> float:
     return (int(np.sum(user_sizes)) + int(np.sum(item_sizes))) / ((len(user_sizes) + len(item_sizes)) * d_max)
 
 
-def update_candidates(candidates: list, candidate: dict, budget: float, top_l: int) -> list:
-    """Keep the top-l masks by mean q among those meeting ``budget`` (density <= budget): ``candidate``
-    is a dict with ``density`` and ``mean_q`` (ties: the earlier mask stays first). Explained in Chapter 6."""
-    if candidate["density"] > budget + 1e-12:
+def budget_bands(budgets) -> dict:
+    """The official selection's density band of every budget: [next smaller budget, budget), the
+    smallest from 0 (``find_bests``: a mask belongs to the smallest budget it is under). Chapter 6."""
+    ordered = sorted(budgets)
+    return {b: (ordered[k - 1] if k else 0.0, b) for k, b in enumerate(ordered)}
+
+
+def update_candidates(candidates: list, candidate: dict, budget: float, top_l: int, key: str = "mean_q",
+                      lower: float | None = None) -> list:
+    """Keep the top-l masks by ``candidate[key]`` among those meeting ``budget``: density <= budget
+    (``lower`` None, recsize's selection) or within the band lower <= density < budget (the official
+    selection, :func:`budget_bands`). Ties: the earlier mask stays first. Explained in Chapter 6."""
+    d = candidate["density"]
+    if lower is None:
+        if d > budget + 1e-12:
+            return candidates
+    elif not lower <= d < budget:
         return candidates
-    kept = sorted([*candidates, candidate], key=lambda c: -c["mean_q"])  # stable: earlier first on ties
+    score = candidate[key]
+    if score is None or not np.isfinite(score):
+        return candidates
+    kept = sorted([*candidates, candidate], key=lambda c: -c[key])  # stable: earlier first on ties
     return kept[:top_l]
 
 
@@ -220,11 +368,12 @@ def project_to_budget(user_sizes, item_sizes, budget: float, d_max: int) -> tupl
 
 class CIESSEnvironment:
     """Trains a freshly initialised ``backbone`` with given user and item widths and measures every
-    entity's quality ratio against a full-width reference. NeuMF's GMF and MLP tables of a side share
-    that side's widths. Explained in Chapter 6."""
+    entity's quality against a full-width reference. NeuMF's GMF and MLP tables of a side share that
+    side's widths. ``state`` picks the frequency feature's form (:func:`normalised_frequency`).
+    Explained in Chapter 6."""
 
     def __init__(self, backbone: str, split, d_max: int, train_overrides: dict | None = None,
-                 model_kwargs: dict | None = None, device: str = "cpu"):
+                 model_kwargs: dict | None = None, device: str = "cpu", state: str = "official"):
         from ..backbones import DEFAULTS, defaults_for
         name = str(backbone).lower()
         if name not in TOPK_BACKBONES:
@@ -236,8 +385,8 @@ class CIESSEnvironment:
         self.model_kwargs = {**model_defaults, **(model_kwargs or {})}
         self.train_kwargs = {**train_defaults, **(train_overrides or {})}
         self.init = DEFAULTS[name]["init"]
-        self.user_freq = normalised_frequency(split.user_activity())
-        self.item_freq = normalised_frequency(split.item_popularity())
+        self.user_freq = normalised_frequency(split.user_activity(), state)
+        self.item_freq = normalised_frequency(split.item_popularity(), state)
         self.full_user_eval = self.full_item_eval = None
 
     def sizes_by_role(self, user_sizes, item_sizes) -> dict:
@@ -251,16 +400,56 @@ class CIESSEnvironment:
         return TrainConfig(epochs=epochs, patience=patience, seed=seed, eval_every=eval_every, test=test,
                            device=self.device, progress=False, **self.train_kwargs)
 
-    def fit(self, user_sizes, item_sizes, config):
-        """Seed, build the backbone with masked tables of the given widths (None: full width), train."""
+    def build(self, user_sizes, item_sizes, seed: int):
+        """Seed, then build the backbone with masked tables of the given widths (None: full width)."""
         from ..backbones import build_backbone
         from ..embedding import masked_factory
-        from ..train import seed_everything, train
-        seed_everything(config.seed)
+        from ..train import seed_everything
+        seed_everything(seed)
         sizes = None if user_sizes is None else self.sizes_by_role(user_sizes, item_sizes)
         factory = masked_factory(sizes, self.d_max, init=self.init)
-        model = build_backbone(self.backbone, self.split, self.d_max, embedding=factory, **self.model_kwargs)
-        return train(model, self.split, config)
+        return build_backbone(self.backbone, self.split, self.d_max, embedding=factory, **self.model_kwargs)
+
+    def fit(self, user_sizes, item_sizes, config):
+        """Seed, build the backbone with masked tables of the given widths (None: full width), train."""
+        from ..train import train
+        return train(self.build(user_sizes, item_sizes, config.seed), self.split, config)
+
+    def fit_batches(self, user_sizes, item_sizes, batches: int, batch_size: int, lr: float, decay: float,
+                    decay_every: int, min_lr: float, seed: int):
+        """The authors' per-iteration training (``RecSysEnv.train_n_batches``): ``batches`` Adam steps,
+        each on ``batch_size`` users drawn uniformly (with replacement when there are fewer users than
+        that), one training positive and one uniform negative each; the lr starts at ``lr`` and is
+        multiplied by ``decay`` every ``decay_every`` batches, never below ``min_lr``. Returns the
+        model. Explained in Chapter 6."""
+        from ..data import BPRSampler
+        from ..train import resolve_device
+        device = resolve_device(self.device)
+        model = self.build(user_sizes, item_sizes, seed).to(device)
+        train = self.split.train.tocsr()
+        degree = np.diff(train.indptr)
+        active = np.flatnonzero(degree > 0)
+        sampler = BPRSampler(train, seed=seed)
+        rng = np.random.default_rng(seed)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr,
+                                     weight_decay=self.train_kwargs.get("weight_decay", 0.0))
+        model.train()
+        for b in range(1, batches + 1):
+            users = active[rng.choice(len(active), batch_size, replace=len(active) < batch_size)]
+            pos = train.indices[train.indptr[users] + (rng.random(batch_size) * degree[users]).astype(np.int64)]
+            neg = sampler.negatives(users)
+            loss = model.loss(*(torch.from_numpy(x.astype(np.int64)).to(device) for x in (users, pos, neg)))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at batch {b}/{batches} of the official "
+                                         f"per-iteration training: lower iteration_lr (now {lr})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if b % decay_every == 0:
+                for group in optimizer.param_groups:
+                    group["lr"] = max(min_lr, group["lr"] * decay)
+        model.eval()
+        return model
 
     def entity_eval(self, model) -> tuple[np.ndarray, np.ndarray, dict]:
         """(eval per user, eval per item, mean validation metrics) of a trained model."""
@@ -277,14 +466,25 @@ class CIESSEnvironment:
         return {"user_eval": users, "item_eval": items, "valid": result.valid, "test": result.test,
                 "best_epoch": result.best_epoch, "seconds": result.seconds}
 
-    def step(self, user_sizes, item_sizes, epochs: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
-        """A fresh model with these widths, ``epochs`` epochs, evaluated on validation: (q per user,
-        q per item, mean validation metrics). Explained in Chapter 6."""
+    def step(self, user_sizes, item_sizes, training: dict, seed: int) -> dict:
+        """A fresh model with these widths, trained as ``training`` says
+        (:meth:`CIESSConfig.iteration_training`), evaluated on validation: ``q_user``, ``q_item`` (ratios
+        to the reference), ``user_eval``, ``item_eval`` (raw) and ``valid`` (mean metrics). Explained
+        in Chapter 6."""
         if self.full_user_eval is None:
             raise ValueError("train the full-width reference first (CIESSEnvironment.reference)")
-        result = self.fit(user_sizes, item_sizes, self.config(epochs, epochs, seed, eval_every=epochs, test=False))
-        users, items, valid = self.entity_eval(result.model)
-        return quality_ratio(users, self.full_user_eval), quality_ratio(items, self.full_item_eval), valid
+        if training["training"] == "epochs":
+            epochs = training["epochs"]
+            model = self.fit(user_sizes, item_sizes,
+                             self.config(epochs, epochs, seed, eval_every=epochs, test=False)).model
+        else:
+            model = self.fit_batches(user_sizes, item_sizes, training["batches"], training["batch_size"],
+                                     training["lr"], training["decay"], training["decay_every"],
+                                     training["min_lr"], seed)
+        users, items, valid = self.entity_eval(model)
+        return {"q_user": quality_ratio(users, self.full_user_eval),
+                "q_item": quality_ratio(items, self.full_item_eval),
+                "user_eval": users, "item_eval": items, "valid": valid}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -350,25 +550,34 @@ class CIESS:
                  model_kwargs: dict | None = None, reference: dict | None = None):
         self.config = config or CIESSConfig()
         c = self.config
-        self.env = CIESSEnvironment(backbone, split, c.d_max, c.train_overrides, model_kwargs, c.device)
+        self.env = CIESSEnvironment(backbone, split, c.d_max, c.train_overrides, model_kwargs, c.device,
+                                    c.state)
         self.backbone, self.split = self.env.backbone, split
+        self.training = c.iteration_training(self.backbone)
+        self.pace = c.agent_settings()
         self.checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
         torch.manual_seed(c.seed)
-        agent_kw = dict(hidden=c.hidden, gamma=c.gamma, tau=c.tau, policy_delay=c.policy_delay,
-                        target_noise=c.target_noise, noise_clip=c.noise_clip, actor_lr=c.actor_lr,
-                        critic_lr=c.critic_lr)
-        self.agents = {"user": TD3(c.d_max, **agent_kw), "item": TD3(c.d_max, **agent_kw)}
-        self.buffers = {side: ReplayBuffer(c.buffer_size) for side in ("user", "item")}
+        agent_kw = {k: v for k, v in self.pace.items() if k not in ("batch_size", "updates", "wait_for_batch")}
+        self.agents = {s: TD3(c.d_max, hidden=c.hidden, gamma=c.gamma, tau=c.tau, policy_delay=c.policy_delay,
+                              **agent_kw) for s in ("user", "item")}
+        n = {"user": split.n_users, "item": split.n_items}
+        self.buffers = {s: ReplayBuffer(c.buffer_size or BUFFER_ITERATIONS * n[s]) for s in n}
         self.rng = np.random.default_rng(c.seed)
         self.freq = {"user": self.env.user_freq, "item": self.env.item_freq}
-        n = {"user": split.n_users, "item": split.n_items}
         self.state = {"done": 0, "reference": None, "history": [], "seconds": {"reference": 0.0, "search": 0.0,
                       "retrain": 0.0}, "candidates": {b: [] for b in c.budgets}, "lowest": None,
                       "sizes": {s: np.full(n[s], c.d_max, np.int64) for s in n},
-                      "q": {s: np.ones(n[s]) for s in n}, "ou": {s: None for s in n}, "retrained": {}}
+                      "q": {s: np.full(n[s], self.start_q) for s in n},
+                      "ou": {"user": None, "item": None, "shared": None}, "retrained": {}}
         if reference is not None:
             self.state["reference"] = reference
             self.env.full_user_eval, self.env.full_item_eval = reference["user_eval"], reference["item_eval"]
+
+    @property
+    def start_q(self) -> float:
+        """q at an episode's start: 0.5 with the official state (the code resets its qualities to 0,
+        i.e. 2 q - 1 = 0), 1 with recsize's (nothing lost yet)."""
+        return 0.5 if self.config.state == "official" else 1.0
 
     # -- checkpointing ------------------------------------------------------------------------------
     def _identity(self) -> dict:
@@ -405,52 +614,81 @@ class CIESS:
         return True
 
     # -- one iteration ------------------------------------------------------------------------------
-    def choose_widths(self, side: str, states: np.ndarray) -> np.ndarray:
-        """Exploration for one side: actor + noise, then (with the random walk) the critic's best of the
-        visited widths; without it the noisy width rounded. Explained in Chapter 6."""
+    def iteration_noise(self) -> float:
+        """The official exploration's one noise scalar for this iteration, shared by users and items
+        (``train_ddpg``: ``np.random.normal(0, 6)`` at d_max = 128, here sigma * d_max / 128 with
+        ``rescale``; ``"ou"`` continues one scalar process through the episode). Explained in Chapter 6."""
+        c, st = self.config, self.state
+        noise, st["ou"]["shared"] = exploration_noise(c.noise, c.exploration_sigma(), 1, self.rng,
+                                                      st["ou"]["shared"])
+        return float(noise[0])
+
+    def choose_widths(self, side: str, states: np.ndarray, noise: float | None = None) -> np.ndarray:
+        """Exploration for one side. ``exploration="official"``: the walk starts at the actor's widths,
+        the critic picks the best visited width, then the iteration's one ``noise`` scalar is added and
+        the sum rounded and clipped to [1, d_max]. ``"per-entity"``: an independent draw is added to
+        every actor width first, then the walk and the critic's pick. Without the walk the picked width
+        is the (noisy) actor width. Explained in Chapter 6."""
         c, agent = self.config, self.agents[side]
-        noise, self.state["ou"][side] = exploration_noise(c.noise, c.sigma, len(states), self.rng,
-                                                         self.state["ou"][side])
-        start = agent.act(states) + noise
-        if not c.random_walk:
-            return np.clip(np.rint(start), 1, c.d_max).astype(np.int64)
-        visited = random_walk(start, c.d_max, self.rng, c.walk_t, c.walk_length)
-        best = agent.score(states, visited).argmax(1)
-        return visited[np.arange(len(visited)), best]
+        if c.exploration == "per-entity":
+            draws, self.state["ou"][side] = exploration_noise(c.noise, c.exploration_sigma(), len(states),
+                                                              self.rng, self.state["ou"][side])
+            start, after = agent.act(states) + draws, 0.0
+        else:
+            if noise is None:
+                raise ValueError("the official exploration adds the iteration's noise scalar: pass noise")
+            start, after = agent.act(states), float(noise)
+        if c.random_walk:
+            visited = random_walk(start, c.d_max, self.rng, c.walk_neighbourhood(), c.walk_length)
+            best = agent.score(states, visited).argmax(1)
+            start = visited[np.arange(len(visited)), best]
+        return np.clip(np.rint(start + after), 1, c.d_max).astype(np.int64)
 
     def iteration(self, g: int) -> dict:
         c, st = self.config, self.state
         episode, it = divmod(g, c.iterations)
-        if it == 0:  # a new episode starts from full widths and full quality
+        if it == 0:  # a new episode starts from full widths and the start quality
             for side in ("user", "item"):
                 st["sizes"][side] = np.full(len(st["sizes"][side]), c.d_max, np.int64)
-                st["q"][side] = np.ones(len(st["q"][side]))
-                st["ou"][side] = None
-        states = {s: make_state(self.freq[s], st["sizes"][s], st["q"][s], c.d_max) for s in ("user", "item")}
-        actions = {s: self.choose_widths(s, states[s]) for s in ("user", "item")}
-        q_user, q_item, valid = self.env.step(actions["user"], actions["item"], c.epochs_per_iteration,
-                                              seed=c.seed * 1_000_003 + g)
-        q = {"user": q_user, "item": q_item}
+                st["q"][side] = np.full(len(st["q"][side]), self.start_q)
+            st["ou"] = {"user": None, "item": None, "shared": None}
+        states = {s: make_state(self.freq[s], st["sizes"][s], st["q"][s], c.d_max, c.state)
+                  for s in ("user", "item")}
+        noise = self.iteration_noise() if c.exploration == "official" else None
+        actions = {s: self.choose_widths(s, states[s], noise) for s in ("user", "item")}
+        out = self.env.step(actions["user"], actions["item"], self.training, seed=c.seed * 1_000_003 + g)
+        q = {"user": out["q_user"], "item": out["q_item"]}
+        raw = {"user": out["user_eval"], "item": out["item_eval"]}
+        valid = out["valid"]
         done = float(it == c.iterations - 1)
         rewards = {}
         for side in ("user", "item"):
-            rewards[side] = reward(q[side], actions[side], c.d_max, c.lam)
-            nxt = make_state(self.freq[side], actions[side], q[side], c.d_max)
+            quality = raw[side] if c.reward == "code" else q[side]
+            rewards[side] = reward(quality, actions[side], c.d_max, c.lam, c.reward)
+            nxt = make_state(self.freq[side], actions[side], q[side], c.d_max, c.state)
             self.buffers[side].add(states[side], actions[side], rewards[side], nxt, done)
-            if len(self.buffers[side]) >= c.agent_batch_size:
-                for _ in range(c.updates_per_iteration):
-                    self.agents[side].update(self.buffers[side], c.agent_batch_size, self.rng)
+            ready = len(self.buffers[side]) >= (self.pace["batch_size"] if self.pace["wait_for_batch"] else 1)
+            if ready:
+                for _ in range(self.pace["updates"]):
+                    self.agents[side].update(self.buffers[side], self.pace["batch_size"], self.rng)
             st["sizes"][side], st["q"][side] = actions[side], q[side]
-        all_q = np.concatenate([q_user, q_item])
+        all_q = np.concatenate([q["user"], q["item"]])
+        user_eval = raw["user"][np.isfinite(raw["user"])]
+        mean_user_quality = float(user_eval.mean()) if len(user_eval) else float("nan")
         dens = combined_density(actions["user"], actions["item"], c.d_max)
         candidate = {"episode": episode, "iteration": it, "density": dens, "mean_q": float(all_q.mean()),
+                     "mean_user_quality": mean_user_quality, "valid_ndcg@20": float(valid["ndcg@20"]),
                      "user": actions["user"].copy(), "item": actions["item"].copy()}
+        key = {"official": "mean_user_quality", "ndcg": "valid_ndcg@20", "recsize": "mean_q"}[c.selection]
+        bands = budget_bands(c.budgets)
         for b in c.budgets:
-            st["candidates"][b] = update_candidates(st["candidates"][b], candidate, b, c.top_l)
+            lower = None if c.selection == "recsize" else bands[b][0]
+            st["candidates"][b] = update_candidates(st["candidates"][b], candidate, b, c.top_l, key, lower)
         low = st["lowest"]
         if low is None or (dens, -candidate["mean_q"]) < (low["density"], -low["mean_q"]):
             st["lowest"] = candidate
         return {"episode": episode, "iteration": it, "density": dens, "mean_q": float(all_q.mean()),
+                "mean_user_quality": mean_user_quality, "noise": noise,
                 "reward": float(np.concatenate([rewards["user"], rewards["item"]]).mean()),
                 "reward_user": float(rewards["user"].mean()), "reward_item": float(rewards["item"].mean()),
                 "mean_width_user": float(actions["user"].mean()), "mean_width_item": float(actions["item"].mean()),
@@ -539,7 +777,9 @@ class CIESS:
                     st["seconds"]["retrain"] += time.perf_counter() - t0
                     self.save()
                 runs.append({"rank": rank, "episode": mask["episode"], "iteration": mask["iteration"],
-                             "search_mean_q": mask["mean_q"], "density": mask["density"],
+                             "search_mean_q": mask["mean_q"],
+                             "search_mean_user_quality": mask.get("mean_user_quality"),
+                             "search_valid_ndcg@20": mask.get("valid_ndcg@20"), "density": mask["density"],
                              "projected": mask["projected"], "user_sizes": np.asarray(mask["user"]).tolist(),
                              "item_sizes": np.asarray(mask["item"]).tolist(), **st["retrained"][key]})
             best = max(runs, key=lambda r: r["valid"]["ndcg@20"])  # chosen on validation, reported on test
@@ -547,7 +787,11 @@ class CIESS:
         seconds = {**st["seconds"]}
         seconds["total"] = sum(seconds.values())
         ref = st["reference"]
-        return CIESSResult(self.backbone, c.to_dict(), ref, st["history"], budgets,
+        config = {**c.to_dict(), "resolved": {"iteration_training": self.training,
+                                              "td3": self.pace, "exploration_sigma": c.exploration_sigma(),
+                                              "walk_t": c.walk_neighbourhood(),
+                                              "buffer_size": {s: b.capacity for s, b in self.buffers.items()}}}
+        return CIESSResult(self.backbone, config, ref, st["history"], budgets,
                            {s: st["sizes"][s].tolist() for s in ("user", "item")}, seconds)
 
 
