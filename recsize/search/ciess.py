@@ -420,8 +420,8 @@ class CIESSEnvironment:
         """The authors' per-iteration training (``RecSysEnv.train_n_batches``): ``batches`` Adam steps,
         each on ``batch_size`` users drawn uniformly (with replacement when there are fewer users than
         that), one training positive and one uniform negative each; the lr starts at ``lr`` and is
-        multiplied by ``decay`` every ``decay_every`` batches, never below ``min_lr``. Returns the
-        model. Explained in Chapter 6."""
+        multiplied by ``decay`` every ``decay_every`` batches, never below ``min_lr`` (the final lr is
+        kept as ``last_lr``). Returns the model. Explained in Chapter 6."""
         from ..data import BPRSampler
         from ..train import resolve_device
         device = resolve_device(self.device)
@@ -448,6 +448,7 @@ class CIESSEnvironment:
             if b % decay_every == 0:
                 for group in optimizer.param_groups:
                     group["lr"] = max(min_lr, group["lr"] * decay)
+        self.last_lr = optimizer.param_groups[0]["lr"]
         model.eval()
         return model
 
