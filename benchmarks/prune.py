@@ -42,11 +42,20 @@ from recsize.budget import dense_bytes, entries_for_bytes
 from recsize.data import prepare
 from recsize.files import write_json
 from recsize.search import PEPConfig, pep_search, run_baseline, run_magprune, run_pep, table_shapes, train_dense
+from recsize.search.dnis import DNISConfig, run_dnis, search as dnis_search
 from recsize.train import default_config
 
 OUT = Path(__file__).resolve().parent / "out" / "prune.json"
+# DNIS (Chapter 5): one search per seed, then each derivation at every budget
+DNIS_VARIANTS = {
+    "dnis": {"derive": "in-place", "prune_by": "weight", "budget_split": "global"},           # the authors
+    "dnis-alpha": {"derive": "in-place", "prune_by": "alpha-weight", "budget_split": "global"},  # Hetu
+    "dnis-table": {"derive": "in-place", "prune_by": "weight", "budget_split": "per-table"},
+    "dnis-prefix": {"derive": "prefix-retrain", "prune_by": "weight", "budget_split": "global"},
+    "dnis-prefix-old": {"derive": "prefix-retrain", "prune_by": "alpha-weight", "budget_split": "per-table"},
+}
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
-METHODS = ("magprune", "pep", "es", "es-bytes")
+METHODS = ("magprune", "pep", "es", "es-bytes", *DNIS_VARIANTS)
 # settings that change the numbers of a cell: a resumed run must share them
 FIXED = ("backbone", "dataset", "dim", "epochs", "patience", "prune_split", "pep_epochs", "pep_init", "pep_scale",
          "pep_granularity", "quick")
@@ -72,7 +81,7 @@ def record(method: str, sparsity: float, seed: int, run, seconds: dict) -> dict:
     """One cell: the test metrics with the stored tables, bytes, kept entries, epochs and wall times."""
     test = run.test_compact or run.result.test
     total = run.memory["total"]
-    if method in ("es", "es-bytes"):
+    if method in ("es", "es-bytes") or method.startswith("dnis-prefix"):
         stored = sum(run.memory[r]["compact_measured"] for r in run.sizes)
         extra = {"form": "compact", "bytes": stored, "bytes_int32": None, "reached": None}
     else:
@@ -105,17 +114,23 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'c':>5s} {'method':9s}{'Recall@20':>18s}{'NDCG@20':>18s}{'KiB':>8s}{'budget KiB':>11s}"
-             f"{'kept':>9s}{'best epoch':>14s}"]
+    """Mean ± std over seeds per cell (the value alone when one seed ran)."""
+    def cell(pair, n, width=9, digits=4):
+        text = f"{pair[0]:.{digits}f}" + (f" ± {pair[1]:.{digits}f}" if n > 1 else "")
+        return f"{text:>{width + (digits + 4 if n > 1 else 0)}s}"
+    multi = any(r["n"] > 1 for r in rows)
+    pad = 8 if multi else 0
+    lines = [f"{'c':>5s} {'method':16s}{'Recall@20':>{9 + pad}s}{'NDCG@20':>{10 + pad}s}{'KiB':>8s}"
+             f"{'budget KiB':>11s}{'kept':>9s}{'best epoch':>{11 + (6 if multi else 0)}s}{'seeds':>6s}"]
     for r in rows:
         best = max(x["ndcg@20"][0] for x in rows if x["sparsity"] == r["sparsity"])
         mark = "*" if r["ndcg@20"][0] == best else " "
         note = f"  ({r['unreached']} seed(s): budget not reached, last state cut)" if r["unreached"] else ""
-        lines.append(f"{100 * r['sparsity']:4.0f}% {r['method']:9s}"
-                     f"{r['recall@20'][0]:>9.4f} ± {r['recall@20'][1]:.4f}"
-                     f"{r['ndcg@20'][0]:>9.4f} ± {r['ndcg@20'][1]:.4f}{mark}"
-                     f"{r['bytes'][0] / 1024:>7.1f}{r['budget_bytes'] / 1024:>11.1f}{r['kept'][0]:>9,.0f}"
-                     f"{r['best_epoch'][0]:>8.1f} ± {r['best_epoch'][1]:<4.1f}{note}")
+        n = r["n"] if multi else 1
+        epoch = f"{r['best_epoch'][0]:.1f}" + (f" ± {r['best_epoch'][1]:.1f}" if n > 1 else "")
+        lines.append(f"{100 * r['sparsity']:4.0f}% {r['method']:16s}{cell(r['recall@20'], n)} "
+                     f"{cell(r['ndcg@20'], n)}{mark}{r['bytes'][0] / 1024:>7.1f}{r['budget_bytes'] / 1024:>11.1f}"
+                     f"{r['kept'][0]:>9,.0f}{epoch:>{11 + (6 if multi else 0)}s}{r['n']:>6d}{note}")
     return "\n".join(lines)
 
 
@@ -175,7 +190,7 @@ def main(argv=None) -> int:
             continue
         split = prepare("ml-100k", "random-811", seed=seed, verbose=False)
         config = default_config(args.backbone, epochs=args.epochs, patience=args.patience, seed=seed, progress=False)
-        dense = searched = None
+        dense = searched = dnis = None
         for method, sparsity in todo:
             density = round(1 - sparsity, 6)
             stage = {}
@@ -189,8 +204,21 @@ def main(argv=None) -> int:
                 print(f"seed {seed}: PEP training {len(searched.history)} epochs, {searched.seconds:.1f} s; masks at "
                       + ", ".join(f"c = {1 - d:g}: epoch {s.epoch}{'' if s.reached else ' (not reached)'}"
                                   for d, s in searched.snapshots.items()), flush=True)
+            if method in DNIS_VARIANTS and dnis is None:
+                dnis_config = DNISConfig(d_max=args.dim, warm_epochs=args.epochs, search_epochs=args.epochs,
+                                         retrain_epochs=args.epochs, patience=args.patience, seed=seed,
+                                         progress=False)
+                dnis = dnis_search(args.backbone, split, dnis_config)
+                print(f"seed {seed}: DNIS warm start {dnis.warm['epochs']} epochs, search {len(dnis.history)} "
+                      f"epochs (best {dnis.best_epoch}), {dnis.seconds['total']:.1f} s", flush=True)
             begin = time.perf_counter()
-            if method == "magprune":
+            if method in DNIS_VARIANTS:
+                config_d = DNISConfig(**{**asdict(dnis.config), **DNIS_VARIANTS[method]})
+                run = run_dnis(args.backbone, split, density, config_d, searched=dnis).run
+                stage = {"search": dnis.seconds["total"], "warm": dnis.seconds["warm"],
+                         "search_epochs": len(dnis.history), "warm_epochs": dnis.warm["epochs"],
+                         "retrain": time.perf_counter() - begin}
+            elif method == "magprune":
                 run = run_magprune(args.backbone, split, density, args.dim, config, args.prune_split, dense=dense)
                 stage = {"dense": dense.seconds, "finetune": run.seconds["finetune"]}
             elif method == "pep":

@@ -2,7 +2,8 @@
 
 Explained in Chapter 3 (Backbones). Top-k models learn from BPR triples drawn by
 :class:`~recsize.data.BPRSampler` and stop early on validation NDCG@20; CTR models learn from shuffled
-samples and stop early on validation AUC. The weights of the best validation epoch are restored at the
+samples and stop early on validation AUC. Optionally the learning rate decays on a validation plateau
+(``lr_decay``, ``lr_patience``) and training stops once it reaches ``min_lr``, as in the DNIS authors' code. The weights of the best validation epoch are restored at the
 end, then the test split is evaluated once; with ``checkpoint`` the best-so-far weights are written
 (atomically) every time validation improves, so an interrupted run keeps its best model.
 """
@@ -78,6 +79,9 @@ class TrainConfig:
     progress: bool | None = None
     checkpoint: str | None = None
     test: bool = True
+    lr_decay: float = 1.0        # ReduceLROnPlateau factor on the validation metric (1: constant lr)
+    lr_patience: int = 0         # evaluations without improvement before the lr is multiplied by lr_decay
+    min_lr: float = 0.0          # stop once the lr has decayed to this value (DNIS's authors: 1e-6)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_every"):
@@ -89,6 +93,27 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must lie in (0, 1] (1: no decay), got {self.lr_decay}")
+        if self.lr_patience < 0:
+            raise ValueError(f"lr_patience must be >= 0, got {self.lr_patience}")
+        if not 0 <= self.min_lr < self.lr:
+            raise ValueError(f"min_lr must lie in [0, lr = {self.lr}), got {self.min_lr}")
+
+
+def plateau_scheduler(optimizer: torch.optim.Optimizer, decay: float, patience: int):
+    """Learning-rate decay on a validation plateau (``torch.optim.lr_scheduler.ReduceLROnPlateau`` on a
+    metric to maximise): after more than ``patience`` evaluations without improvement, every learning rate
+    is multiplied by ``decay``. None when ``decay`` is 1 (constant learning rate). Explained in Chapter 3."""
+    if decay >= 1:
+        return None
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=decay, patience=patience)
+
+
+def lr_spent(optimizer: torch.optim.Optimizer, min_lr: float) -> bool:
+    """True once every learning rate of ``optimizer`` has decayed to ``min_lr`` (> 0): training stops there,
+    as in the DNIS authors' code. Explained in Chapter 3."""
+    return min_lr > 0 and all(g["lr"] <= min_lr * (1 + 1e-6) for g in optimizer.param_groups)
 
 
 @dataclass
@@ -152,6 +177,7 @@ def train(model: torch.nn.Module, split, config: TrainConfig | None = None, **ov
     if metric not in evaluate("valid"):
         raise ValueError(f"unknown early-stopping metric {metric!r} for a {task} model")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = plateau_scheduler(optimizer, config.lr_decay, config.lr_patience)
     best, best_epoch, best_state, bad_rounds = -np.inf, 0, None, 0
     history = []
     start = time.perf_counter()
@@ -186,10 +212,13 @@ def train(model: torch.nn.Module, split, config: TrainConfig | None = None, **ov
                                 config.checkpoint)
             else:
                 bad_rounds += 1
+            if scheduler is not None:
+                scheduler.step(valid[metric])
+                row["lr"] = optimizer.param_groups[0]["lr"]
             bar.set_postfix(loss=f"{row['loss']:.4f}", **{metric: f"{valid[metric]:.4f}"})
         row["seconds"] = time.perf_counter() - start
         history.append(row)
-        if bad_rounds > config.patience:
+        if bad_rounds > config.patience or lr_spent(optimizer, config.min_lr):
             break
     bar.close()
     model.load_state_dict(best_state)

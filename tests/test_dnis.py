@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from recsize.backbones import build_backbone
 from recsize.budget import target_parameters
 from recsize.cli import main
-from recsize.embedding import CompactEmbedding, masked_factory
+from recsize.embedding import CompactEmbedding, CSREmbedding, masked_factory
+from recsize.search.prune import element_budget, masked_model, table_shapes
 from recsize.search.baselines import role_counts
 from recsize.search.dnis import (DNISConfig, ValidationTriples, alpha_step, attach_soft_selection, block_fractions,
                                  budget_sizes, clamp_alpha_, derive_sizes, embedding_parameters, embedding_step,
-                                 frequency_blocks, kept_sizes, normalise_per_block, run_dnis, search,
+                                 folded_state, frequency_blocks, in_place_masks, kept_sizes, normalise_per_block, run_dnis, search,
                                  threshold_for_density)
 
 
@@ -257,8 +258,8 @@ def test_search_is_deterministic_for_a_seed(topk_split):
 
 def test_block_granularity_gives_one_width_per_block(topk_split):
     searched = search("mf", topk_split, DNISConfig(**TINY))
-    block, _ = budget_sizes(searched, 0.25, granularity="block")
-    row, _ = budget_sizes(searched, 0.25, granularity="row")
+    block, _ = budget_sizes(searched, 0.25, granularity="block", budget_split="per-table")
+    row, _ = budget_sizes(searched, 0.25, granularity="row", budget_split="per-table")
     for role, sizes in block.items():
         blocks = searched.row_blocks[role]
         assert sizes.sum() == row[role].sum() == target_parameters(0.25, len(sizes), 8)
@@ -272,9 +273,12 @@ def test_block_granularity_gives_one_width_per_block(topk_split):
         DNISConfig(granularity="field")
 
 
+PREFIX = {**TINY, "derive": "prefix-retrain"}
+
+
 @pytest.mark.parametrize("backbone", ["mf", "neumf", "lightgcn"])
-def test_run_dnis_topk(backbone, topk_split, tmp_path):
-    run = run_dnis(backbone, topk_split, 0.25, DNISConfig(**TINY))
+def test_run_dnis_prefix_retrain(backbone, topk_split, tmp_path):
+    run = run_dnis(backbone, topk_split, 0.25, DNISConfig(**PREFIX, budget_split="per-table"))
     tables = run.run.model.embedding_tables()
     assert set(run.sizes) == set(tables) == set(run.search.alphas)
     for role, table in tables.items():
@@ -286,6 +290,7 @@ def test_run_dnis_topk(backbone, topk_split, tmp_path):
     assert run.run.test_compact == run.run.result.test                 # compact storage changes no score
     out = json.loads(json.dumps(run.to_dict()))
     assert out["method"] == "dnis" and out["sparsity"] == pytest.approx(0.75)
+    assert out["derivation"]["derive"] == "prefix-retrain" and out["derivation"]["split"] == "per-table"
     assert out["seconds"]["search"] > 0 and out["seconds"]["retrain"] > 0
     path = tmp_path / "arrays" / "dnis.npz"
     run.save_arrays(path)
@@ -294,17 +299,131 @@ def test_run_dnis_topk(backbone, topk_split, tmp_path):
     assert saved["alpha_user"].shape == (4, 8) and not list(path.parent.glob(".*part"))
 
 
+@pytest.mark.parametrize("backbone", ["mf", "neumf", "lightgcn"])
+def test_run_dnis_in_place(backbone, topk_split, tmp_path):
+    """The authors' derivation: the trained tables pruned to the byte budget (CSR, index included), one
+    global threshold over all tables, fine-tuned with the masks fixed, stored as CSR."""
+    config = DNISConfig(**{**TINY, "d_max": 16})
+    run = run_dnis(backbone, topk_split, 0.3, config)
+    shapes = table_shapes(backbone, topk_split, 16)
+    budget = element_budget(shapes, 0.3, "global")
+    tables = run.run.model.embedding_tables()
+    assert all(isinstance(t, CSREmbedding) for t in tables.values())
+    assert sum(t.num_parameters() for t in tables.values()) == budget["entries"]
+    assert run.run.memory["total"]["csr"] <= budget["budget_bytes"]
+    assert run.run.memory["total"]["csr_measured"] == run.run.memory["total"]["csr"]
+    for role, table in tables.items():                      # what is stored is exactly the mask
+        assert np.array_equal(run.sizes[role], run.run.masks[role].sum(1).numpy())
+    assert run.run.test_compact == run.run.result.test
+    out = json.loads(json.dumps(run.to_dict()))
+    assert out["derivation"]["derive"] == "in-place" and out["derivation"]["prune_by"] == "weight"
+    assert out["derivation"]["entries"] == budget["entries"] and list(out["prune"]["thresholds"]) == ["global"]
+    path = tmp_path / "dnis.npz"
+    run.save_arrays(path)
+    assert np.array_equal(np.load(path)["mask_item"], run.run.masks["item"].numpy())
+
+
+def test_in_place_keeps_the_largest_entries_under_one_threshold(topk_split):
+    searched = search("mf", topk_split, DNISConfig(**{**TINY, "d_max": 16}))
+    for prune_by in ("weight", "alpha-weight"):
+        scores = searched.importance(prune_by=prune_by)
+        masks, budget, thresholds = in_place_masks(searched, 0.3, prune_by=prune_by)
+        kept = np.concatenate([scores[r][masks[r].numpy()] for r in scores])
+        dropped = np.concatenate([scores[r][~masks[r].numpy()] for r in scores])
+        assert len(kept) == budget["entries"] and kept.min() >= dropped.max()
+        assert kept.min() == pytest.approx(thresholds["global"])
+    per_table, budget, thresholds = in_place_masks(searched, 0.3, budget_split="per-table")
+    assert set(thresholds) == {"user", "item"}
+    assert {r: int(m.sum()) for r, m in per_table.items()} == budget["per_table"]
+
+
+def test_prune_by_weight_or_alpha_weight(topk_split):
+    searched = search("mf", topk_split, DNISConfig(**TINY))
+    for role, table in searched.model.embedding_tables().items():
+        weight = table.weight.detach().abs().numpy()
+        alpha = searched.alphas[role][searched.row_blocks[role]]
+        assert np.allclose(searched.importance(prune_by="weight")[role], weight)
+        assert np.allclose(searched.importance(prune_by="alpha-weight")[role], np.abs(weight * alpha), atol=1e-7)
+        assert (alpha < 1).any()          # so the two differ
+    with pytest.raises(ValueError, match="prune_by"):
+        searched.importance(prune_by="gradient")
+
+
+def test_folded_alpha_gives_the_same_predictions(topk_split):
+    """Folding alpha into the weights changes no prediction: the fine-tuning starts where the search ended."""
+    searched = search("lightgcn", topk_split, DNISConfig(**{**TINY, "d_max": 16}))
+    ones = {r: torch.ones(t.num_rows, 16, dtype=torch.bool) for r, t in searched.model.embedding_tables().items()}
+    folded = masked_model("lightgcn", topk_split, 16, ones, folded_state(searched))
+    users = torch.arange(10)
+    searched.model.eval(), folded.eval()
+    with torch.no_grad():
+        assert torch.allclose(searched.model.score_all(users), folded.score_all(users), atol=1e-5)
+
+
+def test_global_and_per_table_prefix_budgets_are_exact(topk_split):
+    searched = search("neumf", topk_split, DNISConfig(**TINY))
+    rows = {r: t.num_rows for r, t in searched.model.embedding_tables().items()}
+    glob, info = budget_sizes(searched, 0.25, budget_split="global")
+    assert sum(int(s.sum()) for s in glob.values()) == target_parameters(0.25, sum(rows.values()), 8)
+    assert all(i["split"] == "global" for i in info.values())
+    shares = {r: int(s.sum()) / (rows[r] * 8) for r, s in glob.items()}
+    assert len({round(v, 3) for v in shares.values()}) > 1            # one threshold: the tables differ
+    per, _ = budget_sizes(searched, 0.25, budget_split="per-table")
+    assert all(int(per[r].sum()) == target_parameters(0.25, rows[r], 8) for r in rows)
+    with pytest.raises(ValueError, match="budget_split"):
+        budget_sizes(searched, 0.25, budget_split="joint")
+
+
 @pytest.mark.parametrize("backbone", ["fm", "deepfm"])
-def test_run_dnis_ctr(backbone, ctr_split):
-    config = DNISConfig(**{**TINY, "train_overrides": {"batch_size": 64, "lr": 1e-2}, "blocks": (0.2, 0.3, 0.5)})
+@pytest.mark.parametrize("derive", ["in-place", "prefix-retrain"])
+def test_run_dnis_ctr(backbone, derive, ctr_split):
+    config = DNISConfig(**{**TINY, "train_overrides": {"batch_size": 64, "lr": 1e-2}, "blocks": (0.2, 0.3, 0.5),
+                           "derive": derive})
     run = run_dnis(backbone, ctr_split, 0.5, config)
     assert set(run.sizes) == {"feature"} and run.search.alphas["feature"].shape == (3, 8)
-    assert run.sizes["feature"].sum() == target_parameters(0.5, ctr_split.data.n_features, 8)
+    if derive == "prefix-retrain":
+        assert run.sizes["feature"].sum() == target_parameters(0.5, ctr_split.data.n_features, 8)
+    else:
+        budget = element_budget({"feature": (ctr_split.data.n_features, 8)}, 0.5)
+        assert run.sizes["feature"].sum() == budget["entries"]
     assert "auc" in run.run.test_compact and run.run.test_compact == run.run.result.test
 
 
+def test_in_place_run_is_deterministic(topk_split):
+    config = DNISConfig(**{**TINY, "d_max": 16, "seed": 2})
+    a, b = run_dnis("mf", topk_split, 0.3, config), run_dnis("mf", topk_split, 0.3, config)
+    assert a.run.result.test == b.run.result.test
+    assert all(torch.equal(a.run.masks[r], b.run.masks[r]) for r in a.run.masks)
+
+
+def test_zipped_alternation_takes_one_alpha_step_per_validation_batch(topk_split, monkeypatch):
+    import recsize.search.dnis as dnis
+    calls = []
+    real = dnis.alpha_step
+    monkeypatch.setattr(dnis, "alpha_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = build_backbone("mf", topk_split, 8)
+    for alternation in ("zip", "every-batch"):
+        calls.clear()
+        search("mf", topk_split, DNISConfig(**{**TINY, "search_epochs": 1, "alternation": alternation}))
+        train = dnis.n_train_batches(model, topk_split, 128)
+        valid = dnis.n_valid_batches(model, topk_split, 128)
+        assert len(calls) == (min(train, valid) if alternation == "zip" else train)
+    assert valid < train                                  # the zip really is shorter here
+
+
+def test_search_decays_the_learning_rate_and_stops(topk_split):
+    """ReduceLROnPlateau in the search (the authors' patience 1): the lr falls by lr_decay after plateaus and
+    the search stops once it reaches search_min_lr, long before the epoch cap."""
+    config = DNISConfig(**{**TINY, "search_epochs": 300, "patience": 300, "lr_decay": 0.1, "search_lr_patience": 0,
+                           "search_min_lr": 1e-4})
+    searched = search("mf", topk_split, config)
+    lrs = [h["lr"] for h in searched.history]
+    assert len(lrs) < 300 and lrs[0] == pytest.approx(1e-2)
+    assert all(b <= a for a, b in zip(lrs, lrs[1:])) and min(lrs) == pytest.approx(1e-3)
+
+
 def test_one_search_serves_several_budgets(topk_split):
-    searched = search("mf", topk_split, DNISConfig(**TINY))
+    searched = search("mf", topk_split, DNISConfig(**PREFIX))
     low = run_dnis("mf", topk_split, 0.125, searched=searched)
     high = run_dnis("mf", topk_split, 0.5, searched=searched)
     assert low.search is high.search is searched
@@ -323,6 +442,14 @@ def test_one_search_serves_several_budgets(topk_split):
     (lambda s: DNISConfig(alpha_lr=0), "alpha_lr"),
     (lambda s: DNISConfig(l1=-1), "l1"),
     (lambda s: DNISConfig(train_overrides={"momentum": 0.9}), "train_overrides"),
+    (lambda s: DNISConfig(derive="retrain"), "derive must be one of in-place, prefix-retrain"),
+    (lambda s: DNISConfig(prune_by="alpha"), "prune_by must be one of weight, alpha-weight"),
+    (lambda s: DNISConfig(budget_split="joint"), "budget_split must be one of global, per-table"),
+    (lambda s: DNISConfig(alternation="both"), "alternation must be one of zip, every-batch"),
+    (lambda s: DNISConfig(lr_decay=0), "lr_decay"),
+    (lambda s: DNISConfig(lr_decay=1.5), "lr_decay"),
+    (lambda s: DNISConfig(search_lr_patience=-1), "search_lr_patience"),
+    (lambda s: run_dnis("mf", s, 0.2, DNISConfig(**TINY)), "CSR index"),
     (lambda s: search("mf", s, DNISConfig(**{**TINY, "blocks": 100})), "fewer blocks")])
 def test_bad_inputs_raise(call, match, topk_split):
     with pytest.raises(ValueError, match=match):

@@ -43,7 +43,8 @@ class NaNLoss(MF):
 
 @pytest.mark.parametrize("kwargs", [dict(epochs=0), dict(batch_size=0), dict(eval_every=0), dict(patience=-1),
                                     dict(lr=0.0), dict(lr=-1e-3), dict(lr=float("nan")),
-                                    dict(weight_decay=-0.1)])
+                                    dict(weight_decay=-0.1), dict(lr_decay=0.0), dict(lr_decay=1.5),
+                                    dict(lr_patience=-1), dict(min_lr=1.0), dict(min_lr=-1e-6)])
 def test_config_rejects_bad_values(kwargs):
     name = next(iter(kwargs))
     with pytest.raises(ValueError, match=name):
@@ -96,6 +97,19 @@ def test_early_stopping(tiny_split, patience):
     result = train(model, tiny_split, TrainConfig(epochs=50, batch_size=10 ** 6, patience=patience, **QUIET))
     assert len(result.history) == patience + 2
     assert result.best_epoch == 1
+
+
+def test_lr_decays_on_plateau_and_training_stops_at_min_lr(tiny_split):
+    """ReduceLROnPlateau (the DNIS authors' schedule): every evaluation without improvement (patience 0)
+    multiplies the lr by lr_decay; training stops once it reaches min_lr, before the early-stopping patience."""
+    model = Drift(tiny_split, direction_scale=0.0)  # the validation metric never improves after epoch 1
+    config = TrainConfig(epochs=50, batch_size=10 ** 6, lr=1e-3, patience=20, lr_decay=0.1, min_lr=1e-6, **QUIET)
+    result = train(model, tiny_split, config)
+    lrs = [row["lr"] for row in result.history]
+    assert lrs == pytest.approx([1e-3, 1e-4, 1e-5, 1e-6]) and result.best_epoch == 1
+    constant = train(Drift(tiny_split, direction_scale=0.0), tiny_split,
+                     TrainConfig(epochs=50, batch_size=10 ** 6, patience=5, **QUIET))
+    assert len(constant.history) == 7 and "lr" not in constant.history[0]   # lr_decay 1: no scheduler
 
 
 def test_eval_every(tiny_split):

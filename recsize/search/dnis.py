@@ -81,6 +81,10 @@ from .baselines import BaselineRun, role_counts
 
 GRAD_EPS = 1e-8  # keeps the per-block normalisation finite when a block got no gradient
 GRANULARITIES = ("row", "block")
+DERIVATIONS = ("in-place", "prefix-retrain")
+PRUNE_BY = ("weight", "alpha-weight")
+BUDGET_SPLITS = ("global", "per-table")
+ALTERNATIONS = ("zip", "every-batch")
 
 
 @dataclass
@@ -90,8 +94,9 @@ class DNISConfig:
 
     d_max: int = 64                       # full width of every table
     blocks: int | tuple = 10              # K equal frequency blocks, or the fraction of rows in each block
-    warm_epochs: int = 20                 # warm start with alpha fixed at 1 (official scripts: 20)
-    search_epochs: int = 20               # alternating epochs (one alpha step per training batch)
+    warm_epochs: int = 300                # cap of the warm start with alpha fixed at 1 (early stopping)
+    search_epochs: int = 300              # cap of the alternating epochs (early stopping)
+    alternation: str = "zip"              # "zip": (train, valid) batch pairs, as the authors; "every-batch"
     alpha_lr: float = 0.01                # SGD learning rate of alpha
     l1: float = 1e-5                      # lambda of the L1 term lambda * sum|alpha|
     grad_norm: bool = True                # normalise alpha's gradient per block by its mean |.|
@@ -100,8 +105,17 @@ class DNISConfig:
     granularity: str = "row"              # "row": magnitude per entry; "block": one width per block
     min_size: int = 1                     # every row keeps at least this many dimensions
     tolerance: float = 1e-3               # binary search stops within this kept fraction of the target
-    retrain_epochs: int = 300             # retraining with the derived widths (early stopping)
+    derive: str = "in-place"              # "in-place": prune the trained table, fine-tune (the authors);
+                                          # "prefix-retrain": widths only, retrain from scratch
+    prune_by: str = "weight"              # "weight": |E| (authors' notebook); "alpha-weight": |alpha x E| (Hetu)
+    budget_split: str = "global"          # one threshold over all tables (the authors) or "per-table"
+    retrain_epochs: int = 300             # cap of the fine-tuning / retraining (early stopping)
     patience: int = 10
+    lr_decay: float = 0.1                 # ReduceLROnPlateau factor (the authors' code; 1: constant lr)
+    lr_patience: int = 0                  # ... its patience in the warm start and retraining (authors: 0)
+    search_lr_patience: int = 1           # ... and in the search (authors: 1)
+    min_lr: float = 1e-6                  # warm start and retraining stop at this lr (authors: 1e-6)
+    search_min_lr: float = 1e-5           # the search stops at this lr (authors: 1e-5)
     seed: int = 0
     device: str = "cpu"
     progress: bool | None = None
@@ -124,8 +138,18 @@ class DNISConfig:
             raise ValueError(f"l1 (lambda, the weight of sum|alpha|) must be >= 0, got {self.l1}")
         if self.unroll_lr is not None and not self.unroll_lr > 0:
             raise ValueError(f"unroll_lr (xi) must be > 0, got {self.unroll_lr}")
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}")
+        for name, allowed in (("granularity", GRANULARITIES), ("derive", DERIVATIONS), ("prune_by", PRUNE_BY),
+                              ("budget_split", BUDGET_SPLITS), ("alternation", ALTERNATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must lie in (0, 1] (1: constant learning rate), got {self.lr_decay}")
+        for name in ("lr_patience", "search_lr_patience"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("min_lr", "search_min_lr"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.tolerance < 1:
             raise ValueError(f"tolerance must lie in (0, 1), got {self.tolerance}")
         unknown = set(self.train_overrides) - {"lr", "batch_size", "weight_decay"}
@@ -255,9 +279,16 @@ def _batches(model, split, part: str, batch_size: int, seed: int, device) -> Ite
 
 
 def n_train_batches(model, split, batch_size: int) -> int:
-    """Training batches per epoch (one alpha step follows each). Explained in Chapter 5."""
+    """Training batches per epoch. Explained in Chapter 5."""
     n = split.train.nnz if model.task == "topk" else len(split.train)
     return -(-n // batch_size)
+
+
+def n_valid_batches(model, split, batch_size: int) -> int:
+    """Validation batches per epoch: with ``alternation="zip"`` (the authors' zipped loaders) a search epoch
+    is this many (training batch, validation batch) pairs. Explained in Chapter 5."""
+    n = split.valid.nnz if model.task == "topk" else len(split.valid)
+    return max(-(-n // batch_size), 1)
 
 
 def embedding_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -371,16 +402,21 @@ class DNISSearch:
     seconds: dict
     model: nn.Module | None = field(default=None, repr=False)
 
-    def importance(self, granularity: str | None = None) -> dict[str, np.ndarray]:
-        """The importance of every entry of every table, (rows, d_max) by role: |alpha[block(n), j] * E[n, j]|
-        (``"row"``), or its mean over the rows of block(n) (``"block"``: equal for all rows of a block).
-        Default: the search's ``config.granularity``. Explained in Chapter 5."""
+    def importance(self, granularity: str | None = None, prune_by: str | None = None) -> dict[str, np.ndarray]:
+        """The importance of every entry of every table, (rows, d_max) by role: |E[n, j]| (``prune_by=
+        "weight"``, the authors' pruning notebook) or |alpha[block(n), j] * E[n, j]| (``"alpha-weight"``,
+        Hetu), per entry (``granularity="row"``) or averaged over the rows of block(n) (``"block"``: equal
+        for all rows of a block). Defaults: the search's config. Explained in Chapter 5."""
         granularity = granularity or self.config.granularity
+        prune_by = prune_by or self.config.prune_by
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+        if prune_by not in PRUNE_BY:
+            raise ValueError(f"prune_by must be one of {', '.join(PRUNE_BY)}, got {prune_by!r}")
         scores = {}
         for role, table in self.model.embedding_tables().items():
-            entry = table.table().detach().abs().cpu().numpy().astype(np.float64)
+            weights = table.table() if prune_by == "alpha-weight" else table.weight
+            entry = weights.detach().abs().cpu().numpy().astype(np.float64)
             if granularity == "block":
                 blocks = self.row_blocks[role]
                 per_block = np.zeros((int(blocks.max()) + 1, entry.shape[1]))
@@ -397,10 +433,14 @@ class DNISSearch:
 
 
 def _train_config(backbone: str, config: DNISConfig, epochs: int, test: bool):
+    """The trainer settings of the warm start and the retraining: the backbone's, with DNIS's epoch cap,
+    patience and learning-rate decay on plateau (stop at ``min_lr``)."""
     from ..train import default_config
     return default_config(backbone, **{**config.train_overrides, "epochs": max(int(epochs), 1),
                                        "patience": config.patience, "seed": config.seed,
-                                       "device": config.device, "progress": config.progress, "test": test})
+                                       "device": config.device, "progress": config.progress, "test": test,
+                                       "lr_decay": config.lr_decay, "lr_patience": config.lr_patience,
+                                       "min_lr": config.min_lr})
 
 
 def _check_backbone(backbone: str) -> str:
@@ -419,7 +459,7 @@ def search(backbone: str, split, config: DNISConfig | None = None, **model_kwarg
     from ..backbones import DEFAULTS, build_backbone, defaults_for
     from ..embedding import masked_factory
     from ..evaluate import evaluate_ctr, evaluate_topk
-    from ..train import resolve_device, seed_everything, show_progress, train
+    from ..train import lr_spent, plateau_scheduler, resolve_device, seed_everything, show_progress, train
 
     config = config or DNISConfig()
     backbone = _check_backbone(backbone)
@@ -451,11 +491,14 @@ def search(backbone: str, split, config: DNISConfig | None = None, **model_kwarg
     train_stream = _batches(model, split, "train", train_config.batch_size, config.seed, device)
     valid_stream = _batches(model, split, "valid", train_config.batch_size, config.seed + 1, device)
     n_batches = n_train_batches(model, split, train_config.batch_size)
+    if config.alternation == "zip":  # the authors zip the two loaders: an epoch stops at the shorter one
+        n_batches = min(n_batches, n_valid_batches(model, split, train_config.batch_size))
+    scheduler = plateau_scheduler(optimizer, config.lr_decay, config.search_lr_patience)
     evaluate = (lambda: evaluate_topk(model, split, "valid", device=device)) if model.task == "topk" \
         else (lambda: evaluate_ctr(model, split, "valid", device=device))
     metric = "ndcg@20" if model.task == "topk" else "auc"
 
-    history, best, best_epoch, best_state = [], -np.inf, 0, None
+    history, best, best_epoch, best_state, bad_rounds = [], -np.inf, 0, None, 0
     bar = tqdm(range(1, config.search_epochs + 1), desc=f"DNIS {backbone}", unit="epoch",
                disable=not show_progress(config.progress), leave=False)
     for epoch in bar:
@@ -469,12 +512,18 @@ def search(backbone: str, split, config: DNISConfig | None = None, **model_kwarg
             valid_loss += alpha_step(model, next(valid_stream), alpha_list, config, params, unrolled)
         valid = evaluate()
         row = {"epoch": epoch, "train_loss": train_loss / n_batches, "valid_loss": valid_loss / n_batches,
-               metric: valid[metric], "seconds": time.perf_counter() - start,
+               metric: valid[metric], "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start,
                "alpha_mean": {r: a.detach().mean(1).cpu().tolist() for r, a in alphas.items()}}
         history.append(row)
         bar.set_postfix(**{metric: f"{valid[metric]:.4f}"})
         if valid[metric] > best:
-            best, best_epoch, best_state = valid[metric], epoch, copy.deepcopy(model.state_dict())
+            best, best_epoch, best_state, bad_rounds = valid[metric], epoch, copy.deepcopy(model.state_dict()), 0
+        else:
+            bad_rounds += 1
+        if scheduler is not None:
+            scheduler.step(valid[metric])
+        if bad_rounds > config.patience or lr_spent(optimizer, config.search_min_lr):
+            break
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -567,17 +616,64 @@ def derive_sizes(scores, density: float, min_size: int = 1, tolerance: float = 1
 
 
 def budget_sizes(result: DNISSearch, density: float, granularity: str | None = None,
-                 min_size: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
-    """Widths per table at ``density`` from a finished search: every table keeps exactly its share of the
-    budget, by alpha-scaled magnitude (per block or per entry, see :meth:`DNISSearch.importance`); ties go
-    to the more frequent row. Settings not given come from the search's config. Explained in Chapter 5."""
-    min_size = result.config.min_size if min_size is None else min_size
-    sizes, info = {}, {}
-    for role, scores in result.importance(granularity).items():
-        counts = result.counts[role]
-        order = np.lexsort((np.arange(len(counts)), -counts))
-        sizes[role], info[role] = derive_sizes(scores, density, min_size, result.config.tolerance, order)
+                 min_size: int | None = None, prune_by: str | None = None, budget_split: str | None = None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Prefix widths per table at ``density`` (a fraction of the *parameters*) from a finished search, by
+    the importance of :meth:`DNISSearch.importance` (``prune_by``, ``granularity``); ties go to the more
+    frequent row. ``budget_split="global"`` ranks all tables together (one threshold, as the authors' one
+    joint table; the tables must share d_max) and keeps exactly ``target_parameters(density, all rows,
+    d_max)`` entries; ``"per-table"`` keeps exactly each table's share. Settings not given come from the
+    search's config. Explained in Chapter 5."""
+    cfg = result.config
+    min_size = cfg.min_size if min_size is None else min_size
+    budget_split = budget_split or cfg.budget_split
+    if budget_split not in BUDGET_SPLITS:
+        raise ValueError(f"budget_split must be one of {', '.join(BUDGET_SPLITS)}, got {budget_split!r}")
+    scores = result.importance(granularity, prune_by)
+    counts = {role: np.asarray(result.counts[role], dtype=np.float64) for role in scores}
+    if budget_split == "per-table" or len(scores) == 1:
+        sizes, info = {}, {}
+        for role in scores:
+            order = np.lexsort((np.arange(len(counts[role])), -counts[role]))
+            sizes[role], info[role] = derive_sizes(scores[role], density, min_size, cfg.tolerance, order)
+        return sizes, info
+    roles = list(scores)
+    joint = np.vstack([scores[r] for r in roles])       # one joint table, as the authors' (ids offset)
+    joint_counts = np.concatenate([counts[r] for r in roles])
+    order = np.lexsort((np.arange(len(joint_counts)), -joint_counts))
+    joint_sizes, joint_info = derive_sizes(joint, density, min_size, cfg.tolerance, order)
+    bounds = np.cumsum([0] + [len(scores[r]) for r in roles])
+    sizes = {r: joint_sizes[bounds[i]:bounds[i + 1]] for i, r in enumerate(roles)}
+    info = {r: {**joint_info, "split": "global",
+                "table_density": int(sizes[r].sum()) / sizes[r].size / cfg.d_max} for r in roles}
     return sizes, info
+
+
+def in_place_masks(result: DNISSearch, density: float, prune_by: str | None = None,
+                   budget_split: str | None = None, granularity: str | None = None
+                   ) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """The authors' derivation: element masks over the *trained* tables that keep the most important
+    entries (:meth:`DNISSearch.importance`) fitting in ``density`` of the dense tables' bytes in CSR form,
+    index included (:func:`~recsize.search.prune.element_budget`), under one threshold over all tables
+    (``budget_split="global"``) or one per table. Returns the masks, the budget and the thresholds.
+    Rows may keep 0 entries. Explained in Chapter 5."""
+    from .prune import element_budget, magnitude_masks
+    budget_split = budget_split or result.config.budget_split
+    scores = result.importance(granularity, prune_by)
+    shapes = {role: s.shape for role, s in scores.items()}
+    budget = element_budget(shapes, density, budget_split)
+    masks, thresholds = magnitude_masks({r: torch.from_numpy(s) for r, s in scores.items()}, budget)
+    return masks, budget, thresholds
+
+
+def folded_state(result: DNISSearch) -> dict[str, torch.Tensor]:
+    """The searched model's weights (on the CPU) with alpha folded into every table: E[n] * alpha[block(n)].
+    A model without soft selection computes the same forward pass with them; in-place pruning fine-tunes
+    from them. Explained in Chapter 5."""
+    state = {k: v.detach().to("cpu", copy=True) for k, v in result.model.state_dict().items()}
+    for role, table in result.model.embedding_tables().items():
+        state[f"{role}.weight"] = table.table().detach().to("cpu", copy=True)
+    return state
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -617,14 +713,17 @@ def train_with_sizes(backbone: str, split, sizes: dict, d_max: int, config=None,
 
 @dataclass
 class DNISRun:
-    """A search, the widths it gives at one density, and the retrained compact model. Explained in
+    """A search, what it gives at one density and the final model: with ``derive="in-place"`` the element
+    masks of the trained tables (``sizes``: kept entries per row), fine-tuned and stored as CSR (``run``: a
+    :class:`~recsize.search.prune.PruneRun`); with ``"prefix-retrain"`` the prefix widths, retrained from
+    scratch and stored compact (``run``: a :class:`~recsize.search.baselines.BaselineRun`). Explained in
     Chapter 5."""
 
     search: DNISSearch
     density: float
     sizes: dict[str, np.ndarray]
     derivation: dict
-    run: BaselineRun
+    run: object
     seconds: dict
 
     def to_dict(self) -> dict:
@@ -640,14 +739,46 @@ class DNISRun:
             arrays[f"row_block_{role}"] = self.search.row_blocks[role]
             arrays[f"counts_{role}"] = np.asarray(self.search.counts[role])
             arrays[f"sizes_{role}"] = np.asarray(self.sizes[role])
+            masks = getattr(self.run, "masks", None)
+            if masks is not None:
+                arrays[f"mask_{role}"] = masks[role].numpy()
         with atomic_write(path, "wb") as f:
             np.savez(f, **arrays)
 
 
+def fine_tune_in_place(backbone: str, split, searched: DNISSearch, density: float,
+                       config: DNISConfig | None = None, **model_kwargs):
+    """``derive="in-place"`` at one budget (``density`` of the dense tables' bytes): masks over the trained
+    tables (:func:`in_place_masks`), the searched weights with alpha folded in (:func:`folded_state`) and
+    pruned entries set to 0, fine-tuned with the masks fixed (DNIS's trainer settings), stored as CSR.
+    Returns a :class:`~recsize.search.prune.PruneRun`. Explained in Chapter 5."""
+    from ..backbones import DEFAULTS
+    from ..train import train
+    from .prune import finish_element_run, masked_model
+    config = config or searched.config
+    masks, budget, thresholds = in_place_masks(searched, density, config.prune_by, config.budget_split,
+                                               config.granularity)
+    init = DEFAULTS[backbone].get("init", "xavier")
+    start = time.perf_counter()
+    model = masked_model(backbone, split, config.d_max, masks, folded_state(searched), config.seed, init,
+                         **model_kwargs)
+    result = train(model, split, _train_config(backbone, config, config.retrain_epochs, test=True))
+    info = {"derive": "in-place", "prune_by": config.prune_by, "split": config.budget_split,
+            "granularity": config.granularity, "thresholds": thresholds}
+    return finish_element_run("dnis", split, density, config.d_max, masks, budget, result, info,
+                              {"finetune": time.perf_counter() - start}, init)
+
+
 def run_dnis(backbone: str, split, density: float, config: DNISConfig | None = None,
              searched: DNISSearch | None = None, **model_kwargs) -> DNISRun:
-    """DNIS end to end at one density: search (or reuse ``searched``: one search serves every budget),
-    derive widths that meet the budget exactly, retrain from scratch and shrink to compact storage.
+    """DNIS end to end at one budget: search (or reuse ``searched``: one search serves every budget and
+    every derivation; ``config`` may change the derivation settings), then
+
+    * ``derive="in-place"`` (default, the authors): prune the trained tables to ``density`` of their
+      dense *bytes* (CSR, index included), fine-tune with the masks fixed, store as CSR;
+    * ``derive="prefix-retrain"``: widths that keep exactly ``density`` of the *parameters*, retrained from
+      scratch and stored compact.
+
     Explained in Chapter 5."""
     density = check_budget(density)
     config = config or (searched.config if searched is not None else DNISConfig())
@@ -656,11 +787,19 @@ def run_dnis(backbone: str, split, density: float, config: DNISConfig | None = N
         searched = search(backbone, split, config, **model_kwargs)
     elif searched.backbone != backbone:
         raise ValueError(f"the search was run for {searched.backbone}, not {backbone}")
-    sizes, derivation = budget_sizes(searched, density, config.granularity, config.min_size)
     start = time.perf_counter()
-    run = train_with_sizes(backbone, split, sizes, config.d_max,
-                           _train_config(backbone, config, config.retrain_epochs, test=True),
-                           density=density, **model_kwargs)
+    if config.derive == "in-place":
+        run = fine_tune_in_place(backbone, split, searched, density, config, **model_kwargs)
+        sizes = run.sizes
+        derivation = {**run.info, "entries": run.budget["entries"], "budget_bytes": run.budget["budget_bytes"]}
+    else:
+        sizes, derivation = budget_sizes(searched, density, config.granularity, config.min_size,
+                                         config.prune_by, config.budget_split)
+        run = train_with_sizes(backbone, split, sizes, config.d_max,
+                               _train_config(backbone, config, config.retrain_epochs, test=True),
+                               density=density, **model_kwargs)
+        derivation = {"derive": "prefix-retrain", "prune_by": config.prune_by, "split": config.budget_split,
+                      "tables": derivation}
     seconds = {"search": searched.seconds["total"], "retrain": time.perf_counter() - start}
     return DNISRun(searched, density, sizes, derivation, run, seconds)
 

@@ -335,9 +335,10 @@ class PruneRun:
                 **self.result.to_dict(), "prune": self.info, "seconds": self.seconds}
 
 
-def _finish(method: str, split, density: float, d_max: int, masks: dict, budget: dict, result, info: dict,
-            seconds: dict, init: str) -> PruneRun:
-    """Measure the masked model, convert it to CSR, evaluate the test split again with the CSR tables."""
+def finish_element_run(method: str, split, density: float, d_max: int, masks: dict, budget: dict, result,
+                       info: dict, seconds: dict, init: str) -> PruneRun:
+    """The last step of every element-wise method (MagPrune, PEP, DNIS in place): measure the trained masked
+    model, convert its tables to CSR, evaluate the test split again with them. Explained in Chapter 4."""
     from ..embedding import compact_tables
     from ..evaluate import evaluate_ctr, evaluate_topk
     model = result.model
@@ -411,7 +412,7 @@ def run_magprune(backbone: str, split, density: float, d_max: int = 64, config=N
     info = {"split": prune_split, "thresholds": thresholds,
             "dense": {"best_epoch": dense.best_epoch, "epochs": len(dense.history), "valid": dense.valid,
                       "test": dense.test, "seconds": dense.seconds}}
-    return _finish("magprune", split, density, d_max, masks, budget, result, info,
+    return finish_element_run("magprune", split, density, d_max, masks, budget, result, info,
                    {"dense": dense.seconds, "finetune": time.perf_counter() - start}, init)
 
 
@@ -741,5 +742,5 @@ def run_pep(backbone: str, split, density: float, d_max: int = 64, config=None, 
     snap = searched.snapshots[density]
     info = {"granularity": searched.pep.granularity, "pep": asdict(searched.pep), "snapshot": snap.to_dict(),
             "search": searched.to_dict()}
-    return _finish("pep", split, density, d_max, snap.masks, searched.budgets[density], result, info,
+    return finish_element_run("pep", split, density, d_max, snap.masks, searched.budgets[density], result, info,
                    {"search": searched.seconds, "retrain": time.perf_counter() - start}, searched.init)
