@@ -183,18 +183,46 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--budgets", type=_searched_sparsity, nargs="+", metavar="C",
                    help="the papers' sparsities c (pruned fractions in (0, 1)) to select masks for; converted "
                         "to densities 1 - c (default: 0.8 0.9 0.95, i.e. keep 20/10/5 %%)")
-    c.add_argument("--lambda", type=_nonneg_float, dest="lam", default=0.4,
-                   help="width penalty lambda in r = q - lambda (d / d_max)^2, >= 0 (default 0.4)")
+    c.add_argument("--reward", choices=["code", "paper"], default="code",
+                   help="code: raw quality - lambda ((d - 1) / d_max)^2, the authors' code; paper: "
+                        "q - lambda (d / d_max)^2, the paper's text (default code)")
+    c.add_argument("--lambda", type=_nonneg_float, dest="lam",
+                   help="width penalty lambda of the reward, >= 0 (default 0.01 with --reward code, 0.4 with "
+                        "--reward paper)")
     c.add_argument("--schedule", choices=["reduced", "paper"], default="reduced",
-                   help="reduced: 6 episodes x 5 iterations, 3 epochs each, l = 1, reference and retraining "
-                        "capped at 100 epochs (a 2-core CPU); paper: 30 x 10, 5 epochs, l = 3, 300 epochs "
+                   help="reduced: 6 episodes x 5 iterations, 3 epochs each (--training epochs), l = 1, "
+                        "reference and retraining capped at 100 epochs (a 2-core CPU); paper: 30 x 10, the "
+                        "authors' per-iteration batches (--training official), l = 3, 300 epochs "
                         "(default reduced)")
     c.add_argument("--episodes", type=_positive_int, help="episodes M (overrides the schedule)")
     c.add_argument("--iterations", type=_positive_int, help="iterations per episode T (overrides the schedule)")
-    c.add_argument("--epochs-per-iteration", type=_positive_int, help="recommender epochs per iteration")
+    c.add_argument("--training", choices=["official", "epochs"],
+                   help="per-iteration training: official = the authors' batches of 10,000 users, lr 0.03 "
+                        "decayed x0.9 to a floor; epochs = recsize's trainer for --epochs-per-iteration "
+                        "(default: the schedule's)")
+    c.add_argument("--epochs-per-iteration", type=_positive_int,
+                   help="recommender epochs per iteration (--training epochs)")
+    c.add_argument("--iteration-batches", type=_positive_int,
+                   help="batches per iteration (--training official; default the authors' per backbone: "
+                        "LightGCN and MF 2000, NGCF 3000, NeuMF 1500)")
     c.add_argument("--top-l", type=_positive_int, help="masks retrained per budget (overrides the schedule)")
+    c.add_argument("--selection", choices=["official", "ndcg", "recsize"], default="official",
+                   help="masks per budget: official = top-l by mean raw user quality in the budget's band "
+                        "[next budget, budget); ndcg = same bands by validation NDCG@20; recsize = top-l by "
+                        "mean q anywhere under the budget (default official)")
+    c.add_argument("--exploration", choices=["official", "per-entity"], default="official",
+                   help="official: one noise scalar per iteration added after the critic's pick; per-entity: "
+                        "an independent draw per user and item before the walk (default official)")
     c.add_argument("--noise", choices=["gaussian", "ou", "uniform"], default="gaussian",
-                   help="exploration noise on the actor's width (default gaussian, sigma 6)")
+                   help="exploration noise (default gaussian, sigma 6 at d_max 128, scaled by d_max / 128)")
+    c.add_argument("--no-rescale", action="store_true",
+                   help="keep sigma 6, walk t 5 and the TD3 target noise as at d_max 128 whatever --dim")
+    c.add_argument("--state", choices=["official", "recsize"], default="official",
+                   help="official: state features in [-1, 1] as the authors' code; recsize: f / f_max, "
+                        "d / d_max, q (default official)")
+    c.add_argument("--pace", choices=["official", "recsize"], default="official",
+                   help="TD3 pace: official = 1 update of 4096 per iteration, critic lr 3e-3, gradient clip "
+                        "0.01; recsize = 32 updates of 256, no clip (default official)")
     c.add_argument("--no-random-walk", action="store_true", help="ablation: play the noisy width, no walk")
     c.add_argument("--checkpoint-dir", type=Path, help="checkpoint the search here after every iteration")
     c.add_argument("--resume", action="store_true", help="continue the search in --checkpoint-dir")
@@ -359,8 +387,10 @@ def _check_index_floor(flag: str, shown: str, density: float, dim: int, shapes=N
 
 
 _METHOD_FLAGS = {  # flags that only one method reads, with their defaults: anything else is a mistake
-    "ciess": {"budgets": None, "lam": 0.4, "schedule": "reduced", "episodes": None, "iterations": None,
-              "epochs_per_iteration": None, "top_l": None, "noise": "gaussian", "no_random_walk": False,
+    "ciess": {"budgets": None, "lam": None, "reward": "code", "schedule": "reduced", "episodes": None,
+              "iterations": None, "training": None, "epochs_per_iteration": None, "iteration_batches": None,
+              "top_l": None, "selection": "official", "exploration": "official", "noise": "gaussian",
+              "no_rescale": False, "state": "official", "pace": "official", "no_random_walk": False,
               "checkpoint_dir": None, "resume": False},
     "dnis": {"blocks": 10, "warm_epochs": 20, "alpha_lr": 0.01, "l1": 1e-5, "second_order": False,
              "min_size": 1, "granularity": "row"},
@@ -420,6 +450,14 @@ def _check_search_args(parser, args) -> None:
                 raise ValueError(f"--ctr-file {f} is empty: give a Criteo or Avazu file with samples")
     if args.method != "ciess":
         return
+    from .search.ciess import SCHEDULES
+    training = args.training or SCHEDULES[args.schedule]["training"]
+    if training == "official" and args.epochs_per_iteration is not None:
+        raise ValueError("--epochs-per-iteration is for --training epochs; the official training counts "
+                         "batches: use --iteration-batches N, or add --training epochs")
+    if training == "epochs" and args.iteration_batches is not None:
+        raise ValueError(f"--iteration-batches is for --training official (the schedule {args.schedule} trains "
+                         "epochs): add --training official, or use --epochs-per-iteration N")
     if args.density is not None and args.budgets is not None:
         parser.error("give --budgets or a single --budget / --sparsity, not both")
     if args.density is not None and args.density >= 1:
@@ -503,22 +541,28 @@ def _cmd_ciess(args, split) -> int:
     from .budget import format_bytes
     from .search.ciess import CIESSConfig, run_ciess
     densities = args.ciess_densities
-    overrides = {k: getattr(args, k) for k in ("episodes", "iterations", "epochs_per_iteration", "top_l", "patience")
+    overrides = {k: getattr(args, k) for k in ("episodes", "iterations", "training", "epochs_per_iteration",
+                                               "iteration_batches", "top_l", "patience")
                  if getattr(args, k) is not None}
     if args.epochs is not None:
         overrides.update(full_epochs=args.epochs, retrain_epochs=args.epochs)
     train_overrides = {k: getattr(args, k) for k in ("batch_size", "lr", "weight_decay") if getattr(args, k) is not None}
-    config = CIESSConfig.schedule(args.schedule, budgets=tuple(densities), lam=args.lam, d_max=args.dim,
-                                  noise=args.noise, random_walk=not args.no_random_walk, seed=args.seed,
+    config = CIESSConfig.schedule(args.schedule, budgets=tuple(densities), reward=args.reward, lam=args.lam,
+                                  d_max=args.dim, selection=args.selection, exploration=args.exploration,
+                                  noise=args.noise, rescale=not args.no_rescale, state=args.state,
+                                  pace=args.pace, random_walk=not args.no_random_walk, seed=args.seed,
                                   device=args.device, progress=False if args.quiet else None,
                                   train_overrides=train_overrides, **overrides)
     model_kwargs = {"reg": args.reg} if args.reg is not None else {}
     result = run_ciess(args.backbone, split, config, args.checkpoint_dir, args.resume, model_kwargs)
     c = config
+    t = result.config["resolved"]["iteration_training"]
+    per_iteration = (f"{t['epochs']} epochs" if t["training"] == "epochs"
+                     else f"{t['batches']} batches of {t['batch_size']}")
     print(f"CIESS on {args.backbone}, {args.dataset} ({args.protocol}, seed {args.seed}), d_max = {args.dim}, "
-          f"lambda = {args.lam}: {c.episodes} episodes x {c.iterations} iterations x {c.epochs_per_iteration} "
-          f"epochs, {'random walk' if c.random_walk else 'no walk'}, {c.noise} noise; "
-          f"{result.seconds['total']:.0f} s")
+          f"reward {c.reward}, lambda = {c.lam}: {c.episodes} episodes x {c.iterations} iterations x "
+          f"{per_iteration}, {'random walk' if c.random_walk else 'no walk'}, {c.exploration} {c.noise} noise, "
+          f"{c.state} state, {c.pace} TD3 pace, {c.selection} selection; {result.seconds['total']:.0f} s")
     print(f"{'budget':14s}{'Recall@20':>10s}{'NDCG@20':>10s}{'parameters':>12s}{'density':>9s}"
           f"{'compact':>12s}{'dense':>12s}")
     for b in result.budgets.values():

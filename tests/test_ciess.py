@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from conftest import one_line_error
 
 from recsize.cli import main
 from recsize.data import make_split, make_synthetic
@@ -298,3 +299,37 @@ def test_runs_on_the_ciess_protocol():
     split = make_split(data, "ciess-50-25-25", seed=0)
     result = CIESS("lightgcn", split, tiny_config(episodes=1, iterations=2, budgets=(0.9,))).run()
     assert len(result.history) == 2 and result.budgets["0.9"]["best"]["density"] <= 0.9
+
+
+def test_cli_ciess_official_settings(tmp_path, capsys):
+    out = tmp_path / "ciess.json"
+    code = main(["search", "--method", "ciess", "--backbone", "mf", "--dataset", "synthetic", "--dim", "8",
+                 "--budgets", "0.5", "--episodes", "1", "--iterations", "2", "--training", "official",
+                 "--iteration-batches", "2", "--epochs", "2", "--top-l", "1", "--selection", "ndcg",
+                 "--reward", "paper", "--pace", "recsize", "--state", "recsize", "--exploration", "per-entity",
+                 "--no-rescale", "--quiet", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "reward paper, lambda = 0.4" in printed and "2 batches of 10000" in printed
+    saved = json.loads(out.read_text())["config"]
+    assert (saved["training"], saved["iteration_batches"], saved["selection"], saved["pace"], saved["state"],
+            saved["exploration"], saved["rescale"], saved["lam"]) == \
+        ("official", 2, "ndcg", "recsize", "recsize", "per-entity", False, 0.4)
+    assert saved["resolved"]["iteration_training"]["batches"] == 2
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--training", "official", "--epochs-per-iteration", "2"], ["--epochs-per-iteration is for --training epochs"]),
+    (["--iteration-batches", "5"], ["--iteration-batches is for --training official", "--training official"]),
+    (["--schedule", "paper", "--epochs-per-iteration", "2"], ["--epochs-per-iteration", "--iteration-batches"])])
+def test_cli_ciess_training_flags_must_agree(args, needles, no_work, capsys):
+    one_line_error(capsys, main(["search", "--method", "ciess", *args]), *needles)
+
+
+@pytest.mark.parametrize("flag", [["--reward", "paper"], ["--pace", "recsize"], ["--selection", "ndcg"],
+                                  ["--exploration", "per-entity"], ["--state", "recsize"], ["--no-rescale"],
+                                  ["--training", "epochs"], ["--iteration-batches", "3"]])
+def test_cli_ciess_flags_only_for_ciess(flag, no_work, capsys):
+    name = flag[0]
+    one_line_error(capsys, main(["search", "--method", "es", "--budget", "0.5", *flag]),
+                   f"{name} is for --method ciess")

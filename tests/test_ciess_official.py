@@ -409,4 +409,5 @@ def test_bad_settings_say_what_to_choose(kw, match):
 
 def test_td3_module_keeps_one_generator():
     """Exploration and TD3 draw from the caller's generator only (resumable bit for bit)."""
-    assert "np.random.normal(" not in open(td3_module.__file__).read()
+    from pathlib import Path
+    assert "np.random.normal(" not in Path(td3_module.__file__).read_text()

@@ -200,7 +200,7 @@ class CIESSConfig:
                              f"d_max = {self.d_max}; widths are at least 1: use a density >= {1 / self.d_max:.4g}")
 
     @classmethod
-    def schedule(cls, name: str, **overrides) -> "CIESSConfig":
+    def schedule(cls, name: str, **overrides) -> CIESSConfig:
         """A config with the ``"paper"`` or ``"reduced"`` schedule (:data:`SCHEDULES`), then
         ``overrides``. Explained in Chapter 6."""
         if name not in SCHEDULES:

@@ -27,8 +27,8 @@ import copy
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 def mlp(n_in: int, hidden: int, n_out: int = 1) -> nn.Sequential:
