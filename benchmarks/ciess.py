@@ -1,8 +1,13 @@
 """CIESS against the budget-matched baselines ES, MR and MDE on ml-100k (Chapter 6).
 
 Protocol: ml-100k, every rating a positive, random 8:1:1 split per user (``--protocol ciess-50-25-25`` for
-the paper's per-user 50/25/25), full ranking, d_max = 64, budgets c = 80 / 90 / 95 % (densities 0.2 / 0.1
-/ 0.05). CIESS runs the reduced schedule (6 episodes x 5 iterations x 3 epochs, l = 1, lambda = 0.4), once
+the paper's per-user 50/25/25), full ranking, d_max = 64 (``--dim 128`` for the paper's), budgets c = 80 /
+90 / 95 % (densities 0.2 / 0.1 / 0.05). CIESS runs the reduced schedule (6 episodes x 5 iterations x 3
+epochs, l = 1) with recsize's defaults, which follow the authors' code (issue 16: one exploration noise
+scalar per iteration after the critic's pick, the code's reward with lambda 0.01, states in [-1, 1], the
+code's TD3 pace, band selection); every design point can be switched with a flag (--reward, --lam,
+--exploration, --state, --pace, --selection, --training, --iteration-batches, --no-rescale) and
+--label names the configuration in the output, so several can be merged. CIESS runs once
 with the random walk and once without (the ablation, reusing the same full-width reference). The
 baselines train with the same early-stopping settings as CIESS's retraining (at most 100 epochs, patience
 10; patience 5 stopped LightGCN runs on an early plateau, see the README). Seed s sets the split, the search and training. Reported: test Recall@20 / NDCG@20 of the best
@@ -16,6 +21,9 @@ from the measured time per iteration and per retraining.
     python benchmarks/ciess.py --schedule paper --no-ablation --seeds 0 --backbones lightgcn   # the paper's
     python benchmarks/ciess.py --seeds 1 --part ciess --device cuda --out s1.json   # parallel pieces ...
     python benchmarks/ciess.py --merge s0.json s1.json ... --out benchmarks/out/ciess.json   # ... merged
+    python benchmarks/ciess.py --part ciess --no-ablation --exploration per-entity --reward paper \
+        --pace recsize --state recsize --selection recsize --no-rescale --label recsize-v1 --out old.json
+    python benchmarks/ciess.py --part ciess --training official --iteration-batches 200 --label official-200
 
 Writes benchmarks/out/ciess.json.
 """
@@ -48,7 +56,8 @@ def row(method, backbone, seed, density, best, seconds=None) -> dict:
     return {"method": method, "backbone": backbone, "seed": seed, "density": density, "sparsity": round(1 - density, 6),
             "recall@20": best["test"]["recall@20"], "ndcg@20": best["test"]["ndcg@20"],
             "parameters": best["parameters"], "compact_bytes": best["compact_bytes"],
-            "dense_bytes": best["dense_bytes"], "projected": best.get("projected", False), "seconds": seconds}
+            "dense_bytes": best["dense_bytes"], "projected": best.get("projected", False), "seconds": seconds,
+            "search_density": best.get("density"), "search_valid_ndcg@20": best.get("search_valid_ndcg@20")}
 
 
 def paper_estimate(result, config: CIESSConfig) -> dict:
@@ -56,8 +65,11 @@ def paper_estimate(result, config: CIESSConfig) -> dict:
     scaled by l (a lower bound: the reduced schedule also caps retraining at fewer epochs)."""
     paper = SCHEDULES["paper"]
     per_iteration = float(np.mean([h["seconds"] for h in result.history]))
-    per_epoch_iteration = per_iteration / config.epochs_per_iteration
-    search = paper["episodes"] * paper["iterations"] * paper["epochs_per_iteration"] * per_epoch_iteration
+    if config.training == "epochs":  # the paper schedule trains the authors' batches: a rough scale only
+        per_iteration_paper = per_iteration / config.epochs_per_iteration * paper["epochs_per_iteration"]
+    else:
+        per_iteration_paper = per_iteration
+    search = paper["episodes"] * paper["iterations"] * per_iteration_paper
     retrain = result.seconds["retrain"] * paper["top_l"] / config.top_l
     return {"seconds_per_iteration": per_iteration, "search": search, "retrain_lower_bound": retrain,
             "reference": result.seconds["reference"], "total": search + retrain + result.seconds["reference"]}
@@ -68,7 +80,8 @@ def summarize(runs: list, backbones, densities) -> list:
     summary = []
     for backbone in backbones:
         for density in densities:
-            for method in ("ciess", "ciess-no-walk", "es", "mr", "mde"):
+            methods = dict.fromkeys(r["method"] for r in runs if r["backbone"] == backbone)
+            for method in methods:
                 rs = [r for r in runs if r["backbone"] == backbone and r["method"] == method and r["density"] == density]
                 if not rs:
                     continue
@@ -82,9 +95,9 @@ def summarize(runs: list, backbones, densities) -> list:
     return summary
 
 
-def report(summary: list, timings: list, protocol: str, seeds) -> None:
+def report(summary: list, timings: list, protocol: str, seeds, dim: int = 64) -> None:
     """Print the summary table and the wall times."""
-    print(f"\nml-100k ({protocol}), d_max = 64, seeds {list(seeds)}, test split; mean (std over seeds)")
+    print(f"\nml-100k ({protocol}), d_max = {dim}, seeds {list(seeds)}, test split; mean (std over seeds)")
     print(f"{'backbone':9s}{'c':>6s} {'method':14s}{'Recall@20':>18s}{'NDCG@20':>18s}{'parameters':>11s}{'compact':>10s}")
     for s in summary:
         print(f"{s['backbone']:9s}{100 * s['sparsity']:5.0f}% {s['method']:14s}"
@@ -92,7 +105,7 @@ def report(summary: list, timings: list, protocol: str, seeds) -> None:
               f"{s['parameters']:>11,}{s['compact_bytes'] / 1024:>8.1f}Ki" + ("  projected" if s["projected"] else ""))
     for t in timings:
         e = t["paper_schedule_estimate"]
-        print(f"{t['backbone']} seed {t['seed']}: whole CIESS run {t['whole_seconds'] / 60:.1f} min; "
+        print(f"{t['backbone']} {t.get('label', 'ciess')} seed {t['seed']}: whole CIESS run {t['whole_seconds'] / 60:.1f} min; "
               f"{e['seconds_per_iteration']:.1f} s per iteration; paper schedule about {e['total'] / 3600:.1f} h "
               f"or more (search {e['search'] / 3600:.1f} h)")
 
@@ -106,7 +119,7 @@ def merge(paths, out: Path) -> int:
             parts.append(json.loads(Path(path).read_text()))
         except (OSError, ValueError) as e:
             raise SystemExit(f"error: cannot read {path}: {e}")
-    for key in ("protocol", "schedule", "lambda", "quick"):
+    for key in ("protocol", "quick", "dim"):
         values = {json.dumps(d.get(key), sort_keys=True) for d in parts}
         if len(values) > 1:
             raise SystemExit(f"error: cannot merge runs with different {key!r}: {sorted(values)}")
@@ -118,8 +131,8 @@ def merge(paths, out: Path) -> int:
     seeds = sorted({r["seed"] for r in runs})
     densities = sorted({r["density"] for r in runs}, reverse=True)
     summary = summarize(runs, backbones, densities)
-    report(summary, timings, parts[0]["protocol"], seeds)
-    write_json({**parts[0], "machine": "; ".join(dict.fromkeys(d["machine"] for d in parts)),
+    report(summary, timings, parts[0]["protocol"], seeds, parts[0].get("dim", 64))
+    write_json({**parts[0], "settings": {d.get("label", "ciess"): d.get("settings") for d in parts}, "machine": "; ".join(dict.fromkeys(d["machine"] for d in parts)),
                 "device": ", ".join(dict.fromkeys(d.get("device", "cpu") for d in parts)), "part": "merged",
                 "seeds": seeds, "summary": summary, "runs": runs, "timings": timings,
                 "total_seconds": sum(d["total_seconds"] for d in parts),
@@ -133,7 +146,24 @@ def main(argv=None) -> int:
     p.add_argument("--backbones", nargs="+", default=["lightgcn", "neumf"], choices=["mf", "neumf", "ngcf", "lightgcn"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--protocol", default="random-811", choices=["random-811", "ciess-50-25-25"])
-    p.add_argument("--lam", type=float, default=0.4, help="lambda (default 0.4)")
+    p.add_argument("--dim", type=int, default=64, help="d_max (default 64; the paper's 128)")
+    p.add_argument("--label", default="ciess",
+                   help="name of this CIESS configuration in the output (default ciess; the ablation adds "
+                        "-no-walk)")
+    p.add_argument("--reward", default="code", choices=["code", "paper"], help="reward form (default code)")
+    p.add_argument("--lam", type=float, default=None,
+                   help="lambda (default 0.01 with --reward code, 0.4 with --reward paper)")
+    p.add_argument("--exploration", default="official", choices=["official", "per-entity"])
+    p.add_argument("--state", default="official", choices=["official", "recsize"])
+    p.add_argument("--pace", default="official", choices=["official", "recsize"])
+    p.add_argument("--selection", default="official", choices=["official", "ndcg", "recsize"])
+    p.add_argument("--no-rescale", action="store_true", help="sigma, walk t, target noise as at d_max 128")
+    p.add_argument("--training", default=None, choices=["official", "epochs"],
+                   help="per-iteration training (default: the schedule's; reduced: epochs)")
+    p.add_argument("--epochs-per-iteration", type=int, default=None)
+    p.add_argument("--iteration-batches", type=int, default=None,
+                   help="batches per iteration with --training official (default the authors' per backbone)")
+    p.add_argument("--iteration-batch-size", type=int, default=None, help="users per batch (default 10000)")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny schedule, seed 0, LightGCN")
     p.add_argument("--patience", type=int, default=None,
                    help="early-stopping patience of the reference, the retraining and the baselines (default: the "
@@ -154,32 +184,44 @@ def main(argv=None) -> int:
     densities = tuple(round(1 - c, 6) for c in SPARSITIES)
     if args.quick:
         args.seeds, args.backbones = args.seeds[:1], args.backbones[:1]
-        config_kw = dict(episodes=1, iterations=2, epochs_per_iteration=1, top_l=1, full_epochs=2,
-                         retrain_epochs=2, patience=1, hidden=32)
+        config_kw = dict(episodes=1, iterations=2, training="epochs", epochs_per_iteration=1, top_l=1,
+                         full_epochs=2, retrain_epochs=2, patience=1, hidden=32)
     else:
         config_kw = dict(SCHEDULES[args.schedule])
     if args.patience is not None:
         if args.patience < 1:
             p.error(f"--patience must be >= 1, got {args.patience}")
         config_kw["patience"] = args.patience
+    settings = {"reward": args.reward, "lam": args.lam, "exploration": args.exploration, "state": args.state,
+                "pace": args.pace, "selection": args.selection, "rescale": not args.no_rescale, "d_max": args.dim}
+    for key in ("training", "epochs_per_iteration", "iteration_batches", "iteration_batch_size"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    config_kw.update(settings)
+    try:
+        CIESSConfig(**config_kw)  # bad settings: one line now, not after the first model trained
+    except ValueError as e:
+        p.error(str(e))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     runs, timings = [], []
     start = time.perf_counter()
     for backbone in args.backbones:
         for seed in args.seeds:
             split = prepare("ml-100k", args.protocol, seed=seed)
-            config = CIESSConfig(**{**config_kw, "budgets": densities, "lam": args.lam, "seed": seed, "progress": False,
+            config = CIESSConfig(**{**config_kw, "budgets": densities, "seed": seed, "progress": False,
                                      "device": args.device})
             if args.part in ("all", "ciess"):
                 t0 = time.perf_counter()
                 search = CIESS(backbone, split, config)
                 result = search.run()
                 whole = time.perf_counter() - t0
-                timings.append({"backbone": backbone, "seed": seed, "whole_seconds": whole, **result.seconds,
-                                "paper_schedule_estimate": paper_estimate(result, config),
-                                "search_density_first_last": [result.history[0]["density"], result.history[-1]["density"]]})
+                timings.append({"backbone": backbone, "seed": seed, "label": args.label, "whole_seconds": whole,
+                                **result.seconds, "paper_schedule_estimate": paper_estimate(result, config),
+                                "search_density_first_last": [result.history[0]["density"], result.history[-1]["density"]],
+                                "search_density": [h["density"] for h in result.history],
+                                "search_valid_ndcg@20": [h["valid_ndcg@20"] for h in result.history]})
                 for b in result.budgets.values():
-                    runs.append(row("ciess", backbone, seed, b["density"], b["best"], whole))
+                    runs.append(row(args.label, backbone, seed, b["density"], b["best"], whole))
                 print(f"{backbone} seed {seed}: CIESS {whole:.0f} s "
                       f"(reference {result.seconds['reference']:.0f}, search {result.seconds['search']:.0f}, "
                       f"retrain {result.seconds['retrain']:.0f})", flush=True)
@@ -189,7 +231,7 @@ def main(argv=None) -> int:
                                                                      "budgets": densities}),
                                      reference=search.state["reference"]).run()
                     for b in ablation.budgets.values():
-                        runs.append(row("ciess-no-walk", backbone, seed, b["density"], b["best"],
+                        runs.append(row(f"{args.label}-no-walk", backbone, seed, b["density"], b["best"],
                                         time.perf_counter() - t0))
                     print(f"{backbone} seed {seed}: CIESS without the walk {time.perf_counter() - t0:.0f} s", flush=True)
             if args.part == "ciess":
@@ -207,9 +249,10 @@ def main(argv=None) -> int:
                                     time.perf_counter() - t0))
             print(f"{backbone} seed {seed}: baselines done", flush=True)
     summary = summarize(runs, args.backbones, densities)
-    report(summary, timings, args.protocol, args.seeds)
+    report(summary, timings, args.protocol, args.seeds, args.dim)
     write_json({"machine": machine(), "device": args.device, "part": args.part, "protocol": args.protocol, "seeds": args.seeds, "quick": args.quick,
-                "lambda": args.lam, "schedule": config_kw, "paper_ml1m_lightgcn_recall20": {str(k): v for k, v in PAPER.items()},
+                "dim": args.dim, "label": args.label, "settings": CIESSConfig(**config_kw).to_dict(),
+                "lambda": CIESSConfig(**config_kw).lam, "schedule": config_kw, "paper_ml1m_lightgcn_recall20": {str(k): v for k, v in PAPER.items()},
                 "summary": summary, "runs": runs, "timings": timings,
                 "total_seconds": time.perf_counter() - start}, args.out)
     print(f"written to {args.out}")
