@@ -229,9 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
     d = s.add_argument_group("DNIS (--method dnis, Chapter 5)")
     d.add_argument("--blocks", type=_positive_int, default=10,
                    help="frequency blocks per table, each with its own row of alpha (default 10 of 10 %%)")
-    d.add_argument("--warm-epochs", type=_nonneg_int, default=20, help="warm start with alpha = 1 (default 20)")
-    d.add_argument("--search-epochs", type=_nonneg_int, default=20,
-                   help="epochs of alternating embedding / alpha steps (default 20)")
+    d.add_argument("--warm-epochs", type=_nonneg_int, default=300,
+                   help="cap of the warm start with alpha = 1 (early stopping, lr decay; default 300)")
+    d.add_argument("--search-epochs", type=_nonneg_int, default=None,
+                   help="cap of the alternating embedding / alpha epochs (early stopping, lr decay; default 300; "
+                        "iHAS: epochs of the gate search, default 20)")
+    d.add_argument("--derive", choices=["in-place", "prefix-retrain"], default="in-place",
+                   help="in-place: prune the trained tables to the budget's bytes (CSR, index included) and "
+                        "fine-tune, as the authors; prefix-retrain: widths only, a fresh model retrained to "
+                        "the budget's parameters (default in-place)")
+    d.add_argument("--prune-by", choices=["weight", "alpha-weight"], default="weight",
+                   help="importance of an entry: |E| (the authors' notebook) or |alpha x E| (Hetu) "
+                        "(default weight)")
+    d.add_argument("--alternation", choices=["zip", "every-batch"], default="zip",
+                   help="zip: (training, validation) batch pairs, an epoch ends with the shorter loader, as "
+                        "the authors; every-batch: an alpha step after every training batch (default zip)")
+    d.add_argument("--lr-decay", type=_positive_float, default=0.1,
+                   help="learning-rate factor on a validation plateau, the authors' ReduceLROnPlateau; 1 keeps "
+                        "it constant (default 0.1)")
     d.add_argument("--alpha-lr", type=_positive_float, default=0.01, help="SGD learning rate of alpha (default 0.01)")
     d.add_argument("--l1", type=_nonneg_float, default=1e-5, help="lambda of the L1 term on alpha (default 1e-5)")
     d.add_argument("--second-order", action="store_true", help="unrolled (DARTS-style) hypergradient")
@@ -258,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="values of --ctr-file seen fewer times share one rare value per field (default 1)")
     m = s.add_argument_group("MagPrune and PEP (--method magprune / pep, Chapter 4; element-wise masks, CSR storage)")
     m.add_argument("--prune-split", choices=list(PRUNE_SPLITS), default="global",
-                   help="magprune: one magnitude threshold over all tables (global) or the same fraction of every "
-                        "table's bytes (per-table) (default global)")
+                   help="magprune and dnis: one threshold over all tables (global) or the same fraction of every "
+                        "table's budget (per-table) (default global)")
     m.add_argument("--pep-granularity", choices=list(PEP_GRANULARITIES), default="feature_dim",
                    help="pep: one learnable threshold per entry (feature_dim, the authors' default), per row "
                         "(feature), per dimension (dimension) or per table (global)")
@@ -392,7 +407,9 @@ _METHOD_FLAGS = {  # flags that only one method reads, with their defaults: anyt
               "top_l": None, "selection": "official", "exploration": "official", "noise": "gaussian",
               "no_rescale": False, "state": "official", "pace": "official", "no_random_walk": False,
               "checkpoint_dir": None, "resume": False},
-    "dnis": {"blocks": 10, "warm_epochs": 20, "alpha_lr": 0.01, "l1": 1e-5, "second_order": False,
+    "dnis": {"blocks": 10, "warm_epochs": 300, "alpha_lr": 0.01, "l1": 1e-5, "second_order": False,
+             "derive": "in-place", "prune_by": "weight", "alternation": "zip", "lr_decay": 0.1,
+             "prune_split": "global",
              "min_size": 1, "granularity": "row"},
     "ihas": {"clusters": 4, "gate_blocks": 4, "route_dim": 2, "sparsity_weight": 0.0, "dual_lr": 0.002,
              "polarisation_weight": 0.01, "ctr_file": None, "ctr_format": "criteo", "max_rows": None,
@@ -414,6 +431,8 @@ def _check_search_args(parser, args) -> None:
         if method == args.method:
             continue
         for name, default in flags.items():
+            if name in _METHOD_FLAGS.get(args.method, {}):
+                continue                                       # shared by two methods (--prune-split)
             if getattr(args, name) != default:
                 raise ValueError(f"--{name.replace('_', '-')} is for --method {method}, not {args.method}: "
                                  "drop it, or choose that method")
@@ -428,9 +447,12 @@ def _check_search_args(parser, args) -> None:
             parser.error("one of the arguments --budget --sparsity is required")
         min_size, why = ((args.min_size, f"--min-size {args.min_size}") if args.method == "dnis"
                          else (1, "one (every row keeps at least one dimension)"))
+        if args.method == "dnis" and args.lr_decay > 1:
+            raise ValueError(f"--lr-decay {args.lr_decay:g} would raise the learning rate on a plateau: use a "
+                             "factor in (0, 1], e.g. 0.1 (1 keeps it constant)")
         if args.method == "dnis" and args.min_size > args.dim:
             raise ValueError(f"--min-size {args.min_size} exceeds --dim {args.dim}: lower --min-size")
-        if args.method in PRUNE_METHODS:
+        if args.method in PRUNE_METHODS or (args.method == "dnis" and args.derive == "in-place"):
             _check_index_floor(args.budget_flag, shown, args.density, args.dim)
         elif args.method != "ihas":
             _check_floor(args.budget_flag, shown, args.density, args.dim, min_size, why)
@@ -598,7 +620,8 @@ def _cmd_ihas(args) -> int:
     config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
                          progress=False if args.quiet else None, **train_kwargs)
     ihas = IHASConfig(clusters=args.clusters, n_blocks=args.gate_blocks, route_dim=args.route_dim,
-                      search_epochs=args.search_epochs, sparsity_weight=args.sparsity_weight,
+                      search_epochs=20 if args.search_epochs is None else args.search_epochs,
+                      sparsity_weight=args.sparsity_weight,
                       dual_lr=args.dual_lr, polarisation_weight=args.polarisation_weight,
                       lr=train_kwargs.get("lr", 1e-3), batch_size=train_kwargs.get("batch_size", 2048))
     if args.ctr_file:
@@ -668,8 +691,16 @@ def _cmd_search(args) -> int:
         return _cmd_prune(args, split, config, model_kwargs, train_kwargs)
     _check_memory(args, split, model_kwargs, train_kwargs, copies=2 if args.method == "dnis" else 1)
     if args.method == "dnis":
+        if args.derive == "in-place":
+            from .search.prune import table_shapes
+            shown = f"{args.density:g}" if args.budget_flag == "--budget" else f"{1 - args.density:g}"
+            _check_index_floor(args.budget_flag, shown, args.density, args.dim,
+                               table_shapes(args.backbone, split, args.dim), args.prune_split)
         dnis = _run_dnis(args, split, model_kwargs)
         run = dnis.run
+        if args.derive == "in-place":
+            return _report_element_run(args, run, f"DNIS in place, by {args.prune_by}, {args.prune_split} split",
+                                       _dnis_stages(dnis), dnis)
     else:
         run = run_baseline(args.backbone, split, args.method, args.density, args.dim, config, seed=args.seed,
                            alpha=args.alpha, **model_kwargs)
@@ -690,8 +721,7 @@ def _cmd_search(args) -> int:
               f"{format_bytes(m['dense']):>12s}{format_bytes(m['masked']):>12s}{format_bytes(m['compact']):>12s}"
               f"{m['compact'] / m['dense']:>15.3f}")
     if args.method == "dnis":
-        print(f"\nDNIS search {dnis.seconds['search']:.1f} s (warm start {dnis.search.seconds['warm']:.1f} s, "
-              f"best alternating epoch {dnis.search.best_epoch}), retraining {dnis.seconds['retrain']:.1f} s")
+        print(f"\n{_dnis_stages(dnis)}")
     if args.out:
         write_json(out, args.out)
         print(f"sizes, metrics and memory written to {args.out}")
@@ -704,7 +734,6 @@ def _cmd_search(args) -> int:
 def _cmd_prune(args, split, config, model_kwargs: dict, train_kwargs: dict) -> int:
     """magprune / pep after the data loaded: the exact CSR-index floor (in the user's unit), the memory
     estimate, the run, its table and JSON."""
-    from .budget import format_bytes
     from .search.prune import PEPConfig, run_magprune, run_pep, table_shapes
     prune_split = args.prune_split if args.method == "magprune" else "global"
     shown = f"{args.density:g}" if args.budget_flag == "--budget" else f"{1 - args.density:g}"
@@ -727,6 +756,20 @@ def _cmd_prune(args, split, config, model_kwargs: dict, train_kwargs: dict) -> i
                      "raise --pep-epochs, --pep-init or --pep-scale)")
                   + f", retraining best epoch {run.result.best_epoch} ({run.seconds['retrain']:.1f} s)")
         what = f"thresholds per {args.pep_granularity}"
+    return _report_element_run(args, run, what, stages)
+
+
+def _dnis_stages(dnis) -> str:
+    searched = dnis.search
+    return (f"DNIS search {dnis.seconds['search']:.1f} s (warm start {searched.warm['epochs'] if searched.warm else 0} "
+            f"epochs, {searched.seconds['warm']:.1f} s; {len(searched.history)} alternating epochs, best "
+            f"{searched.best_epoch}), {'fine-tuning' if dnis.derivation['derive'] == 'in-place' else 'retraining'} "
+            f"best epoch {dnis.run.result.best_epoch} ({dnis.seconds['retrain']:.1f} s)")
+
+
+def _report_element_run(args, run, what: str, stages: str, dnis=None) -> int:
+    """The table and JSON of an element-wise run (magprune, pep, dnis in place): metrics, CSR bytes."""
+    from .budget import format_bytes
     result = run.result
     protocol = "random-811 over samples" if args.dataset.endswith("-ctr") else args.protocol
     keys = ["recall@20", "ndcg@20", "recall@5", "ndcg@5"] if "ndcg@20" in result.valid else ["auc", "logloss"]
@@ -745,9 +788,12 @@ def _cmd_prune(args, split, config, model_kwargs: dict, train_kwargs: dict) -> i
           f"{run.budget['budget_bytes']:,.0f} B hold in CSR form; CSR: {run.memory['total']['csr']:,} B exactly, "
           f"measured {run.memory['total']['csr_measured']:,} B; int32 CSR: the VLDB'24 accounting)")
     if args.out:
-        write_json({"backbone": args.backbone, "dataset": args.dataset, "protocol": protocol, **run.to_dict()},
-                   args.out)
+        write_json({"backbone": args.backbone, "dataset": args.dataset, "protocol": protocol,
+                    **(dnis.to_dict() if dnis is not None else run.to_dict())}, args.out)
         print(f"sizes, metrics and memory written to {args.out}")
+        if dnis is not None:
+            dnis.save_arrays(args.out.with_suffix(".npz"))
+            print(f"alpha, frequency blocks, masks and kept entries written to {args.out.with_suffix('.npz')}")
     return 0
 
 
@@ -755,9 +801,11 @@ def _run_dnis(args, split, model_kwargs):
     from .search.dnis import DNISConfig, run_dnis
     train_overrides = {k: getattr(args, k) for k in ("batch_size", "lr", "weight_decay") if getattr(args, k) is not None}
     config = DNISConfig(d_max=args.dim, blocks=args.blocks, warm_epochs=args.warm_epochs,
-                        search_epochs=args.search_epochs, alpha_lr=args.alpha_lr, l1=args.l1,
-                        second_order=args.second_order, min_size=args.min_size, granularity=args.granularity,
-                        retrain_epochs=args.epochs,
+                        search_epochs=300 if args.search_epochs is None else args.search_epochs,
+                        alpha_lr=args.alpha_lr, l1=args.l1, second_order=args.second_order,
+                        min_size=args.min_size, granularity=args.granularity, derive=args.derive,
+                        prune_by=args.prune_by, budget_split=args.prune_split, alternation=args.alternation,
+                        lr_decay=args.lr_decay, retrain_epochs=args.epochs,
                         patience=args.patience, seed=args.seed, device=args.device,
                         progress=False if args.quiet else None, train_overrides=train_overrides)
     return run_dnis(args.backbone, split, args.density, config, **model_kwargs)

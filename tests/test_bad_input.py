@@ -118,8 +118,12 @@ def test_ciess_budgets_zero_rejected_by_argparse(no_work, capsys):
 
 
 @pytest.mark.parametrize("method, args, needles", [
-    ("dnis", ["--budget", "0.05"], ["--budget 0.05", "--min-size 1", "use --budget >= 0.125"]),
-    ("dnis", ["--sparsity", "0.95", "--min-size", "2"], ["--sparsity 0.95", "use --sparsity <= 0.75"]),
+    ("dnis", ["--budget", "0.05", "--derive", "prefix-retrain"],
+     ["--budget 0.05", "--min-size 1", "use --budget >= 0.125"]),
+    ("dnis", ["--sparsity", "0.95", "--min-size", "2", "--derive", "prefix-retrain"],
+     ["--sparsity 0.95", "use --sparsity <= 0.75"]),
+    ("dnis", ["--budget", "0.05"], ["--budget 0.05", "CSR index", "use --budget >= 0.2501"]),
+    ("dnis", ["--budget", "0.5", "--lr-decay", "2"], ["--lr-decay 2", "(0, 1]"]),
     ("dnis", ["--budget", "0.5", "--min-size", "9"], ["--min-size 9 exceeds --dim 8"]),
     ("es", ["--sparsity", "0.999"], ["--sparsity 0.999", "use --sparsity <= 0.875"]),
     ("mde", ["--budget", "0.001"], ["--budget 0.001"]),

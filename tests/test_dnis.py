@@ -458,10 +458,37 @@ def test_bad_inputs_raise(call, match, topk_split):
 
 # --- the command line -----------------------------------------------------------------------------------
 
+def test_cli_search_dnis_in_place(tmp_path, capsys):
+    out = tmp_path / "runs" / "dnis.json"
+    code = main(["search", "--method", "dnis", "--budget", "0.4", "--backbone", "mf", "--dataset", "synthetic",
+                 "--dim", "16", "--epochs", "1", "--warm-epochs", "1", "--search-epochs", "1", "--blocks", "5",
+                 "--prune-by", "alpha-weight", "--prune-split", "per-table", "--alternation", "every-batch",
+                 "--lr-decay", "0.5", "--quiet", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "DNIS in place, by alpha-weight, per-table split" in printed and "CSR" in printed
+    saved = json.loads(out.read_text())
+    config = saved["search"]["config"]
+    assert saved["method"] == "dnis" and saved["derivation"]["derive"] == "in-place"
+    assert (config["prune_by"], config["budget_split"], config["alternation"], config["lr_decay"]) == \
+        ("alpha-weight", "per-table", "every-batch", 0.5)
+    arrays = np.load(out.with_suffix(".npz"))
+    assert arrays["mask_item"].sum() == saved["memory"]["item"]["parameters"] == sum(saved["sizes"]["item"])
+
+
+def test_cli_dnis_in_place_budget_must_hold_the_index(capsys):
+    assert main(["search", "--method", "dnis", "--budget", "0.02", "--dim", "64", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "CSR index" in err and "Traceback" not in err
+    assert main(["search", "--method", "magprune", "--budget", "0.5", "--derive", "prefix-retrain"]) == 2
+    assert "--derive is for --method dnis" in capsys.readouterr().err
+
+
 def test_cli_search_dnis(tmp_path, capsys):
     out = tmp_path / "runs" / "dnis.json"
     code = main(["search", "--method", "dnis", "--budget", "0.25", "--backbone", "mf", "--dataset", "synthetic",
                  "--dim", "8", "--epochs", "1", "--warm-epochs", "1", "--search-epochs", "1", "--blocks", "5",
+                 "--derive", "prefix-retrain", "--prune-split", "per-table",
                  "--alpha-lr", "0.02", "--l1", "1e-4", "--granularity", "block", "--quiet", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
@@ -478,7 +505,8 @@ def test_cli_search_dnis(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, match", [(["--blocks", "0"], "positive integer"),
                                          (["--alpha-lr", "0"], "positive"), (["--l1", "-1"], ">= 0"),
-                                         (["--warm-epochs", "-1"], ">= 0")])
+                                         (["--warm-epochs", "-1"], ">= 0"), (["--derive", "x"], "invalid choice"),
+                                         (["--lr-decay", "0"], "positive")])
 def test_cli_dnis_rejects_bad_settings(args, match, capsys):
     with pytest.raises(SystemExit) as e:
         main(["search", "--method", "dnis", "--budget", "0.1", *args])

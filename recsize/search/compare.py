@@ -140,8 +140,9 @@ def _check_overrides(name: str, cls, overrides: dict, shared=SHARED) -> dict:
 class HeadToHeadConfig:
     """Settings of a head-to-head run; the per-method dicts override that method's own config. Chapter 8.
 
-    Defaults are the reduced schedule of ``benchmarks/head_to_head.py``: DNIS 20 warm-start + 20 search
-    epochs (:class:`~recsize.search.dnis.DNISConfig` defaults), CIESS's ``"reduced"`` schedule (6 episodes
+    Defaults are the reduced schedule of ``benchmarks/head_to_head.py``: DNIS at most 20 warm-start + 20
+    search epochs, widths derived as prefixes and retrained (``derive="prefix-retrain"``: this comparison
+    budgets parameters), CIESS's ``"reduced"`` schedule (6 episodes
     x 5 iterations x 3 epochs, l = 1), iHAS with :class:`~recsize.search.ihas.IHASConfig` defaults (K = 4,
     10 search epochs, the trainer's lr and batch size), and every retraining at most 30 epochs with
     patience 10.
@@ -218,10 +219,12 @@ def _record(backbone, dataset, seed, sparsity, method, task, test, parameters, b
 
 def _from_run(run, common: dict, sparsity: float, method: str, search_seconds: float, retrain_seconds: float,
               note: str = "") -> dict:
-    """A record from a :class:`~recsize.search.baselines.BaselineRun` (the baselines and DNIS)."""
+    """A record from a :class:`~recsize.search.baselines.BaselineRun` (the baselines, DNIS prefix-retrain) or
+    a :class:`~recsize.search.prune.PruneRun` (DNIS in place: its stored bytes are the CSR tables')."""
     memory, tables = run.memory, [r for r in run.memory if r != "total"]
     test = run.test_compact or run.result.test
-    compact = sum(memory[r]["compact_measured"] for r in tables)
+    stored = "csr_measured" if "csr_measured" in memory[tables[0]] else "compact_measured"
+    compact = sum(memory[r][stored] for r in tables)
     budget = _budget_parameters({r: memory[r]["rows"] for r in tables}, run.density, run.d_max)
     return _record(sparsity=sparsity, method=method, test=test, parameters=memory["total"]["parameters"],
                    budget_parameters=budget, compact=compact, dense=memory["total"]["dense"],
@@ -251,7 +254,10 @@ def _run_baseline(method, backbone, split, config, seed, common, bar) -> list[di
 
 def _run_dnis(backbone, split, config, seed, common, bar) -> list[dict]:
     from . import dnis
-    dnis_config = dnis.DNISConfig(**{**config.dnis, "d_max": config.d_max, "retrain_epochs": config.epochs,
+    # this head-to-head budgets parameters (issue 14 moves it to bytes): DNIS derives prefix widths and
+    # retrains, unless config.dnis says otherwise
+    dnis_config = dnis.DNISConfig(**{"derive": "prefix-retrain", "warm_epochs": 20, "search_epochs": 20,
+                                     **config.dnis, "d_max": config.d_max, "retrain_epochs": config.epochs,
                                      "patience": config.patience, "seed": seed, "device": config.device,
                                      "progress": False, "train_overrides": dict(config.train_overrides)})
     searched = dnis.search(backbone, split, dnis_config)

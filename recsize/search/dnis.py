@@ -112,8 +112,8 @@ class DNISConfig:
     retrain_epochs: int = 300             # cap of the fine-tuning / retraining (early stopping)
     patience: int = 10
     lr_decay: float = 0.1                 # ReduceLROnPlateau factor (the authors' code; 1: constant lr)
-    lr_patience: int = 0                  # ... its patience in the warm start and retraining (authors: 0)
-    search_lr_patience: int = 1           # ... and in the search (authors: 1)
+    lr_patience: int = 5                  # ... its patience in the warm start and retraining (authors: 0)
+    search_lr_patience: int = 5           # ... and in the search (authors: 1)
     min_lr: float = 1e-6                  # warm start and retraining stop at this lr (authors: 1e-6)
     search_min_lr: float = 1e-5           # the search stops at this lr (authors: 1e-5)
     seed: int = 0
