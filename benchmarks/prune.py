@@ -38,10 +38,10 @@ import numpy as np
 import torch
 
 from common import machine
-from recsize.budget import dense_bytes, entries_for_bytes
 from recsize.data import prepare
 from recsize.files import write_json
 from recsize.search import PEPConfig, pep_search, run_baseline, run_magprune, run_pep, table_shapes, train_dense
+from recsize.search.prune import prefix_density_for_bytes
 from recsize.search.dnis import DNISConfig, run_dnis, search as dnis_search
 from recsize.train import default_config
 
@@ -59,22 +59,6 @@ METHODS = ("magprune", "pep", "es", "es-bytes", *DNIS_VARIANTS)
 # settings that change the numbers of a cell: a resumed run must share them
 FIXED = ("backbone", "dataset", "dim", "epochs", "patience", "prune_split", "pep_epochs", "pep_init", "pep_scale",
          "pep_granularity", "quick")
-
-
-def es_bytes_density(backbone: str, split, dim: int, density: float) -> float | None:
-    """The ES density whose compact tables fit in ``density`` of every table's dense bytes (their offsets and
-    padding included), or None when that is less than one dimension per row."""
-    best = None
-    for rows, d in table_shapes(backbone, split, dim).values():
-        try:
-            kept = entries_for_bytes(density * dense_bytes(rows, d), rows, d, "compact")
-        except ValueError:
-            return None
-        if kept < rows:
-            return None
-        # (kept - 0.5) / (rows * d): rounding the total (halves up) gives at most ``kept`` in every table
-        best = min(best if best is not None else 1.0, (kept - 0.5) / (rows * d))
-    return best
 
 
 def record(method: str, sparsity: float, seed: int, run, seconds: dict) -> dict:
@@ -228,7 +212,7 @@ def main(argv=None) -> int:
                 run = run_baseline(args.backbone, split, "es", density, args.dim, config, seed=seed)
                 stage = {"train": time.perf_counter() - begin}
             else:
-                fitted = es_bytes_density(args.backbone, split, args.dim, density)
+                fitted = prefix_density_for_bytes(table_shapes(args.backbone, split, args.dim), density)
                 if fitted is None:
                     print(f"  seed {seed} c = {100 * sparsity:.0f} % es-bytes: skipped, the compact form's offsets "
                           "leave less than one dimension per row in this budget", flush=True)

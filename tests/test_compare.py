@@ -269,3 +269,15 @@ def test_bad_methods_and_data(topk_split, ctr_split):
         head_to_head("mf", [1, 2, 3], HeadToHeadConfig(**TINY))
     with pytest.raises(ValueError, match="no records"):
         summary_table([])
+
+
+def test_paired_difference_interval():
+    from recsize.search.compare import paired_difference
+    d = paired_difference([0.30, 0.32, 0.31], [0.29, 0.30, 0.30])
+    assert d["n"] == 3 and d["mean"] == pytest.approx(0.0133333, abs=1e-6)
+    # t(0.975, 2) = 4.3027; std of (0.01, 0.02, 0.01) = 0.005774
+    assert d["high"] - d["mean"] == pytest.approx(4.3027 * 0.0057735 / 3 ** 0.5, rel=1e-3)
+    one = paired_difference([0.3], [0.2])
+    assert one["mean"] == pytest.approx(0.1) and one["low"] is None
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference([0.3, 0.2], [0.2])

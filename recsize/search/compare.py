@@ -456,6 +456,23 @@ def search_costs(records: list[dict]) -> list[dict]:
     return rows
 
 
+def paired_difference(a, b, confidence: float = 0.95) -> dict:
+    """The mean of the paired differences a_i - b_i (one pair per seed: the seeds share splits) with its
+    Student-t interval at ``confidence``; the interval is None below two pairs. Explained in Chapter 8."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"paired values need two equally long, non-empty lists, got {a.shape} and {b.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    d = a - b
+    out = {"n": len(d), "mean": float(d.mean()), "low": None, "high": None, "confidence": confidence}
+    if len(d) > 1:
+        from scipy.stats import t
+        half = float(t.ppf((1 + confidence) / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+        out.update(low=out["mean"] - half, high=out["mean"] + half)
+    return out
+
+
 def pareto_front(bytes_, quality, higher_is_better: bool = True) -> np.ndarray:
     """Indices of the points that no other point dominates (at most the bytes and at least the quality,
     one of them strictly), ordered by bytes then quality. Chapter 8."""

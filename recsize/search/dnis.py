@@ -19,7 +19,7 @@ gradient descent on the validation loss.
 
    * (i) embedding step: one Adam step on the embedding tables (and CTR first-order weights) on a
      training batch; every other weight (MLPs, the global bias) stays frozen;
-   * (ii) alpha step: the gradient of the validation loss plus the L1 term lambda * sum|alpha|
+   * (ii) alpha step (on a validation batch): the gradient of the validation loss plus the L1 term lambda * sum|alpha|
      (lambda = 1e-5) with respect to alpha, normalised per block by its mean absolute value (so that
      the blocks of frequent rows, which see most of the gradient, do not dominate), one SGD step
      (lr 0.01), then alpha is clamped to [0, 1].
@@ -28,35 +28,50 @@ gradient descent on the validation loss.
    DARTS-style unrolled term: with w' = w - xi * grad_w L_train(w, alpha) (one virtual SGD step),
    grad_alpha L_val(w', alpha) - xi * grad^2_{alpha, w} L_train(w, alpha) . grad_{w'} L_val(w', alpha),
    the mixed second derivative computed exactly by double back-propagation.
-4. **Deriving widths under a budget.** Importance is the magnitude of the alpha-scaled weights
-   |alpha[block(n), j] * E[n, j]| (the paper prunes by this magnitude). With ``granularity="row"`` (the
-   default) every entry (n, j) is scored on its own (unstructured magnitude pruning, as in the paper and
-   the official code's pruning notebooks), so the rows of one block may get different widths. With
-   ``granularity="block"`` the importance of (block b, dimension j) is its mean over the rows of b, so
-   all rows of a block share one width (alpha's own granularity). A threshold t keeps the scores above
-   it; t is binary-searched until the kept fraction is within 1e-3 of the target density, then the few
-   entries nearest the threshold are added or removed (ties: the more frequent row first) so that every table
-   keeps *exactly* ``target_parameters(density, rows, d_max)`` entries, like the baselines. Every row
-   keeps at least ``min_size`` (default 1) dimensions. A row's width d_n is its number of kept entries.
-5. **Retraining.** A fresh model is trained from scratch with those widths (masked tables, Chapter 4) and
-   its tables are converted to compact storage, whose bytes really shrink.
+4. **Deriving the model under a budget** (``derive``). One search serves every budget.
+
+   * ``"in-place"`` (the default, as the authors): the *trained* tables are pruned. Every entry is scored
+     by ``prune_by``: |E[n, j]| (``"weight"``, the default: the authors' pruning notebook continues
+     training with alpha fixed and thresholds |E|; the alpha product is commented out there) or
+     |alpha[block(n), j] * E[n, j]| (``"alpha-weight"``: the VLDB'24 benchmark's re-implementation, Hetu's
+     ``methods/scheduler/autosrh.py``). The budget is a fraction of the dense tables' *bytes*, the kept
+     entries stored as CSR with their column indices and row offsets counted
+     (:func:`~recsize.search.prune.element_budget`); one threshold over all tables (``budget_split=
+     "global"``, the authors' one joint table) or one per table (``"per-table"``) keeps exactly the count
+     that fits. Alpha is folded into the weights (same predictions), the pruned entries are set to 0 and
+     the model is fine-tuned with the masks fixed, then stored as CSR (:func:`fine_tune_in_place`).
+   * ``"prefix-retrain"`` (recsize's earlier derivation): only the *count* of kept entries per row
+     survives, as a prefix width; a threshold t is binary-searched until the kept fraction is within
+     1e-3 of the target density, then the entries nearest t are added or removed (ties: the more
+     frequent row first) so that exactly ``target_parameters(density, rows, d_max)`` entries are kept,
+     over all tables (``"global"``) or in every table (``"per-table"``); every row keeps at least
+     ``min_size`` dimensions; ``granularity="block"`` averages the scores per (block, dimension) for one
+     width per block. A fresh model is trained from scratch with those widths and stored compact
+     (:func:`train_with_sizes`). The budget is a fraction of the *parameters*.
+5. **Convergence.** The warm start, the search and every fine-tuning or retraining run to an epoch cap
+   (300) with early stopping (patience 10) and decay the learning rate on a validation plateau
+   (``ReduceLROnPlateau``, factor 0.1), stopping once it reaches 1e-6 (warm start, retraining) or 1e-5
+   (search), as the authors' code.
 
 Where recsize departs from the official code or fills a gap (stated in Chapter 5):
 
-* widths: the paper prunes individual entries, so a row keeps a *set* of dimensions; recsize's core
-  keeps a *prefix* of each row. Because the model is retrained from scratch, which dimensions were kept
-  carries no information into the retrained model, only how many: d_n = the count of kept entries, and
-  no column reordering is needed. ``granularity="block"`` averages the magnitudes per (block,
-  dimension) instead, for one width per frequency block;
-* the alternation runs over every training batch of an epoch and draws validation batches from a
-  cycling stream (the official code zips the two loaders, so an epoch stops at the shorter one);
+* the plateau patience is 5 evaluations (the authors': 0 in the warm start, 1 in the search). With ~40
+  batches per epoch on ml-100k, a patience of 0 decays at the first noisy dip: LightGCN's warm start
+  stopped after 9 epochs (the full-width model needs ~80 at a constant rate);
+* the alternation draws both streams endlessly, reshuffled every pass; with ``alternation="zip"`` (the
+  default) an epoch is as many (training, validation) pairs as there are validation batches, as the
+  authors' zipped loaders (about 8x fewer steps per epoch than training batches at 8:1:1);
+  ``"every-batch"`` takes an alpha step after every training batch (recsize's earlier default);
+* in place, alpha is folded into the weights before fine-tuning (the authors keep it as a fixed
+  multiplier: the same predictions, but Adam then moves E[n, j] instead of alpha * E[n, j]); rows may keep
+  0 entries; the budget counts the CSR index, as the VLDB'24 benchmark;
 * top-k validation batches are BPR triples from the validation positives, with negatives that avoid
   training and validation positives; the validation loss is the data term without the L2 term;
 * the per-block normalisation is applied to the whole hypergradient (the official code adds the
   second-order term after normalising), and the unrolled step is an SGD step of size xi (the official
   code unrolls its Adam step);
-* the search keeps the weights and alpha of its best validation epoch (the official code keeps the
-  best validation loss); no learning-rate decay;
+* the search keeps the weights and alpha of its best validation epoch by NDCG@20 / AUC (the official
+  code keeps the best validation loss) and decays on that metric;
 * alpha's learning rate is 0.01 as in the paper and the official run scripts (the code's default is
   1e-3).
 """

@@ -189,6 +189,23 @@ def element_budget(shapes: dict, density: float, split: str = "global") -> dict:
             "per_table": per_table}
 
 
+def prefix_density_for_bytes(shapes: dict, density: float) -> float | None:
+    """The prefix density (a fraction of the parameters, as ES reads ``--budget``) whose compact tables,
+    offsets and padding included, fit in ``density`` of every table's dense bytes: ES at the same bytes as
+    an element-wise method. None when that leaves less than one dimension per row. Explained in Chapter 4."""
+    best = None
+    for rows, d in _check_shapes(shapes).values():
+        try:
+            kept = entries_for_bytes(check_budget(density) * dense_bytes(rows, d), rows, d, "compact")
+        except ValueError:
+            return None
+        if kept < rows:
+            return None
+        # (kept - 0.5) / (rows * d): rounding the total (halves up) gives at most ``kept`` in every table
+        best = min(best if best is not None else 1.0, (kept - 0.5) / (rows * d))
+    return best
+
+
 # ---------------------------------------------------------------------------------------------------
 # Keeping the largest entries
 # ---------------------------------------------------------------------------------------------------
