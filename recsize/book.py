@@ -132,9 +132,8 @@ def build_command(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book:
                   keep_going: bool = True) -> list[str]:
     """The jupyter-book command line that ``recsize book build`` runs (absolute paths, so it runs from any
     folder): source ``notebooks/``, configuration and table of contents from ``book/``, HTML to
-    ``OUT/_build/html``, execution cache to ``OUT/_build/.jupyter_cache``; warnings are errors (``-W -n``),
-    ``--keep-going`` lists them all. ``--all`` re-reads every chapter (from the execution cache, a few
-    seconds): an incremental Sphinx build would keep stale previous / next links on the neighbours of a
+    ``OUT/_build/html``; warnings are errors (``-W -n``), ``--keep-going`` lists them all. ``--all``
+    re-reads every chapter (a few seconds): an incremental Sphinx build would keep stale previous / next links on the neighbours of a
     chapter added to the table of contents. Explained in the README (and in the preface)."""
     cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; "
            "sys.argv[0] = 'jupyter-book'; sys.exit(main())",
@@ -148,9 +147,9 @@ def build_command(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book:
 
 def build_book(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book: Path = BOOK,
                quiet: bool = False, env: dict[str, str] | None = None) -> Path:
-    """Build the book as HTML with Jupyter Book 1.x and return the path of ``index.html``. Every chapter is
-    executed with its CI parameters (the defaults of its ``parameters`` cell) and its outputs are cached
-    (jupyter-cache): a second build re-runs only the chapters whose code changed. Warnings fail the build.
+    """Build the book as HTML with Jupyter Book 1.x and return the path of ``index.html``. The chapters are
+    not executed: every page shows the outputs stored in its .ipynb (``recsize book run --in-place`` writes
+    them; nbval re-executes every chapter in CI). Warnings fail the build.
     Explained in the README (and in the preface)."""
     if importlib.util.find_spec("jupyter_book") is None:
         raise RuntimeError("recsize book build needs Jupyter Book 1.x (the dev extras): pip install -e '.[dev]'")

@@ -1,7 +1,7 @@
 """The built HTML book, opened in a real headless browser (Debian's ``chromium``).
 
-The session fixture builds the book once (``recsize book build``: every chapter executed with its CI
-parameters, cached in ``book/_build/.jupyter_cache``), then every chapter page is opened and checked: its
+The session fixture builds the book once (``recsize book build``: every chapter with the outputs stored in
+its .ipynb), then every chapter page is opened and checked: its
 title and heading, its figures really rendered (``img`` with ``naturalWidth > 0``; at least as many as the
 chapter's .ipynb has image outputs), no error output, no JavaScript error, and the previous / next links
 and the sidebar between chapters. A full-page screenshot of every chapter goes to
