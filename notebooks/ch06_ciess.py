@@ -38,10 +38,11 @@ sparsities = [
     0.9,
     0.95,
 ]  # full run: [0.8, 0.9, 0.95] (the papers' c; densities 0.2 / 0.1 / 0.05)
-lam = 0.4  # full run: 0.4 (lambda, the paper's value on ML-1M)
+reward_form = "code"  # full run: "code" (the authors' code; "paper": the paper's text)
+lam = 0.01  # full run: 0.01 with reward "code" (the code's main); 0.4 with "paper"
 episodes = 4  # full run: 6 (the paper: 30)
 iterations = 3  # full run: 5 (the paper: 10)
-epochs_per_iteration = 1  # full run: 3
+epochs_per_iteration = 1  # full run: 3 (the authors: 2,000 batches, see 6.7)
 hidden = 32  # full run: 256 (actor 3-256-256-1, critics 4-256-256-1)
 full_epochs = 5  # full run: 100 (the full-width reference, early stopping)
 retrain_epochs = (
@@ -75,6 +76,11 @@ check_parameters(
     seed="non-negative int",
     out_dir="path",
 )
+from recsize.search.ciess import REWARDS
+
+if reward_form not in REWARDS:
+    msg = f"reward_form must be one of {', '.join(REWARDS)}, got {reward_form!r}"
+    raise ValueError(msg)
 
 # %%
 import json
@@ -85,8 +91,14 @@ import numpy as np
 
 from recsize.data import prepare
 from recsize.search import run_baseline
-from recsize.search.ciess import CIESS, CIESSConfig, make_state, reward
-from recsize.search.td3 import TD3, random_walk, walk_probabilities
+from recsize.search.ciess import (
+    CIESS,
+    CIESSConfig,
+    make_state,
+    normalised_frequency,
+    reward,
+)
+from recsize.search.td3 import TD3, pace_settings, random_walk, walk_probabilities
 from recsize.train import default_config
 
 out = Path(out_dir)
@@ -98,35 +110,43 @@ densities = [round(1 - c, 6) for c in sparsities]
 #
 # Every user and every item is an *entity* $n$ with a width $d_n \in [1, d_{max}]$: its embedding row keeps
 # its first $d_n$ dimensions (the prefix mask of Chapter 4). CIESS describes each entity by a state of three
-# numbers,
-#
-# $$s_n = \big(f_n,\; d_n / d_{max},\; q_n\big),$$
-#
-# its training frequency (normalised by the largest on its side), its current width and its *quality
-# ratio* $q_n = \min\big(\mathrm{eval}(n \mid \text{masked}) / \mathrm{eval}(n \mid \text{full}), 1\big)$.
+# numbers: its training frequency $f_n$, its current width $d_n$ and its *quality ratio*
+# $q_n = \min\big(\mathrm{eval}(n \mid \text{masked}) / \mathrm{eval}(n \mid \text{full}), 1\big)$.
 # $\mathrm{eval}(u)$ is the mean of Recall@k and NDCG@k at $k \in \{5, 10, 20\}$ on validation (six
 # numbers); $\mathrm{eval}(i)$ is the mean over the item's training users. The denominator comes once from
-# a full-width model trained to convergence. The *action* is the next width; the *reward* trades quality
-# for width:
+# a full-width model trained to convergence. The authors' code feeds the network all three in $[-1, 1]$:
 #
-# $$r_n = q_n - \lambda \,(d_n / d_{max})^2 .$$
+# $$s_n = \Big(2\,\frac{f_n - f_{min}}{f_{max} - f_{min}} - 1,\;
+#   2\,\frac{d_n - 1}{d_{max} - 1} - 1,\; 2 q_n - 1\Big).$$
 #
-# All of it is vectorised over entities. Three users by hand ($d_{max} = 64$, $\lambda = 0.4$):
+# The *action* is the next width; the *reward* trades quality for width. Here the paper and the code
+# disagree. The paper writes $r_n = q_n - \lambda (d_n / d_{max})^2$ with $\lambda = 0.4$ on ML-1M; the
+# code the authors ran pays the *raw* quality,
+#
+# $$r_n = \mathrm{eval}(n) - \lambda \,\big((d_n - 1) / d_{max}\big)^2, \qquad \lambda = 0.01,$$
+#
+# and uses $q_n$ only in the state. recsize offers both (`reward="code"` or `"paper"`) and defaults to
+# the code's, since it produced the authors' masks. All of it is vectorised over entities. Three users by
+# hand ($d_{max} = 64$; raw evals 0.30, 0.27, 0.18 against a full-model 0.30):
 
 # %%
 # NBVAL_CHECK_OUTPUT
-freq, widths, q = (
-    np.array([1.0, 0.25, 0.01]),
-    np.array([64, 16, 4]),
-    np.array([1.0, 0.9, 0.6]),
-)
-print("states (f, d/d_max, q):\n", make_state(freq, widths, q, d_max=64))
-print("rewards:", np.round(reward(q, widths, 64, 0.4), 4))
+counts, widths = np.array([200, 50, 2]), np.array([64, 16, 4])
+raw = np.array([0.30, 0.27, 0.18])
+q = np.minimum(raw / 0.30, 1)
+freq = normalised_frequency(counts)
+print("states (f, d, q) in [-1, 1]:\n", make_state(freq, widths, q, d_max=64))
+code_r = reward(raw, widths, 64, 0.01, "code")
+paper_r = reward(q, widths, 64, 0.4, "paper")
+print("code's rewards (lambda 0.01): ", np.round(code_r, 4))
+print("paper's rewards (lambda 0.4):", np.round(paper_r, 4))
 
 # %% [markdown]
-# The full-width user earns $1 - 0.4 = 0.6$; the user at width 16 has lost 10 % of its quality yet earns
-# more ($0.9 - 0.4/16 = 0.875$). Where the penalty stops paying depends on how fast quality falls with
-# width, which is what the agent must learn, separately for users and items.
+# Under the paper's reward the full-width user earns $1 - 0.4 = 0.6$ and the user at width 16, with 10 %
+# of its quality lost, earns more ($0.9 - 0.4/16 = 0.875$). Under the code's reward the penalty is at
+# most $0.01$, small against differences in raw quality, and a user's reward also depends on how easy
+# the user is to rank. Where the penalty stops paying depends on how fast quality falls with width, which
+# is what the agent must learn, separately for users and items.
 #
 # ## 6.2 TD3 in brief
 #
@@ -136,11 +156,23 @@ print("rewards:", np.round(reward(q, widths, 64, 0.4), 4))
 # DDPG: the critic target uses the smaller of two target critics,
 # $y = r + \gamma \min_j Q'_j(s', \mu'(s') + \epsilon)$; the target action gets clipped noise $\epsilon$
 # (smoothing); and the actor and the target networks move only every second critic step, the targets by
-# Polyak averaging with $\tau = 0.005$. CIESS has one actor and one pair of critics per side:
+# Polyak averaging with $\tau = 0.005$. CIESS has one actor and one pair of critics per side. The
+# authors' `Buffer.py` sets the pace: after every search iteration *one* TD3 step per side on a batch of
+# 4,096 transitions, critic learning rate $3 \cdot 10^{-3}$, gradient norms clipped to 0.01, one target
+# noise scalar $N(0, 2)$ clipped to $\pm 5$ widths per batch, and the actor's output layer initialised in
+# $\pm 3 \cdot 10^{-3}$, so the first widths sit mid-range. recsize's `pace="official"` is that;
+# `pace="recsize"` keeps the earlier 32 steps of 256.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-agent = TD3(d_max=128, hidden=256)
+settings = pace_settings("official", d_max=128)
+print({k: settings[k] for k in ("batch_size", "updates", "critic_lr", "grad_clip")})
+settings = {
+    k: v
+    for k, v in settings.items()
+    if k not in ("batch_size", "updates", "wait_for_batch")
+}
+agent = TD3(d_max=128, hidden=256, **settings)
 print(agent.actor)
 print(
     "critic parameters:",
@@ -152,12 +184,16 @@ print(
 # %% [markdown]
 # ## 6.3 Why a random walk
 #
-# A deterministic actor explores only through the noise added to its output. With Gaussian noise of
-# $\sigma = 6$ the played width stays close to the actor's, and a critic that has never seen widths far
-# away cannot value them. CIESS adds a *random walk* over the integer widths: from the noisy width, take
-# five steps, each to a neighbour at distance at most $t = 5$, chosen with probability proportional to
-# $1 / |d - d'|$, and let the critic pick the best width it visited. The walk reaches widths the noise
-# rarely proposes, while the critic keeps the choice greedy. The step probabilities from width 10:
+# A deterministic actor explores only through the noise added to its output, and a critic that has never
+# seen widths far away cannot value them. CIESS adds a *random walk* over the integer widths: from the
+# actor's width, take five steps, each to a neighbour at distance at most $t = 5$, chosen with probability
+# proportional to $1 / |d - d'|$, and let the critic pick the best width it visited. Then, in the
+# authors' code, *one* Gaussian scalar ($\sigma = 6$) drawn per iteration is added to every user's and
+# every item's pick, so the whole table moves wider or thinner together. The paper's text reads as noise
+# on the actor's output before the walk; recsize's earlier version drew it per entity, which scatters
+# the widths nearly as much as random sizes (`exploration="per-entity"` keeps that). $\sigma$ and $t$
+# are stated for $d_{max} = 128$; recsize scales them by $d_{max} / 128$. The step probabilities from
+# width 10:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -171,14 +207,16 @@ print("visited widths (one walk per row, the start first):\n", walks)
 
 # %% [markdown]
 # Near the bounds the neighbourhood is cut (from width 1 only 2..6 remain) and the probabilities are
-# renormalised. Over many entities the walk's spread is several widths wider than the noise alone; the
-# ablation in the benchmark (below) plays the noisy width directly.
+# renormalised. The ablation (`random_walk=False`) plays the actor's width plus the noise directly.
 #
 # ## 6.4 The search
 #
 # The loop runs $M$ episodes of $T$ iterations (the paper: $30 \times 10$). Every iteration trains a freshly
-# initialised recommender with the chosen widths for a few epochs, measures every entity's $q_n$, stores
-# the transitions in the replay buffers and takes TD3 steps. A long search checkpoints after every
+# initialised recommender with the chosen widths, measures every entity's $q_n$, stores the transitions
+# in the replay buffers and takes TD3 steps. The authors train it for a fixed number of batches (LightGCN:
+# 2,000 batches of 10,000 users, learning rate 0.03 decayed by 0.9 every 200 batches down to $10^{-3}$),
+# `training="official"`; at CI parameters the chapter uses `training="epochs"`, a few epochs of recsize's
+# trainer, which is far cheaper and far less trained. A long search checkpoints after every
 # iteration (`checkpoint_dir`, `run(resume=True)`; `recsize search --method ciess --checkpoint-dir ...
 # --resume`) and resumes with the same result. The checkpoint holds only tensors and numbers
 # (`recsize.files.save_plain`), so it is read back with `torch.load(weights_only=True)` and a file
@@ -189,7 +227,9 @@ print("visited widths (one walk per row, the start first):\n", walks)
 split = prepare(dataset, protocol, seed=seed, verbose=True)
 config = CIESSConfig(
     budgets=tuple(densities),
+    reward=reward_form,
     lam=lam,
+    training="epochs",
     d_max=d_max,
     episodes=episodes,
     iterations=iterations,
@@ -242,8 +282,11 @@ fig.savefig(out / "search_curve.png", dpi=120)
 plt.show()
 
 # %% [markdown]
-# The dashed lines are the budgets. The budget is not part of the reward: CIESS remembers, for each
-# budget, the top-$l$ masks by mean $q$ among those that met it, and retrains only those. A budget that no
+# The dashed lines are the budgets. The budget is not part of the reward. The authors' selection
+# (`find_bests`) gives each budget its own density *band*, from the next smaller budget up to (not
+# including) the budget itself, and keeps there the top-$l$ masks by mean raw user quality; recsize
+# records every iteration's validation NDCG@20 too (`selection="ndcg"` ranks by it) and keeps its earlier
+# rule, the top-$l$ by mean $q$ anywhere under the budget, as `selection="recsize"`. A budget that no
 # searched mask reached (frequent at CI parameters, where the agent has few steps to learn to shrink) is
 # served, in recsize, by the thinnest mask scaled down to the budget, and flagged `projected`.
 #
@@ -337,56 +380,86 @@ for r in table:
 # At CI parameters these numbers say little: the models see a handful of epochs. `benchmarks/ciess.py`
 # runs the reduced schedule on LightGCN and NeuMF over three seeds; the README's CIESS section has its
 # tables. The paper's claim to test: on LightGCN, CIESS beats ES and MR at every budget (on ML-1M by
-# +8 %, +7 % and +15 % Recall@20 over ES at c = 80 / 90 / 95 %). What the benchmark found on ml-100k:
+# +8 %, +7 % and +15 % Recall@20 over ES at c = 80 / 90 / 95 %).
 #
-# * CIESS loses to ES, MR and the frequency rule at every budget, on both backbones. On LightGCN
-#   (patience 10) its Recall@20 is 0.311 / 0.277 / 0.257 against ES's 0.362 / 0.344 / 0.276; on NeuMF
-#   0.24 / 0.25 / 0.24 against 0.34 / 0.32 / 0.29. The random walk helps at 80 % on LightGCN and at 90 %
-#   on NeuMF, nowhere else.
-# * The masks CIESS keeps are thinner than the budgets allow (20k of 33.6k parameters at 80 % on
-#   LightGCN): the reward's $\lambda (d/d_{max})^2$ term pushes every width down, and 30 iterations of
-#   3-epoch models barely tell widths apart. The paper's ten times longer search (one seed, 55 minutes)
-#   narrows the gap: 0.307 / 0.305 / 0.283 against ES's 0.360 / 0.344 / 0.266, a win at 95 % only.
+# **What was measured so far, and with which CIESS.** The benchmark numbers below were measured with
+# recsize's *earlier* CIESS: exploration noise drawn per entity before the walk, the paper's reward with
+# $\lambda = 0.4$, 32 TD3 steps of 256 per iteration, state features $(f/f_{max}, d/d_{max}, q)$,
+# selection by mean $q$ under each budget, and 3 epochs per iteration. They are not evidence about the
+# method as its authors ran it; that comparison, at the official settings of 6.7, over several seeds, is
+# pending (issue 16), and the defaults of `CIESSConfig` have changed to the official ones since.
+#
+# * With those earlier settings CIESS lost to ES, MR and the frequency rule at every budget, on both
+#   backbones. On LightGCN (patience 10) its Recall@20 was 0.311 / 0.277 / 0.257 against ES's 0.362 /
+#   0.344 / 0.276; on NeuMF 0.24 / 0.25 / 0.24 against 0.34 / 0.32 / 0.29.
+# * The masks it kept were thinner than the budgets allow (20k of 33.6k parameters at 80 % on
+#   LightGCN), and worse per parameter than equal widths: ES at 16.8k parameters scored 0.344.
+# * Two single-seed probes (issue 16; LightGCN, seed 0, $d_{max} = 64$, $\lambda = 0.4$) changed only the
+#   exploration to the official one scalar after the critic's pick. With 3 epochs per iteration the
+#   search collapsed to densities 0.02-0.12 and scored worse (0.263 / 0.263 / 0.246); with 15 epochs per
+#   iteration it stayed at densities 0.33-0.50, never entered the budgets, and its projected masks scored
+#   0.311 / 0.296 / 0.283 against ES's 0.360 / 0.346 / 0.266. One seed each: an indication, not a verdict.
 # * **Early stopping can decide a comparison.** With patience 5 the LightGCN baselines were bimodal over
 #   seeds (ES at 95 %: 0.184, 0.182, 0.269), because validation recall plateaus early and patience 5
 #   sometimes stops there; CIESS then "beat" ES at 90 % and 95 % in the means. With patience 10 every
 #   baseline trains through and the wins vanish. Report per-seed values, and check that every run trained
 #   past its plateau, before believing a mean. The `patience` parameter above is that setting here.
-# * One whole run (reference, search, retraining for three budgets) takes 4-5 minutes per seed on a
-#   2-core CPU; the paper's schedule about 0.4 h.
+# * One whole run of the earlier CIESS (reference, search, retraining for three budgets) took 4-5
+#   minutes per seed on a 2-core CPU. The official per-iteration training costs far more: 2,000 batches
+#   of 10,000 users per iteration, 300 iterations.
 #
-# ## 6.7 Where recsize follows the paper, and where it had to choose
+# ## 6.7 Design points: the paper, the authors' code, and recsize
 #
-# The authors' published code does not run as checked out and keeps a dense table times a 0/1 mask, so it
-# never saves memory. recsize follows the *paper*: the state, the reward, the TD3 settings (3-256-256-1
-# actors, 4-256-256-1 critics, $\gamma = 0.99$, $\tau = 0.005$, policy delay 2), Gaussian noise with
-# $\sigma = 6$ followed by the random walk ($t = 5$, length 5, probabilities $\propto 1/\text{distance}$),
-# selection of the top-$l$ masks per budget by mean $q$ and retraining from scratch; and it stores the
-# final widths in compact tables whose bytes really shrink. Where the paper is silent, the choices are
-# ours: the density is measured over all user and item rows together; an entity without validation
-# positives (or with a full-model eval of 0) gets $q = 1$; every episode starts from full widths with
-# $q = 1$; the target-policy noise is 0.2 and its clip 0.5 of the width half-range; 32 TD3 steps per side
-# after every iteration; the best retrained candidate is chosen on validation, then reported on test; a
-# budget no mask met is served by the thinnest mask scaled down to it (`projected`); NeuMF's GMF and MLP
-# tables of a side share that side's widths.
+# The authors' code (`yorkequ98/CIESS`) does not run as checked out (its `main` imports a `retrain` that
+# does not exist) and keeps a dense table times a 0/1 mask, so it never saves memory. Still, it is what
+# produced the paper's masks, so recsize's defaults follow it wherever the paper is silent or agrees, and
+# every remaining departure is a named setting of `CIESSConfig` (and a flag of `recsize search --method
+# ciess`). File and line numbers refer to that repository.
+#
+# | Design point | Paper's text | Official code (file, lines) | recsize default | Departs? Why |
+# |---|---|---|---|---|
+# | Exploration | actor width + Gaussian noise, $\sigma = 6$, then the random walk | one scalar $N(0, 6)$ per iteration, the same for users and items, added after the critic's pick among the walk's widths, which start at the actor's width (`CIESS.py` 52-71, 276-281) | `exploration="official"` | No. `"per-entity"` keeps recsize's earlier independent draw per entity before the walk |
+# | Noise and walk at $d_{max} \ne 128$ | $\sigma = 6$, $t = 5$ ($d_{max} = 128$) | the same (`Graph.py` 15, `Configurations.py` 6) | `rescale=True`: $\sigma$, $t$ and the TD3 target noise times $d_{max}/128$ | Fills in: the book's $d_{max}$ is 64 |
+# | Training per iteration | a freshly initialised recommender trained each iteration (a few epochs, in our reading) | 2,000 batches of 10,000 users (LightGCN; NGCF 3,000, NeuMF 1,500), lr 0.03, x0.9 every 200 batches (NGCF 100, NeuMF 50), floor $10^{-3}$ (NeuMF $10^{-4}$) (`RecSysEnv.py` 71-101, 254-264; `Configurations.py` 3) | `training="official"` | No. `"epochs"` (recsize's trainer for `epochs_per_iteration`) is the cheap option this chapter runs at CI parameters |
+# | Reward | $q_n - \lambda (d_n/d_{max})^2$, $\lambda = 0.4$ on ML-1M | raw eval $- \lambda ((d_n - 1)/128)^2$, $\lambda = 0.01$ (`RecSysEnv.py` 225-238, `main` 6) | `reward="code"`, $\lambda = 0.01$ | Paper and code disagree: the code's is the default because it produced the authors' masks; `reward="paper"` ($\lambda = 0.4$) is kept |
+# | State | (frequency, width, quality ratio) | each mapped to $[-1, 1]$; qualities reset to 0 at an episode's start; the critic reads the width in $[-1, 1]$ (`RecSysEnv.py` 175-180, 199-223; `Buffer.py` 9-11) | `state="official"` | No. `"recsize"` keeps $(f/f_{max}, d/d_{max}, q)$ |
+# | TD3 pace | TD3 (no pace stated, in our reading) | 1 step per iteration, batch 4,096, critic lr $3 \cdot 10^{-3}$, gradient clip 0.01, one target-noise scalar $N(0, 2)$ clipped to $\pm 5$, critic target every step, no terminal flag; actor output init $\pm 3 \cdot 10^{-3}$ (`Buffer.py` 43-134, `ActorCritic.py` 32, `Configurations.py` 9) | `pace="official"` | No. `"recsize"` keeps 32 steps of 256, critic lr $10^{-3}$, no clip, per-sample target noise |
+# | Replay buffer | not given | 100 iterations' transitions per side (`Buffer.py` 20-21) | the same (`buffer_size=None`) | No |
+# | Selection per budget | top-$l$ masks by mean $q$ among those meeting the budget | top-3 by mean raw user quality, each budget from its own band [next budget, budget) (`main` 21-63) | `selection="official"`; every iteration's validation NDCG@20 is recorded | No. `"ndcg"` (bands, by NDCG@20) and `"recsize"` (mean $q$, anywhere under the budget) are kept |
+# | Episodes $\times$ iterations | $30 \times 10$ | $30 \times 11$ (`Configurations.py` 11, 19) | $30 \times 10$ (`schedule="paper"`) | Follows the paper where the two disagree by one iteration |
+# | Reference model | a full-width model trained once | rounds of 3,000 batches until 2 rounds without gain (`CIESS.py` 97-135) | recsize's trainer, early stopping on validation NDCG@20 | Departs: it only sets the denominators of $q$ |
+# | Retraining | selected masks retrained from scratch | missing from the repository | to convergence, best on validation, reported on test | Fills in |
+# | Budget nobody met | not discussed | not handled | the thinnest mask scaled down to the budget, flagged `projected` | Fills in, and says so in every table |
+# | Entities without validation positives | not discussed | eval 0 | raw eval 0 in the code's reward; $q = 1$ | Departs for $q$: nothing measurable to lose |
+# | NeuMF tables | not discussed | only the MLP tables masked; GMF full width (`base_models/NCF.py` 53-54, 75-77) | GMF and MLP tables of a side share its widths | Departs: so every table's bytes shrink |
+# | Storage | not discussed | dense table times a 0/1 mask | compact tables, bytes measured | Departs: memory really shrinks |
+#
+# What remains of recsize's own choices: the density is measured over all user and item rows together
+# (as the code does, `CIESS.py` 159); the best retrained candidate is chosen on validation; and the
+# reduced schedule (6 x 5 iterations of 3 epochs, $l = 1$) that the benchmark and this chapter run is a
+# compromise for a 2-core CPU, not the authors' budget.
 #
 # ## Summary
 #
-# * CIESS is a per-entity MDP: state (frequency, width, quality ratio), action (width), reward
-#   $q - \lambda (d / d_{max})^2$, with one TD3 actor and twin critics per side.
-# * Exploration is noise plus a random walk over integer widths, the critic choosing among visited widths.
-# * One search serves every budget: remember the best masks that meet each, retrain them, keep the best
-#   on validation, and store its widths compactly.
+# * CIESS is a per-entity MDP: state (frequency, width, quality ratio), action (width), reward quality
+#   minus a width penalty (the code's raw eval $- 0.01 ((d-1)/d_{max})^2$, the paper's
+#   $q - \lambda (d / d_{max})^2$), with one TD3 actor and twin critics per side.
+# * Exploration is a random walk over integer widths from the actor's, the critic choosing among the
+#   visited widths, then one noise scalar per iteration for the whole table (the authors' code).
+# * One search serves every budget: remember the best masks in each budget's band, retrain them, keep the
+#   best on validation, and store its widths compactly.
+# * Where the paper and the authors' code differ, recsize names both (6.7); whether CIESS at the
+#   official settings beats equal sizes on ml-100k is still being measured (issue 16).
 # * Search is expensive: every iteration trains a recommender. The paper's 300 iterations are hours on a
 #   2-core CPU (benchmark); the reduced schedule is a documented compromise.
 #
 # ## Exercises
 #
-# 1. Run the chapter with `lam = 0.1` and `lam = 1.0`. How do the density curve and the searched widths
-#    move? Which budgets are met without projection?
+# 1. Run the chapter with `reward_form = "paper"` and `lam = 0.1`, `0.4` and `1.0`. How do the density
+#    curve and the searched widths move? Which budgets are met without projection?
 # 2. Turn the random walk off (`CIESSConfig(random_walk=False)`) and compare the spread of widths played
 #    per iteration. Does the walk change which budgets are reached?
-# 3. Replace the Gaussian noise by `noise="uniform"` or `noise="ou"`. Which explores widths farther from
-#    the actor's?
+# 3. Compare `exploration="official"` with `exploration="per-entity"`: how dispersed are the played
+#    widths (their coefficient of variation) at the same density? Then try `noise="uniform"` or `"ou"`.
 # 4. Interrupt a search with a `checkpoint_dir` after a few iterations (`run(max_iterations=3)`), resume it
 #    and check that the result equals an uninterrupted run.
