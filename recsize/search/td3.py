@@ -1,8 +1,9 @@
 """The TD3 agent of CIESS: actor, twin critics, replay buffer and the random walk. Explained in Chapter 6.
 
 TD3 (Fujimoto et al., ICML 2018) is an actor-critic method for continuous actions. Here the action is
-an embedding width a in [1, d_max] and the state of an entity (a user or an item) is three numbers:
-(normalised frequency f, width d / d_max, quality ratio q). Three tricks keep the critic honest:
+an embedding width a in [1, d_max] and the state of an entity (a user or an item) is three numbers
+(frequency, width and quality ratio, each in [-1, 1] as in the authors' code). Three tricks keep the critic
+honest:
 
 * **twin critics**: two Q networks; the target uses the smaller of the two (less over-estimation);
 * **target policy smoothing**: the target action is the target actor's action plus clipped noise;
