@@ -181,6 +181,93 @@ def render_head_to_head(data: dict) -> str:
     return markdown(data)
 
 
+PRUNE_NAMES = {"dnis": "DNIS in place, \\|E\\| (authors)", "dnis-alpha": "DNIS in place, \\|alpha E\\| (Hetu)",
+               "dnis-table": "DNIS in place, per table", "dnis-prefix": "DNIS prefix widths, retrained",
+               "dnis-prefix-old": "DNIS prefix, \\|alpha E\\| per table (recsize before)",
+               "magprune": "MagPrune (no alpha)", "pep": "PEP", "es-bytes": "ES, equal bytes",
+               "es": "ES (1 - c of the parameters)"}
+
+
+def load_prune(prefix: str, out: Path = OUT) -> tuple[list[dict], list[dict]]:
+    """Every cell of ``out/PREFIX_*.json`` (the parallel runs of ``benchmarks/prune.py``; the first file
+    holding a (method, c, seed) cell wins; ``*_seed0.json`` probes are left out) and their settings."""
+    runs, seen, settings = [], set(), []
+    for path in sorted(out.glob(f"{prefix}_*.json")):
+        if path.stem.endswith("_seed0"):
+            continue
+        data = json.loads(path.read_text())
+        settings.append({**data["settings"], "machine": data["machine"], "file": path.name})
+        for r in data["runs"]:
+            key = (r["method"], r["sparsity"], r["seed"])
+            if key not in seen:
+                seen.add(key)
+                runs.append(r)
+    return runs, settings
+
+
+def render_prune(runs: list[dict], settings: list[dict]) -> str:
+    """Element-wise methods, DNIS's derivations and ES at equal bytes (``benchmarks/prune.py``): per budget
+    and method, the per-seed test Recall@20, the mean and the paired difference to ES at equal bytes with
+    its 95 % t interval (the seeds share their splits), kept entries, stored bytes, best epoch of the
+    final training and its wall time."""
+    from recsize.search.compare import paired_difference
+    first = settings[0]
+    seeds = sorted({r["seed"] for r in runs})
+    lines = [f"{first['backbone']} on {first['dataset']} (random 8:1:1 per user, full ranking), d_max "
+             f"{first['dim']}; every training capped at {first['epochs']} epochs with patience {first['patience']}. "
+             f"Machine: {first['machine']}. Test Recall@20 with the stored tables; Δ: paired difference to "
+             "ES at equal bytes, mean [95 % interval] over the seeds both ran; bold: best mean per budget at equal "
+             "bytes (plain ES keeps 1 - c of the parameters and takes more bytes).", "",
+             "| c | method | " + " | ".join(f"seed {s}" for s in seeds)
+             + " | mean | Δ vs ES, equal bytes | kept | KiB | best epoch | final training s |",
+             "|---|---|" + "---|" * len(seeds) + "---|---|---|---|---|---|"]
+    by = {(r["method"], r["sparsity"], r["seed"]): r for r in runs}
+    for c in sorted({r["sparsity"] for r in runs}):
+        methods = [m for m in PRUNE_NAMES if any((m, c, s) in by for s in seeds)]
+        means = {m: np.mean([by[m, c, s]["recall@20"] for s in seeds if (m, c, s) in by]) for m in methods}
+        for m in methods:
+            mine = [by[m, c, s] for s in seeds if (m, c, s) in by]
+            cells = [f"{by[m, c, s]['recall@20']:.4f}" if (m, c, s) in by else "" for s in seeds]
+            both = [s for s in seeds if (m, c, s) in by and ("es-bytes", c, s) in by]
+            delta = ""
+            if m != "es-bytes" and both:
+                d = paired_difference([by[m, c, s]["recall@20"] for s in both],
+                                      [by["es-bytes", c, s]["recall@20"] for s in both])
+                delta = f"{d['mean']:+.4f}" + ("" if d["low"] is None else f" [{d['low']:+.4f}, {d['high']:+.4f}]")
+                delta += f" (n = {d['n']})"
+            mean = f"{means[m]:.4f}"
+            if m != "es" and means[m] == max(v for k, v in means.items() if k != "es"):
+                mean = f"**{mean}**"
+            retrain = [r["seconds"].get("retrain") or r["seconds"].get("finetune") or r["seconds"].get("train")
+                       for r in mine]
+            lines.append(f"| {_pct(c)} | {PRUNE_NAMES[m]} | " + " | ".join(cells)
+                         + f" | {mean} | {delta} | {np.mean([r['kept'] for r in mine]):,.0f} | "
+                         f"{_kib(np.mean([r['bytes'] for r in mine]))} | "
+                         f"{np.mean([r['best_epoch'] for r in mine]):.0f} (max {max(r['best_epoch'] for r in mine)}) "
+                         f"| {np.mean([x for x in retrain if x is not None]):.0f} |")
+    search = {}
+    for r in runs:
+        if r["method"].startswith("dnis") and "warm_epochs" in r["seconds"]:
+            search[r["seed"]] = r["seconds"]
+    if search:
+        lines += ["", "DNIS search, once per seed for every budget and derivation: " + "; ".join(
+            f"seed {s}: {v['warm_epochs']} warm-start + {v['search_epochs']} search epochs, {v['search'] / 60:.1f} min"
+            for s, v in sorted(search.items())) + "."]
+    dense = {}
+    for r in runs:
+        if r["method"] == "magprune" and "dense" in r["seconds"]:
+            dense[r["seed"]] = r["seconds"]["dense"]
+    if dense:
+        lines += ["", "MagPrune's full-width training, once per seed: " + "; ".join(
+            f"seed {s}: {v / 60:.1f} min" for s, v in sorted(dense.items())) + "."]
+    lines += ["", "Wall times on one thread while up to four benchmark processes shared the 2 cores: compare "
+              "them with each other, not with other tables."]
+    return "\n".join(lines)
+
+
+MERGED = {"prune_lightgcn": lambda out: render_prune(*load_prune("prune_lightgcn", out))}
+
+
 RENDERERS = {"backbones": render_backbones, "embedding": render_embedding, "dnis": render_dnis,
              "ciess": render_ciess, "ihas": render_ihas, "head_to_head": render_head_to_head}
 
@@ -197,7 +284,10 @@ def renderer(name: str):
 
 
 def render(name: str, out: Path = OUT) -> str:
-    """The README table ``name``, rendered from ``out/NAME.json``."""
+    """The README table ``name``, rendered from ``out/NAME.json`` (or, for the merged tables, from every
+    ``out/NAME_*.json``)."""
+    if name in MERGED:
+        return MERGED[name](out)
     render_table = renderer(name)
     path = out / f"{name}.json"
     if not path.exists():

@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import report  # noqa: E402
 
 # The tables issue 7 asks for; each must be a generated block of the README.
-REQUIRED = ("backbones", "embedding", "dnis", "ciess", "ihas", "head_to_head")
+REQUIRED = ("backbones", "embedding", "prune_lightgcn", "ciess", "ihas", "head_to_head")
 
 
 def test_readme_tables_are_generated_from_the_benchmark_outputs():
@@ -62,3 +62,20 @@ def test_check_mode_reports_a_stale_readme(tmp_path, capsys):
     assert "out of date" in capsys.readouterr().out
     assert report.main(["--readme", str(readme)]) == 0
     assert report.main(["--check", "--readme", str(readme)]) == 0
+
+
+def test_prune_table_pairs_seeds_against_es_at_equal_bytes():
+    def cell(method, c, seed, recall):
+        return {"method": method, "sparsity": c, "seed": seed, "recall@20": recall, "kept": 100, "bytes": 2048,
+                "best_epoch": 10, "seconds": {"retrain": 5.0}}
+    runs = [cell("magprune", 0.9, s, r) for s, r in ((0, 0.32), (1, 0.33), (2, 0.31))]
+    runs += [cell("es-bytes", 0.9, s, r) for s, r in ((0, 0.30), (1, 0.30), (2, 0.30))]
+    runs += [cell("dnis", 0.9, 0, 0.25)]
+    settings = [{"backbone": "lightgcn", "dataset": "ml-100k", "dim": 64, "epochs": 300, "patience": 10,
+                 "machine": "test machine"}]
+    text = report.render_prune(runs, settings)
+    magprune = next(line for line in text.splitlines() if "MagPrune" in line)
+    assert "**0.3200**" in magprune and "+0.0200 [" in magprune and "(n = 3)" in magprune
+    dnis = next(line for line in text.splitlines() if "DNIS in place" in line)
+    assert "-0.0500 (n = 1)" in dnis and "\\|E\\|" in dnis            # one pair: no interval; pipes escaped
+    assert "Machine: test machine" in text
