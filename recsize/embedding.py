@@ -651,6 +651,10 @@ class CSREmbedding(_RowOffsets, nn.Module):
         return rows.view(*ids.shape, self.dim)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if not (torch.is_grad_enabled() and self.values.requires_grad):  # inference: the one-pass loop
+            rows = native.csr_rows(self.values.detach(), self.offsets, self.columns, ids.reshape(-1), self.dim)
+            if rows is not None:
+                return rows.view(*ids.shape, self.dim)
         return self._rows(self.values, ids)
 
     def mask(self, ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -95,3 +95,41 @@ def test_native_path_declines_what_it_cannot_do(fresh):
     compact = CompactEmbedding.from_masked(masked)
     with torch.no_grad():
         assert torch.equal(compact(torch.arange(10)), masked(torch.arange(10)))
+
+
+def _csr(seed=0, rows=400, d=16):
+    from recsize.embedding import CSREmbedding
+    rng = np.random.default_rng(seed)
+    keep = torch.from_numpy(rng.random((rows, d)) < rng.random((rows, 1)))
+    keep[0], keep[1] = False, True                       # an empty row and a full one
+    return CSREmbedding.from_dense(torch.randn(rows, d), keep), torch.from_numpy(rng.integers(0, rows, (29, 3)))
+
+
+@pytest.mark.skipif(not HAS_CC, reason="no C compiler on this machine")
+@pytest.mark.parametrize("d", [16, 300, 40000])             # uint8, int16 and int32 column indices
+def test_native_csr_lookup_is_bit_exact(fresh, d):
+    table, ids = _csr(d=d, rows=60 if d > 300 else 400)
+    assert table.columns.dtype == {16: torch.uint8, 300: torch.int16, 40000: torch.int32}[d]
+    with torch.no_grad():
+        fast = table(ids)
+        with native.disabled():
+            slow = table(ids)
+    assert torch.equal(fast, slow) and fast.shape == (*ids.shape, d)
+    assert native.csr_rows(table.values.detach(), table.offsets, table.columns, ids.reshape(-1), d) is not None
+    rows = table(ids)                                     # training: the differentiable PyTorch path
+    assert rows.requires_grad and torch.equal(rows.detach(), slow)
+
+
+@pytest.mark.skipif(not HAS_CC, reason="no C compiler on this machine")
+@pytest.mark.parametrize("bad", [400, -1])
+def test_native_csr_lookup_rejects_ids_outside_the_table(fresh, bad):
+    table, _ = _csr()
+    with torch.no_grad(), pytest.raises(IndexError, match=f"id {bad} is out of range .* 400 rows"):
+        table(torch.tensor([3, bad]))
+
+
+def test_native_csr_declines_what_it_cannot_do(fresh):
+    table, ids = _csr(1)
+    flat = ids.reshape(-1)
+    assert native.csr_rows(table.values.detach().double(), table.offsets, table.columns, flat, 16) is None
+    assert native.csr_rows(table.values.detach(), table.offsets, table.columns.long(), flat, 16) is None
