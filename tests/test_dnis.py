@@ -299,7 +299,7 @@ def test_run_dnis_prefix_retrain(backbone, topk_split, tmp_path):
     assert saved["alpha_user"].shape == (4, 8) and not list(path.parent.glob(".*part"))
 
 
-@pytest.mark.parametrize("backbone", ["mf", "neumf", "lightgcn"])
+@pytest.mark.parametrize("backbone", ["mf", "neumf", "lightgcn", "ngcf"])
 def test_run_dnis_in_place(backbone, topk_split, tmp_path):
     """The authors' derivation: the trained tables pruned to the byte budget (CSR, index included), one
     global threshold over all tables, fine-tuned with the masks fixed, stored as CSR."""
