@@ -434,7 +434,8 @@ def _check_search_args(parser, args) -> None:
             if name in _METHOD_FLAGS.get(args.method, {}):
                 continue                                       # shared by two methods (--prune-split)
             if getattr(args, name) != default:
-                raise ValueError(f"--{name.replace('_', '-')} is for --method {method}, not {args.method}: "
+                owners = " or ".join(m for m, f in _METHOD_FLAGS.items() if name in f)
+                raise ValueError(f"--{name.replace('_', '-')} is for --method {owners}, not {args.method}: "
                                  "drop it, or choose that method")
     if args.budget is not None:
         args.density, args.budget_flag, shown = args.budget, "--budget", f"{args.budget:g}"

@@ -50,6 +50,9 @@ def _choices(kind: str) -> tuple[str, ...]:
     if kind == "baseline method":
         from .search.baselines import METHODS
         return tuple(METHODS)
+    if kind == "reward form":
+        from .search.ciess import REWARDS
+        return tuple(REWARDS)
     from .backbones import BACKBONES, CTR_BACKBONES, TOPK_BACKBONES
     return tuple({"backbone": BACKBONES, "top-k backbone": TOPK_BACKBONES,
                   "ctr backbone": CTR_BACKBONES}[kind])
@@ -88,6 +91,7 @@ KINDS: dict[str, Kind] = {
     "top-k backbone": Kind(None, "a top-k backbone", "top-k backbones", "lightgcn", ["mf", "lightgcn"]),
     "ctr backbone": Kind(None, "a CTR backbone", "CTR backbones", "deepfm", ["fm", "deepfm"]),
     "baseline method": Kind(None, "a baseline method", "baseline methods", "mde", ["es", "mr", "mde"]),
+    "reward form": Kind(None, "a CIESS reward form", "CIESS reward forms", "code", ["code", "paper"]),
 }
 
 

@@ -369,13 +369,13 @@ def test_cli_end_to_end(method, extra, tmp_path, capsys):
     ("magprune", ["--budget", "0.2"], ["--budget 0.2", "CSR index", "use --budget >= 0.2501"]),
     ("pep", ["--budget", "0.25"], ["--budget 0.25", "use --budget >= 0.2501"]),
     ("magprune", ["--sparsity", "0.8"], ["--sparsity 0.8", "use --sparsity <= 0.7499"]),
-    ("pep", ["--budget", "0.5", "--prune-split", "per-table"], ["--prune-split is for --method magprune"]),
+    ("pep", ["--budget", "0.5", "--prune-split", "per-table"], ["--prune-split is for --method dnis or magprune"]),
     ("magprune", ["--budget", "0.5", "--pep-init", "-3"], ["--pep-init is for --method pep"]),
     ("magprune", ["--budget", "0.5", "--pep-granularity", "global"], ["--pep-granularity is for --method pep"]),
     ("magprune", ["--budget", "0.5", "--pep-scale", "3"], ["--pep-scale is for --method pep"]),
     ("magprune", ["--budget", "0.5", "--alpha", "0.5"], ["--alpha is for --method mde"]),
     ("pep", ["--budget", "0.5", "--min-size", "2"], ["--min-size is for --method dnis"]),
-    ("es", ["--budget", "0.5", "--prune-split", "per-table"], ["--prune-split is for --method magprune"]),
+    ("es", ["--budget", "0.5", "--prune-split", "per-table"], ["--prune-split is for --method dnis or magprune"]),
     ("dnis", ["--budget", "0.5", "--pep-epochs", "5"], ["--pep-epochs is for --method pep"]),
 ])
 def test_bad_input_before_the_data(method, args, needles, no_work, capsys):
