@@ -249,7 +249,7 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
     search = {}
     for r in runs:
         if r["method"].startswith("dnis") and "warm_epochs" in r["seconds"]:
-            search[r["seed"]] = r["seconds"]
+            search.setdefault(r["seed"], r["seconds"])
     if search:
         lines += ["", "DNIS search, once per seed for every budget and derivation: " + "; ".join(
             f"seed {s}: {v['warm_epochs']} warm-start + {v['search_epochs']} search epochs, {v['search'] / 60:.1f} min"
