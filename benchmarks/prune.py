@@ -66,11 +66,10 @@ def record(method: str, sparsity: float, seed: int, run, seconds: dict) -> dict:
     test = run.test_compact or run.result.test
     total = run.memory["total"]
     if method in ("es", "es-bytes") or method.startswith("dnis-prefix"):
-        stored = sum(run.memory[r]["compact_measured"] for r in run.sizes)
-        extra = {"form": "compact", "bytes": stored, "bytes_int32": None, "reached": None}
+        extra = {"form": "compact", "bytes": run.stored_bytes, "bytes_int32": None, "reached": None}
     else:
         snap = run.info.get("snapshot", {})
-        extra = {"form": "csr", "bytes": total["csr_measured"], "bytes_int32": total["csr_int32"],
+        extra = {"form": "csr", "bytes": run.stored_bytes, "bytes_int32": total["csr_int32"],
                  "reached": snap.get("reached"), "mask_epoch": snap.get("epoch")}
     return {"method": method, "sparsity": sparsity, "seed": seed, "density": round(1 - sparsity, 6),
             "recall@20": test["recall@20"], "ndcg@20": test["ndcg@20"], "valid_ndcg@20": run.result.valid["ndcg@20"],

@@ -192,18 +192,8 @@ PRUNE_NAMES = {"dnis": "DNIS in place, \\|E\\| (authors)", "dnis-alpha": "DNIS i
 def load_prune(prefix: str, out: Path = OUT) -> tuple[list[dict], list[dict]]:
     """Every cell of ``out/PREFIX_*.json`` (the parallel runs of ``benchmarks/prune.py``; the first file
     holding a (method, c, seed) cell wins; ``*_seed0.json`` probes are left out) and their settings."""
-    runs, seen, settings = [], set(), []
-    for path in sorted(out.glob(f"{prefix}_*.json")):
-        if path.stem.endswith("_seed0"):
-            continue
-        data = json.loads(path.read_text())
-        settings.append({**data["settings"], "machine": data["machine"], "file": path.name})
-        for r in data["runs"]:
-            key = (r["method"], r["sparsity"], r["seed"])
-            if key not in seen:
-                seen.add(key)
-                runs.append(r)
-    return runs, settings
+    from recsize.search.compare import merge_runs, run_files
+    return merge_runs(run_files(out, prefix))
 
 
 def render_prune(runs: list[dict], settings: list[dict]) -> str:
@@ -211,7 +201,7 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
     and method, the per-seed test Recall@20, the mean and the paired difference to ES at equal bytes with
     its 95 % t interval (the seeds share their splits), kept entries, stored bytes, best epoch of the
     final training and its wall time."""
-    from recsize.search.compare import paired_difference
+    from recsize.search.compare import paired_summary
     first = settings[0]
     seeds = sorted({r["seed"] for r in runs})
     lines = [f"{first['backbone']} on {first['dataset']} (random 8:1:1 per user, full ranking), d_max "
@@ -222,30 +212,25 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
              "| c | method | " + " | ".join(f"seed {s}" for s in seeds)
              + " | mean | Δ vs ES, equal bytes | kept | KiB | best epoch | final training s |",
              "|---|---|" + "---|" * len(seeds) + "---|---|---|---|---|---|"]
-    by = {(r["method"], r["sparsity"], r["seed"]): r for r in runs}
-    for c in sorted({r["sparsity"] for r in runs}):
-        methods = [m for m in PRUNE_NAMES if any((m, c, s) in by for s in seeds)]
-        means = {m: np.mean([by[m, c, s]["recall@20"] for s in seeds if (m, c, s) in by]) for m in methods}
-        for m in methods:
-            mine = [by[m, c, s] for s in seeds if (m, c, s) in by]
-            cells = [f"{by[m, c, s]['recall@20']:.4f}" if (m, c, s) in by else "" for s in seeds]
-            both = [s for s in seeds if (m, c, s) in by and ("es-bytes", c, s) in by]
-            delta = ""
-            if m != "es-bytes" and both:
-                d = paired_difference([by[m, c, s]["recall@20"] for s in both],
-                                      [by["es-bytes", c, s]["recall@20"] for s in both])
-                delta = f"{d['mean']:+.4f}" + ("" if d["low"] is None else f" [{d['low']:+.4f}, {d['high']:+.4f}]")
-                delta += f" (n = {d['n']})"
-            mean = f"{means[m]:.4f}"
-            if m not in AT_PARAMETERS and means[m] == max(v for k, v in means.items() if k not in AT_PARAMETERS):
-                mean = f"**{mean}**"
-            retrain = [r["seconds"].get("retrain") or r["seconds"].get("finetune") or r["seconds"].get("train")
-                       for r in mine]
-            lines.append(f"| {_pct(c)} | {PRUNE_NAMES[m]} | " + " | ".join(cells)
-                         + f" | {mean} | {delta} | {np.mean([r['kept'] for r in mine]):,.0f} | "
-                         f"{_kib(np.mean([r['bytes'] for r in mine]))} | "
-                         f"{np.mean([r['best_epoch'] for r in mine]):.0f} (max {max(r['best_epoch'] for r in mine)}) "
-                         f"| {np.mean([x for x in retrain if x is not None]):.0f} |")
+    rows = paired_summary(runs, "es-bytes", "recall@20", PRUNE_NAMES)
+    for row in rows:
+        c, m, mine = row["sparsity"], row["method"], list(row["cells"].values())
+        cells = [f"{row['cells'][s]['recall@20']:.4f}" if s in row["cells"] else "" for s in seeds]
+        d, delta = row["delta"], ""
+        if d is not None:
+            delta = f"{d['mean']:+.4f}" + ("" if d["low"] is None else f" [{d['low']:+.4f}, {d['high']:+.4f}]")
+            delta += f" (n = {d['n']})"
+        mean = f"{row['mean']:.4f}"
+        rivals = [r["mean"] for r in rows if r["sparsity"] == c and r["method"] not in AT_PARAMETERS]
+        if m not in AT_PARAMETERS and row["mean"] == max(rivals):
+            mean = f"**{mean}**"
+        retrain = [r["seconds"].get("retrain") or r["seconds"].get("finetune") or r["seconds"].get("train")
+                   for r in mine]
+        lines.append(f"| {_pct(c)} | {PRUNE_NAMES[m]} | " + " | ".join(cells)
+                     + f" | {mean} | {delta} | {np.mean([r['kept'] for r in mine]):,.0f} | "
+                     f"{_kib(np.mean([r['bytes'] for r in mine]))} | "
+                     f"{np.mean([r['best_epoch'] for r in mine]):.0f} (max {max(r['best_epoch'] for r in mine)}) "
+                     f"| {np.mean([x for x in retrain if x is not None]):.0f} |")
     search = {}
     for r in runs:
         if r["method"].startswith("dnis") and "warm_epochs" in r["seconds"]:

@@ -431,17 +431,13 @@ variants = {
 
 
 def row(method, run, seconds):
-    total = run.memory["total"]
-    stored = total.get("csr_measured") or sum(
-        run.memory[r]["compact_measured"] for r in run.sizes
-    )
     test = run.test_compact or run.result.test
     return {
         "method": method,
         "recall@20": test["recall@20"],
         "ndcg@20": test["ndcg@20"],
-        "entries": total["parameters"],
-        "kib": stored / 1024,
+        "entries": run.memory["total"]["parameters"],
+        "kib": run.stored_bytes / 1024,
         "seconds": seconds,
     }
 
@@ -502,34 +498,22 @@ print(f"DNIS search: {searched.seconds['total']:.1f} s, once for every budget")
 # paired difference to ES at equal bytes with a 95 % interval.
 
 # %%
-from recsize.search.compare import paired_difference
+from recsize.search.compare import merge_runs, paired_summary, run_files
 
 stored = Path("..") / "benchmarks" / "out"
-runs = []
-for name in ("dnis", "magprune", "es"):
-    path = stored / f"prune_lightgcn_{name}.json"
-    if path.exists():
-        runs += json.loads(path.read_text())["runs"]
-by = {(r["method"], r["sparsity"], r["seed"]): r["recall@20"] for r in runs}
-shown = ("dnis", "dnis-alpha", "dnis-prefix", "magprune", "es-bytes", "es")
+runs, _ = merge_runs(run_files(stored, "prune_lightgcn"))
+shown = ("dnis", "dnis-alpha", "dnis-table", "dnis-prefix", "magprune")
+shown += ("es-bytes", "es")
 header = f"{'c':>4s} {'method':12s}{'per seed':>20s}{'mean':>8s}"
 print(header + "  difference to es-bytes [95 % CI]")
-for c in sorted({r["sparsity"] for r in runs}):
-    for m in shown:
-        seeds = sorted(s for (mm, cc, s) in by if (mm, cc) == (m, c))
-        if not seeds:
-            continue
-        values = [by[m, c, s] for s in seeds]
-        both = [s for s in seeds if ("es-bytes", c, s) in by]
-        vs = ""
-        if m != "es-bytes" and both:
-            d = paired_difference(
-                [by[m, c, s] for s in both], [by["es-bytes", c, s] for s in both]
-            )
-            ci = "" if d["low"] is None else f" [{d['low']:+.3f}, {d['high']:+.3f}]"
-            vs = f"{d['mean']:+.4f}{ci} (n={d['n']})"
-        per = " ".join(f"{v:.3f}" for v in values)
-        print(f"{100 * c:3.0f}% {m:12s}{per:>20s}{np.mean(values):>8.4f}  {vs}")
+for row in paired_summary(runs, "es-bytes", "recall@20", shown):
+    d, vs = row["delta"], ""
+    if d is not None:
+        ci = "" if d["low"] is None else f" [{d['low']:+.3f}, {d['high']:+.3f}]"
+        vs = f"{d['mean']:+.4f}{ci} (n={d['n']})"
+    per = " ".join(f"{r['recall@20']:.3f}" for r in row["cells"].values())
+    c, m = 100 * row["sparsity"], row["method"]
+    print(f"{c:3.0f}% {m:12s}{per:>20s}{row['mean']:>8.4f}  {vs}")
 
 
 # %% [markdown]

@@ -165,6 +165,11 @@ class BaselineRun:
     init: str = "xavier"
     model: object = field(default=None, repr=False)
 
+    @property
+    def stored_bytes(self) -> int:
+        """The measured bytes of the compact tables, every table together. Explained in Chapter 4."""
+        return sum(self.memory[r]["compact_measured"] for r in self.sizes)
+
     def to_dict(self) -> dict:
         return {"method": self.method, "density": self.density, "sparsity": 1 - self.density,
                 "d_max": self.d_max, "init": self.init, "sizes": {r: s.tolist() for r, s in self.sizes.items()},

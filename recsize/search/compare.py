@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -223,8 +224,7 @@ def _from_run(run, common: dict, sparsity: float, method: str, search_seconds: f
     a :class:`~recsize.search.prune.PruneRun` (DNIS in place: its stored bytes are the CSR tables')."""
     memory, tables = run.memory, [r for r in run.memory if r != "total"]
     test = run.test_compact or run.result.test
-    stored = "csr_measured" if "csr_measured" in memory[tables[0]] else "compact_measured"
-    compact = sum(memory[r][stored] for r in tables)
+    compact = run.stored_bytes
     budget = _budget_parameters({r: memory[r]["rows"] for r in tables}, run.density, run.d_max)
     return _record(sparsity=sparsity, method=method, test=test, parameters=memory["total"]["parameters"],
                    budget_parameters=budget, compact=compact, dense=memory["total"]["dense"],
@@ -471,6 +471,51 @@ def paired_difference(a, b, confidence: float = 0.95) -> dict:
         half = float(t.ppf((1 + confidence) / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
         out.update(low=out["mean"] - half, high=out["mean"] + half)
     return out
+
+
+def run_files(folder, prefix: str) -> list[Path]:
+    """The outputs ``folder/PREFIX_*.json`` of parallel ``benchmarks/prune.py`` runs, sorted, without the
+    single-seed probes (``*_seed0.json``). Explained in Chapter 5."""
+    return [p for p in sorted(Path(folder).glob(f"{prefix}_*.json")) if not p.stem.endswith("_seed0")]
+
+
+def merge_runs(paths) -> tuple[list[dict], list[dict]]:
+    """The cells (``runs``) of several benchmark outputs of ``benchmarks/prune.py`` run in parallel, each
+    (method, sparsity, seed) once (the first file holding it wins), and each file's settings and machine.
+    Explained in Chapter 5."""
+    runs, seen, settings = [], set(), []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        settings.append({**data["settings"], "machine": data["machine"], "file": Path(path).name})
+        for r in data["runs"]:
+            key = (r["method"], r["sparsity"], r["seed"])
+            if key not in seen:
+                seen.add(key)
+                runs.append(r)
+    return runs, settings
+
+
+def paired_summary(runs: list[dict], baseline: str = "es-bytes", metric: str = "recall@20",
+                   methods=None) -> list[dict]:
+    """Per (sparsity, method): the cells by seed, the mean of ``metric`` and its paired difference to
+    ``baseline`` over the seeds both ran (:func:`paired_difference`; None for the baseline itself or without
+    a shared seed). ``methods`` sets which methods and their order (default: as they first appear).
+    Explained in Chapter 5."""
+    methods = list(methods) if methods is not None else list(dict.fromkeys(r["method"] for r in runs))
+    by = {(r["method"], r["sparsity"], r["seed"]): r for r in runs}
+    rows = []
+    for c in sorted({r["sparsity"] for r in runs}):
+        for m in methods:
+            cells = {s: r for (mm, cc, s), r in sorted(by.items(), key=lambda kv: kv[0][2]) if (mm, cc) == (m, c)}
+            if not cells:
+                continue
+            both = [s for s in cells if (baseline, c, s) in by]
+            delta = None
+            if m != baseline and both:
+                delta = paired_difference([cells[s][metric] for s in both], [by[baseline, c, s][metric] for s in both])
+            rows.append({"sparsity": c, "method": m, "cells": cells,
+                         "mean": float(np.mean([r[metric] for r in cells.values()])), "delta": delta})
+    return rows
 
 
 def pareto_front(bytes_, quality, higher_is_better: bool = True) -> np.ndarray:

@@ -343,6 +343,11 @@ class PruneRun:
     init: str = "xavier"
     model: object = field(default=None, repr=False)
 
+    @property
+    def stored_bytes(self) -> int:
+        """The measured bytes of the CSR tables, every table together. Explained in Chapter 4."""
+        return self.memory["total"]["csr_measured"]
+
     def to_dict(self) -> dict:
         """The JSON layout of ``recsize search``: that of the other methods (sizes per table, metrics, memory,
         best epoch, history) plus the budget and the pruning step. Explained in Chapter 4."""
