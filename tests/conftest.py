@@ -1,6 +1,8 @@
 """Shared fixtures: a private data cache for every test and tiny synthetic splits."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -110,3 +112,16 @@ def one_line_error(capsys, rc: int, *needles: str) -> str:
     for n in needles:
         assert n in lines[0], lines[0]
     return lines[0]
+
+
+def untimed(ciess_dict: dict) -> dict:
+    """A CIESS result's JSON without its wall times, to compare two runs for determinism."""
+    d = json.loads(json.dumps(ciess_dict))
+    d.pop("seconds")
+    d["reference"].pop("seconds")
+    for row in d["history"]:
+        row.pop("seconds")
+    for budget in d["budgets"].values():
+        for c in [budget["best"], *budget["candidates"]]:
+            c.pop("seconds")
+    return d

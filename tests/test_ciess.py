@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from conftest import one_line_error
+from conftest import one_line_error, untimed
 
 from recsize.cli import main
 from recsize.data import make_split, make_synthetic
@@ -184,33 +184,21 @@ def test_search_selects_masks_meeting_each_budget(split):
     assert "recall@20" in tight["test"] and "ndcg@20" in tight["test_compact"]
 
 
-def _strip(d):
-    d = json.loads(json.dumps(d))
-    d.pop("seconds")
-    d["reference"].pop("seconds")
-    for row in d["history"]:
-        row.pop("seconds")
-    for budget in d["budgets"].values():
-        for c in [budget["best"], *budget["candidates"]]:
-            c.pop("seconds")
-    return d
-
-
 def test_search_is_deterministic(split):
     a = CIESS("lightgcn", split, tiny_config(episodes=1)).run().to_dict()
     b = CIESS("lightgcn", split, tiny_config(episodes=1)).run().to_dict()
-    assert _strip(a) == _strip(b)
+    assert untimed(a) == untimed(b)
     c = CIESS("lightgcn", split, tiny_config(episodes=1, seed=1)).run().to_dict()
-    assert _strip(a)["history"] != _strip(c)["history"]
+    assert untimed(a)["history"] != untimed(c)["history"]
 
 
 def test_checkpoint_resume_equals_uninterrupted(split, tmp_path, monkeypatch):
     config = tiny_config(noise="ou")
-    whole = _strip(CIESS("mf", split, config).run().to_dict())
+    whole = untimed(CIESS("mf", split, config).run().to_dict())
     # interrupted politely after 2 iterations
     assert CIESS("mf", split, config, tmp_path / "a").run(max_iterations=2) is None
     resumed = CIESS("mf", split, config, tmp_path / "a").run(resume=True)
-    assert _strip(resumed.to_dict()) == whole
+    assert untimed(resumed.to_dict()) == whole
     # interrupted by a crash inside iteration 4: iterations 0-3 are kept, only the one in flight is lost
     calls = {"n": 0}
     real_step = ciess_module.CIESSEnvironment.step
@@ -226,7 +214,7 @@ def test_checkpoint_resume_equals_uninterrupted(split, tmp_path, monkeypatch):
     monkeypatch.setattr(ciess_module.CIESSEnvironment, "step", real_step)
     saved = torch.load(tmp_path / "b" / "ciess.pt", weights_only=True)  # plain tensors and numbers only
     assert saved["state"]["done"] == 4
-    assert _strip(CIESS("mf", split, config, tmp_path / "b").run(resume=True).to_dict()) == whole
+    assert untimed(CIESS("mf", split, config, tmp_path / "b").run(resume=True).to_dict()) == whole
     with pytest.raises(ValueError, match="--resume"):
         CIESS("mf", split, config, tmp_path / "b").run()
     with pytest.raises(ValueError, match="different search"):

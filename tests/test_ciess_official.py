@@ -3,12 +3,12 @@ departure, each a named setting of CIESSConfig. Fast: the recommender's training
 where the per-iteration training itself is under test."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import untimed
 from recsize.data import make_split, make_synthetic
 from recsize.search import ciess as ciess_module
 from recsize.search import td3 as td3_module
@@ -363,18 +363,6 @@ def test_official_training_counts_batches_and_decays_the_lr(split, monkeypatch):
 
 # -- the whole search, official and with every departure ----------------------------------------------
 
-def _strip(d):
-    d = json.loads(json.dumps(d))
-    d.pop("seconds")
-    d["reference"].pop("seconds")
-    for row in d["history"]:
-        row.pop("seconds")
-    for budget in d["budgets"].values():
-        for c in [budget["best"], *budget["candidates"]]:
-            c.pop("seconds")
-    return d
-
-
 DEPARTURES = dict(exploration="per-entity", training="epochs", epochs_per_iteration=1, reward="paper",
                   state="recsize", pace="recsize", selection="recsize", rescale=False,
                   agent_batch_size=16, updates_per_iteration=2)
@@ -382,10 +370,10 @@ DEPARTURES = dict(exploration="per-entity", training="epochs", epochs_per_iterat
 
 @pytest.mark.parametrize("settings", [{}, DEPARTURES], ids=["official", "departures"])
 def test_search_is_deterministic_and_records_selection_signals(split, settings):
-    a = _strip(CIESS("mf", split, config(**settings)).run().to_dict())
-    b = _strip(CIESS("mf", split, config(**settings)).run().to_dict())
+    a = untimed(CIESS("mf", split, config(**settings)).run().to_dict())
+    b = untimed(CIESS("mf", split, config(**settings)).run().to_dict())
     assert a == b
-    c = _strip(CIESS("mf", split, config(**settings, seed=1)).run().to_dict())
+    c = untimed(CIESS("mf", split, config(**settings, seed=1)).run().to_dict())
     assert a["history"] != c["history"]
     assert {"valid_ndcg@20", "mean_user_quality", "noise"} <= set(a["history"][0])
     assert (a["history"][0]["noise"] is None) == bool(settings)
