@@ -401,6 +401,15 @@ def _check_index_floor(flag: str, shown: str, density: float, dim: int, shapes=N
                      f"{FLOAT_BYTES * dim} B per dense row): {_floor_fix(flag, floor)} (or raise --dim)")
 
 
+def _check_exact_index_floor(args, split, prune_split: str) -> None:
+    """After the data loaded, for element-wise budgets (magprune, pep, dnis in place): the exact CSR-index
+    floor of this backbone's tables, in the unit the user typed."""
+    from .search.prune import table_shapes
+    shown = f"{args.density:g}" if args.budget_flag == "--budget" else f"{1 - args.density:g}"
+    _check_index_floor(args.budget_flag, shown, args.density, args.dim,
+                       table_shapes(args.backbone, split, args.dim), prune_split)
+
+
 _METHOD_FLAGS = {  # flags that only one method reads, with their defaults: anything else is a mistake
     "ciess": {"budgets": None, "lam": None, "reward": "code", "schedule": "reduced", "episodes": None,
               "iterations": None, "training": None, "epochs_per_iteration": None, "iteration_batches": None,
@@ -693,10 +702,7 @@ def _cmd_search(args) -> int:
     _check_memory(args, split, model_kwargs, train_kwargs, copies=2 if args.method == "dnis" else 1)
     if args.method == "dnis":
         if args.derive == "in-place":
-            from .search.prune import table_shapes
-            shown = f"{args.density:g}" if args.budget_flag == "--budget" else f"{1 - args.density:g}"
-            _check_index_floor(args.budget_flag, shown, args.density, args.dim,
-                               table_shapes(args.backbone, split, args.dim), args.prune_split)
+            _check_exact_index_floor(args, split, args.prune_split)
         dnis = _run_dnis(args, split, model_kwargs)
         run = dnis.run
         if args.derive == "in-place":
@@ -735,11 +741,9 @@ def _cmd_search(args) -> int:
 def _cmd_prune(args, split, config, model_kwargs: dict, train_kwargs: dict) -> int:
     """magprune / pep after the data loaded: the exact CSR-index floor (in the user's unit), the memory
     estimate, the run, its table and JSON."""
-    from .search.prune import PEPConfig, run_magprune, run_pep, table_shapes
+    from .search.prune import PEPConfig, run_magprune, run_pep
     prune_split = args.prune_split if args.method == "magprune" else "global"
-    shown = f"{args.density:g}" if args.budget_flag == "--budget" else f"{1 - args.density:g}"
-    _check_index_floor(args.budget_flag, shown, args.density, args.dim,
-                       table_shapes(args.backbone, split, args.dim), prune_split)
+    _check_exact_index_floor(args, split, prune_split)
     _check_memory(args, split, model_kwargs, train_kwargs, copies=2)  # dense + masked; PEP: V and thresholds
     if args.method == "magprune":
         run = run_magprune(args.backbone, split, args.density, args.dim, config, prune_split, **model_kwargs)
