@@ -1,6 +1,8 @@
-"""MagPrune and PEP against ES at equal memory on LightGCN, ml-100k (Chapter 4).
+"""MagPrune, PEP and DNIS against ES at equal memory on ml-100k (Chapters 4 and 5).
 
-Protocol: ml-100k, random 8:1:1 split per user, d_max = 64, sparsities c = 50 / 80 / 90 / 95 %. For the
+Protocol: ml-100k, random 8:1:1 split per user (top-k backbones: LightGCN by default, MF, NeuMF, NGCF; test
+Recall@20 / NDCG@20 by full ranking) or over samples of the CTR view ``ml-100k-ctr`` (FM, DeepFM; test
+AUC / log loss), d_max = 64, sparsities c = 50 / 80 / 90 / 95 %. For the
 element-wise methods the budget is 1 - c of the dense tables' bytes, CSR index included (so they keep
 fewer entries than 1 - c); ES keeps 1 - c of the parameters as prefixes (its compact form adds its row
 offsets and padding, so it holds slightly *more* than 1 - c of the dense bytes: both are reported).
@@ -23,6 +25,7 @@ Resumable: the JSON is written atomically after every (method, sparsity, seed) c
     python benchmarks/prune.py                               # 3 seeds x 4 sparsities x 3 methods (long)
     python benchmarks/prune.py --seeds 0 --epochs 100        # one seed, shorter cap
     python benchmarks/prune.py --quick --out /tmp/prune.json # smoke run: 2 epochs, one seed, c = 90 %
+    python benchmarks/prune.py --backbone deepfm --out benchmarks/out/prune_deepfm_all.json
 
 Writes benchmarks/out/prune.json (or --out).
 """
@@ -41,6 +44,7 @@ from common import machine
 from recsize.data import prepare
 from recsize.files import write_json
 from recsize.search import PEPConfig, pep_search, run_baseline, run_magprune, run_pep, table_shapes, train_dense
+from recsize.search.compare import LABELS, LOWER_IS_BETTER, METRICS, _task
 from recsize.search.prune import prefix_density_for_bytes
 from recsize.search.dnis import DNISConfig, run_dnis, search as dnis_search
 from recsize.train import default_config
@@ -61,9 +65,11 @@ FIXED = ("backbone", "dataset", "dim", "epochs", "patience", "prune_split", "pep
          "pep_granularity", "quick")
 
 
-def record(method: str, sparsity: float, seed: int, run, seconds: dict) -> dict:
-    """One cell: the test metrics with the stored tables, bytes, kept entries, epochs and wall times."""
+def record(method: str, sparsity: float, seed: int, run, seconds: dict, metrics=METRICS["topk"]) -> dict:
+    """One cell: the test metrics with the stored tables (``metrics``: Recall@20 and NDCG@20 for top-k, AUC
+    and log loss for CTR), bytes, kept entries, epochs and wall times."""
     test = run.test_compact or run.result.test
+    valid = run.result.valid
     total = run.memory["total"]
     if method in ("es", "es-bytes") or method.startswith("dnis-prefix"):
         extra = {"form": "compact", "bytes": run.stored_bytes, "bytes_int32": None, "reached": None}
@@ -72,13 +78,13 @@ def record(method: str, sparsity: float, seed: int, run, seconds: dict) -> dict:
         extra = {"form": "csr", "bytes": run.stored_bytes, "bytes_int32": total["csr_int32"],
                  "reached": snap.get("reached"), "mask_epoch": snap.get("epoch")}
     return {"method": method, "sparsity": sparsity, "seed": seed, "density": round(1 - sparsity, 6),
-            "recall@20": test["recall@20"], "ndcg@20": test["ndcg@20"], "valid_ndcg@20": run.result.valid["ndcg@20"],
+            **{m: test[m] for m in metrics}, f"valid_{metrics[-1]}": valid[metrics[-1]],
             **extra, "budget_bytes": (1 - sparsity) * total["dense"], "dense_bytes": total["dense"],
             "kept": total["parameters"], "kept_fraction": total["density"], "best_epoch": run.result.best_epoch,
             "epochs": len(run.result.history), "seconds": seconds}
 
 
-def summarise(runs: list[dict]) -> list[dict]:
+def summarise(runs: list[dict], metrics=METRICS["topk"]) -> list[dict]:
     """Mean and standard deviation over seeds per (sparsity, method)."""
     rows = []
     for sparsity in sorted({r["sparsity"] for r in runs}):
@@ -87,7 +93,8 @@ def summarise(runs: list[dict]) -> list[dict]:
             if not mine:
                 continue
             row = {"sparsity": sparsity, "method": method, "n": len(mine), "form": mine[0]["form"]}
-            for k in ("recall@20", "ndcg@20", "bytes", "kept", "best_epoch"):
+            row["metrics"] = tuple(metrics)
+            for k in (*metrics, "bytes", "kept", "best_epoch"):
                 values = [r[k] for r in mine]
                 row[k] = (float(np.mean(values)), float(np.std(values)))
             row["budget_bytes"] = mine[0]["budget_bytes"]
@@ -103,16 +110,18 @@ def table(rows: list[dict]) -> str:
         return f"{text:>{width + (digits + 4 if n > 1 else 0)}s}"
     multi = any(r["n"] > 1 for r in rows)
     pad = 8 if multi else 0
-    lines = [f"{'c':>5s} {'method':16s}{'Recall@20':>{9 + pad}s}{'NDCG@20':>{10 + pad}s}{'KiB':>8s}"
+    first, second = rows[0]["metrics"] if rows else METRICS["topk"]
+    lines = [f"{'c':>5s} {'method':16s}{LABELS[first]:>{9 + pad}s}{LABELS[second]:>{10 + pad}s}{'KiB':>8s}"
              f"{'budget KiB':>11s}{'kept':>9s}{'best epoch':>{11 + (6 if multi else 0)}s}{'seeds':>6s}"]
     for r in rows:
-        best = max(x["ndcg@20"][0] for x in rows if x["sparsity"] == r["sparsity"])
-        mark = "*" if r["ndcg@20"][0] == best else " "
+        sign = -1 if second in LOWER_IS_BETTER else 1
+        best = max(sign * x[second][0] for x in rows if x["sparsity"] == r["sparsity"])
+        mark = "*" if sign * r[second][0] == best else " "
         note = f"  ({r['unreached']} seed(s): budget not reached, last state cut)" if r["unreached"] else ""
         n = r["n"] if multi else 1
         epoch = f"{r['best_epoch'][0]:.1f}" + (f" ± {r['best_epoch'][1]:.1f}" if n > 1 else "")
-        lines.append(f"{100 * r['sparsity']:4.0f}% {r['method']:16s}{cell(r['recall@20'], n)} "
-                     f"{cell(r['ndcg@20'], n)}{mark}{r['bytes'][0] / 1024:>7.1f}{r['budget_bytes'] / 1024:>11.1f}"
+        lines.append(f"{100 * r['sparsity']:4.0f}% {r['method']:16s}{cell(r[first], n)} "
+                     f"{cell(r[second], n)}{mark}{r['bytes'][0] / 1024:>7.1f}{r['budget_bytes'] / 1024:>11.1f}"
                      f"{r['kept'][0]:>9,.0f}{epoch:>{11 + (6 if multi else 0)}s}{r['n']:>6d}{note}")
     return "\n".join(lines)
 
@@ -133,7 +142,7 @@ def load(path: Path, settings: dict) -> list[dict]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--backbone", default="lightgcn", choices=["lightgcn", "mf", "neumf", "ngcf"])
+    p.add_argument("--backbone", default="lightgcn", choices=["lightgcn", "mf", "neumf", "ngcf", "fm", "deepfm"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--sparsities", nargs="+", type=float, default=list(SPARSITIES))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -156,7 +165,9 @@ def main(argv=None) -> int:
         args.epochs, args.patience, args.pep_epochs = 2, 1, 2
     keys = ("backbone", "seeds", "sparsities", "methods", "dim", "epochs", "patience", "prune_split", "pep_epochs",
             "pep_init", "pep_scale", "pep_granularity", "quick")
-    settings = {"dataset": "ml-100k", **{k: getattr(args, k) for k in keys}}
+    task = _task(args.backbone)
+    metrics = METRICS[task]
+    settings = {"dataset": "ml-100k-ctr" if task == "ctr" else "ml-100k", **{k: getattr(args, k) for k in keys}}
     runs = load(args.out, settings)
     done = {(r["method"], r["sparsity"], r["seed"]) for r in runs}
     pep = PEPConfig(granularity=args.pep_granularity, threshold_init=args.pep_init, scale=args.pep_scale,
@@ -171,7 +182,7 @@ def main(argv=None) -> int:
         todo = [(m, c) for c in args.sparsities for m in args.methods if (m, c, seed) not in done]
         if not todo:
             continue
-        split = prepare("ml-100k", "random-811", seed=seed, verbose=False)
+        split = prepare(settings["dataset"], "random-811", seed=seed, verbose=False)
         config = default_config(args.backbone, epochs=args.epochs, patience=args.patience, seed=seed, progress=False)
         dense = searched = dnis = None
         for method, sparsity in todo:
@@ -180,7 +191,7 @@ def main(argv=None) -> int:
             if method == "magprune" and dense is None:
                 dense = train_dense(args.backbone, split, args.dim, config)
                 print(f"seed {seed}: dense {args.backbone} best epoch {dense.best_epoch}, {dense.seconds:.1f} s, "
-                      f"test NDCG@20 {dense.test['ndcg@20']:.4f}", flush=True)
+                      f"test {metrics[-1]} {dense.test[metrics[-1]]:.4f}", flush=True)
             if method == "pep" and searched is None:
                 missing = [round(1 - c, 6) for m, c in todo if m == "pep"]
                 searched = pep_search(args.backbone, split, missing, args.dim, config, pep)
@@ -218,19 +229,19 @@ def main(argv=None) -> int:
                     continue
                 run = run_baseline(args.backbone, split, "es", fitted, args.dim, config, seed=seed)
                 stage = {"train": time.perf_counter() - begin}
-            runs.append(record(method, sparsity, seed, run, stage))
+            runs.append(record(method, sparsity, seed, run, stage, metrics))
             done.add((method, sparsity, seed))
             r = runs[-1]
-            print(f"  seed {seed} c = {100 * sparsity:.0f} % {method:8s} Recall@20 {r['recall@20']:.4f} NDCG@20 "
-                  f"{r['ndcg@20']:.4f} {r['bytes'] / 1024:7.1f} KiB ({r['form']}), kept {r['kept']:,}, best epoch "
+            print(f"  seed {seed} c = {100 * sparsity:.0f} % {method:8s} {metrics[0]} {r[metrics[0]]:.4f} {metrics[1]} "
+                  f"{r[metrics[1]]:.4f} {r['bytes'] / 1024:7.1f} KiB ({r['form']}), kept {r['kept']:,}, best epoch "
                   f"{r['best_epoch']} of {r['epochs']}, {time.perf_counter() - begin:.1f} s", flush=True)
             save()
     wall = time.perf_counter() - start_all
-    rows = summarise([r for r in runs if r["seed"] in args.seeds and r["sparsity"] in args.sparsities])
-    print(f"\n{args.backbone} on ml-100k, d_max = {args.dim}: MagPrune ({args.prune_split}) and PEP at 1 - c of the "
+    rows = summarise([r for r in runs if r["seed"] in args.seeds and r["sparsity"] in args.sparsities], metrics)
+    print(f"\n{args.backbone} on {settings['dataset']}, d_max = {args.dim}: MagPrune ({args.prune_split}) and PEP at 1 - c of the "
           f"dense bytes (CSR), ES at 1 - c of the parameters and es-bytes at 1 - c of the dense bytes (compact); "
           f"test split, mean ± std over seeds "
-          f"{args.seeds} (* best NDCG@20 per c); {machine()}; this run {wall / 60:.1f} min")
+          f"{args.seeds} (* best {metrics[-1]} per c); {machine()}; this run {wall / 60:.1f} min")
     print(table(rows))
     save(partial=False)
     data = json.loads(args.out.read_text())
