@@ -14,7 +14,9 @@ offsets and padding, so it holds slightly *more* than 1 - c of the dense bytes: 
   initial weights with its mask (``pep_search`` + ``run_pep``; the authors' defaults unless changed);
 * ES at equal bytes (``es-bytes``): ES with the largest density whose compact tables (values, offsets,
   padding) fit in the same 1 - c of the dense bytes as MagPrune and PEP; skipped (said so) where that leaves
-  less than one dimension per row (c = 95 % at d_max = 64).
+  less than one dimension per row (c = 95 % at d_max = 64);
+* MDE at equal bytes (``mde-bytes``): the frequency rule at that same density (its compact form holds the
+  same values and offsets, so the same bytes up to padding).
 
 Every training uses the backbone's trainer settings, the same epoch cap (``--epochs``) and patience
 (``--patience``, default 10). Reported per cell: test Recall@20 / NDCG@20 with the stored (CSR or compact)
@@ -59,7 +61,7 @@ DNIS_VARIANTS = {
     "dnis-prefix-old": {"derive": "prefix-retrain", "prune_by": "alpha-weight", "budget_split": "per-table"},
 }
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
-METHODS = ("magprune", "pep", "es", "es-bytes", *DNIS_VARIANTS)
+METHODS = ("magprune", "pep", "es", "es-bytes", "mde-bytes", *DNIS_VARIANTS)
 # settings that change the numbers of a cell: a resumed run must share them
 FIXED = ("backbone", "dataset", "dim", "epochs", "patience", "prune_split", "pep_epochs", "pep_init", "pep_scale",
          "pep_granularity", "quick")
@@ -71,7 +73,7 @@ def record(method: str, sparsity: float, seed: int, run, seconds: dict, metrics=
     test = run.test_compact or run.result.test
     valid = run.result.valid
     total = run.memory["total"]
-    if method in ("es", "es-bytes") or method.startswith("dnis-prefix"):
+    if method in ("es", "es-bytes", "mde-bytes") or method.startswith("dnis-prefix"):
         extra = {"form": "compact", "bytes": run.stored_bytes, "bytes_int32": None, "reached": None}
     else:
         snap = run.info.get("snapshot", {})
@@ -224,10 +226,10 @@ def main(argv=None) -> int:
             else:
                 fitted = prefix_density_for_bytes(table_shapes(args.backbone, split, args.dim), density)
                 if fitted is None:
-                    print(f"  seed {seed} c = {100 * sparsity:.0f} % es-bytes: skipped, the compact form's offsets "
+                    print(f"  seed {seed} c = {100 * sparsity:.0f} % {method}: skipped, the compact form's offsets "
                           "leave less than one dimension per row in this budget", flush=True)
                     continue
-                run = run_baseline(args.backbone, split, "es", fitted, args.dim, config, seed=seed)
+                run = run_baseline(args.backbone, split, method.split("-")[0], fitted, args.dim, config, seed=seed)
                 stage = {"train": time.perf_counter() - begin}
             runs.append(record(method, sparsity, seed, run, stage, metrics))
             done.add((method, sparsity, seed))

@@ -186,6 +186,7 @@ PRUNE_NAMES = {"dnis": "DNIS in place, \\|E\\| (authors)", "dnis-alpha": "DNIS i
                "dnis-prefix": "DNIS prefix widths, retrained (1 - c of the parameters)",
                "dnis-prefix-old": "DNIS prefix, \\|alpha E\\| per table (recsize before; parameters)",
                "magprune": "MagPrune (no alpha)", "pep": "PEP", "es-bytes": "ES, equal bytes",
+               "mde-bytes": "MDE, equal bytes",
                "es": "ES (1 - c of the parameters)"}
 
 
@@ -197,25 +198,29 @@ def load_prune(prefix: str, out: Path = OUT) -> tuple[list[dict], list[dict]]:
 
 
 def render_prune(runs: list[dict], settings: list[dict]) -> str:
-    """Element-wise methods, DNIS's derivations and ES at equal bytes (``benchmarks/prune.py``): per budget
-    and method, the per-seed test Recall@20, the mean and the paired difference to ES at equal bytes with
-    its 95 % t interval (the seeds share their splits), kept entries, stored bytes, best epoch of the
-    final training and its wall time."""
-    from recsize.search.compare import paired_summary
+    """Element-wise methods, DNIS's derivations, ES and MDE at equal bytes (``benchmarks/prune.py``): per
+    budget and method, the per-seed test quality (Recall@20 for top-k backbones, AUC for CTR ones), the mean
+    and the paired difference to ES at equal bytes with its 95 % t interval (the seeds share their splits),
+    kept entries, stored bytes, best epoch of the final training and its wall time."""
+    from recsize.search.compare import LABELS, METRICS, paired_summary
     first = settings[0]
+    metric = METRICS["ctr" if first["dataset"].endswith("-ctr") else "topk"][0]
+    label = LABELS[metric]
     seeds = sorted({r["seed"] for r in runs})
-    lines = [f"{first['backbone']} on {first['dataset']} (random 8:1:1 per user, full ranking), d_max "
+    protocol = ("random 8:1:1 over samples" if first["dataset"].endswith("-ctr")
+                else "random 8:1:1 per user, full ranking")
+    lines = [f"{first['backbone']} on {first['dataset']} ({protocol}), d_max "
              f"{first['dim']}; every training capped at {first['epochs']} epochs with patience {first['patience']}. "
-             f"Machine: {first['machine']}. Test Recall@20 with the stored tables; Δ: paired difference to "
+             f"Machine: {first['machine']}. Test {label} with the stored tables; Δ: paired difference to "
              "ES at equal bytes, mean [95 % interval] over the seeds both ran; bold: best mean per budget at equal "
              "bytes (plain ES and DNIS's prefix widths keep 1 - c of the parameters and take more bytes).", "",
              "| c | method | " + " | ".join(f"seed {s}" for s in seeds)
              + " | mean | Δ vs ES, equal bytes | kept | KiB | best epoch | final training s |",
              "|---|---|" + "---|" * len(seeds) + "---|---|---|---|---|---|"]
-    rows = paired_summary(runs, "es-bytes", "recall@20", PRUNE_NAMES)
+    rows = paired_summary(runs, "es-bytes", metric, PRUNE_NAMES)
     for row in rows:
         c, m, mine = row["sparsity"], row["method"], list(row["cells"].values())
-        cells = [f"{row['cells'][s]['recall@20']:.4f}" if s in row["cells"] else "" for s in seeds]
+        cells = [f"{row['cells'][s][metric]:.4f}" if s in row["cells"] else "" for s in seeds]
         d, delta = row["delta"], ""
         if d is not None:
             delta = f"{d['mean']:+.4f}" + ("" if d["low"] is None else f" [{d['low']:+.4f}, {d['high']:+.4f}]")
@@ -252,7 +257,8 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
 
 
 AT_PARAMETERS = ("es", "dnis-prefix", "dnis-prefix-old")   # budgeted in parameters: more bytes than the rest
-MERGED = {"prune_lightgcn": lambda out: render_prune(*load_prune("prune_lightgcn", out))}
+MERGED = {f"prune_{b}": (lambda out, b=b: render_prune(*load_prune(f"prune_{b}", out)))
+          for b in ("lightgcn", "neumf", "deepfm")}
 
 
 RENDERERS = {"backbones": render_backbones, "embedding": render_embedding, "dnis": render_dnis,

@@ -79,3 +79,17 @@ def test_prune_table_pairs_seeds_against_es_at_equal_bytes():
     dnis = next(line for line in text.splitlines() if "DNIS in place" in line)
     assert "-0.0500 (n = 1)" in dnis and "\\|E\\|" in dnis            # one pair: no interval; pipes escaped
     assert "Machine: test machine" in text
+
+
+def test_prune_table_of_a_ctr_backbone_reads_auc():
+    def cell(method, seed, auc):
+        return {"method": method, "sparsity": 0.8, "seed": seed, "auc": auc, "logloss": 0.5, "kept": 10,
+                "bytes": 1024, "best_epoch": 3, "seconds": {"train": 1.0}}
+    runs = [cell("es-bytes", s, 0.78) for s in (0, 1)] + [cell("mde-bytes", s, 0.77) for s in (0, 1)]
+    settings = [{"backbone": "deepfm", "dataset": "ml-100k-ctr", "dim": 64, "epochs": 300, "patience": 10,
+                 "machine": "test machine"}]
+    text = report.render_prune(runs, settings)
+    assert "Test AUC" in text and "over samples" in text
+    mde = next(line for line in text.splitlines() if "MDE, equal bytes" in line)
+    assert "0.7700" in mde and "-0.0100 [" in mde
+    assert "**0.7800**" in next(line for line in text.splitlines() if "ES, equal bytes" in line)
