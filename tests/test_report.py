@@ -92,4 +92,4 @@ def test_prune_table_of_a_ctr_backbone_reads_auc():
     assert "Test AUC" in text and "over samples" in text
     mde = next(line for line in text.splitlines() if "MDE, equal bytes" in line)
     assert "0.7700" in mde and "-0.0100 [" in mde
-    assert "**0.7800**" in next(line for line in text.splitlines() if "ES, equal bytes" in line)
+    assert "**0.7800**" in next(line for line in text.splitlines() if "| ES, equal bytes |" in line)
