@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -83,6 +84,19 @@ def features_data(n_users: int = 30, n_items: int = 40, n: int = 600, seed: int 
         item_features={"genre": item_genre,
                        "release_year": np.array([str(1990 + i % 7) for i in range(n_items)]),
                        "title": np.array([f"Movie {i}" for i in range(n_items)])})
+
+
+@pytest.fixture(scope="session")
+def torchrec():
+    """TorchRec, imported (Appendix A): skipped without the torchrec extra, a failure where CI requires it
+    (.ci/run sets RECSIZE_REQUIRE_TORCHREC=1)."""
+    from recsize.torchrec_export import TorchRecMissing, require_torchrec
+    try:
+        return require_torchrec()
+    except TorchRecMissing as e:
+        if os.environ.get("RECSIZE_REQUIRE_TORCHREC") == "1":
+            pytest.fail(f"RECSIZE_REQUIRE_TORCHREC=1 but {e}", pytrace=False)
+        pytest.skip(str(e))
 
 
 @pytest.fixture
