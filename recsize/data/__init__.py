@@ -12,6 +12,10 @@ __all__ = ["CTR_FIELDS", "CTRData", "CTRSplit", "ctr_view", "encode_fields", "ma
            "PROTOCOLS", "Split", "make_split", "random_split", "ratio_counts", "temporal_split",
            "make_synthetic"]
 
+# Planted-truth data (Chapter 8): true widths in groups independent of popularity, at two sizes.
+PLANTED = {"planted-100k": {"n_users": 943, "n_items": 1682, "mean_per_user": 75, "zipf": 1.5},
+           "planted-1m": {"n_users": 6040, "n_items": 3706, "mean_per_user": 120, "zipf": 1.5}}
+
 # The synthetic CTR data of Chapter 7 and benchmarks/ihas.py: 4 segments, each using 2 of 8 fields.
 SYNTHETIC_CTR = {"n": 40000, "n_fields": 9, "segments": 4, "cardinality": 200}
 
@@ -19,8 +23,15 @@ SYNTHETIC_CTR = {"n": 40000, "n_fields": 9, "segments": 4, "cardinality": 200}
 def prepare(name: str, protocol: str = "random-811", seed: int = 0, verbose: bool = False, **kwargs):
     """Load dataset ``name`` and split it: a :class:`Split` for top-k data, a :class:`CTRSplit` for a
     CTR view (``ml-100k-ctr``, random 8:1:1 over samples; ``synthetic-ctr``, the segment data of
-    Chapter 7 with the benchmark's settings, :data:`SYNTHETIC_CTR`, overridable by keyword). Explained in
-    Chapter 2."""
+    Chapter 7 with the benchmark's settings, :data:`SYNTHETIC_CTR`, overridable by keyword); ``planted-100k``
+    and ``planted-1m`` are :func:`make_synthetic` data whose true widths are independent of popularity
+    (``widths="groups"``) at ml-100k's and ML-1M's sizes (:data:`PLANTED`, overridable by keyword), generated
+    with ``seed`` and split with it. Explained in Chapter 2."""
+    if name in PLANTED:
+        data = make_synthetic(**{**PLANTED[name], "widths": "groups", "seed": seed, "name": name, **kwargs})
+        if verbose:
+            print(data)
+        return make_split(data, protocol, seed=seed, verbose=verbose)
     if name == "synthetic-ctr":
         split = split_ctr(make_synthetic_ctr(seed=seed, **{**SYNTHETIC_CTR, **kwargs}), seed=seed)
         if verbose:
@@ -42,5 +53,5 @@ def prepare(name: str, protocol: str = "random-811", seed: int = 0, verbose: boo
     return make_split(data, protocol, seed=seed, verbose=verbose)
 
 
-DATASET_CHOICES = (*DATASETS, "ml-100k-ctr", "synthetic-ctr")
-__all__ += ["prepare", "DATASET_CHOICES", "SYNTHETIC_CTR"]
+DATASET_CHOICES = (*DATASETS, *PLANTED, "ml-100k-ctr", "synthetic-ctr")
+__all__ += ["prepare", "DATASET_CHOICES", "PLANTED", "SYNTHETIC_CTR"]
