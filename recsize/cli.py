@@ -9,6 +9,7 @@
     recsize search --method ihas --backbone deepfm --dataset ml-100k-ctr --budget 0.2 --clusters 4  (Chapter 7)
     recsize search --method magprune --backbone lightgcn --dataset ml-100k --sparsity 0.9   (Chapter 4)
     recsize search --method pep --backbone lightgcn --dataset ml-100k --budget 0.1   (Chapter 4)
+    recsize export --format torchrec --out export.pt user=user.pt item=item.pt   (Appendix A)
     recsize book run --out results/book       (README: every chapter through papermill)
     recsize book build                        (README: the HTML book in book/_build/html)
 """
@@ -266,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dual ascent step of lambda_s per batch (default 0.002)")
     h.add_argument("--polarisation-weight", type=_nonneg_float, default=0.01,
                    help="final weight lambda_p of the polarisation term (default 0.01)")
+    h.add_argument("--cluster-init", choices=["scratch", "search"], default="scratch",
+                   help="cluster models start from scratch (recsize's choice) or from the search model's weights "
+                        "(default scratch)")
+    h.add_argument("--charge", choices=["routing+linear", "embeddings"], default="routing+linear",
+                   help="the budget also counts routing and the K - 1 extra first-order tables (default), or the "
+                        "cluster tables only")
     h.add_argument("--ctr-file", type=Path, help="a Criteo or Avazu file to use instead of --dataset")
     h.add_argument("--ctr-format", choices=["criteo", "avazu"], default="criteo", help="format of --ctr-file")
     h.add_argument("--max-rows", type=_positive_int, help="read at most this many samples of --ctr-file")
@@ -303,6 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="write sizes, metrics, memory and history as JSON here")
     s.add_argument("--quiet", action="store_true", help="no progress bars or dataset messages")
     p.search_parser = s  # main() checks the budget flags per method with this parser's error()
+
+    e = sub.add_parser("export", help="export saved compact tables for a production library (TorchRec)",
+                       description="Turn compact tables saved by CompactEmbedding.save (Appendix A) into one "
+                                   "TorchRec table per (role, width bucket), widths rounded up to a multiple of "
+                                   "4, with the id -> (bucket, row) index; every row is checked against the "
+                                   "compact lookup before the file is written. Serve it sharded with: torchrun "
+                                   "--nproc-per-node 2 -m recsize.torchrec_shard OUT. Explained in Appendix A.")
+    e.add_argument("--format", choices=["torchrec"], required=True, help="the target library")
+    e.add_argument("--out", type=Path, required=True, help="the export file to write (never overwritten)")
+    e.add_argument("--round-to", type=_positive_int, default=4,
+                   help="round widths up to a multiple of this (a multiple of 4; default 4)")
+    e.add_argument("tables", nargs="+", metavar="ROLE=FILE",
+                   help="a saved compact table per embedding role, e.g. user=results/chA1/user.pt")
 
     book = sub.add_parser("book", help="run the book's chapters, or build the book as HTML")
     bsub = book.add_subparsers(dest="book_command", required=True, metavar="ACTION")
@@ -422,7 +442,7 @@ _METHOD_FLAGS = {  # flags that only one method reads, with their defaults: anyt
              "min_size": 1, "granularity": "row"},
     "ihas": {"clusters": 4, "gate_blocks": 4, "route_dim": 2, "sparsity_weight": 0.0, "dual_lr": 0.002,
              "polarisation_weight": 0.01, "ctr_file": None, "ctr_format": "criteo", "max_rows": None,
-             "min_count": 1},
+             "min_count": 1, "cluster_init": "scratch", "charge": "routing+linear"},
     "mde": {"alpha": 0.3},
     "magprune": {"prune_split": "global"},
     "pep": {"pep_granularity": "feature_dim", "pep_init": -15.0, "pep_scale": 1.0, "pep_epochs": 300},
@@ -633,7 +653,8 @@ def _cmd_ihas(args) -> int:
                       search_epochs=20 if args.search_epochs is None else args.search_epochs,
                       sparsity_weight=args.sparsity_weight,
                       dual_lr=args.dual_lr, polarisation_weight=args.polarisation_weight,
-                      lr=train_kwargs.get("lr", 1e-3), batch_size=train_kwargs.get("batch_size", 2048))
+                      lr=train_kwargs.get("lr", 1e-3), batch_size=train_kwargs.get("batch_size", 2048),
+                      cluster_init=args.cluster_init, charge=args.charge)
     if args.ctr_file:
         data = read_ctr_file(args.ctr_file, args.ctr_format, args.max_rows, args.min_count)
         split = split_ctr(data, seed=args.seed)
@@ -658,8 +679,12 @@ def _cmd_ihas(args) -> int:
               f"{b['cluster_parameters'][k]:>12,}{format_bytes(b['cluster_bytes'][k]):>12s}   "
               + " ".join(f"{w:.0f}" for w in widths[k]))
     r = b["routing_parameters"]
+    free = "" if b["charge"] == "routing+linear" else " (not charged)"
     print(f"{'routing':10s}{'':17s}{r['total']:>12,}{format_bytes(b['routing_bytes']):>12s}   "
-          f"router table {r['router_table']:,}, gate network {r['gate_network']:,}, centroids {r['centroids']:,}")
+          f"router table {r['router_table']:,}, gate network {r['gate_network']:,}, centroids {r['centroids']:,}"
+          + free)
+    print(f"{'1st order':10s}{'':17s}{r['first_order']:>12,}{format_bytes(b['first_order_bytes']):>12s}   "
+          f"first-order weights of the {len(run.models) - 1} cluster models beyond one" + free)
     print(f"{'total':10s}{'':17s}{b['total_parameters']:>12,}{format_bytes(b['total_bytes']):>12s}   "
           f"= the budget's {b['target_parameters']:,} (non-embedding parameters, K copies: "
           f"{b['non_embedding_parameters']:,})")
@@ -816,6 +841,66 @@ def _run_dnis(args, split, model_kwargs):
     return run_dnis(args.backbone, split, args.density, config, **model_kwargs)
 
 
+def _export_inputs(specs: list[str], out: Path) -> dict[str, Path]:
+    """ROLE=FILE arguments of ``recsize export``, checked before anything is read."""
+    files = {}
+    for spec in specs:
+        role, sep, name = spec.partition("=")
+        if not sep or not role.isidentifier() or not name:
+            raise ValueError(f"{spec!r}: give each table as ROLE=FILE, e.g. user=results/chA1/user.pt")
+        if role in files:
+            raise ValueError(f"role {role!r} is given twice")
+        files[role] = Path(name).expanduser()
+        if files[role].resolve() == out.resolve():
+            raise ValueError(f"--out {out} is also the input of role {role!r}: give another --out")
+    return files
+
+
+def _cmd_export(args) -> int:
+    from .budget import format_bytes
+    from .embedding import CompactEmbedding
+    from .torchrec_export import KERNEL_MULTIPLE, export_tables, require_torchrec
+    out = args.out.expanduser()
+    if out.exists() or out.is_symlink():
+        raise ValueError(f"--out {out} exists: recsize does not overwrite it; choose another name")
+    from .files import check_output_file
+    check_output_file(out, "--out")
+    if args.round_to % KERNEL_MULTIPLE:
+        raise ValueError(f"--round-to {args.round_to}: TorchRec's kernels want widths divisible by "
+                         f"{KERNEL_MULTIPLE}; use a multiple of {KERNEL_MULTIPLE}")
+    files = _export_inputs(args.tables, out)
+    require_torchrec()  # the check below runs every row through TorchRec's collection
+    import torch
+
+    from .torchrec_lookup import BucketLookup
+    tables = {}
+    for role, path in files.items():
+        try:
+            tables[role] = CompactEmbedding.load(path)
+        except ValueError as e:  # torch.load's own reasons run over many lines: one is enough here
+            if "\n" not in str(e):
+                raise
+            raise ValueError(f"{path} is not a compact embedding file (CompactEmbedding.save writes them): "
+                             "it could not be read as one") from None
+    export = export_tables(tables, round_to=args.round_to)
+    with torch.no_grad():
+        ids = {role: torch.arange(t.num_rows) for role, t in tables.items()}
+        rows = BucketLookup(export)(ids)
+        bad = [role for role, t in tables.items() if not torch.equal(rows[role], t(ids[role]))]
+    if bad:
+        raise RuntimeError(f"the TorchRec lookups of {bad} differ from the compact lookups")
+    export.save(out)
+    print(f"{'table':16s}{'rows':>10s}{'width':>7s}{'bytes':>12s}")
+    for name, weight in export.weights.items():
+        print(f"{name:16s}{weight.shape[0]:>10,}{weight.shape[1]:>7d}"
+              f"{format_bytes(weight.numel() * weight.element_size()):>12s}")
+    compact = sum(t.num_bytes() for t in tables.values())
+    print(f"{len(export.weights)} TorchRec tables, {format_bytes(export.num_bytes())} with the index "
+          f"(compact: {format_bytes(compact)}); every row equals the compact lookup")
+    print(f"written to {out}; serve it sharded: torchrun --nproc-per-node 2 -m recsize.torchrec_shard {out}")
+    return 0
+
+
 def _cmd_book_build(args) -> int:
     from .book import BOOK, BookBuildFailed, build_book
     try:
@@ -869,6 +954,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_train(args)
         if args.command == "search":
             return _cmd_search(args)
+        if args.command == "export":
+            return _cmd_export(args)
         if args.command == "book" and args.book_command == "build":
             return _cmd_book_build(args)
         if args.command == "book":

@@ -10,8 +10,10 @@ import torch
 
 from recsize.backbones import build_backbone
 from recsize.embedding import CompactEmbedding, CSREmbedding, compact_factory
+from conftest import one_line_error
+from recsize.cli import main
 from recsize.torchrec_export import (INSTALL, BucketExport, TorchRecMissing, bucket_widths, export_tables,
-                                     require_torchrec)
+                                     has_torchrec, require_torchrec)
 
 
 def sizes_for(rows: int, d_max: int, seed: int) -> np.ndarray:
@@ -130,3 +132,55 @@ def test_missing_torchrec_says_how_to_install(monkeypatch):
     with pytest.raises(TorchRecMissing) as e:
         require_torchrec()
     assert INSTALL in str(e.value) and "\n" not in str(e.value)
+
+
+def saved_tables(folder, d_max: int = 10) -> list[str]:
+    torch.manual_seed(0)
+    specs = []
+    for seed, (role, rows) in enumerate((("user", 12), ("item", 20))):
+        CompactEmbedding(sizes_for(rows, d_max, seed), d_max).save(folder / f"{role}.pt")
+        specs.append(f"{role}={folder / f'{role}.pt'}")
+    return specs
+
+
+def test_cli_export(torchrec, tmp_path, capsys):
+    specs = saved_tables(tmp_path)
+    assert main(["export", "--format", "torchrec", "--out", str(tmp_path / "out" / "export.pt"), *specs]) == 0
+    printed = capsys.readouterr().out
+    assert "item_w12" in printed and "every row equals the compact lookup" in printed
+    export = BucketExport.load(tmp_path / "out" / "export.pt")
+    assert set(export.tables_of) == {"user", "item"}
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["export.pt"]  # no temporary file left
+
+
+@pytest.mark.parametrize("case, needle", [("exists", "does not overwrite"), ("spec", "ROLE=FILE"),
+                                          ("missing", "nowhere.pt"), ("round", "multiple of 4"),
+                                          ("foreign", "is not a compact embedding file")])
+def test_cli_export_bad_input(tmp_path, capsys, case, needle):
+    specs = saved_tables(tmp_path)
+    out, extra = tmp_path / "export.pt", []
+    if case == "exists":
+        out.write_text("my notes")
+    elif case == "spec":
+        specs = [str(tmp_path / "user.pt")]
+    elif case == "missing":
+        specs = [f"user={tmp_path / 'nowhere.pt'}"]
+    elif case == "round":
+        extra = ["--round-to", "6"]
+    else:
+        (tmp_path / "notes.pt").write_text("not a table")
+        specs = [f"user={tmp_path / 'notes.pt'}"]
+    if case in ("missing", "foreign") and not has_torchrec():
+        pytest.skip("the inputs are read after TorchRec is found")
+    rc = main(["export", "--format", "torchrec", "--out", str(out), *extra, *specs])
+    one_line_error(capsys, rc, needle)
+    assert case != "exists" or out.read_text() == "my notes"
+    assert case == "exists" or not out.exists()
+
+
+def test_cli_export_without_torchrec(tmp_path, capsys, monkeypatch):
+    specs = saved_tables(tmp_path)
+    monkeypatch.setitem(sys.modules, "torchrec", None)
+    rc = main(["export", "--format", "torchrec", "--out", str(tmp_path / "export.pt"), *specs])
+    one_line_error(capsys, rc, "pip install --no-deps torchrec==1.8.0")
+    assert not (tmp_path / "export.pt").exists()
