@@ -156,8 +156,11 @@ def test_run_ihas_budget_accounting_and_determinism(ctr_split):
     assert b["target_parameters"] == target_parameters(density, data.n_features, d_max)
     assert b["total_parameters"] == b["target_parameters"]                 # exactly the uniform baseline's
     assert b["models_parameters"] == int(run.sizes.sum()) == sum(b["cluster_parameters"])
-    assert b["routing_parameters"]["total"] == b["target_parameters"] - b["models_parameters"]
+    r = b["routing_parameters"]                                          # routing and K - 1 first-order tables
+    assert r["first_order"] == (len(run.models) - 1) * data.n_features and b["charge"] == "routing+linear"
+    assert r["total"] + r["first_order"] == r["charged"] == b["target_parameters"] - b["models_parameters"]
     assert b["cluster_bytes"] == [compact_bytes(s, d_max) for s in run.sizes]
+    assert b["total_bytes"] == sum(b["cluster_bytes"]) + b["routing_bytes"] + 4 * r["first_order"]
     for k, model in enumerate(run.models):                               # what the modules really store
         assert model.feature.num_parameters() == b["cluster_parameters"][k]
     assert sum(run.cluster_sizes["train"]) == len(ctr_split.train)
@@ -178,9 +181,38 @@ def test_run_ihas_single_cluster_needs_no_routing(ctr_split):
     assert (run.route(ctr_split.data.X[:5]) == 0).all()
 
 
+def test_charging_nothing_gives_the_cluster_tables_the_whole_budget(ctr_split):
+    run = run_ihas("fm", ctr_split, 0.5, 8, small_config(charge="embeddings"), TRAIN, seed=0)
+    b = run.budget
+    assert b["models_parameters"] == b["target_parameters"] == b["total_parameters"]
+    assert b["routing_parameters"]["charged"] == 0 and b["routing_parameters"]["total"] > 0   # stored, not charged
+    assert b["total_bytes"] > sum(b["cluster_bytes"])
+
+
+def test_cluster_models_warm_started_from_the_search_model(ctr_split):
+    from recsize.embedding import masked_factory
+    from recsize.search.ihas import search, warm_start
+    model, _, _ = search("fm", ctr_split, 0.5, 8, small_config(), seed=0)
+    sizes = np.random.default_rng(0).integers(0, 9, ctr_split.data.n_features)
+    warm = warm_start("fm", ctr_split, 8, masked_factory({"feature": sizes}, 8), model, seed=1)
+    keep = np.arange(8)[None, :] < sizes[:, None]
+    got, source = warm.feature.weight.detach().numpy(), model.feature.weight.detach().numpy()
+    assert np.array_equal(got[keep], source[keep]) and not got[~keep].any()
+    assert torch.equal(warm.linear.weight, model.linear.weight) and torch.equal(warm.bias, model.bias)
+    scratch = run_ihas("fm", ctr_split, 0.5, 8, small_config(), TRAIN, seed=0)
+    warmed = run_ihas("fm", ctr_split, 0.5, 8, small_config(cluster_init="search"), TRAIN, seed=0)
+    assert np.array_equal(scratch.sizes, warmed.sizes) and scratch.test != warmed.test   # same widths, other start
+    again = run_ihas("fm", ctr_split, 0.5, 8, small_config(cluster_init="search"), TRAIN, seed=0)
+    assert again.test == warmed.test
+
+
 def test_bad_inputs(ctr_split, tiny_split):
     with pytest.raises(ValueError, match="clusters"):
         IHASConfig(clusters=0)
+    with pytest.raises(ValueError, match="cluster_init"):
+        IHASConfig(cluster_init="pretrained")
+    with pytest.raises(ValueError, match="charge"):
+        IHASConfig(charge="all")
     with pytest.raises(ValueError, match="budget"):
         run_ihas("fm", ctr_split, 1.5, 8, small_config(), TRAIN)
     with pytest.raises(ValueError, match="budget"):

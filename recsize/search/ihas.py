@@ -44,10 +44,17 @@ Everything below the outline is **our** reading (Chapter 7 lists it):
   models share what is left (:func:`routing_parameters`). K = 1 needs no routing. (``IHASRun`` keeps the
   whole search model in memory for convenience; routing reads only those ``route_dim`` columns.)
 
-Budget accounting: total embedding parameters = sum over clusters of the kept entries of their tables +
-the router's parameters = ``target_parameters(density, n_features, d_max)``, exactly what the uniform
-baseline (ES) keeps in its one table. The non-embedding parameters (first-order weights, DeepFM's MLP) are
-not part of the embedding budget in recsize; iHAS has K copies of them, reported separately.
+* each cluster's model is trained from scratch on its own samples (``cluster_init="scratch"``, our choice:
+  the paper does not say); ``cluster_init="search"`` warm-starts every cluster model from the search
+  model's weights instead, its table cut to the cluster's widths.
+
+Budget accounting (``charge``): with ``"routing+linear"`` (default) total embedding parameters = sum over
+clusters of the kept entries of their tables + the router's parameters + the first-order weight tables of
+the K - 1 cluster models beyond the first (one scalar per feature each: ES's single model has one such
+table, uncharged, so K = 1 charges nothing extra) = ``target_parameters(density, n_features, d_max)``,
+exactly what the uniform baseline (ES) keeps in its one table. ``charge="embeddings"`` charges neither
+(the cluster tables alone take the budget; routing and the extra first-order tables come free), the most
+favourable reading for iHAS. DeepFM's MLP, K copies of it, is reported separately under both.
 """
 from __future__ import annotations
 
@@ -152,6 +159,10 @@ def polarisation_penalty(mu: torch.Tensor) -> torch.Tensor:
 # 2. Search: train the backbone and the gates together
 # ---------------------------------------------------------------------------------------------------
 
+CLUSTER_INITS = ("scratch", "search")
+CHARGES = ("routing+linear", "embeddings")
+
+
 @dataclass
 class IHASConfig:
     """Settings of the three stages. Explained in Chapter 7."""
@@ -169,8 +180,14 @@ class IHASConfig:
     batch_size: int = 2048
     n_init: int = 10              # K-means restarts
     weight_by_rows: bool = False  # sparsity counts a field's gates by its number of rows (stored parameters)
+    cluster_init: str = "scratch"  # cluster models: "scratch" (ours) or "search" (warm start)
+    charge: str = "routing+linear"  # what the budget counts beyond the cluster tables (or "embeddings")
 
     def __post_init__(self):
+        if self.cluster_init not in CLUSTER_INITS:
+            raise ValueError(f"cluster_init must be one of {', '.join(CLUSTER_INITS)}, got {self.cluster_init!r}")
+        if self.charge not in CHARGES:
+            raise ValueError(f"charge must be one of {', '.join(CHARGES)}, got {self.charge!r}")
         if int(self.clusters) != self.clusters or self.clusters < 1:
             raise ValueError(f"clusters (K) must be an integer >= 1, got {self.clusters}")
         for name in ("n_blocks", "route_dim", "hidden", "search_epochs", "batch_size", "n_init"):
@@ -430,6 +447,26 @@ class IHASRun:
         return out
 
 
+def warm_start(backbone: str, split, d_max: int, factory, search_model, seed: int = 0, **model_kwargs):
+    """``backbone`` for ``split`` with the tables of ``factory`` (a cluster's widths) and every weight of
+    the search model: its table's entries beyond each row's width are zeroed. ``cluster_init="search"``.
+    Explained in Chapter 7."""
+    from ..backbones import build_backbone, defaults_for
+    from ..train import seed_everything
+    seed_everything(seed)
+    model = build_backbone(backbone, split, d_max, embedding=factory, **{**defaults_for(backbone)[0], **model_kwargs})
+    own, state = model.state_dict(), search_model.state_dict()
+    for key in own:
+        if key.endswith("sizes") or key.endswith("row_block"):
+            continue
+        own[key] = state[key].detach().to(own[key].device).clone()
+    table = model.feature
+    keep = torch.arange(d_max, device=own["feature.weight"].device)[None, :] < table.sizes[:, None]
+    own["feature.weight"] = own["feature.weight"] * keep
+    model.load_state_dict(own)
+    return model
+
+
 def _evaluate(run_predict, X, y) -> dict:
     from ..metrics import auc, log_loss
     p = run_predict(X)
@@ -447,7 +484,7 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
     from ..backbones import DEFAULTS
     from ..data import CTRSplit
     from ..embedding import compact_tables, masked_factory
-    from ..train import TrainConfig, default_config, fit
+    from ..train import TrainConfig, default_config, fit, train
     _check_ctr(backbone, split)
     density = check_budget(density)
     config = config or IHASConfig()
@@ -459,12 +496,20 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
     total = target_parameters(density, data.n_features, d_max)
     # the gate network's size does not depend on training: build one to count it
     probe = GateNetwork(data.n_fields, d_max, config.n_blocks, config.route_dim, config.hidden)
-    routing = routing_parameters(data.n_features, data.n_fields, config.route_dim, probe, K, config.n_blocks) \
-        if K > 1 else {"router_table": 0, "gate_network": 0, "centroids": 0, "total": 0}
-    models_total = total - routing["total"]
+
+    def charged(k: int, gate_net) -> dict:  # routing and the extra first-order tables of k cluster models
+        out = (routing_parameters(data.n_features, data.n_fields, config.route_dim, gate_net, k, config.n_blocks)
+               if k > 1 else {"router_table": 0, "gate_network": 0, "centroids": 0, "total": 0})
+        out["first_order"] = (k - 1) * data.n_features
+        out["charged"] = out["total"] + out["first_order"] if config.charge == "routing+linear" else 0
+        return out
+
+    routing = charged(K, probe)
+    models_total = total - routing["charged"]
     if models_total < data.n_fields:
         raise ValueError(f"at density {density:g} the budget keeps {total} parameters, but routing K = {K} "
-                         f"clusters alone needs {routing['total']}: raise the budget, lower route_dim or use K = 1")
+                         f"clusters and their first-order tables alone need {routing['charged']}: raise the "
+                         "budget, lower route_dim, use K = 1 or charge='embeddings'")
     start = time.perf_counter()
     # 1. search (the gates aim at the density left to the cluster models)
     search_model, gates, history = search(backbone, split, models_total / (data.n_features * d_max), d_max,
@@ -478,8 +523,8 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
     if K > 1:
         centroids = cluster_patterns(pat["train"], K, seed, config.n_init)
         K = len(centroids)  # K' <= K clusters that hold training samples; routing stores K' centroids
-        routing = routing_parameters(data.n_features, data.n_fields, config.route_dim, gates, K, config.n_blocks)
-        models_total = total - routing["total"]
+        routing = charged(K, gates)
+        models_total = total - routing["charged"]
         labels = {part: route(centroids, pat[part]) for part in pat}
     else:
         centroids = None
@@ -488,7 +533,7 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
     present = present_rows(data.X[split.train], labels["train"], K, data.n_features)
     sizes = allocate_sizes(widths, data.field_of_feature(), present, models_total, d_max)
     search_seconds = time.perf_counter() - start
-    # 3. retrain one model per cluster on its own samples
+    # 3. retrain one model per cluster on its own samples, from scratch or from the search model
     init = DEFAULTS[backbone.lower()].get("init", "xavier")
     models, non_embedding = [], 0
     for k in range(K):
@@ -497,21 +542,26 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
             va = split.valid  # too few validation samples of both labels: stop early on all of them
         sub = CTRSplit(data, tr, va, split.test[labels["test"] == k], split.seed)
         cfg = TrainConfig(**{**train_config.__dict__, "test": False, "seed": seed + k})
-        result = fit(backbone, sub, d_max, cfg, embedding=masked_factory({"feature": sizes[k]}, d_max, init),
-                     **model_kwargs)
+        factory = masked_factory({"feature": sizes[k]}, d_max, init)
+        if config.cluster_init == "scratch":
+            result = fit(backbone, sub, d_max, cfg, embedding=factory, **model_kwargs)
+        else:
+            result = train(warm_start(backbone, sub, d_max, factory, search_model, seed + k, **model_kwargs),
+                           sub, cfg)
         model = compact_tables(result.model)
         models.append(model)
         non_embedding += sum(p.numel() for n, p in model.named_parameters() if not n.startswith("feature"))
     retrain_seconds = time.perf_counter() - start - search_seconds
     per_cluster = [int(s.sum()) for s in sizes]
     router_bytes = (compact_bytes(np.full(data.n_features, config.route_dim), d_max) if K > 1 else 0)
-    budget = {"target_parameters": total, "cluster_parameters": per_cluster,
+    budget = {"target_parameters": total, "charge": config.charge, "cluster_parameters": per_cluster,
               "models_parameters": int(sum(per_cluster)), "routing_parameters": routing,
-              "total_parameters": int(sum(per_cluster)) + routing["total"],
+              "total_parameters": int(sum(per_cluster)) + routing["charged"],
               "cluster_bytes": [compact_bytes(s, d_max) for s in sizes],
               "routing_bytes": router_bytes + 4 * (routing["gate_network"] + routing["centroids"]),
               "non_embedding_parameters": int(non_embedding)}
-    budget["total_bytes"] = int(sum(budget["cluster_bytes"]) + budget["routing_bytes"])
+    budget["first_order_bytes"] = 4 * routing["first_order"]  # stored whatever is charged
+    budget["total_bytes"] = int(sum(budget["cluster_bytes"]) + budget["routing_bytes"] + budget["first_order_bytes"])
     cluster_sizes = {part: np.bincount(labels[part], minlength=K).tolist() for part in labels}
     run = IHASRun(density, d_max, config, history, widths, sizes, cluster_sizes, budget, {}, {},
                   search_model, gates, centroids, models, labels, data.offsets,
