@@ -15,16 +15,26 @@ and ``--screenshot`` are used instead (the figures are then checked through thei
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import secrets
 import shutil
+import signal
 import struct
 import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
+from urllib.error import URLError
 from urllib.parse import unquote, urljoin, urlparse
+from urllib.request import Request, urlopen
 
+import jupytext
 import nbformat
 import pytest
 
@@ -106,6 +116,16 @@ class PlaywrightBrowser:
     def _block(self, route):
         self.blocked.append(route.request.url)
         route.abort()
+
+    def app_page(self, origin: str, errors: list[str]):
+        """A new page, in its own browser context, for a web application served at ``origin`` (the
+        JupyterLab test): requests outside ``origin`` are blocked, page and console errors go to ``errors``."""
+        page = self._browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+        page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}")
+                if m.type == "error" and not self._blocked_request(m.text) else None)
+        page.route(re.compile(f"^(?!{re.escape(origin)}).*"), self._block)
+        return page
 
     @staticmethod
     def _blocked_request(text: str) -> bool:
@@ -330,3 +350,200 @@ def test_chapter_page(browser, book_html, chapter):
         assert any(_title(CHAPTERS[i + 1]) in h for h in after.h1[:1]), after.h1[:1]
     else:
         assert page.next is None or "genindex" in page.next, f"the last chapter links on to {page.next}"
+
+
+# --- JupyterLab, as a reader runs it --------------------------------------------------------------------------
+
+LAB_CHAPTER = "ch00_preface"  # the fastest chapter with a figure; it needs no data set
+LAB_TIMEOUT = 120  # seconds for each wait below (server start, notebook open, kernel, the whole run)
+
+
+def _wait(what: str, check, timeout: float = LAB_TIMEOUT, server=None):
+    """Poll ``check()`` until it returns something true; fail with ``what`` (and the server log) after
+    ``timeout`` seconds or as soon as the server process has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if server is not None and server.poll() is not None:
+            pytest.fail(f"JupyterLab exited (status {server.returncode}) while waiting for {what}:\n"
+                        + _log_tail(server), pytrace=False)
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}"
+                        + (f":\n{_log_tail(server)}" if server is not None else ""), pytrace=False)
+        time.sleep(0.2)
+
+
+def _log_tail(server, lines: int = 40) -> str:
+    return "\n".join(Path(server.args_log).read_text(errors="replace").splitlines()[-lines:])
+
+
+def _get(url: str) -> dict | None:
+    try:
+        with urlopen(url, timeout=10) as r:
+            return json.loads(r.read())
+    except (URLError, OSError, ValueError):
+        return None
+
+
+def _chapter_files(chapter: str) -> dict[str, str]:
+    """Digests of what running ``chapter`` in place could write: its pair in notebooks/ and its results."""
+    paths = [*NOTEBOOKS.glob(f"{chapter}.*"), *NOTEBOOKS.glob(f"results/{chapter.split('_')[0]}/**/*"),
+             *NOTEBOOKS.glob(".ipynb_checkpoints/*")]
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(paths) if p.is_file()}
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    """JupyterLab on a free loopback port with a random token, serving a temporary copy of the chapter's text
+    form (and ``notebooks/jupytext.toml``, which pairs it with an .ipynb), with its own Jupyter config,
+    runtime, settings, workspaces and IPython folders, so that neither the reader's notebooks nor their
+    Jupyter settings are touched. The text form opens as a notebook through the reader's documented set-up,
+    ``jupytext-config set-default-viewer python`` (run here against the temporary config folder)."""
+    root = tmp_path / "root"
+    (root / "notebooks").mkdir(parents=True)
+    for name in (f"{LAB_CHAPTER}.py", "jupytext.toml"):
+        shutil.copy2(NOTEBOOKS / name, root / "notebooks" / name)
+    env = dict(os.environ)
+    for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+                     ("JUPYTER_DATA_DIR", "data"), ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+                     ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"), ("IPYTHONDIR", "ipython")):
+        env[var] = str(tmp_path / sub)
+        (tmp_path / sub).mkdir()
+    env.pop("JUPYTER_PATH", None)
+    subprocess.run([sys.executable, "-m", "jupytext_config", "set-default-viewer", "python"], env=env,
+                   check=True, capture_output=True, timeout=60)
+    settings = tmp_path / "settings"
+    # Every cell stays in the page (no windowing), so that the test sees all prompts; no news pop-up.
+    for plugin, values in (("@jupyterlab/notebook-extension/tracker", {"windowingMode": "none"}),
+                           ("@jupyterlab/apputils-extension/notification", {"fetchNews": "false"})):
+        path = settings / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    token = secrets.token_hex(16)
+    log = tmp_path / "jupyterlab.log"
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", "--ServerApp.port=0",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+           "--LabApp.extension_manager=readonly", "--LabApp.news_url=None",
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # containers and CI run as root
+    with open(log, "w") as out:
+        server = subprocess.Popen(cmd, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    server.args_log = str(log)
+    base = None
+    try:
+        runtime = tmp_path / "runtime" / f"jpserver-{server.pid}.json"  # written once it listens
+        info = _wait("JupyterLab's runtime file (its port)", lambda: _read_json(runtime), server=server)
+        base = f"http://127.0.0.1:{info['port']}/"
+        _wait("JupyterLab's API", lambda: _get(f"{base}api/status?token={token}"), server=server)
+        yield SimpleNamespace(base=base, token=token, root=root, server=server)
+    finally:
+        if server.poll() is None and base is not None:
+            try:  # shuts the kernels down, then the server
+                urlopen(Request(f"{base}api/shutdown?token={token}", method="POST"), timeout=10).close()
+                server.wait(timeout=30)
+            except Exception:
+                pass
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)  # the server's own process group (its kernels)
+            server.wait(timeout=30)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _kernel_state(lab, path: str) -> str | None:
+    sessions = _get(f"{lab.base}api/sessions?token={lab.token}") or []
+    states = [s["kernel"]["execution_state"] for s in sessions if s.get("path") == path and s.get("kernel")]
+    return states[0] if states else None
+
+
+_PROMPTS = "Array.from(document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt'))" \
+           ".map(e => e.textContent.trim())"
+
+
+def test_jupyterlab_runs_a_chapter_from_its_text_form(browser, jupyterlab):
+    """`jupyter lab notebooks/` as the README says: the chapter's .py opens as a notebook, Run All Cells runs
+    it with its CI parameters (the defaults of its parameters cell), every cell gets an execution count, none
+    has an error output, the figure is shown. The run happens in a temporary copy: the chapter's pair and
+    results in notebooks/ are byte-for-byte unchanged afterwards. Screenshot: book/_build/screenshots/jupyterlab_<chapter>.png."""
+    if browser.name != "playwright":
+        reason = "the JupyterLab test clicks through JupyterLab with Playwright (pip install playwright)"
+        if os.environ.get("RECSIZE_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"RECSIZE_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    lab, rel = jupyterlab, f"notebooks/{LAB_CHAPTER}.py"
+    before = _chapter_files(LAB_CHAPTER)
+    model = _get(f"{lab.base}api/contents/{rel}?content=0&token={lab.token}")
+    assert model and model.get("type") == "notebook", (
+        f"JupyterLab does not serve {rel} as a notebook (is jupytext installed and its server extension "
+        f"enabled?): {model}")
+    cells = jupytext.read(lab.root / rel).cells
+    n_code = sum(c.cell_type == "code" for c in cells)
+    errors: list[str] = []
+    page = browser.app_page(lab.base, errors)
+    ms = LAB_TIMEOUT * 1000
+    try:
+        page.goto(f"{lab.base}lab/tree/{rel}?token={lab.token}", wait_until="load", timeout=ms)
+        try:  # a double click's default viewer: the notebook, not the text editor
+            page.wait_for_function(f"document.querySelectorAll('.jp-NotebookPanel .jp-Cell').length === "
+                                   f"{len(cells)}", timeout=ms)
+        except Exception:
+            opened = page.evaluate("Array.from(document.querySelectorAll('.jp-Document')).map(e => e.className)")
+            pytest.fail(f"{rel} did not open as a notebook of {len(cells)} cells; open documents: {opened}; "
+                        f"errors: {errors}", pytrace=False)
+        _wait(f"the kernel of {rel} to be idle", lambda: _kernel_state(lab, rel) == "idle", server=lab.server)
+
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click(timeout=ms)
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click(timeout=ms)
+        # done: no cell queued or running ([*]) and at least one has finished (none had before)
+        page.wait_for_function(f"() => {{ const p = {_PROMPTS}; return p.length > 0 && "
+                               "!p.some(t => t.includes('*')) && p.some(t => /\\[\\d+\\]/.test(t)); }",
+                               timeout=LAB_TIMEOUT * 2 * 1000)
+        prompts = page.evaluate(_PROMPTS)
+        images = page.evaluate("Array.from(document.querySelectorAll('.jp-NotebookPanel .jp-OutputArea-output "
+                               "img')).map(i => i.complete ? i.naturalWidth : 0)")
+        # Save (jupytext writes the .py and its paired .ipynb, in the temporary copy) and read the outputs back
+        shown = page.locator(".jp-NotebookPanel .jp-OutputArea-output").last
+        if images:
+            shown = page.locator(".jp-NotebookPanel .jp-OutputArea-output img").first
+        shown.scroll_into_view_if_needed(timeout=ms)
+        shown.click(timeout=ms)  # selects that cell: the notebook has the focus
+        page.keyboard.press("Control+s")
+        saved = lab.root / "notebooks" / f"{LAB_CHAPTER}.ipynb"
+
+        def executed():
+            try:
+                nb = nbformat.read(saved, as_version=4)
+            except Exception:
+                return None
+            code = [c for c in nb.cells if c.cell_type == "code"]
+            return nb if len(code) == n_code and sum(bool(c.execution_count) for c in code) == done else None
+
+        done = sum(bool(re.fullmatch(r"\[\d+\]:?", p)) for p in prompts)  # cells the page shows as run
+        nb = _wait(f"the saved {saved.name} with the {done} executed cells", executed, server=lab.server)
+        page.wait_for_selector(".jp-NotebookPanel.jp-mod-dirty, .lm-TabBar-tab.jp-mod-dirty", state="detached",
+                               timeout=ms)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"jupyterlab_{LAB_CHAPTER}.png"))
+    finally:
+        page.context.close()
+
+    failed = [(i, o.get("ename"), o.get("evalue")) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+              for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not failed, f"cells with an error output (cell index, exception, message): {failed}"
+    assert len(prompts) == n_code and done == n_code, (
+        f"{done} of {n_code} code cells finished in JupyterLab; prompts: {prompts}; errors: {errors}")
+    want = _image_outputs(LAB_CHAPTER)
+    assert len([w for w in images if w > 0]) >= want, f"{images}: {want} figure(s) expected, rendered"
+    assert (lab.root / "notebooks" / "results").is_dir(), "the chapter wrote no results next to its copy"
+    assert _chapter_files(LAB_CHAPTER) == before, (
+        f"running the chapter in JupyterLab changed {LAB_CHAPTER}'s files in notebooks/")
+    assert not errors, f"JavaScript errors in JupyterLab: {errors}"
