@@ -1,0 +1,157 @@
+"""recsize.plots: the texts of a figure that overlap, and the figure hook that fails a chapter on them."""
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
+
+from recsize.plots import (  # noqa: E402
+    OverlappingTexts,
+    describe,
+    drawn_texts,
+    fail_on_overlapping_texts,
+    log_axis,
+    overlapping_texts,
+    si_label,
+    text_gap,
+)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _texts(pairs) -> set[frozenset[str]]:
+    return {frozenset((a.get_text(), b.get_text())) for a, b in pairs}
+
+
+def test_a_plain_figure_has_no_overlaps():
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for ax in axes:
+        ax.plot([1, 2, 3], [3, 1, 2], label="a line")
+        ax.set(xlabel="x", ylabel="y", title="short")
+        ax.legend()
+    fig.suptitle("two panels")
+    fig.tight_layout()
+    assert overlapping_texts(fig) == []
+
+
+def test_subplot_titles_that_run_into_each_other():
+    fig, axes = plt.subplots(1, 2, figsize=(6, 3))
+    axes[0].set_title("a long title for the left panel that will not fit")
+    axes[1].set_title("and another long one on the right panel")
+    titles = (axes[0].title, axes[1].title)
+    pairs = [(a, b) for a, b in overlapping_texts(fig) if a in titles and b in titles]
+    assert _texts(pairs) == {frozenset((axes[0].get_title(), axes[1].get_title()))}
+    text = describe(pairs)
+    assert "title of axes 1" in text and "title of axes 2" in text, text
+    axes[1].set_title("short")
+    assert all(axes[1].title not in pair for pair in overlapping_texts(fig))
+
+
+def test_text_gap():
+    a = Bbox.from_extents(0, 0, 10, 10)
+    assert text_gap(a, Bbox.from_extents(13, 2, 20, 8)) == 3  # side by side, 3 px apart
+    assert text_gap(a, Bbox.from_extents(2, 14, 8, 20)) == 4  # one above the other
+    assert text_gap(a, Bbox.from_extents(8, 5, 20, 20)) == -2  # overlap of 2 px across, 5 px down
+    assert text_gap(a, Bbox.from_extents(15, 12, 20, 20)) == 5  # diagonal: the larger gap
+
+
+def test_texts_that_touch_run_into_each_other():
+    """Two titles whose boxes touch (Chapter 7 once) read as one line: closer than 1.5 pt is an overlap."""
+    fig = plt.figure(figsize=(6, 2), dpi=100)
+    left = fig.text(0.1, 0.5, "coloured by cluster")
+    fig.canvas.draw()
+    x1 = left.get_window_extent().x1
+    touching = fig.text((x1 + 0.5) / fig.bbox.width, 0.5, "gate patterns")
+    assert _texts(overlapping_texts(fig)) == {frozenset(("coloured by cluster", "gate patterns"))}
+    touching.set_x((x1 + 6) / fig.bbox.width)  # 6 px apart: readable
+    assert overlapping_texts(fig) == []
+
+
+def test_crowded_log_scale_minor_tick_labels():
+    """A log axis spanning less than a decade labels its minor ticks (2x10^4, 3x10^4, ...); in a narrow
+    panel they run into each other."""
+    fig, ax = plt.subplots(figsize=(2.0, 2.0))
+    ax.semilogx([1.2e4, 9e4], [0, 1])
+    pairs = overlapping_texts(fig)
+    assert pairs, "the crowded minor tick labels were not found"
+    assert "minor tick label" in describe(pairs)
+    # the same data in a wide panel reads fine
+    fig2, ax2 = plt.subplots(figsize=(9, 3))
+    ax2.semilogx([1.2e4, 9e4], [0, 1])
+    assert overlapping_texts(fig2) == []
+
+
+def test_legend_text_over_an_annotation():
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1], [0, 1], label="the data line")
+    ax.legend(loc="upper left")
+    fig.canvas.draw()
+    legend_box = ax.get_legend().get_texts()[0].get_window_extent()
+    x, y = ax.transData.inverted().transform((legend_box.x0 + 2, legend_box.y0 + 2))
+    ax.text(x, y, "a note under the legend")
+    assert _texts(overlapping_texts(fig)) == {frozenset(("the data line", "a note under the legend"))}
+
+
+def test_only_drawn_tick_labels_count():
+    """Locators return ticks just outside the view; their labels are never drawn and must not count."""
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0.05, 0.95], [0.05, 0.95])
+    ax.set_xlim(0.05, 0.95)
+    labels = {t.get_text() for t, _ in drawn_texts(fig)}
+    assert "0.0" not in labels and "1.0" not in labels, labels
+    assert {"0.2", "0.4", "0.6", "0.8"} <= labels, labels
+    # hidden and empty texts do not count either
+    ax.set_title("")
+    ax.text(0.5, 0.5, "hidden", visible=False)
+    assert "hidden" not in {t.get_text() for t, _ in drawn_texts(fig)}
+
+
+def test_the_figure_hook_fails_savefig_on_overlaps_only():
+    with matplotlib.rc_context({"figure.hooks": ["recsize.plots:fail_on_overlapping_texts"]}):
+        good, ax = plt.subplots(figsize=(5, 3))
+        ax.plot(np.arange(5), np.arange(5))
+        ax.set_title("fine")
+        good.savefig(io.BytesIO(), format="png")  # no overlap: no error
+        bad, axes = plt.subplots(1, 2, figsize=(8, 3))
+        axes[0].set_title("a long title for the left panel that will not fit, not at all")
+        axes[1].set_title("and another long one on the right panel, also too long")
+        with pytest.raises(OverlappingTexts, match="title of axes 1.*overlaps.*title of axes 2"):
+            bad.savefig(io.BytesIO(), format="png")
+
+
+def test_the_hook_can_be_installed_by_hand():
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    fail_on_overlapping_texts(fig)
+    axes[0].set_ylabel("y")
+    fig.savefig(io.BytesIO(), format="png")
+    axes[0].set_title("a long title for the left panel that will not fit, not at all")
+    axes[1].set_title("and another long one on the right panel, also too long")
+    with pytest.raises(OverlappingTexts):
+        fig.canvas.draw()
+
+
+def test_si_label():
+    assert [si_label(v) for v in (500, 2000, 20_000, 1_500_000, 2e9, 0.05)] == \
+        ["500", "2k", "20k", "1.5M", "2G", "0.05"]
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(1.2e4, 9e4), (6e3, 6e4), (2e3, 5e5), (10, 1e9)])
+def test_log_axis_labels_do_not_crowd(lo, hi):
+    """The Chapter 1 figure: parameters from one to many decades on a 4.5 inch wide log axis."""
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.plot([lo, hi], [0, 1], "o-")
+    log_axis(ax.xaxis)
+    assert overlapping_texts(fig) == [], describe(overlapping_texts(fig))
+    labels = [t.get_text() for t, _ in drawn_texts(fig) if t in ax.xaxis.get_majorticklabels()]
+    assert len(labels) >= 2, f"a log axis from {lo:g} to {hi:g} needs at least two labels, got {labels}"
+    assert not [t for t in ax.xaxis.get_minorticklabels() if t.get_text()], "minor ticks stay unlabelled"
