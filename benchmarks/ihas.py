@@ -3,12 +3,16 @@
 Chapter 7. For every dataset and seed (the seed sets the split and training): ES and MDE keep
 target_parameters(density, n_features, d_max) in one feature table; DNIS (if recsize.search.dnis exists)
 derives row widths meeting the same total; iHAS with K = 1 (field-level gates, no routing) and with
-K > 1 clusters fit their cluster tables *and* the router (router table, gate network, centroids) into the
-same total. Test AUC and log loss, mean and spread over seeds.
+K > 1 clusters fit their cluster tables, the router (router table, gate network, centroids) and the K - 1
+extra first-order tables into the same total (``--charges embeddings`` charges neither; ``--cluster-inits
+search`` warm-starts the cluster models from the search model). Test AUC and log loss, mean and spread over
+seeds.
 
     python benchmarks/ihas.py                          # synthetic + ml-100k-ctr, 3 seeds, full epochs
     python benchmarks/ihas.py --quick                  # 1 seed, few epochs (a smoke run)
     python benchmarks/ihas.py --datasets synthetic --seeds 0 1 --epochs 20
+    python benchmarks/ihas.py --datasets ml-100k-ctr --methods ihas --cluster-inits scratch search \
+        --charges routing+linear embeddings --out benchmarks/out/ihas_breakdown.json   # Chapter 7's breakdown
 
 Writes benchmarks/out/ihas.json (atomically).
 """
@@ -31,6 +35,7 @@ from recsize.search.ihas import IHASConfig, run_ihas
 from recsize.train import default_config
 
 OUT = Path(__file__).resolve().parent / "out" / "ihas.json"
+DEFAULT_VARIANT = ("scratch", "routing+linear")  # IHASConfig's cluster_init and charge
 
 
 
@@ -71,14 +76,20 @@ def one_seed(dataset, seed, args, log) -> dict:
                              train_overrides=train_over)
             d = run_dnis(args.backbone, split, args.density, cfg)
             record("DNIS", d.run.result.test, sum(d.run.sizes["feature"]), time.perf_counter() - t)
-    for K in sorted({1, *args.clusters}) if "ihas" in args.methods else []:
+    variants = [(K, init, charge) for K in sorted({1, *args.clusters}) for init in args.cluster_inits
+                for charge in args.charges if not (K == 1 and charge != args.charges[0])]  # K = 1 charges none
+    for K, init, charge in variants if "ihas" in args.methods else []:
         t = time.perf_counter()
         cfg = IHASConfig(clusters=K, n_blocks=4, route_dim=args.route_dim, hidden=8 if synthetic else 16,
-                         search_epochs=args.search_epochs, lr=tc.lr, batch_size=tc.batch_size)
+                         search_epochs=args.search_epochs, lr=tc.lr, batch_size=tc.batch_size,
+                         cluster_init=init, charge=charge)
         r = run_ihas(args.backbone, split, args.density, d_max, cfg, tc, seed=seed)
-        record(f"iHAS K={K}", r.test, r.budget["total_parameters"], time.perf_counter() - t)
-        rows[f"iHAS K={K}"].update(routing=r.budget["routing_parameters"]["total"],
-                                   clusters_used=len(r.models), cluster_sizes=r.cluster_sizes["train"])
+        name = f"iHAS K={K}" + ("" if (init, charge) == DEFAULT_VARIANT else f" ({init}, {charge})")
+        record(name, r.test, r.budget["total_parameters"], time.perf_counter() - t)
+        rows[name].update(routing=r.budget["routing_parameters"]["total"],
+                          first_order=r.budget["routing_parameters"]["first_order"],
+                          charged=r.budget["routing_parameters"]["charged"], total_bytes=r.budget["total_bytes"],
+                          clusters_used=len(r.models), cluster_sizes=r.cluster_sizes["train"])
     return rows
 
 
@@ -95,6 +106,10 @@ def main(argv=None) -> int:
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--search-epochs", type=int, default=15)
     p.add_argument("--n-synthetic", type=int, default=40000)
+    p.add_argument("--cluster-inits", nargs="+", default=["scratch"], choices=["scratch", "search"],
+                   help="iHAS cluster models from scratch (default) and/or warm-started from the search model")
+    p.add_argument("--charges", nargs="+", default=["routing+linear"], choices=["routing+linear", "embeddings"],
+                   help="iHAS budget accounting: routing and extra first-order tables charged (default) and/or not")
     p.add_argument("--no-dnis", dest="dnis", action="store_false")
     p.add_argument("--methods", nargs="+", default=["es", "mde", "dnis", "ihas"],
                    choices=["es", "mde", "dnis", "ihas"], help="methods to run (default all)")
@@ -123,9 +138,10 @@ def main(argv=None) -> int:
                              "parameters": per_seed[args.seeds[0]][name]["parameters"]}
         results[dataset] = {"per_seed": {str(s): v for s, v in per_seed.items()}, "summary": summary}
         print(f"\n{dataset} ({args.backbone}, density {args.density}, seeds {args.seeds}):")
-        print(f"{'method':12s}{'AUC':>18s}{'log loss':>18s}{'parameters':>12s}")
+        width = max(12, *(len(n) + 1 for n in summary))
+        print(f"{'method':{width}s}{'AUC':>18s}{'log loss':>18s}{'parameters':>12s}")
         for name, m in summary.items():
-            print(f"{name:12s}{m['auc_mean']:10.4f} ± {m['auc_std']:.4f}{m['logloss_mean']:10.4f} ± "
+            print(f"{name:{width}s}{m['auc_mean']:10.4f} ± {m['auc_std']:.4f}{m['logloss_mean']:10.4f} ± "
                   f"{m['logloss_std']:.4f}{m['parameters']:12,}")
     write_json({"machine": machine(), "args": {k: (str(v) if isinstance(v, Path) else v)
                                                for k, v in vars(args).items()},
