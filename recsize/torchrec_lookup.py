@@ -95,6 +95,21 @@ class BucketLookup(nn.Module):
         return out
 
 
+class DotScorer(nn.Module):
+    """A top-k model over a lookup with ``user`` and ``item`` tables, score = <e_u, e_i> (MF's), with the
+    ``scorer()`` that :func:`recsize.evaluate.evaluate_topk` asks for: evaluates served (sharded or
+    quantised) tables with recsize's own protocol. Explained in Appendix A."""
+
+    def __init__(self, lookup: nn.Module, n_items: int):
+        super().__init__()
+        self.lookup, self.n_items = lookup, int(n_items)
+
+    @torch.no_grad()
+    def scorer(self):
+        items = self.lookup({"item": torch.arange(self.n_items)})["item"]
+        return lambda users: self.lookup({"user": users})["user"] @ items.T
+
+
 def quantise(lookup: BucketLookup, dtype: torch.dtype | dict = torch.qint8) -> BucketLookup:
     """A serving copy of ``lookup`` whose collection is TorchRec's quantised one: weights in
     ``torch.float16``, ``torch.qint8`` (row-wise scale and bias) or ``torch.quint4x2``, one dtype for all

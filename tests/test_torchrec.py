@@ -184,3 +184,11 @@ def test_cli_export_without_torchrec(tmp_path, capsys, monkeypatch):
     rc = main(["export", "--format", "torchrec", "--out", str(tmp_path / "export.pt"), *specs])
     one_line_error(capsys, rc, "pip install --no-deps torchrec==1.8.0")
     assert not (tmp_path / "export.pt").exists()
+
+
+def test_served_tables_evaluate_like_the_model(torchrec, tiny_split):
+    from recsize.evaluate import evaluate_topk
+    from recsize.torchrec_lookup import BucketLookup, DotScorer
+    model = model_with_widths("mf", tiny_split, 8)
+    served = DotScorer(BucketLookup(export_tables(model.embedding_tables())), tiny_split.n_items)
+    assert evaluate_topk(served, tiny_split, "test", device="cpu") == evaluate_topk(model, tiny_split, "test")
