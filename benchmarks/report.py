@@ -1,6 +1,7 @@
-"""The README's result tables, generated from the benchmark outputs in ``benchmarks/out/*.json``.
+"""The result tables of README.md and benchmarks/README.md, generated from ``benchmarks/out/*.json``.
 
-Every table in the README's "Benchmarks" section sits between two markers,
+The front README shows the headline tables (``headline_*``); benchmarks/README.md has every full table.
+Every table sits between two markers,
 
     <!-- begin generated: NAME (python benchmarks/report.py) -->
     ...
@@ -9,8 +10,8 @@ Every table in the README's "Benchmarks" section sits between two markers,
 and is rendered here from ``benchmarks/out/NAME.json``, the file the benchmark script ``NAME.py`` writes.
 Nothing in those tables is typed by hand: rerun a benchmark, then
 
-    python benchmarks/report.py            # rewrite the tables in README.md
-    python benchmarks/report.py --check    # exit 1 if README.md is out of date (a test runs this)
+    python benchmarks/report.py            # rewrite the tables in README.md and benchmarks/README.md
+    python benchmarks/report.py --check    # exit 1 if either is out of date (a test runs this)
     python benchmarks/report.py --print dnis
 
 The prose around the tables (what the numbers mean) is written by people and stays as it is.
@@ -31,6 +32,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 README = HERE.parent / "README.md"
+READMES = (README, HERE / "README.md")   # the front door (headlines) and the full tables
 
 BEGIN = "<!-- begin generated: {name} (python benchmarks/report.py) -->"
 END = "<!-- end generated: {name} -->"
@@ -261,6 +263,72 @@ MERGED = {f"prune_{b}": (lambda out, b=b: render_prune(*load_prune(f"prune_{b}",
           for b in ("lightgcn", "neumf", "deepfm")}
 
 
+HEADLINE_METHODS = ("es-bytes", "mde-bytes", "magprune", "pep", "dnis")
+
+
+def render_headline_prune(out: Path = OUT) -> str:
+    """The headline of the pruning benchmark: per backbone and budget, the mean quality over seeds of every
+    method at equal bytes, and its paired difference to ES at equal bytes (* where the 95 % interval
+    excludes 0). The full tables are in benchmarks/README.md."""
+    from recsize.search.compare import LABELS, LOWER_IS_BETTER, METRICS, paired_summary
+    names = {"es-bytes": "ES", "mde-bytes": "MDE", "magprune": "MagPrune", "pep": "PEP", "dnis": "DNIS in place"}
+    lines, machines = [], set()
+    for backbone in ("lightgcn", "neumf", "deepfm"):
+        from recsize.search.compare import merge_runs, run_files
+        files = run_files(out, f"prune_{backbone}")
+        if not files:
+            continue
+        runs, settings = merge_runs(files)
+        machines |= {s["machine"] for s in settings}
+        metric = METRICS["ctr" if settings[0]["dataset"].endswith("-ctr") else "topk"][0]
+        rows = paired_summary(runs, "es-bytes", metric, HEADLINE_METHODS)
+        methods = [m for m in HEADLINE_METHODS if any(r["method"] == m for r in rows)]
+        seeds = sorted({r["seed"] for r in runs})
+        lines += [f"**{backbone}** on {settings[0]['dataset']}, test {LABELS[metric]}, seeds "
+                  f"{', '.join(map(str, seeds))} (a cell shows the mean over the seeds it ran and, in brackets, "
+                  "its paired difference to ES):", "",
+                  "| c | " + " | ".join(names[m] for m in methods) + " |", "|---|" + "---|" * len(methods)]
+        sign = -1 if metric in LOWER_IS_BETTER else 1
+        for c in sorted({r["sparsity"] for r in rows}):
+            mine = {r["method"]: r for r in rows if r["sparsity"] == c}
+            best = max(sign * r["mean"] for r in mine.values())
+            cells = []
+            for m in methods:
+                r = mine.get(m)
+                if r is None:
+                    cells.append("")
+                    continue
+                text = f"{r['mean']:.3f}"
+                text = f"**{text}**" if sign * r["mean"] == best else text
+                d = r["delta"]
+                if d is not None:
+                    sure = d["low"] is not None and (d["low"] > 0 or d["high"] < 0)
+                    text += f" ({d['mean']:+.3f}{'*' if sure else ''}, n = {d['n']})"
+                cells.append(text)
+            lines.append(f"| {_pct(c)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if not lines:
+        raise FileNotFoundError(f"no {out}/prune_*.json: run python benchmarks/prune.py first")
+    lines.append("Bold: best mean per budget; *: the 95 % interval of the paired difference excludes 0. "
+                 f"Machine: {'; '.join(sorted(machines))}.")
+    return "\n".join(lines)
+
+
+def render_headline_embedding(out: Path = OUT) -> str:
+    """The headline of the storage benchmark: bytes and forward speed of the compact form against the dense
+    table at 10 % density."""
+    data = json.loads((out / "embedding.json").read_text())
+    lines = ["| rows x d_max | dense | compact (10 % density) | forward, compact / dense |", "|---|---|---|---|"]
+    for r in data["rows"]:
+        if abs(r["density"] - 0.1) < 1e-9:
+            lines.append(f"| {r['rows']:,} x {r['d_max']} | {_bytes(r['dense_bytes'])} | "
+                         f"{_bytes(r['compact_bytes'])} | {r['fwd_compact'] / r['fwd_dense']:.2f}x |")
+    return "\n".join(lines + ["", f"Machine: {data['machine']}."])
+
+
+HEADLINES = {"headline_prune": render_headline_prune, "headline_embedding": render_headline_embedding}
+
+
 RENDERERS = {"backbones": render_backbones, "embedding": render_embedding, "dnis": render_dnis,
              "ciess": render_ciess, "ihas": render_ihas, "head_to_head": render_head_to_head}
 
@@ -281,6 +349,8 @@ def render(name: str, out: Path = OUT) -> str:
     ``out/NAME_*.json``)."""
     if name in MERGED:
         return MERGED[name](out)
+    if name in HEADLINES:
+        return HEADLINES[name](out)
     render_table = renderer(name)
     path = out / f"{name}.json"
     if not path.exists():
@@ -306,30 +376,35 @@ def update(text: str, out: Path = OUT) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Rewrite the README's generated result tables from benchmarks/out.")
-    p.add_argument("--check", action="store_true", help="exit 1 if README.md is not up to date")
+    p = argparse.ArgumentParser(description="Rewrite the generated result tables of README.md and "
+                                            "benchmarks/README.md from benchmarks/out.")
+    p.add_argument("--check", action="store_true", help="exit 1 if a README is not up to date")
     p.add_argument("--print", dest="show", metavar="NAME", help="print one table (NAME.json in benchmarks/out)")
-    p.add_argument("--readme", type=Path, default=README)
+    p.add_argument("--readme", type=Path, action="append",
+                   help="the file to rewrite (repeatable; default README.md and benchmarks/README.md)")
     args = p.parse_args(argv)
     if args.show:
         print(render(args.show))
         return 0
-    old = args.readme.read_text()
-    new = update(old)
-    if args.check:
+    stale = 0
+    for readme in args.readme or READMES:
+        old = readme.read_text()
+        new = update(old)
+        if args.check:
+            if new != old:
+                print(f"{readme} is out of date with benchmarks/out: run python benchmarks/report.py")
+                stale += 1
+            else:
+                print(f"{readme}: generated tables are up to date")
+            continue
         if new != old:
-            print(f"{args.readme} is out of date with benchmarks/out: run python benchmarks/report.py")
-            return 1
-        print(f"{args.readme}: generated tables are up to date")
-        return 0
-    if new != old:
-        fd, tmp = tempfile.mkstemp(dir=args.readme.parent, prefix=".README.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(new)
-        shutil.copymode(args.readme, tmp)
-        os.replace(tmp, args.readme)
-    print(f"{args.readme}: {'updated' if new != old else 'already up to date'}")
-    return 0
+            fd, tmp = tempfile.mkstemp(dir=readme.parent, prefix=".README.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(new)
+            shutil.copymode(readme, tmp)
+            os.replace(tmp, readme)
+        print(f"{readme}: {'updated' if new != old else 'already up to date'}")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
