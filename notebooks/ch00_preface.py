@@ -150,6 +150,15 @@ plt.show()
 # parameters (Jupyter Book keeps the outputs in a cache, so a rebuild re-runs only the chapters whose code
 # changed) and writes `book/_build/html/index.html`, which any browser opens.
 #
+# In JupyterLab (`jupyter lab notebooks/`) a chapter's text form `chNN_*.py` opens as a notebook with a
+# right click, *Open With → Notebook*, or with a double click once you have run
+# `jupytext-config set-default-viewer python`; saving writes both halves of the pair.
+#
+# The figures are checked as well: `recsize.plots.overlapping_texts(fig)` lists the texts of a figure
+# (tick labels, axis labels, titles, legends) that overlap or run into each other, and the tests run every
+# chapter with a matplotlib figure hook, `recsize.plots.fail_on_overlapping_texts`, that stops the
+# chapter at the `savefig` of such a figure.
+#
 # ## Reproducibility
 #
 # Every function that draws random numbers takes a seed; the same seed gives the same numbers on the same

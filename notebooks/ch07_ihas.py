@@ -239,9 +239,10 @@ for ax, colour, title in (
     (axes[1], segment, "true segment"),
 ):
     sc = ax.scatter(xy[:, 0], xy[:, 1], c=colour, s=6, cmap="tab10", alpha=0.6)
-    ax.set_title(f"gate patterns (PCA, jittered), coloured by {title}")
+    ax.set_title(f"coloured by {title}")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
+fig.suptitle("Gate patterns of the training samples (PCA, jittered)")
 fig.tight_layout()
 fig.savefig(out / "clusters_pca.png", dpi=120)
 plt.show()

@@ -4,8 +4,8 @@ preface (Chapter 0), where the book's figures are checked.
 ``overlapping_texts(fig)`` draws the figure once and compares the extents, in display pixels, of every
 text that was drawn: tick labels (major and minor, only those of ticks inside the view), axis labels and
 offset texts, titles, suptitles, texts and annotations, legend entries and titles. Two texts run into
-each other when their boxes overlap, or stand on one line less than ``pad`` points (1.5) apart: two
-subplot titles that touch read as one line.
+each other when their boxes overlap, or stand on one line less than ``pad`` points (3, less than a word
+space) apart: two subplot titles that close together read as one line.
 
 ``fail_on_overlapping_texts`` is a matplotlib figure hook (rcParam ``figure.hooks``) that makes every
 later draw of a figure raise :class:`OverlappingTexts`; the test suite runs every chapter with it (a
@@ -100,9 +100,10 @@ def _run_into(box_a, box_b, limit: float) -> bool:
     return same_row or same_column
 
 
-def overlapping_texts(fig, pad: float = 1.5, renderer=None) -> list[tuple[object, object]]:
+def overlapping_texts(fig, pad: float = 3.0, renderer=None) -> list[tuple[object, object]]:
     """The pairs of texts of ``fig`` that overlap or run into each other (on one line and less than ``pad``
-    points apart: 1.5 pt, 2 pixels at 100 dpi), among tick labels, axis labels, titles, suptitles,
+    points apart: 3 pt, 4 pixels at 100 dpi, less than a word space; an axis label stands 4 pt from its
+    tick labels), among tick labels, axis labels, titles, suptitles,
     annotations and legend texts. An empty list when every label stands apart. Explained in the preface
     (Chapter 0)."""
     boxes = drawn_texts(fig, renderer)
@@ -145,7 +146,7 @@ def _role(text) -> str:
     for n, ax in enumerate(fig.axes, 1):
         name = f"axes {n}" + (f' ("{ax.get_title()}")' if ax.get_title() else "")
         if text in (ax.title, ax._left_title, ax._right_title):
-            return f"title of {name}"
+            return f"title of axes {n}"
         for key, axis in ax._axis_map.items():
             if text is axis.label:
                 return f"{key} label of {name}"
