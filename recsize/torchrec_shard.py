@@ -71,10 +71,11 @@ def rank_bytes(plan, module, world_size: int, bytes_per_value: int = 4) -> list[
     return per_rank
 
 
-def shard(lookup: BucketLookup, pg, sharding_types=MODEL_PARALLEL, optimizer=None, lr: float = 0.1):
+def shard(lookup: BucketLookup, pg, sharding_types=MODEL_PARALLEL, optimizer=None, optimizer_kwargs=None):
     """``DistributedModelParallel`` over process group ``pg`` (gloo on CPU, NCCL on GPUs) of ``lookup``
-    with the planner's plan and the lookup's weights. ``optimizer`` (e.g. ``torch.optim.SGD``) is fused
-    into the backward pass: ``loss.backward()`` updates the shards. Explained in Appendix A."""
+    with the planner's plan and the lookup's weights. ``optimizer`` (``torch.optim.SGD`` or
+    ``torch.optim.Adagrad`` on CPU; Adam too on GPUs) with ``optimizer_kwargs`` (e.g. ``{"lr": 0.1}``) is
+    fused into the backward pass: ``loss.backward()`` updates the shards. Explained in Appendix A."""
     require_torchrec()
     import torch.distributed as dist
     from torchrec.distributed import DistributedModelParallel
@@ -83,7 +84,7 @@ def shard(lookup: BucketLookup, pg, sharding_types=MODEL_PARALLEL, optimizer=Non
     from torchrec.optim import apply_optimizer_in_backward
     state = {k: v.detach().clone() for k, v in lookup.collection.state_dict().items()}
     if optimizer is not None:
-        apply_optimizer_in_backward(optimizer, lookup.collection.parameters(), {"lr": lr})
+        apply_optimizer_in_backward(optimizer, lookup.collection.parameters(), optimizer_kwargs or {"lr": 0.1})
     device = torch.device("cpu") if dist.get_backend(pg) == "gloo" else torch.device("cuda", torch.cuda.current_device())
     plan = make_plan(lookup, dist.get_world_size(pg), device.type, sharding_types, pg)
     dmp = DistributedModelParallel(lookup, env=ShardingEnv.from_process_group(pg), device=device, plan=plan,
@@ -131,7 +132,7 @@ def check_step(export: BucketExport, pg, lr: float = 0.5, batch: int = 32, seed:
     def loss(rows):
         return sum((rows[r] * weights[r]).sum() for r in rows)
 
-    dmp, _ = shard(BucketLookup(export), pg, optimizer=torch.optim.SGD, lr=lr)
+    dmp, _ = shard(BucketLookup(export), pg, optimizer=torch.optim.SGD, optimizer_kwargs={"lr": lr})
     loss(dmp(batches[rank])).backward()
     single = BucketLookup(export)
     optimizer = torch.optim.SGD(single.parameters(), lr=lr)
