@@ -29,7 +29,8 @@ EXPORT_FORMAT = "recsize.TorchRecExport/1"
 
 
 class TorchRecMissing(ValueError):
-    """TorchRec (or its FBGEMM kernels) cannot be imported; the message says how to install it."""
+    """TorchRec (or its FBGEMM kernels) cannot be imported; the message says how to install it.
+    Explained in Appendix A."""
 
 
 def require_torchrec():
@@ -115,19 +116,22 @@ class BucketExport:
                 for role in self.tables_of for n in self.tables_of[role]]
 
     def num_bytes(self, bytes_per_value: float = 4.0) -> int:
-        """Bytes of the bucket tables at ``bytes_per_value`` plus the int64 (bucket, row) index."""
+        """Bytes of the bucket tables at ``bytes_per_value`` plus the int64 (bucket, row) index.
+        Explained in Appendix A."""
         values = sum(w.numel() for w in self.weights.values()) * bytes_per_value
         return int(values) + sum(2 * 8 * len(b) for b in self.bucket.values())
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the export (format tag, index, weights) atomically: a temporary file, then a rename."""
+        """Write the export (format tag, index, weights) atomically: a temporary file, then a rename.
+        Explained in Appendix A."""
         atomic_save({"format": EXPORT_FORMAT, "d_max": dict(self.d_max), "sizes": self.sizes,
                      "bucket": self.bucket, "row": self.row, "tables_of": self.tables_of,
                      "weights": self.weights}, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BucketExport":
-        """Read an export written by :meth:`save`; a foreign or inconsistent file raises ``ValueError``."""
+        """Read an export written by :meth:`save`; a foreign or inconsistent file raises ``ValueError``.
+        Explained in Appendix A."""
         blob = _load_blob(os.fspath(path), EXPORT_FORMAT, "TorchRec export")
         try:
             export = cls(*(blob[k] for k in ("d_max", "sizes", "bucket", "row", "tables_of", "weights")))
@@ -137,7 +141,8 @@ class BucketExport:
         return export
 
     def check(self) -> None:
-        """Raise ``ValueError`` unless every index entry points at a row of a table of a fitting width."""
+        """Raise ``ValueError`` unless every index entry points at a row of a table of a fitting width.
+        Explained in Appendix A."""
         for role, names in self.tables_of.items():
             sizes, bucket, row = self.sizes[role], self.bucket[role], self.row[role]
             if not (len(sizes) == len(bucket) == len(row)) or len(sizes) == 0:

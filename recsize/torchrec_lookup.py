@@ -43,7 +43,6 @@ class BucketLookup(nn.Module):
         self.collection = collection(export, device) if ebc is None else ebc
         self.d_max = dict(export.d_max)
         self.tables_of = {role: list(names) for role, names in export.tables_of.items()}
-        self.widths = {n: int(w.shape[1]) for n, w in export.weights.items()}
         for role in self.tables_of:  # buffers: they follow .to(device) and are not trained
             self.register_buffer(f"{role}_bucket", export.bucket[role].clone(), persistent=False)
             self.register_buffer(f"{role}_row", export.row[role].clone(), persistent=False)
@@ -65,20 +64,22 @@ class BucketLookup(nn.Module):
             row = getattr(self, f"{role}_row")[flat] if flat is not None else None
             for k, name in enumerate(names):
                 keys.append(name)
-                hit = torch.zeros(stride, dtype=torch.int64, device=self.d_device)
+                hit = torch.zeros(stride, dtype=torch.int64, device=self.index_device)
                 if flat is not None:
                     hit[: len(flat)] = (bucket == k).long()
                     values.append(row[bucket == k])
                 lengths.append(hit)
-        empty = torch.zeros(0, dtype=torch.int64, device=self.d_device)
+        empty = torch.zeros(0, dtype=torch.int64, device=self.index_device)
         return KeyedJaggedTensor.from_lengths_sync(keys=keys, values=torch.cat([empty, *values]),
                                                    lengths=torch.cat(lengths))
 
     @property
-    def d_device(self) -> torch.device:
+    def index_device(self) -> torch.device:
+        """The device of the index (and of the ids the collection reads)."""
         return next(iter(self.buffers())).device
 
     def forward(self, ids_by_role: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Zero-padded d_max rows by role, each role's ids of any shape. Explained in Appendix A."""
         pooled = self.collection(self.features(ids_by_role)).to_dict()
         out = {}
         for role, ids in ids_by_role.items():
@@ -89,7 +90,7 @@ class BucketLookup(nn.Module):
                 part = nn.functional.pad(part, (0, d_max - part.shape[1]))
                 rows = part if rows is None else rows + part  # the other buckets add exact zeros
             if rows is None:  # every row of the role has width 0
-                rows = torch.zeros(n, d_max, device=self.d_device)
+                rows = torch.zeros(n, d_max, device=self.index_device)
             sizes = getattr(self, f"{role}_sizes")[ids.reshape(-1)]
             out[role] = (rows * prefix_mask(sizes, d_max, rows.dtype)).view(*ids.shape, d_max)
         return out

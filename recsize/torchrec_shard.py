@@ -94,7 +94,8 @@ def shard(lookup: BucketLookup, pg, sharding_types=MODEL_PARALLEL, optimizer=Non
 
 
 def local_weights(dmp) -> dict[str, list[tuple[int, int, torch.Tensor]]]:
-    """This rank's pieces of every table: ``{name: [(row offset, column offset, tensor), ...]}``."""
+    """This rank's pieces of every table of a sharded module: ``{name: [(row offset, column offset,
+    tensor), ...]}`` (a replicated table is one piece at (0, 0)). Explained in Appendix A."""
     out = {}
     for key, value in dmp.state_dict().items():
         if not key.endswith(".weight"):
@@ -149,7 +150,8 @@ def check_step(export: BucketExport, pg, lr: float = 0.5, batch: int = 32, seed:
 
 def main(argv=None) -> int:
     """``torchrun --nproc-per-node N -m recsize.torchrec_shard EXPORT.pt``: shard, rank, report;
-    ``--check`` also compares the sharded forward and one training step with one process."""
+    ``--check`` also compares the sharded forward and one training step with one process. Explained in
+    Appendix A."""
     p = argparse.ArgumentParser(prog="python -m recsize.torchrec_shard")
     p.add_argument("export", type=Path)
     p.add_argument("--top", type=int, default=20)
