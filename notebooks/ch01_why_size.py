@@ -56,6 +56,7 @@ import matplotlib.pyplot as plt
 
 import recsize
 from recsize.data import prepare
+from recsize.plots import log_axis
 from recsize.train import default_config, fit
 
 out = Path(out_dir)
@@ -149,7 +150,7 @@ for backbone in backbones:
                 fontsize=7,
             )
 for ax, metric in zip(axes, ("Recall@20", "NDCG@20")):
-    ax.set_xscale("log")
+    log_axis(ax.xaxis)  # log scale, short labels (20k, 50k) that do not crowd
     ax.set_xlabel("embedding parameters (log scale)")
     ax.set_ylabel(f"test {metric}")
     ax.grid(alpha=0.3)
