@@ -28,6 +28,7 @@ Resumable: the JSON is written atomically after every (method, sparsity, seed) c
     python benchmarks/prune.py --seeds 0 --epochs 100        # one seed, shorter cap
     python benchmarks/prune.py --quick --out /tmp/prune.json # smoke run: 2 epochs, one seed, c = 90 %
     python benchmarks/prune.py --backbone deepfm --out benchmarks/out/prune_deepfm_all.json
+    python benchmarks/prune.py --dataset planted-100k --out benchmarks/out/prune_planted_lightgcn_all.json
 
 Writes benchmarks/out/prune.json (or --out).
 """
@@ -46,7 +47,7 @@ from common import machine
 from recsize.data import prepare
 from recsize.files import write_json
 from recsize.search import PEPConfig, pep_search, run_baseline, run_magprune, run_pep, table_shapes, train_dense
-from recsize.search.compare import LABELS, LOWER_IS_BETTER, METRICS, _task
+from recsize.search.compare import LABELS, LOWER_IS_BETTER, METRICS, _task, width_correlations
 from recsize.search.prune import prefix_density_for_bytes
 from recsize.search.dnis import DNISConfig, run_dnis, search as dnis_search
 from recsize.train import default_config
@@ -67,9 +68,11 @@ FIXED = ("backbone", "dataset", "dim", "epochs", "patience", "prune_split", "pep
          "pep_granularity", "quick")
 
 
-def record(method: str, sparsity: float, seed: int, run, seconds: dict, metrics=METRICS["topk"]) -> dict:
+def record(method: str, sparsity: float, seed: int, run, seconds: dict, metrics=METRICS["topk"],
+           split=None) -> dict:
     """One cell: the test metrics with the stored tables (``metrics``: Recall@20 and NDCG@20 for top-k, AUC
-    and log loss for CTR), bytes, kept entries, epochs and wall times."""
+    and log loss for CTR), bytes, kept entries, epochs, wall times and the Spearman correlations of the
+    widths with the planted truth (synthetic data) and with popularity."""
     test = run.test_compact or run.result.test
     valid = run.result.valid
     total = run.memory["total"]
@@ -83,7 +86,8 @@ def record(method: str, sparsity: float, seed: int, run, seconds: dict, metrics=
             **{m: test[m] for m in metrics}, f"valid_{metrics[-1]}": valid[metrics[-1]],
             **extra, "budget_bytes": (1 - sparsity) * total["dense"], "dense_bytes": total["dense"],
             "kept": total["parameters"], "kept_fraction": total["density"], "best_epoch": run.result.best_epoch,
-            "epochs": len(run.result.history), "seconds": seconds}
+            "epochs": len(run.result.history), "seconds": seconds,
+            "spearman": None if split is None else width_correlations(run.sizes, split)}
 
 
 def summarise(runs: list[dict], metrics=METRICS["topk"]) -> list[dict]:
@@ -145,6 +149,9 @@ def load(path: Path, settings: dict) -> list[dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backbone", default="lightgcn", choices=["lightgcn", "mf", "neumf", "ngcf", "fm", "deepfm"])
+    p.add_argument("--dataset", choices=["ml-100k", "planted-100k", "planted-1m"], default="ml-100k",
+                   help="top-k data: ml-100k, or synthetic data whose true widths are independent of popularity "
+                        "(CTR backbones always use ml-100k-ctr)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--sparsities", nargs="+", type=float, default=list(SPARSITIES))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -169,7 +176,7 @@ def main(argv=None) -> int:
             "pep_init", "pep_scale", "pep_granularity", "quick")
     task = _task(args.backbone)
     metrics = METRICS[task]
-    settings = {"dataset": "ml-100k-ctr" if task == "ctr" else "ml-100k", **{k: getattr(args, k) for k in keys}}
+    settings = {"dataset": "ml-100k-ctr" if task == "ctr" else args.dataset, **{k: getattr(args, k) for k in keys}}
     runs = load(args.out, settings)
     done = {(r["method"], r["sparsity"], r["seed"]) for r in runs}
     pep = PEPConfig(granularity=args.pep_granularity, threshold_init=args.pep_init, scale=args.pep_scale,
@@ -231,7 +238,7 @@ def main(argv=None) -> int:
                     continue
                 run = run_baseline(args.backbone, split, method.split("-")[0], fitted, args.dim, config, seed=seed)
                 stage = {"train": time.perf_counter() - begin}
-            runs.append(record(method, sparsity, seed, run, stage, metrics))
+            runs.append(record(method, sparsity, seed, run, stage, metrics, split))
             done.add((method, sparsity, seed))
             r = runs[-1]
             print(f"  seed {seed} c = {100 * sparsity:.0f} % {method:8s} {metrics[0]} {r[metrics[0]]:.4f} {metrics[1]} "

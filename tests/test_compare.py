@@ -281,3 +281,19 @@ def test_paired_difference_interval():
     assert one["mean"] == pytest.approx(0.1) and one["low"] is None
     with pytest.raises(ValueError, match="equally long"):
         paired_difference([0.3, 0.2], [0.2])
+
+
+def test_width_correlations_against_the_planted_truth_and_popularity():
+    from recsize.data import make_split, make_synthetic
+    from recsize.search.baselines import role_counts
+    from recsize.search.compare import width_correlations
+    data = make_synthetic(n_users=120, n_items=150, mean_per_user=12, d_true=16, widths="groups", seed=0)
+    split = make_split(data, "random-811", seed=0)
+    truth = {"user": data.meta["true_user_dims"], "item": data.meta["true_item_dims"]}
+    got = width_correlations(truth, split)
+    assert got["truth"] == pytest.approx({"user": 1.0, "item": 1.0})
+    counts = role_counts(split)
+    by_popularity = width_correlations({"item": counts["item"], "item_mlp": counts["item"]}, split)
+    assert by_popularity["popularity"] == pytest.approx({"item": 1.0, "item_mlp": 1.0})
+    assert abs(by_popularity["truth"]["item"]) < 0.3                   # popularity does not give the truth
+    assert width_correlations({"item": counts["item"][:-1]}, split) == {"truth": {}, "popularity": {}}

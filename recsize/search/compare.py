@@ -456,6 +456,29 @@ def search_costs(records: list[dict]) -> list[dict]:
     return rows
 
 
+def width_correlations(sizes: dict, split) -> dict:
+    """Spearman rank correlations of a method's widths (``sizes``: role -> width of every row) with the
+    planted true widths of synthetic data (``truth``; absent for real data) and with training frequency
+    (``popularity``), per role (``user``, ``item``; NeuMF's MLP tables as ``user_mlp`` / ``item_mlp``).
+    On ``planted-*`` data the true widths are independent of popularity, so only a method that reads the
+    data can score on ``truth`` there. Explained in Chapter 8."""
+    from scipy.stats import spearmanr
+
+    from .baselines import role_counts
+    meta = getattr(getattr(split, "data", None), "meta", None) or {}
+    counts = role_counts(split)
+    out = {"truth": {}, "popularity": {}}
+    for role, widths in sizes.items():
+        widths = np.asarray(widths)
+        base = role.removesuffix("_mlp")
+        for key, other in (("truth", meta.get(f"true_{base}_dims")), ("popularity", counts.get(role))):
+            if other is None or len(other) != len(widths):
+                continue
+            rho = spearmanr(widths, other)[0] if widths.std() > 0 and np.std(other) > 0 else float("nan")
+            out[key][role] = float(rho)
+    return out
+
+
 def paired_difference(a, b, confidence: float = 0.95) -> dict:
     """The mean of the paired differences a_i - b_i (one pair per seed: the seeds share splits) with its
     Student-t interval at ``confidence``; the interval is None below two pairs. Explained in Chapter 8."""
