@@ -4,8 +4,8 @@ preface (Chapter 0), where the book's figures are checked.
 ``overlapping_texts(fig)`` draws the figure once and compares the extents, in display pixels, of every
 text that was drawn: tick labels (major and minor, only those of ticks inside the view), axis labels and
 offset texts, titles, suptitles, texts and annotations, legend entries and titles. Two texts run into
-each other when their boxes overlap, or stand on one line less than ``pad`` points (3, less than a word
-space) apart: two subplot titles that close together read as one line.
+each other when their boxes overlap, or stand side by side on one line less than ``pad`` points (3, less
+than a word space) apart: two subplot titles that close together read as one line.
 
 ``fail_on_overlapping_texts`` is a matplotlib figure hook (rcParam ``figure.hooks``) that makes every
 later draw of a figure raise :class:`OverlappingTexts`; the test suite runs every chapter with it (a
@@ -88,24 +88,22 @@ def text_gap(box_a, box_b) -> float:
 
 
 def _run_into(box_a, box_b, limit: float) -> bool:
-    """Overlapping boxes, or boxes on one line (sharing half the height of the smaller, side by side; or
-    half its width, one above the other) that stand less than ``limit`` pixels apart. Two texts that meet
-    only at a corner (the first x and y tick labels of an axes) are not on one line."""
+    """Overlapping boxes, or boxes side by side on one line (sharing half the height of the smaller) that
+    stand less than ``limit`` pixels apart: they read as one run of words. Texts one above the other
+    (legend entries, an axis label under its tick labels) are set with line spacing and only count when
+    they overlap, as do two texts that meet at a corner (the first x and y tick labels of an axes)."""
     across = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)  # overlap of the two x ranges
     down = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
     if across > 0 and down > 0:
         return True
-    same_row = down >= 0.5 * min(box_a.height, box_b.height) and -across < limit
-    same_column = across >= 0.5 * min(box_a.width, box_b.width) and -down < limit
-    return same_row or same_column
+    return down >= 0.5 * min(box_a.height, box_b.height) and -across < limit
 
 
 def overlapping_texts(fig, pad: float = 3.0, renderer=None) -> list[tuple[object, object]]:
-    """The pairs of texts of ``fig`` that overlap or run into each other (on one line and less than ``pad``
-    points apart: 3 pt, 4 pixels at 100 dpi, less than a word space; an axis label stands 4 pt from its
-    tick labels), among tick labels, axis labels, titles, suptitles,
-    annotations and legend texts. An empty list when every label stands apart. Explained in the preface
-    (Chapter 0)."""
+    """The pairs of texts of ``fig`` that overlap or run into each other (side by side on one line and less
+    than ``pad`` points apart: 3 pt, 4 pixels at 100 dpi, less than a word space), among tick labels, axis
+    labels, titles, suptitles, annotations and legend texts. An empty list when every label stands apart.
+    Explained in the preface (Chapter 0)."""
     boxes = drawn_texts(fig, renderer)
     limit = pad * fig.dpi / 72
     return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:]
