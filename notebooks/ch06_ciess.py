@@ -86,6 +86,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from recsize.data import prepare
+from recsize.plots import log_axis
 from recsize.search import run_baseline
 from recsize.search.ciess import (
     CIESS,
@@ -297,7 +298,7 @@ for ax, side, counts in (
 ):
     sizes = np.asarray(loosest[f"{side}_sizes"])
     ax.scatter(counts + 1, sizes, s=5, alpha=0.4)
-    ax.set_xscale("log")
+    log_axis(ax.xaxis)  # log scale, labels that do not crowd (Chapter 1)
     ax.set_xlabel(f"training interactions of the {side} + 1")
     ax.set_ylabel("searched width")
     ax.set_title(
