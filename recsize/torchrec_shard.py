@@ -84,8 +84,10 @@ def shard(lookup: BucketLookup, pg, sharding_types=MODEL_PARALLEL, optimizer=Non
     from torchrec.optim import apply_optimizer_in_backward
     state = {k: v.detach().clone() for k, v in lookup.collection.state_dict().items()}
     if optimizer is not None:
-        apply_optimizer_in_backward(optimizer, lookup.collection.parameters(), optimizer_kwargs or {"lr": 0.1})
-    device = torch.device("cpu") if dist.get_backend(pg) == "gloo" else torch.device("cuda", torch.cuda.current_device())
+        kwargs = optimizer_kwargs or {"lr": 0.1}
+        apply_optimizer_in_backward(optimizer, lookup.collection.parameters(), kwargs)
+    gloo = dist.get_backend(pg) == "gloo"
+    device = torch.device("cpu") if gloo else torch.device("cuda", torch.cuda.current_device())
     plan = make_plan(lookup, dist.get_world_size(pg), device.type, sharding_types, pg)
     dmp = DistributedModelParallel(lookup, env=ShardingEnv.from_process_group(pg), device=device, plan=plan,
                                    sharders=[EmbeddingBagCollectionSharder()])
