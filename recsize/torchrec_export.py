@@ -67,10 +67,10 @@ def bucket_widths(sizes, d_max: int, round_to: int = KERNEL_MULTIPLE) -> np.ndar
     return round_widths(sizes, top, round_to)
 
 
-def bucket_configs(sizes_by_role: dict, d_max_by_role: dict, round_to: int = KERNEL_MULTIPLE,
-                   device=None) -> list:
+def bucket_configs(sizes_by_role: dict, d_max_by_role: dict, round_to: int = KERNEL_MULTIPLE) -> list:
     """One ``EmbeddingBagConfig`` per (role, bucket width) for the given widths, no weights: what the
-    planner needs (``device="meta"`` plans a billion rows without allocating them). Appendix A."""
+    planner needs (an ``EmbeddingBagCollection`` of them on the meta device allocates nothing).
+    Explained in Appendix A."""
     require_torchrec()
     from torchrec import EmbeddingBagConfig
     configs = []

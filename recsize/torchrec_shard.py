@@ -1,7 +1,7 @@
 """Bucket tables sharded across processes: TorchRec's planner and ``DistributedModelParallel``.
 
 Explained in Appendix A. :func:`make_plan` asks TorchRec's planner where every bucket table goes (on the
-meta device it plans tables of a billion rows without allocating them; :func:`rank_bytes` reads the
+meta device it plans tables of 100 million rows without allocating them; :func:`rank_bytes` reads the
 per-rank weight bytes off the plan); :func:`shard` wraps a :class:`~recsize.torchrec_lookup.BucketLookup`
 in ``DistributedModelParallel`` with a planner-made plan, its weights copied into the shards and,
 optionally, an optimizer fused into the backward pass (FBGEMM's kernels).

@@ -12,8 +12,8 @@ from recsize.backbones import build_backbone
 from recsize.embedding import CompactEmbedding, CSREmbedding, compact_factory
 from conftest import one_line_error
 from recsize.cli import main
-from recsize.torchrec_export import (INSTALL, BucketExport, TorchRecMissing, bucket_widths, export_tables,
-                                     has_torchrec, require_torchrec)
+from recsize.torchrec_export import (INSTALL, BucketExport, TorchRecMissing, bucket_configs, bucket_widths,
+                                     export_tables, has_torchrec, require_torchrec)
 
 
 def sizes_for(rows: int, d_max: int, seed: int) -> np.ndarray:
@@ -48,6 +48,9 @@ def test_every_row_is_bit_exact(torchrec, name, tiny_split, ctr_split):
     tables = model.embedding_tables()
     export = export_tables(tables)
     assert all(w.shape[1] % 4 == 0 for w in export.weights.values())
+    planned = bucket_configs({r: t.sizes for r, t in tables.items()}, {r: t.dim for r, t in tables.items()})
+    assert [(c.name, c.num_embeddings, c.embedding_dim) for c in planned] == \
+        [(c.name, c.num_embeddings, c.embedding_dim) for c in export.configs()]
     lookup = BucketLookup(export)
     with torch.no_grad():
         every = {role: torch.arange(t.num_rows) for role, t in tables.items()}
