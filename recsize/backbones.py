@@ -159,6 +159,28 @@ def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
                                        torch.from_numpy(norm.data), size=norm.shape, check_invariants=False)
 
 
+class _SymmetricSpMM(torch.autograd.Function):
+    """``adj @ x`` for a *symmetric* sparse ``adj``, whose gradient ``adj.T @ g`` is ``adj @ g``: the same
+    product again, where autograd would transpose the CSR matrix on every backward pass (4-5x slower on
+    ml-100k's graph; the gradients are bit-identical)."""
+
+    @staticmethod
+    def forward(ctx, adj, x):
+        ctx.adj = adj
+        return adj @ x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, ctx.adj @ grad
+
+
+def propagate_once(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """One propagation step ``adj @ x`` over the symmetric normalised adjacency
+    (:func:`normalized_adjacency`), with a backward pass that reuses ``adj`` instead of transposing it.
+    Explained in Chapter 3."""
+    return _SymmetricSpMM.apply(adj, x)
+
+
 class GraphModel(TopKModel):
     """Shared parts of NGCF and LightGCN: ego embeddings, the normalised adjacency, BPR on the
     propagated embeddings, and L2 on the ego embeddings of the batch. Explained in Chapter 3."""
@@ -210,7 +232,7 @@ class LightGCN(GraphModel):
         e = self.ego()
         total = e
         for _ in range(self.n_layers):
-            e = self.adj @ e
+            e = propagate_once(self.adj, e)
             total = total + e
         final = total / (self.n_layers + 1)
         return final[:self.n_users], final[self.n_users:]
@@ -235,7 +257,7 @@ class NGCF(GraphModel):
         e = self.ego()
         layers = [e]
         for w1, w2 in zip(self.w1, self.w2):
-            side = self.adj @ e
+            side = propagate_once(self.adj, e)
             e = F.leaky_relu(w1(side + e) + w2(side * e), 0.2)
             e = F.normalize(self.dropout(e), p=2, dim=1)
             layers.append(e)
