@@ -1,4 +1,5 @@
-"""Every chapter is a jupytext pair in sync, and runs end to end through papermill with its CI parameters.
+"""Every chapter is a jupytext pair in sync, and runs end to end through papermill with its CI parameters,
+with no figure whose labels overlap.
 
 nbval (``pytest --nbval-lax notebooks/``, part of the default ``pytest`` run) re-executes the stored
 notebooks and compares the outputs of the cells marked ``# NBVAL_CHECK_OUTPUT``.
@@ -54,6 +55,11 @@ def test_chapter_runs_with_papermill(chapter, tmp_path, monkeypatch):
         monkeypatch.delenv("RECSIZE_DATA", raising=False)
     else:
         monkeypatch.setenv("RECSIZE_DATA", REAL_CACHE)
+    # Every figure the chapter draws is checked for labels that overlap (recsize.plots, the preface): the
+    # kernel reads this matplotlibrc, whose figure hook makes savefig raise OverlappingTexts.
+    rc = tmp_path / "matplotlibrc"
+    rc.write_text("figure.hooks: recsize.plots:fail_on_overlapping_texts\n")
+    monkeypatch.setenv("MATPLOTLIBRC", str(rc))
     out_nb = tmp_path / f"{chapter}.ipynb"
     figures = tmp_path / "results"
     pm.execute_notebook(str(NOTEBOOKS / f"{chapter}.ipynb"), str(out_nb), cwd=str(NOTEBOOKS),
