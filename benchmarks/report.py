@@ -211,14 +211,16 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
     seeds = sorted({r["seed"] for r in runs})
     protocol = ("random 8:1:1 over samples" if first["dataset"].endswith("-ctr")
                 else "random 8:1:1 per user, full ranking")
+    truth = any((r.get("spearman") or {}).get("truth") for r in runs)   # planted data: widths vs the truth
+    rho_head = " ρ truth, users / items |" if truth else ""
     lines = [f"{first['backbone']} on {first['dataset']} ({protocol}), d_max "
              f"{first['dim']}; every training capped at {first['epochs']} epochs with patience {first['patience']}. "
              f"Machine: {first['machine']}. Test {label} with the stored tables; Δ: paired difference to "
              "ES at equal bytes, mean [95 % interval] over the seeds both ran; bold: best mean per budget at equal "
              "bytes (plain ES and DNIS's prefix widths keep 1 - c of the parameters and take more bytes).", "",
              "| c | method | " + " | ".join(f"seed {s}" for s in seeds)
-             + " | mean | Δ vs ES, equal bytes | kept | KiB | best epoch | final training s |",
-             "|---|---|" + "---|" * len(seeds) + "---|---|---|---|---|---|"]
+             + " | mean | Δ vs ES, equal bytes | kept | KiB | best epoch | final training s |" + rho_head,
+             "|---|---|" + "---|" * len(seeds) + "---|---|---|---|---|---|" + ("---|" if truth else "")]
     rows = paired_summary(runs, "es-bytes", metric, PRUNE_NAMES)
     for row in rows:
         c, m, mine = row["sparsity"], row["method"], list(row["cells"].values())
@@ -237,7 +239,11 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
                      + f" | {mean} | {delta} | {np.mean([r['kept'] for r in mine]):,.0f} | "
                      f"{_kib(np.mean([r['bytes'] for r in mine]))} | "
                      f"{np.mean([r['best_epoch'] for r in mine]):.0f} (max {max(r['best_epoch'] for r in mine)}) "
-                     f"| {np.mean([x for x in retrain if x is not None]):.0f} |")
+                     f"| {np.mean([x for x in retrain if x is not None]):.0f} |"
+                     + (_rho(mine) if truth else ""))
+    if truth:
+        lines += ["", "ρ truth: mean Spearman correlation over the seeds of each method's widths (kept entries per "
+                      "row) with the planted widths, which are independent of popularity by construction."]
     search = {}
     for r in runs:
         if r["method"].startswith("dnis") and "warm_epochs" in r["seconds"]:
@@ -258,9 +264,18 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _rho(cells: list[dict]) -> str:
+    """Mean Spearman correlation of the widths with the planted truth, users / items, as a table cell."""
+    def mean(role):
+        values = [c["spearman"]["truth"].get(role) for c in cells if c.get("spearman")]
+        values = [v for v in values if v is not None and np.isfinite(v)]
+        return f"{np.mean(values):+.2f}" if values else "-"
+    return f" {mean('user')} / {mean('item')} |"
+
+
 AT_PARAMETERS = ("es", "dnis-prefix", "dnis-prefix-old")   # budgeted in parameters: more bytes than the rest
 MERGED = {f"prune_{b}": (lambda out, b=b: render_prune(*load_prune(f"prune_{b}", out)))
-          for b in ("lightgcn", "neumf", "deepfm")}
+          for b in ("lightgcn", "neumf", "deepfm", "planted_lightgcn")}
 
 
 HEADLINE_METHODS = ("es-bytes", "mde-bytes", "magprune", "pep", "dnis")
