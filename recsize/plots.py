@@ -4,8 +4,9 @@ preface (Chapter 0), where the book's figures are checked.
 ``overlapping_texts(fig)`` draws the figure once and compares the extents, in display pixels, of every
 text that was drawn: tick labels (major and minor, only those of ticks inside the view), axis labels and
 offset texts, titles, suptitles, texts and annotations, legend entries and titles. Two texts run into
-each other when their boxes overlap, or stand side by side on one line less than ``pad`` points (3, less
-than a word space) apart: two subplot titles that close together read as one line.
+each other when their boxes overlap, stand side by side on one line less than ``pad`` points (3, less
+than a word space) apart (two subplot titles that close together read as one line), or stand one above
+the other less than ``stacked_pad`` (1 pt) apart.
 
 ``fail_on_overlapping_texts`` is a matplotlib figure hook (rcParam ``figure.hooks``) that makes every
 later draw of a figure raise :class:`OverlappingTexts`; the test suite runs every chapter with it (a
@@ -87,27 +88,32 @@ def text_gap(box_a, box_b) -> float:
     return max(dx, dy)
 
 
-def _run_into(box_a, box_b, limit: float) -> bool:
-    """Overlapping boxes, or boxes side by side on one line (sharing half the height of the smaller) that
-    stand less than ``limit`` pixels apart: they read as one run of words. Texts one above the other
-    (legend entries, an axis label under its tick labels) are set with line spacing and only count when
-    they overlap, as do two texts that meet at a corner (the first x and y tick labels of an axes)."""
+def _run_into(box_a, box_b, limit: float, stacked_limit: float) -> bool:
+    """Overlapping boxes; boxes side by side on one line (sharing half the height of the smaller) less
+    than ``limit`` pixels apart, which read as one run of words; or boxes one above the other (sharing
+    half the width of the narrower) less than ``stacked_limit`` pixels apart, which touch (crowded minor
+    tick labels of a log axis). Texts set with line spacing (legend rows, an axis label under its tick
+    labels) stand further apart, and two texts that meet at a corner (the first x and y tick labels of an
+    axes) count only when they overlap."""
     across = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)  # overlap of the two x ranges
     down = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
     if across > 0 and down > 0:
         return True
-    return down >= 0.5 * min(box_a.height, box_b.height) and -across < limit
+    if down >= 0.5 * min(box_a.height, box_b.height):
+        return -across < limit
+    return across >= 0.5 * min(box_a.width, box_b.width) and -down < stacked_limit
 
 
-def overlapping_texts(fig, pad: float = 3.0, renderer=None) -> list[tuple[object, object]]:
+def overlapping_texts(fig, pad: float = 3.0, stacked_pad: float = 1.0,
+                      renderer=None) -> list[tuple[object, object]]:
     """The pairs of texts of ``fig`` that overlap or run into each other (side by side on one line and less
-    than ``pad`` points apart: 3 pt, 4 pixels at 100 dpi, less than a word space), among tick labels, axis
-    labels, titles, suptitles, annotations and legend texts. An empty list when every label stands apart.
-    Explained in the preface (Chapter 0)."""
+    than ``pad`` points apart: 3 pt, 4 pixels at 100 dpi, less than a word space; one above the other and
+    less than ``stacked_pad``, 1 pt, apart), among tick labels, axis labels, titles, suptitles, annotations
+    and legend texts. An empty list when every label stands apart. Explained in the preface (Chapter 0)."""
     boxes = drawn_texts(fig, renderer)
-    limit = pad * fig.dpi / 72
+    limit, stacked_limit = pad * fig.dpi / 72, stacked_pad * fig.dpi / 72
     return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:]
-            if _run_into(box_a, box_b, limit)]
+            if _run_into(box_a, box_b, limit, stacked_limit)]
 
 
 def si_label(value: float) -> str:

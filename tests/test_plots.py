@@ -165,3 +165,15 @@ def test_stacked_small_legend_entries_are_not_an_overlap():
     ax.legend(fontsize=5)
     fig.tight_layout()
     assert overlapping_texts(fig) == []
+
+
+def test_stacked_texts_that_touch():
+    """Minor tick labels of a log y axis stacked 0.2 px apart (Chapter 2 once): they touch."""
+    fig = plt.figure(figsize=(3, 3), dpi=100)
+    low = fig.text(0.3, 0.3, "3x10^1")
+    fig.canvas.draw()
+    top = low.get_window_extent().y1
+    high = fig.text(0.3, (top + 0.5) / fig.bbox.height, "4x10^1", va="bottom")
+    assert _texts(overlapping_texts(fig)) == {frozenset(("3x10^1", "4x10^1"))}
+    high.set_y((top + 4) / fig.bbox.height)  # 4 px (2.9 pt): apart
+    assert overlapping_texts(fig) == []
