@@ -61,6 +61,7 @@ from recsize.data import (
 )
 from recsize.evaluate import evaluate_topk
 from recsize.metrics import ndcg_at_k, recall_at_k, topk_metrics
+from recsize.plots import log_axis
 from recsize.train import default_config, fit
 
 out = Path(out_dir)
@@ -97,7 +98,9 @@ for ax, counts, who in (
     (axes[1], data.user_counts(), "users"),
 ):
     ranked = np.sort(counts)[::-1]
-    ax.loglog(np.arange(1, len(ranked) + 1), ranked)
+    ax.plot(np.arange(1, len(ranked) + 1), ranked)
+    log_axis(ax.xaxis)  # log scales with short labels that do not crowd (Chapter 1)
+    log_axis(ax.yaxis)
     ax.set_xlabel(f"{who} ranked by interactions")
     ax.set_ylabel("interactions")
     ax.grid(alpha=0.3, which="both")
