@@ -341,11 +341,75 @@ def render_headline_embedding(out: Path = OUT) -> str:
     return "\n".join(lines + ["", f"Machine: {data['machine']}."])
 
 
-HEADLINES = {"headline_prune": render_headline_prune, "headline_embedding": render_headline_embedding}
+def render_torchrec_serving(data: dict) -> str:
+    """Narrow or quantise: bytes and test quality of MF tables served through TorchRec's collections
+    (``benchmarks/torchrec_serving.py``, Appendix A)."""
+    rows = data["quantisation"]
+    full = next(r["tables"] for r in rows if r["widths"] == "full" and r["dtype"] == "fp32")
+    lines = [f"Machine: {data['machine']}; MF on ml-100k, d_max 64, seed 0, at most {data['epochs']} epochs; "
+             "tables: the bytes the collection stores (x full: over the full-width float32 tables; the id index "
+             f"adds {_bytes(rows[0]['index'])}); test metrics of a full ranking through the served tables.", "",
+             "| widths | dtype | tables | x full | Recall@20 | NDCG@20 |", "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['widths']} | {r['dtype']} | {_bytes(r['tables'])} | {r['tables'] / full:.3f} | "
+                     f"{r['recall@20']:.4f} | {r['ndcg@20']:.4f} |")
+    return "\n".join(lines)
+
+
+def render_torchrec_planning(out: Path = OUT) -> str:
+    """TorchRec's planner on the meta device for 10M / 100M-row tables, dense and as MDE width buckets
+    (``benchmarks/torchrec_serving.py``, Appendix A): weight bytes in all and per rank."""
+    data = json.loads((out / "torchrec_serving.json").read_text())
+    lines = [f"Machine: {data['machine']} (planning only, nothing allocated); 8 GPUs per host, 32 GB each; "
+             "weights only (optimizer state on top).", "",
+             "| rows | table | ranks | weights | max / rank | min / rank | plan |", "|---:|---|---:|---:|---:|---:|---|"]
+    for r in data["planning"]:
+        kinds = {}
+        for t in r["tables"].values():
+            key = f"{t['sharding'].replace('_', '-')} over {t['ranks']}"
+            kinds[key] = kinds.get(key, 0) + 1
+        plan = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        b = r["rank_bytes"]
+        lines.append(f"| {r['rows']:,} | {r['table']} | {r['ranks']} | {_bytes(r['weight_bytes'])} | "
+                     f"{_bytes(max(b))} | {_bytes(min(b))} | {plan} |")
+    return "\n".join(lines)
+
+
+def render_torchrec_speed(data: dict) -> str:
+    """Lookup speed of the bucket path through FBGEMM against fair dense baselines
+    (``benchmarks/torchrec_speed.py``, Appendix A)."""
+    cols = list(data["rows"][0]["fwd"])
+    lines = [f"Machine: {data['machine']}; batches of {data['batch']:,} Zipf-drawn ids, median of {data['repeats']} "
+             f"x {data['calls']} lookups; millions of rows per second of process CPU time.", "",
+             "| rows | pass | " + " | ".join(cols) + " |", "|---:|---|" + "---:|" * len(cols)]
+    for r in data["rows"]:
+        for key, name in (("fwd", "forward"), ("fwd_bwd", "forward+backward")):
+            cells = [f"{r[key][c] / 1e6:.2f}" if c in r[key] else "-" for c in cols]
+            lines.append(f"| {r['rows']:,} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_torchrec_train(data: dict) -> str:
+    """MF with MDE widths trained through the sharded TorchRec tables against one process and recsize's own
+    trainer (``benchmarks/torchrec_train.py``, Appendix A)."""
+    lines = [f"Machine: {data['machine']}; {data['world_size']} processes (gloo); d_max {data['d_max']}, density "
+             f"{data['density']}; Adagrad lr {data['adagrad_lr']}; at most {data['epochs']} epochs, patience "
+             f"{data['patience']}. Test Recall@20 (best epoch).", "",
+             "| seed | sharded (Adagrad) | one process (Adagrad) | recsize's trainer (Adam) |", "|---:|---|---|---|"]
+    for r in data["runs"]:
+        cells = [f"{r[k]['recall@20']:.4f} ({r[k]['best_epoch']})" for k in ("sharded", "single", "recsize_adam")]
+        lines.append(f"| {r['seed']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+HEADLINES = {"headline_prune": render_headline_prune, "headline_embedding": render_headline_embedding,
+             "torchrec_planning": render_torchrec_planning}
 
 
 RENDERERS = {"backbones": render_backbones, "embedding": render_embedding, "dnis": render_dnis,
-             "ciess": render_ciess, "ihas": render_ihas, "head_to_head": render_head_to_head}
+             "ciess": render_ciess, "ihas": render_ihas, "head_to_head": render_head_to_head,
+             "torchrec_serving": render_torchrec_serving, "torchrec_speed": render_torchrec_speed,
+             "torchrec_train": render_torchrec_train}
 
 
 def renderer(name: str):

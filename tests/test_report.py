@@ -13,8 +13,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import report  # noqa: E402
 
 # The full tables (benchmarks/README.md) and the front README's headlines; each a generated block.
-REQUIRED = {"benchmarks/README.md": ("backbones", "embedding", "prune_lightgcn", "ciess", "ihas", "head_to_head"),
-            "README.md": ("headline_embedding", "headline_prune")}
+REQUIRED = {"benchmarks/README.md": ("backbones", "embedding", "prune_lightgcn", "ciess", "ihas", "head_to_head",
+                                     "torchrec_serving", "torchrec_planning", "torchrec_speed", "torchrec_train"),
+            "README.md": ("headline_embedding", "headline_prune", "torchrec_serving", "torchrec_planning")}
 
 
 @pytest.mark.parametrize("readme", sorted(REQUIRED))
@@ -27,7 +28,7 @@ def test_readme_tables_are_generated_from_the_benchmark_outputs(readme):
 
 def test_the_front_readme_is_short_and_links_the_full_tables():
     text = (ROOT / "README.md").read_text()
-    assert len(text.splitlines()) < 250 and "(benchmarks/README.md)" in text
+    assert len(text.splitlines()) < 300 and "(benchmarks/README.md)" in text
     assert (ROOT / "benchmarks" / "README.md").resolve() in [p.resolve() for p in report.READMES]
 
 
