@@ -270,9 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--cluster-init", choices=["scratch", "search"], default="scratch",
                    help="cluster models start from scratch (recsize's choice) or from the search model's weights "
                         "(default scratch)")
-    h.add_argument("--charge", choices=["routing+linear", "embeddings"], default="routing+linear",
-                   help="the budget also counts routing and the K - 1 extra first-order tables (default), or the "
-                        "cluster tables only")
+    h.add_argument("--charge", choices=["routing", "routing+linear", "embeddings"], default="routing",
+                   help="what the budget counts beyond the cluster tables: the router (default), the router and the "
+                        "K - 1 extra first-order tables, or nothing")
     h.add_argument("--ctr-file", type=Path, help="a Criteo or Avazu file to use instead of --dataset")
     h.add_argument("--ctr-format", choices=["criteo", "avazu"], default="criteo", help="format of --ctr-file")
     h.add_argument("--max-rows", type=_positive_int, help="read at most this many samples of --ctr-file")
@@ -442,7 +442,7 @@ _METHOD_FLAGS = {  # flags that only one method reads, with their defaults: anyt
              "min_size": 1, "granularity": "row"},
     "ihas": {"clusters": 4, "gate_blocks": 4, "route_dim": 2, "sparsity_weight": 0.0, "dual_lr": 0.002,
              "polarisation_weight": 0.01, "ctr_file": None, "ctr_format": "criteo", "max_rows": None,
-             "min_count": 1, "cluster_init": "scratch", "charge": "routing+linear"},
+             "min_count": 1, "cluster_init": "scratch", "charge": "routing"},
     "mde": {"alpha": 0.3},
     "magprune": {"prune_split": "global"},
     "pep": {"pep_granularity": "feature_dim", "pep_init": -15.0, "pep_scale": 1.0, "pep_epochs": 300},
@@ -679,12 +679,13 @@ def _cmd_ihas(args) -> int:
               f"{b['cluster_parameters'][k]:>12,}{format_bytes(b['cluster_bytes'][k]):>12s}   "
               + " ".join(f"{w:.0f}" for w in widths[k]))
     r = b["routing_parameters"]
-    free = "" if b["charge"] == "routing+linear" else " (not charged)"
+    free = " (not charged)"
     print(f"{'routing':10s}{'':17s}{r['total']:>12,}{format_bytes(b['routing_bytes']):>12s}   "
           f"router table {r['router_table']:,}, gate network {r['gate_network']:,}, centroids {r['centroids']:,}"
-          + free)
+          + ("" if b["charge"] != "embeddings" else free))
     print(f"{'1st order':10s}{'':17s}{r['first_order']:>12,}{format_bytes(b['first_order_bytes']):>12s}   "
-          f"first-order weights of the {len(run.models) - 1} cluster models beyond one" + free)
+          f"first-order weights of the {len(run.models) - 1} cluster models beyond one"
+          + ("" if b["charge"] == "routing+linear" else free))
     print(f"{'total':10s}{'':17s}{b['total_parameters']:>12,}{format_bytes(b['total_bytes']):>12s}   "
           f"= the budget's {b['target_parameters']:,} (non-embedding parameters, K copies: "
           f"{b['non_embedding_parameters']:,})")

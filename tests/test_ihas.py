@@ -150,7 +150,7 @@ def test_routing_parameters_by_hand():
 # ----------------------------------------------------------------------------------- the whole run
 def test_run_ihas_budget_accounting_and_determinism(ctr_split):
     d_max, density = 8, 0.5
-    run = run_ihas("fm", ctr_split, density, d_max, small_config(), TRAIN, seed=0)
+    run = run_ihas("fm", ctr_split, density, d_max, small_config(charge="routing+linear"), TRAIN, seed=0)
     data = ctr_split.data
     b = run.budget
     assert b["target_parameters"] == target_parameters(density, data.n_features, d_max)
@@ -168,7 +168,7 @@ def test_run_ihas_budget_accounting_and_determinism(ctr_split):
     X = data.X[ctr_split.test]
     assert np.array_equal(run.route(X), run.labels["test"])              # inference routing = evaluation's
     assert np.allclose(run.predict(X), run.predict(X, run.labels["test"]))
-    again = run_ihas("fm", ctr_split, density, d_max, small_config(), TRAIN, seed=0)
+    again = run_ihas("fm", ctr_split, density, d_max, small_config(charge="routing+linear"), TRAIN, seed=0)
     assert again.test == run.test and np.array_equal(again.sizes, run.sizes)
     d = run.to_dict()
     assert d["method"] == "ihas" and len(d["sizes_per_cluster_field"]) == len(run.models)
@@ -179,6 +179,13 @@ def test_run_ihas_single_cluster_needs_no_routing(ctr_split):
     assert run.budget["routing_parameters"]["total"] == 0 and run.centroids is None
     assert run.budget["total_parameters"] == run.budget["target_parameters"]
     assert (run.route(ctr_split.data.X[:5]) == 0).all()
+
+
+def test_the_default_charges_the_router_and_not_the_extra_first_order_tables(ctr_split):
+    b = run_ihas("fm", ctr_split, 0.5, 8, small_config(), TRAIN, seed=0).budget
+    r = b["routing_parameters"]
+    assert b["charge"] == "routing" and r["charged"] == r["total"] > 0 and r["first_order"] > 0
+    assert b["models_parameters"] + r["total"] == b["target_parameters"] == b["total_parameters"]
 
 
 def test_charging_nothing_gives_the_cluster_tables_the_whole_budget(ctr_split):
