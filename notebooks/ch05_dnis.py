@@ -492,33 +492,40 @@ print(f"DNIS search: {searched.seconds['total']:.1f} s, once for every budget")
 
 # %% [markdown]
 # At CI parameters these numbers say little: the models see a handful of epochs. The full runs below
-# (`benchmarks/prune.py`, LightGCN on ml-100k, 8:1:1, $d_{max} = 64$, every training to convergence with
-# early stopping, three seeds that share their splits across methods) give the evidence; the cell reads
-# the stored results and prints, per budget, each method's per-seed test Recall@20, its mean, and its
-# paired difference to ES at equal bytes with a 95 % interval.
+# (`benchmarks/prune.py`: LightGCN and NeuMF on ml-100k, 8:1:1, and DeepFM on its CTR view; $d_{max} =
+# 64$, every training to convergence with early stopping, three seeds that share their splits across
+# methods) give the evidence; the cell reads the stored results and prints, per backbone and budget, each
+# method's per-seed test quality (Recall@20; AUC for DeepFM), its mean, and its paired difference to ES
+# at equal bytes with a 95 % interval.
 
 # %%
-from recsize.search.compare import merge_runs, paired_summary, run_files
+from recsize.search.compare import METRICS, merge_runs, paired_summary, run_files
 
 stored = Path("..") / "benchmarks" / "out"
-runs, _ = merge_runs(run_files(stored, "prune_lightgcn"))
-shown = ("dnis", "dnis-alpha", "dnis-table", "dnis-prefix", "magprune")
-shown += ("es-bytes", "es")
-header = f"{'c':>4s} {'method':12s}{'per seed':>20s}{'mean':>8s}"
-print(header + "  difference to es-bytes [95 % CI]")
-for row in paired_summary(runs, "es-bytes", "recall@20", shown):
-    d, vs = row["delta"], ""
-    if d is not None:
-        ci = "" if d["low"] is None else f" [{d['low']:+.3f}, {d['high']:+.3f}]"
-        vs = f"{d['mean']:+.4f}{ci} (n={d['n']})"
-    per = " ".join(f"{r['recall@20']:.3f}" for r in row["cells"].values())
-    c, m = 100 * row["sparsity"], row["method"]
-    print(f"{c:3.0f}% {m:12s}{per:>20s}{row['mean']:>8.4f}  {vs}")
+shown = ("dnis", "dnis-alpha", "dnis-table", "dnis-prefix", "magprune", "pep")
+shown += ("mde-bytes", "es-bytes", "es")
+for name in ("lightgcn", "neumf", "deepfm"):
+    files = run_files(stored, f"prune_{name}")
+    if not files:
+        continue
+    runs, settings = merge_runs(files)
+    ctr = settings[0]["dataset"].endswith("-ctr")
+    metric = METRICS["ctr" if ctr else "topk"][0]
+    print(f"\n{name} on {settings[0]['dataset']}, test {metric}")
+    print(f"{'c':>4s} {'method':12s}{'per seed':>20s}{'mean':>8s}  vs es-bytes [95 % CI]")
+    for row in paired_summary(runs, "es-bytes", metric, shown):
+        d, vs = row["delta"], ""
+        if d is not None:
+            ci = "" if d["low"] is None else f" [{d['low']:+.3f}, {d['high']:+.3f}]"
+            vs = f"{d['mean']:+.4f}{ci} (n={d['n']})"
+        per = " ".join(f"{r[metric]:.3f}" for r in row["cells"].values())
+        c, m = 100 * row["sparsity"], row["method"]
+        print(f"{c:3.0f}% {m:12s}{per:>20s}{row['mean']:>8.4f}  {vs}")
 
 
 # %% [markdown]
 # What the full runs say (LightGCN, ml-100k, 8:1:1, $d_{max} = 64$; three seeds unless the table above
-# shows fewer; Recall@20; the README's DNIS table has the same numbers with stored bytes and epochs):
+# shows fewer; Recall@20; `benchmarks/README.md` has the same numbers with stored bytes and epochs):
 #
 # * **$\alpha$ adds nothing measurable.** DNIS in place and MagPrune, the same pruning without
 #   $\alpha$, agree within noise at every budget (50 %: 0.378 vs 0.375; 80 %: 0.351 vs 0.351; 90 %: 0.318
