@@ -22,7 +22,6 @@ Forward+backward includes what each form's backward does (the fused kernels also
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from common import machine
-from embedding import zipf_frequencies
+from embedding import median_seconds, zipf_frequencies
 from recsize.embedding import CompactEmbedding
 from recsize.files import write_json
 from recsize.search import mde_sizes
@@ -94,14 +93,7 @@ class FusedBuckets(torch.nn.Module):
 def cpu_seconds(step, repeats: int, calls: int) -> float:
     """Median over ``repeats`` of the mean *process CPU time* of ``calls`` calls (after one warm-up): on
     one thread it is the lookup's own work, whatever else the shared machine runs (wall time is not)."""
-    step(0)
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        for c in range(calls):
-            step(c)
-        times.append((time.process_time() - start) / calls)
-    return statistics.median(times)
+    return median_seconds(step, repeats, calls, clock=time.process_time)
 
 
 def speed(table, batches, repeats: int, backward: bool) -> float:
