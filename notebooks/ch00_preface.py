@@ -146,9 +146,10 @@ plt.show()
 # chapter there with one line that names the parameter, the value, what it expects and a valid way to
 # pass it. `-p` passes text whenever a value is not a plain number, so a list such as `dims` needs `-y`.
 #
-# The whole book is also a web site. `recsize book build` executes every chapter with its default
-# parameters (Jupyter Book keeps the outputs in a cache, so a rebuild re-runs only the chapters whose code
-# changed) and writes `book/_build/html/index.html`, which any browser opens.
+# The whole book is also a web site. `recsize book build` renders every chapter with the outputs stored in
+# its `.ipynb` (it executes nothing: `recsize book run --in-place` writes those outputs, and the tests
+# re-execute every chapter and check them) and writes `book/_build/html/index.html`, which any browser
+# opens.
 #
 # In JupyterLab (`jupyter lab notebooks/`) a chapter's text form `chNN_*.py` opens as a notebook with a
 # right click, *Open With → Notebook*, or with a double click once you have run
