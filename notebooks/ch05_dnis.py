@@ -512,7 +512,8 @@ for name in ("lightgcn", "neumf", "deepfm"):
     ctr = settings[0]["dataset"].endswith("-ctr")
     metric = METRICS["ctr" if ctr else "topk"][0]
     print(f"\n{name} on {settings[0]['dataset']}, test {metric}")
-    print(f"{'c':>4s} {'method':12s}{'per seed':>20s}{'mean':>8s}  vs es-bytes [95 % CI]")
+    head = f"{'c':>4s} {'method':12s}{'per seed':>20s}{'mean':>8s}"
+    print(head + "  vs es-bytes [95 % CI]")
     for row in paired_summary(runs, "es-bytes", metric, shown):
         d, vs = row["delta"], ""
         if d is not None:

@@ -123,7 +123,8 @@ def test_ctr_records_with_ihas_bytes_and_budget(ctr_split, ctr_records, ctr_spar
     run = run_ihas("fm", ctr_split, ihas["density"], D_MAX,
                    IHASConfig(**{"lr": cfg.lr, "batch_size": cfg.batch_size, **TINY["ihas"]}), cfg, seed=0)
     assert ihas["compact_bytes"] == run.budget["total_bytes"]
-    assert ihas["compact_bytes"] == sum(budget.compact_bytes(s, D_MAX) for s in run.sizes) + run.budget["routing_bytes"]
+    assert ihas["compact_bytes"] == (sum(budget.compact_bytes(s, D_MAX) for s in run.sizes)
+                                     + run.budget["routing_bytes"] + run.budget["first_order_bytes"])
     assert ihas["auc"] == run.test["auc"]
 
 
