@@ -428,10 +428,11 @@ from recsize.search.compare import merge_runs, run_files
 
 planted_files = run_files(Path(benchmark_file).parent, "prune_planted_lightgcn")
 if not planted_files:
-    print("no stored planted-truth run: python benchmarks/prune.py --dataset planted-100k")
+    print("no stored planted-truth run: run benchmarks/prune.py --dataset planted-100k")
 else:
     p_runs, _ = merge_runs(planted_files)
-    print(f"{'c':>4s} {'method':10s}{'seeds':>6s}{'users':>8s}{'items':>8s}{'Recall@20':>11s}")
+    head = f"{'c':>4s} {'method':10s}{'seeds':>6s}{'users':>8s}{'items':>8s}"
+    print(head + f"{'Recall@20':>11s}")
     for key in sorted({(r["sparsity"], r["method"]) for r in p_runs}):
         mine = [r for r in p_runs if (r["sparsity"], r["method"]) == key]
         users = np.mean([r["spearman"]["truth"]["user"] for r in mine])
