@@ -289,11 +289,9 @@ def render_headline_prune(out: Path = OUT) -> str:
     names = {"es-bytes": "ES", "mde-bytes": "MDE", "magprune": "MagPrune", "pep": "PEP", "dnis": "DNIS in place"}
     lines, machines = [], set()
     for backbone in ("lightgcn", "neumf", "deepfm"):
-        from recsize.search.compare import merge_runs, run_files
-        files = run_files(out, f"prune_{backbone}")
-        if not files:
+        runs, settings = load_prune(f"prune_{backbone}", out)
+        if not runs:
             continue
-        runs, settings = merge_runs(files)
         machines |= {s["machine"] for s in settings}
         metric = METRICS["ctr" if settings[0]["dataset"].endswith("-ctr") else "topk"][0]
         rows = paired_summary(runs, "es-bytes", metric, HEADLINE_METHODS)
