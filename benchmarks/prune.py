@@ -47,7 +47,8 @@ from common import machine
 from recsize.data import prepare
 from recsize.files import write_json
 from recsize.search import PEPConfig, pep_search, run_baseline, run_magprune, run_pep, table_shapes, train_dense
-from recsize.search.compare import LABELS, LOWER_IS_BETTER, METRICS, _task, width_correlations
+from recsize.search.compare import (LABELS, LOWER_IS_BETTER, METRICS, RUN_SETTINGS, _task,
+                                    width_correlations)
 from recsize.search.prune import prefix_density_for_bytes
 from recsize.search.dnis import DNISConfig, run_dnis, search as dnis_search
 from recsize.train import default_config
@@ -63,9 +64,6 @@ DNIS_VARIANTS = {
 }
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 METHODS = ("magprune", "pep", "es", "es-bytes", "mde-bytes", *DNIS_VARIANTS)
-# settings that change the numbers of a cell: a resumed run must share them
-FIXED = ("backbone", "dataset", "dim", "epochs", "patience", "prune_split", "pep_epochs", "pep_init", "pep_scale",
-         "pep_granularity", "quick")
 
 
 def record(method: str, sparsity: float, seed: int, run, seconds: dict, metrics=METRICS["topk"],
@@ -138,7 +136,7 @@ def load(path: Path, settings: dict) -> list[dict]:
         return []
     data = json.loads(path.read_text())
     old = data.get("settings", {})
-    differ = [k for k in FIXED if old.get(k) != settings[k]]
+    differ = [k for k in RUN_SETTINGS if old.get(k) != settings[k]]
     if differ:
         shown = ", ".join(f"{k}={old.get(k)!r}" for k in differ)
         raise SystemExit(f"{path} holds results made with other settings ({shown}): use another --out, or the same "

@@ -502,14 +502,29 @@ def run_files(folder, prefix: str) -> list[Path]:
     return [p for p in sorted(Path(folder).glob(f"{prefix}_*.json")) if not p.stem.endswith("_seed0")]
 
 
+# the settings of benchmarks/prune.py that change a cell's numbers: merged files must agree on them
+RUN_SETTINGS = ("backbone", "dataset", "dim", "epochs", "patience", "prune_split", "pep_epochs", "pep_init",
+                "pep_scale", "pep_granularity", "quick")
+
+
 def merge_runs(paths) -> tuple[list[dict], list[dict]]:
     """The cells (``runs``) of several benchmark outputs of ``benchmarks/prune.py`` run in parallel, each
     (method, sparsity, seed) once (the first file holding it wins), and each file's settings and machine.
-    Explained in Chapter 5."""
+    Explained in Chapter 5.
+
+    Files whose settings would change a cell's numbers (:data:`RUN_SETTINGS`: data, backbone, d_max, epoch
+    cap, patience, ...) cannot be merged: a ValueError names the first file that differs and how."""
     runs, seen, settings = [], set(), []
     for path in paths:
         data = json.loads(Path(path).read_text())
-        settings.append({**data["settings"], "machine": data["machine"], "file": Path(path).name})
+        mine = {**data["settings"], "machine": data["machine"], "file": Path(path).name}
+        if settings:
+            first = settings[0]
+            differ = [f"{k} {first.get(k)!r} vs {mine.get(k)!r}" for k in RUN_SETTINGS if first.get(k) != mine.get(k)]
+            if differ:
+                raise ValueError(f"{mine['file']} was run with other settings than {first['file']} "
+                                 f"({'; '.join(differ)}): merge only runs of one protocol (rename one file)")
+        settings.append(mine)
         for r in data["runs"]:
             key = (r["method"], r["sparsity"], r["seed"])
             if key not in seen:
