@@ -146,10 +146,13 @@ plt.show()
 # chapter there with one line that names the parameter, the value, what it expects and a valid way to
 # pass it. `-p` passes text whenever a value is not a plain number, so a list such as `dims` needs `-y`.
 #
-# The whole book is also a web site. `recsize book build` renders every chapter with the outputs stored in
-# its `.ipynb` (it executes nothing: `recsize book run --in-place` writes those outputs, and the tests
-# re-execute every chapter and check them) and writes `book/_build/html/index.html`, which any browser
-# opens.
+# The whole book is also a web site. `recsize book build` executes nothing: a page shows its chapter's
+# *published run*, the chapter executed with its full-run parameters
+# (`recsize book run --full --publish --chapters NAME` stores it in `book/published/`), as long as the
+# chapter's code has not changed since; otherwise it shows the small CI run stored in the chapter's
+# `.ipynb` (the outputs the tests re-execute and check). A note under each title says which run the page
+# shows, and for a published run its parameters, machine, date and wall time. The build writes
+# `book/_build/html/index.html`, which any browser opens.
 #
 # In JupyterLab (`jupyter lab notebooks/`) a chapter's text form `chNN_*.py` opens as a notebook with a
 # right click, *Open With → Notebook*, or with a double click once you have run

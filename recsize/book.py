@@ -3,9 +3,12 @@
 Explained in the README (and in the preface). ``recsize book run`` executes each chapter notebook with
 its CI parameters (the defaults of its ``parameters`` cell); ``--full`` applies the full-run parameters
 of ``notebooks/full_run.json``. Every executed notebook, its figures and ``summary.json`` go to the
-output folder. ``recsize book build`` builds the chapters listed in ``book/_toc.yml`` into an HTML
-Jupyter Book (``book/_build/html/index.html``), executing them with their CI parameters and caching the
-outputs.
+output folder. ``recsize book run --full --publish`` stores each full-run execution as the chapter's
+*published run* (``book/published/NAME.ipynb``, with its parameters, machine, date and wall time).
+``recsize book build`` builds the chapters listed in ``book/_toc.yml`` into an HTML Jupyter Book
+(``book/_build/html/index.html``) without executing anything: a page shows the chapter's published run
+where one exists and matches the chapter's code, otherwise the CI-parameter outputs stored in
+``notebooks/NAME.ipynb``, and a note at its top says which.
 """
 from __future__ import annotations
 
@@ -14,9 +17,12 @@ import json
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+BOOK = NOTEBOOKS.parent / "book"
+PUBLISHED = BOOK / "published"       # the full-run executions the book shows
 
 
 def chapters(notebooks: Path = NOTEBOOKS) -> list[str]:
@@ -47,13 +53,18 @@ def _sync(path: Path) -> None:
 
 
 def run_book(out_dir: str | Path | None, full: bool = False, only: list[str] | None = None,
-             notebooks: Path = NOTEBOOKS, progress: bool = False, in_place: bool = False) -> list[dict]:
+             notebooks: Path = NOTEBOOKS, progress: bool = False, in_place: bool = False,
+             publish: bool = False, published: Path = PUBLISHED) -> list[dict]:
     """Execute the chapters (all, or those named in ``only``) into ``out_dir``; returns one summary row
     per chapter (name, seconds, status) and writes ``summary.json``. With ``in_place`` (after editing a
     chapter's text form), sync each pair, execute it with its CI parameters into its own .ipynb (the
-    outputs nbval checks) and sync back; nothing else is written. Explained in the README."""
+    outputs nbval checks) and sync back; nothing else is written. With ``publish`` (needs ``full``), each
+    chapter that runs without error also becomes its published run (:func:`publish_run`), one chapter
+    at a time, so an interrupted run keeps the chapters it finished. Explained in the README."""
     if in_place and full:
         raise ValueError("--in-place stores the CI-parameter outputs that nbval checks; it cannot take --full")
+    if publish and not full:
+        raise ValueError("--publish stores full runs: add --full")
     try:
         import papermill as pm
         from papermill.exceptions import PapermillExecutionError
@@ -88,6 +99,9 @@ def run_book(out_dir: str | Path | None, full: bool = False, only: list[str] | N
             _sync(notebooks / f"{name}.ipynb")
         rows.append({"chapter": name, "seconds": round(time.perf_counter() - start, 1), "status": status,
                      "parameters": params})
+        if publish and status == "ok":
+            publish_run(out / f"{name}.ipynb", name, params_full.get(name, {}), rows[-1]["seconds"],
+                        published)
         print(f"{name:24s} {rows[-1]['seconds']:8.1f} s  {status}", flush=True)
     total = sum(r["seconds"] for r in rows)
     print(f"{'total':24s} {total:8.1f} s  ({'full' if full else 'CI'} parameters; outputs in {out})")
@@ -99,8 +113,6 @@ def run_book(out_dir: str | Path | None, full: bool = False, only: list[str] | N
 
 
 # --- the book as HTML (Jupyter Book 1.x) -------------------------------------------------------------------
-
-BOOK = NOTEBOOKS.parent / "book"
 
 
 class BookBuildFailed(RuntimeError):
@@ -146,10 +158,12 @@ def build_command(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book:
 
 
 def build_book(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book: Path = BOOK,
-               quiet: bool = False, env: dict[str, str] | None = None) -> Path:
+               quiet: bool = False, env: dict[str, str] | None = None, published: Path | None = None) -> Path:
     """Build the book as HTML with Jupyter Book 1.x and return the path of ``index.html``. The chapters are
-    not executed: every page shows the outputs stored in its .ipynb (``recsize book run --in-place`` writes
-    them; nbval re-executes every chapter in CI). Warnings fail the build.
+    not executed: every page shows a chapter's published full run where it is current, otherwise the CI
+    outputs stored in its .ipynb (``recsize book run --in-place`` writes them; nbval re-executes every
+    chapter in CI), staged with their provenance notes in ``OUT/_source`` (:func:`stage_book`;
+    ``published`` defaults to ``book/published`` next to the table of contents). Warnings fail the build.
     Explained in the README (and in the preface)."""
     if importlib.util.find_spec("jupyter_book") is None:
         raise RuntimeError("recsize book build needs Jupyter Book 1.x (the dev extras): pip install -e '.[dev]'")
@@ -164,7 +178,9 @@ def build_book(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book: Pa
     unlisted = sorted(set(chapters(notebooks)) - set(listed))
     if unlisted:
         raise BookBuildFailed(f"{', '.join(unlisted)} not in {Path(book) / '_toc.yml'}: add them in book order")
-    cmd = build_command(out_dir, notebooks, book)
+    source = stage_book(Path(out_dir).resolve() / "_source", listed, notebooks,
+                        Path(book) / "published" if published is None else published)
+    cmd = build_command(out_dir, source, book)
     if quiet:
         cmd.append("-q")
     done = subprocess.run(cmd, env=env)
@@ -173,3 +189,88 @@ def build_book(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book: Pa
         raise BookBuildFailed(f"jupyter-book build failed (exit status {done.returncode}); the messages above "
                               "say which chapter and why")
     return index
+
+
+# --- published runs: what a reader sees ----------------------------------------------------------------------
+
+def code_cells(nb) -> list[str]:
+    """The sources of a notebook's code cells, without papermill's injected parameters: what must agree
+    between a chapter and its published run."""
+    return [c.source for c in nb.cells
+            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+
+
+def publish_run(executed: Path, name: str, parameters: dict, seconds: float,
+                published: Path = PUBLISHED) -> Path:
+    """Store a full-run execution of chapter ``name`` as its published run ``published/NAME.ipynb``
+    (written whole, then renamed), with its provenance in the notebook's metadata (``recsize_run``: the
+    full-run parameters, machine, date and wall time). Explained in the preface."""
+    import nbformat
+    from .files import atomic_write
+    from .resources import machine
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    nb.metadata["recsize_run"] = {"parameters": parameters, "machine": machine(), "seconds": round(seconds, 1),
+                                  "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+    published.mkdir(parents=True, exist_ok=True)
+    target = published / f"{name}.ipynb"
+    with atomic_write(target, "w") as f:
+        nbformat.write(nb, f)
+    return target
+
+
+def published_state(name: str, notebooks: Path = NOTEBOOKS, published: Path = PUBLISHED) -> str:
+    """``"current"`` where chapter ``name`` has a published run made from its present code, ``"stale"``
+    where the code changed since (re-run ``recsize book run --full --publish --chapters NAME``),
+    ``"missing"`` where none was published. Explained in the preface."""
+    import nbformat
+    path = Path(published) / f"{name}.ipynb"
+    if not path.exists():
+        return "missing"
+    run = nbformat.read(path, as_version=4)
+    chapter = nbformat.read(Path(notebooks) / f"{name}.ipynb", as_version=4)
+    return "current" if code_cells(run) == code_cells(chapter) else "stale"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def provenance_note(name: str, state: str, run: dict | None = None) -> str:
+    """The note at the top of a page: which execution it shows, with what parameters, where, when, how long.
+    Explained in the preface."""
+    if state == "current":
+        params = ", ".join(f"`{k} = {v!r}`" for k, v in run["parameters"].items()) or "its defaults"
+        return (f"```{{note}}\n**Published run.** This page shows the chapter executed with its full-run "
+                f"parameters ({params}) on {run['machine']}, {run['date']}, in {_minutes(run['seconds'])}. "
+                "CI executes the same code with small parameters (`recsize book run`).\n```")
+    why = ("its full run is out of date with the chapter's code" if state == "stale"
+           else "its full run has not been published yet")
+    return ("```{note}\n**CI run.** This page shows the chapter executed with its small CI parameters (the "
+            f"defaults of its parameters cell): {why} (`recsize book run --full --publish --chapters {name}`). "
+            "Numbers printed by training here are not results; tables read from `benchmarks/out` are.\n```")
+
+
+def stage_book(stage: Path, names: list[str], notebooks: Path = NOTEBOOKS, published: Path = PUBLISHED) -> Path:
+    """Write the book's source into ``stage``: for every chapter of ``names``, its published run where
+    current (:func:`published_state`), otherwise its CI-executed notebook, with the provenance note
+    (:func:`provenance_note`) after its title. Returns ``stage``. Explained in the preface."""
+    import shutil
+
+    import nbformat
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    for name in names:
+        state = published_state(name, notebooks, published)
+        source = Path(published) / f"{name}.ipynb" if state == "current" else Path(notebooks) / f"{name}.ipynb"
+        nb = nbformat.read(source, as_version=4)
+        note = provenance_note(name, state, nb.metadata.get("recsize_run"))
+        first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
+        title, _, rest = nb.cells[first].source.partition("\n")
+        nb.cells[first].source = "\n\n".join(part for part in (title, note, rest.strip("\n")) if part)
+        nbformat.write(nb, stage / f"{name}.ipynb")
+    return stage

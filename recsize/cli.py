@@ -332,11 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--chapters", nargs="+", metavar="NAME", help="only these chapters (e.g. ch01_why_size)")
     r.add_argument("--in-place", action="store_true",
                    help="after editing a chapter's text form: sync the pair and store its CI outputs in its .ipynb")
+    r.add_argument("--publish", action="store_true",
+                   help="with --full: store each chapter's run as the one the book shows (book/published/)")
     b = bsub.add_parser("build", help="build the HTML book (Jupyter Book 1.x) from the chapters in book/_toc.yml",
-                        description="Execute every chapter of book/_toc.yml with its CI parameters (cached: "
-                                    "a rebuild re-runs only changed chapters) and build the HTML book; "
-                                    "warnings are errors. Open OUT/_build/html/index.html. Explained in the "
-                                    "README.")
+                        description="Build the HTML book from the chapters of book/_toc.yml without "
+                                    "executing them: each page shows the chapter's published full run "
+                                    "(book/published/) where it matches the chapter's code, otherwise its "
+                                    "stored CI outputs, with a note saying which; warnings are errors. Open "
+                                    "OUT/_build/html/index.html. Explained in the README.")
     b.add_argument("--out", type=Path, default=None,
                    help="output folder; the HTML goes to OUT/_build/html (default: book/ of the checkout)")
     b.add_argument("--quiet", action="store_true", help="only warnings and errors from jupyter-book")
@@ -962,7 +965,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "book":
             from .book import run_book
             try:
-                rows = run_book(args.out, full=args.full, only=args.chapters, in_place=args.in_place)
+                rows = run_book(args.out, full=args.full, only=args.chapters, in_place=args.in_place,
+                                publish=args.publish)
             except (RuntimeError, FileNotFoundError) as e:  # no dev extras, no source checkout
                 raise ValueError(str(e)) from None
             return 0 if all(r["status"] == "ok" for r in rows) else 1

@@ -5,11 +5,13 @@ moments and the best-so-far copy (5 floats); the graph models keep every propaga
 for the backward pass; a mini-batch holds its rows and their gradients; evaluation scores a block of
 users against every item. The estimate adds these up; :func:`check_memory` compares it with the memory
 the device has free and refuses a run that cannot fit (``--dim 100000`` on ml-100k would need tens of
-GiB), saying what to lower.
+GiB), saying what to lower. :func:`machine` names the machine a result was measured on (the benchmarks' tables
+and the book's published runs).
 """
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
@@ -118,3 +120,20 @@ def check_memory(backbone: str, split, dim: int, batch_size: int, device: str | 
             f"{torch.device(device).type} has {format_bytes(free)} free: lower {dim_flag}"
             + (" or --batch-size" if need["activations"] > need["parameters"] else ""))
     return need
+
+
+def machine() -> str:
+    """CPU model, core count, GPU (if any), torch version and threads, e.g. ``AMD EPYC 7B13, 2 cores, torch
+    2.13.0+cpu (1 threads)``: the provenance line of the benchmarks' tables (README) and of the book's
+    published runs (preface)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__} ({torch.get_num_threads()} threads)"

@@ -9,8 +9,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from recsize.book import (BOOK, NOTEBOOKS, BookBuildFailed, build_book, build_command, chapters, full_parameters,
-                          run_book, toc_chapters)
+from recsize.book import (BOOK, NOTEBOOKS, PUBLISHED, BookBuildFailed, build_book, build_command, chapters,
+                          full_parameters, published_state, run_book, stage_book, toc_chapters)
 from recsize.cli import main
 
 
@@ -62,6 +62,69 @@ def test_run_book_reports_a_failing_chapter(tmp_path):
     nbs = _fake_notebooks(tmp_path / "nbs", fail=True)
     rows = run_book(tmp_path / "out", notebooks=nbs, only=["ch02_b"])
     assert len(rows) == 1 and rows[0]["status"].startswith("error: ValueError")
+
+
+@pytest.mark.notebook
+def test_publish_stores_the_full_run_with_its_provenance_and_tracks_the_code(tmp_path):
+    nbs, published = _fake_notebooks(tmp_path / "nbs"), tmp_path / "published"
+    rows = run_book(tmp_path / "out", full=True, only=["ch01_a"], notebooks=nbs, publish=True,
+                    published=published)
+    assert rows[0]["status"] == "ok" and sorted(p.name for p in published.iterdir()) == ["ch01_a.ipynb"]
+    run = nbformat.read(published / "ch01_a.ipynb", as_version=4)
+    meta = run.metadata["recsize_run"]
+    assert meta["parameters"] == {"size": 7} and "cores" in meta["machine"] and meta["seconds"] > 0
+    assert len(meta["date"]) == 10 and "papermill" not in run.metadata
+    assert published_state("ch01_a", nbs, published) == "current"
+    assert published_state("ch02_b", nbs, published) == "missing"
+    chapter = nbformat.read(nbs / "ch01_a.ipynb", as_version=4)
+    chapter.cells[1].source += "\nprint('changed')"
+    nbformat.write(chapter, nbs / "ch01_a.ipynb")
+    assert published_state("ch01_a", nbs, published) == "stale"
+
+
+def test_publish_needs_full(tmp_path, capsys):
+    with pytest.raises(ValueError, match="add --full"):
+        run_book(tmp_path / "out", publish=True)
+    assert main(["book", "run", "--publish", "--chapters", "ch00_preface", "--out", str(tmp_path)]) == 2
+    assert "add --full" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())      # refused before any work
+
+
+def _chapter(path, output: str, title: str = "# Title", extra_code: str = "", meta=None):
+    code = new_code_cell("print(6 * 7)" + extra_code)
+    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text=output)]
+    cells = [nbformat.v4.new_markdown_cell(f"{title}\n\nIntro text."), code]
+    nbformat.write(new_notebook(cells=cells, metadata=meta or {}), path)
+
+
+def test_stage_book_shows_the_current_published_run_and_says_which_run_a_page_shows(tmp_path):
+    nbs, published = tmp_path / "nbs", tmp_path / "published"
+    nbs.mkdir(), published.mkdir()
+    for name in ("ch01_a", "ch02_b", "ch03_c"):
+        _chapter(nbs / f"{name}.ipynb", "CI output\n", title=f"# Chapter {name}")
+    run = {"recsize_run": {"parameters": {"epochs": 300}, "machine": "AMD EPYC, 2 cores", "seconds": 1500.0,
+                           "date": "2026-12-02"}}
+    _chapter(published / "ch01_a.ipynb", "full output\n", meta=run)                        # current
+    _chapter(published / "ch02_b.ipynb", "old output\n", extra_code="  # old", meta=run)   # stale
+    stage = stage_book(tmp_path / "stage", ["ch01_a", "ch02_b", "ch03_c"], nbs, published)
+    pages = {n: nbformat.read(stage / f"{n}.ipynb", as_version=4) for n in ("ch01_a", "ch02_b", "ch03_c")}
+    first = pages["ch01_a"].cells[0].source
+    assert first.startswith("# Title\n\n```{note}\n**Published run.**") and first.endswith("Intro text.")
+    assert "`epochs = 300`" in first and "AMD EPYC, 2 cores, 2026-12-02, in 25 min" in first
+    assert pages["ch01_a"].cells[1].outputs[0].text == "full output\n"
+    assert "out of date" in pages["ch02_b"].cells[0].source and "**CI run.**" in pages["ch02_b"].cells[0].source
+    assert pages["ch02_b"].cells[1].outputs[0].text == "CI output\n"
+    assert "not been published yet" in pages["ch03_c"].cells[0].source
+    assert pages["ch03_c"].cells[0].source.startswith("# Chapter ch03_c\n\n```{note}")
+    assert nbformat.read(nbs / "ch01_a.ipynb", as_version=4).cells[0].source == "# Chapter ch01_a\n\nIntro text."
+
+
+def test_every_published_run_matches_its_chapter():
+    """A chapter edited after its full run was published must be re-run (or the book would show outputs
+    of code that no longer exists); the book then falls back to the CI run."""
+    stale = [p.stem for p in sorted(PUBLISHED.glob("*.ipynb")) if published_state(p.stem) != "current"]
+    assert not stale, (f"published runs out of date with their chapters: {stale}; re-run "
+                       f"recsize book run --full --publish --chapters {' '.join(stale)}")
 
 
 def test_unknown_chapter_is_a_clear_error(capsys):
@@ -154,4 +217,5 @@ def test_build_book_shows_stored_outputs_and_writes_html(tmp_path):
     assert index == (tmp_path / "out" / "_build" / "html" / "index.html").resolve()
     page = (index.parent / "ch01_b.html").read_text()
     assert "Title of ch01_b" in page and "stored output 43" in page   # the stored output, not re-run
+    assert "CI run." in page and "not been published yet" in page     # and the page says which run it is
     assert not (tmp_path / "out" / "_build" / ".jupyter_cache").exists()
