@@ -38,6 +38,7 @@ is doing on its other cores.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import statistics
 import sys
 import time
@@ -58,6 +59,18 @@ from recsize.torchrec_lookup import BucketLookup, quantise
 DENSE = ("dense", "dense_sparse", "dense_fused")           # the dense baselines of the full d_max table
 BUCKETS = ("buckets_padded", "buckets_unassembled", "buckets_served")   # through FBGEMM (served: forward only)
 PER_DENSITY = ("compact", "compact_torch", "csr") + BUCKETS
+
+
+def steady_allocator() -> bool:
+    """Keep large blocks on glibc's heap (no mmap threshold below 256 MiB, no trimming), as in a
+    long-running server, so that no form pays a fresh mmap and its page faults on every lookup: glibc's
+    default threshold moves with the process's history, and a 2 MB dense output mapped afresh each call
+    ran at a quarter of its speed here. True where glibc's ``mallopt`` took the settings."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, 256 << 20) and libc.mallopt(-1, 512 << 20))  # M_MMAP_ / M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
 
 def zipf_frequencies(num_rows: int, seed: int = 0, exponent: float = 1.0) -> np.ndarray:
@@ -190,8 +203,7 @@ def bench_case(num_rows: int, d_max: int, densities, args, say) -> list[dict]:
     weight = masked.weight.detach().clone()
     # the dense baselines and the masked table cost the same at every density: their forward+backward (slow
     # at 1M rows with a dense gradient) is timed once per table shape; their forward, cheap, again beside
-    # every density's forms, so that each forward ratio compares figures taken seconds apart (a burst of
-    # load from other processes moved a once-per-shape dense forward by 4x on the shared CI machine)
+    # every density's forms, so that each forward ratio compares figures taken seconds apart
     shape_forms = {"dense": torch.nn.Embedding.from_pretrained(weight, freeze=False),
                    "dense_sparse": torch.nn.Embedding.from_pretrained(weight, freeze=False, sparse=True),
                    "masked": masked}
@@ -297,6 +309,7 @@ def main(argv=None) -> int:
     row_counts = [943 + 1682, 20_000] if args.quick else [943 + 1682, 1_000_000]
     dims = [64] if args.quick else [64, 128]
     densities = [0.1] if args.quick else [0.05, 0.10, 0.20]
+    steady = steady_allocator()
     problem = fbgemm_problem()
     args.fbgemm = problem is None
     text = []
@@ -311,6 +324,7 @@ def main(argv=None) -> int:
     say(f"machine: {machine()}")
     say(f"compact lookups: {'native one-pass loop' if native.available() else 'PyTorch path (no C compiler)'}; "
         f"'torch': the PyTorch path; dense baselines: nn.Embedding (dense gradient), sparse=True, FBGEMM fused")
+    say(f"allocator: {'large blocks kept on the heap (glibc mallopt)' if steady else 'default (no glibc mallopt)'}")
     if problem:
         say(f"FBGEMM columns skipped (the fused dense kernel and the width buckets): {problem}")
     say(HEADER)
@@ -324,7 +338,8 @@ def main(argv=None) -> int:
     if args.out:
         write_json({"machine": machine(), "batch": args.batch, "repeats": args.repeats, "calls": args.calls,
                     "threads": args.threads, "quick": args.quick, "native": native.available(),
-                    "fbgemm": args.fbgemm, "clock": "process CPU time", "rows": rows}, args.out)
+                    "fbgemm": args.fbgemm, "clock": "process CPU time", "steady_allocator": steady,
+                    "rows": rows}, args.out)
         args.out.with_suffix(".txt").write_text("\n".join(text) + "\n")
         print(f"figures written to {args.out} and {args.out.with_suffix('.txt')}")
     return 0
