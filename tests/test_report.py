@@ -14,7 +14,7 @@ import report  # noqa: E402
 
 # The full tables (benchmarks/README.md) and the front README's headlines; each a generated block.
 REQUIRED = {"benchmarks/README.md": ("backbones", "embedding", "prune_lightgcn", "ciess", "ihas", "head_to_head",
-                                     "torchrec_serving", "torchrec_planning", "torchrec_speed", "torchrec_train"),
+                                     "torchrec_serving", "torchrec_planning", "torchrec_train"),
             "README.md": ("headline_embedding", "headline_prune", "torchrec_serving", "torchrec_planning")}
 
 
