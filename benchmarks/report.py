@@ -391,8 +391,8 @@ def render_headline_embedding(out: Path = OUT) -> str:
                      f"{r['fwd_bwd_compact'] / _best_dense(r, 'fwd_bwd'):.2f}x |")
     dense = ", ".join(h for k, h in EMBEDDING_DENSE if any(f"fwd_{k}" in r for r in data["rows"]))
     return "\n".join(lines + ["", f"Best dense baseline: the fastest of {dense} for each table and pass; "
-                                  f"{data.get('clock', 'wall time')}. {_fbgemm_sentence(data)}",
-                              "", f"Machine: {data['machine']}."])
+                                  f"{data.get('clock', 'wall time')}. {_fbgemm_sentence(data)} "
+                                  f"Machine: {data['machine']}."])
 
 
 def render_torchrec_serving(data: dict) -> str:

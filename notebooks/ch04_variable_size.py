@@ -557,31 +557,33 @@ plt.show()
 #
 # `benchmarks/embedding.py` measures, for an ml-100k-sized table (2,625 rows) and a 1M-row table, at
 # densities 5 / 10 / 20 % of $d_{max}$ = 64 and 128 (MDE widths on Zipf frequencies), the bytes of the
-# dense, masked and compact forms and the lookup throughput of each, forward only and forward + backward,
-# on one thread. Its table is in the README and in `benchmarks/out/embedding.txt`. On the project's
-# 2-core CI machine it found:
+# dense, masked and compact forms and the lookup speed of each, forward only and forward + backward, on
+# one thread, in process CPU time. "Dense" is not one thing once training counts, so it measures three
+# dense baselines and compares the compact table with the best of them: `nn.Embedding` (whose backward
+# builds a gradient of the whole table), `nn.Embedding(sparse=True)` (a gradient of the batch rows only)
+# and, where FBGEMM is installed, its fused kernel (the optimizer step inside the backward). Its table is
+# in the README and in `benchmarks/out/embedding.txt`. On the project's 2-core CI machine it found:
 #
 # * the compact bytes lie within 0.6 % of the ideal $4 \sum_n d_n + 8 (N + 1)$ (the padding of $d_{max}$
 #   floats is the only difference), while the masked table costs slightly more than the dense one;
-# * a forward lookup through PyTorch operators runs at about a third of the speed of a dense
-#   `nn.Embedding` (0.27 to 0.41 times at 10 % density). PyTorch has no single operator for "copy the
-#   $d_n$ kept values, then write $d_{max} - d_n$ zeros", so `_window_rows` reads each row as a full
-#   $d_{max}$ window, gathers its mask and multiplies: three passes over the batch where the dense table
-#   makes one;
+# * a forward lookup through PyTorch operators runs at a tenth to a half of the best dense speed (0.09 to
+#   0.49 times at 10 % density). PyTorch has no single operator for "copy the $d_n$ kept values, then
+#   write $d_{max} - d_n$ zeros", so `_window_rows` reads each row as a full $d_{max}$ window, gathers its
+#   mask and multiplies: three passes over the batch where the dense table makes one;
 # * that one pass, written as what it is, is a twelve-line C loop (`recsize.native.SOURCE`: `memcpy` the
 #   kept values, `memset` the rest). recsize compiles it with the system C compiler on first use and calls
-#   it through `ctypes`; it reads only the kept values and runs at 0.9 to 1.3 times the dense speed on
-#   the larger tables, 0.6 to 0.75 times on the small cache-resident one, where per-row calls of a few
-#   floats cost more than the dense row copy. Without a compiler the PyTorch path is used, with one
-#   warning; the lookups are bit-identical either way;
-# * forward + backward at 1M rows, the compact table is 5 to 25 times *faster* than the dense one (15 and
-#   10 times at 10 % density): the dense table's gradient is a full $N \times d_{max}$ tensor at every
-#   step, the compact one's only as large as the kept values. At 2,625 rows the compact backward runs at
-#   about half the dense speed.
+#   it through `ctypes`; it reads only the kept values and runs at 0.44 to 0.72 times the best dense speed
+#   at 10 % density (0.34 to 1.34 over all twelve tables, ahead only on the widest 1M-row rows). Without a
+#   compiler the PyTorch path is used, with one warning; the lookups are bit-identical either way;
+# * forward + backward, the compact table runs at 0.20 to 0.76 times the best dense baseline at 10 %
+#   density, always behind `sparse=True`, and falls as the table grows and the density rises: its backward
+#   builds the gradient of all its kept values, a dense gradient of the compact table. Against plain
+#   `nn.Embedding`, whose gradient is a full $N \times d_{max}$ tensor at every step, it is 3 to 33 times
+#   *faster* at 1M rows; but nobody trains a table of that size with a dense gradient.
 #
-# So compact storage is the memory win it promises, a training win for large tables, and, with the one-pass
-# loop, about as fast to serve as the dense table. The stored table, if present, and a quick measurement
-# on your own machine
+# So compact storage is the memory win it promises, and with the one-pass loop it serves at roughly half
+# to three quarters of the best dense speed; it is not a speed win, for serving or training. The stored
+# table, if present, and a quick measurement on your own machine
 # (one table of ml-100k's size, forward only; timings on a shared or busy machine are noisy):
 
 # %%

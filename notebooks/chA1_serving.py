@@ -338,15 +338,17 @@ else:
 #
 # * **Offsets cost 8 bytes a row**, two floats' worth. At a mean width of 6.4 (c = 95 % of 128) they are a
 #   quarter of the compact table; 32-bit offsets (enough below 2^31 values) halve that.
-# * **Lookups**: a compact lookup reads one window of the values and masks it; the README's storage
-#   benchmark (`benchmarks/embedding.py`) measures it against a dense table. With a million rows, training
-#   through a compact table is much faster than through an `nn.Embedding` whose gradient spans the whole
-#   table, but that is not the baseline to beat: against `nn.Embedding(sparse=True)` or FBGEMM's fused
-#   kernel the compact forward+backward runs at 0.34x, and its forward at 0.72x a dense lookup
-#   (`benchmarks/torchrec_speed.py`, one thread, CPU time). The buckets through FBGEMM's CPU kernels are
-#   slower still (0.01-0.2x the best dense baseline): a pooled collection writes one output slot per
-#   bucket table for every id. On CPU the compact lookup stays the serving path; FBGEMM's GPU kernels were
-#   not measured here.
+# * **Lookups**: a compact lookup copies the kept values of each row and pads it with zeros; the README's
+#   storage benchmark (`benchmarks/embedding.py`, one thread, CPU time) measures it against three dense
+#   baselines, `nn.Embedding`, `nn.Embedding(sparse=True)` and FBGEMM's fused kernel, and against the
+#   buckets through FBGEMM. With a million rows, training through a compact table is much faster than
+#   through an `nn.Embedding` whose gradient spans the whole table, but that is not the baseline to beat:
+#   against the best dense baseline (`sparse=True`) the compact forward+backward runs at 0.20-0.33x at 1M
+#   rows and 10 % density, its forward at 0.66-0.72x. The buckets through FBGEMM's CPU kernels are the
+#   slowest form everywhere (below 0.01 to 0.44x the best dense baseline; the "unassembled" lookup, the kept
+#   values without the zero padding, included): a pooled collection writes one output slot per bucket
+#   table for every id. So `CompactEmbedding` does not dispatch to FBGEMM on CPU, TorchRec present or not;
+#   FBGEMM's GPU kernels were not measured here.
 # * **Sharding**: buckets shard like ordinary tables (A.5): TorchRec's planner puts each bucket table
 #   whole on one device or splits it by rows; rounding widths to a multiple of 4 (what FBGEMM's kernels
 #   need) or 8 keeps the number of tables small and rows aligned.
