@@ -134,36 +134,52 @@ for backbone in backbones:
 _ = (out / "sweep.json").write_text(json.dumps(rows, indent=2))
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
 for backbone in backbones:
     mine = [r for r in rows if r["backbone"] == backbone]
     for ax, metric in zip(axes, ("recall@20", "ndcg@20")):
         ax.plot(
             [r["params"] for r in mine], [r[metric] for r in mine], "o-", label=backbone
         )
-        for r in mine:
-            ax.annotate(
-                f"d={r['dim']}",
-                (r["params"], r[metric]),
-                textcoords="offset points",
-                xytext=(3, -10),
-                fontsize=7,
-            )
+n_rows = split.n_users + split.n_items
 for ax, metric in zip(axes, ("Recall@20", "NDCG@20")):
     log_axis(ax.xaxis)  # log scale, short labels (20k, 50k) that do not crowd
     ax.set_xlabel("embedding parameters (log scale)")
     ax.set_ylabel(f"test {metric}")
     ax.grid(alpha=0.3)
     ax.legend()
+    # each point's width on a second axis along the top, not a label next to every point
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([n_rows * d for d in dims], [str(d) for d in dims])
+    top.minorticks_off()
+    top.set_xlabel("uniform width d")
 fig.suptitle(f"Quality against memory, uniform width, {dataset}")
 fig.tight_layout()
 fig.savefig(out / "quality_vs_params.png", dpi=120)
 plt.show()
 
 # %% [markdown]
-# With the full-run parameters the curve climbs steeply up to $d \approx 16$ and then flattens:
-# going from 64 to 128 dimensions doubles memory for a gain within the noise of a different seed.
-# (At the CI defaults the models are trained for only a few epochs, so read the shape, not the values.)
+# Where does the curve flatten? For each backbone: its best Recall@20, the narrowest width that
+# reaches 95 % of it, and what the last doubling of the width bought.
+
+# %%
+for backbone in backbones:
+    recall = {r["dim"]: r["recall@20"] for r in rows if r["backbone"] == backbone}
+    best = max(recall.values())
+    enough = min(d for d, value in recall.items() if value >= 0.95 * best)
+    half, widest = sorted(recall)[-2:]
+    print(
+        f"{backbone:9s} best {best:.4f}; 95 % of it from d = {enough} "
+        f"({n_rows * enough:,} parameters); d = {half} -> {widest}: "
+        f"{recall[widest] - recall[half]:+.4f}"
+    )
+
+# %% [markdown]
+# In the published run of this page (the full-run parameters: eight widths, training to convergence)
+# the curve climbs steeply over the first few doublings and then flattens: both backbones reach 95 %
+# of their best Recall@20 at a small fraction of the widest table, and the last doubling of memory buys
+# almost nothing. At the CI defaults the models train for only a few epochs and the curve is noise:
+# read the published page for the shape.
 #
 # ## 1.3 One width for everybody is a compromise
 #
