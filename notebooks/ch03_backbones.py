@@ -136,7 +136,8 @@ for name in topk_backbones:
 # An established library reports, on the same protocol (ml-100k, random 8:1:1 per user, full ranking,
 # $d = 64$), about: BPR-MF 0.37 / 0.32, LightGCN 0.38 / 0.33, NGCF 0.37 / 0.32 and NeuMF 0.36 / 0.29
 # (Recall@20 / NDCG@20). `benchmarks/backbones.py` trains ours to convergence over three seeds; the README
-# shows its table. At the CI defaults above the models see only a few epochs.
+# shows its table. Trained to convergence (the published run of this page), MF, NGCF and LightGCN land
+# on those numbers and NeuMF a little below; at the CI defaults the models see only a few epochs.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -233,7 +234,8 @@ for d in (64, 1024, 100_000):
 # * Six backbones, one interface: `loss`, `score`, `score_all` (top-k) or `loss`, `score` (CTR), with
 #   every embedding table obtained from a factory so that later chapters can change its widths.
 # * Graph models propagate over a `scipy.sparse`-built, `torch.sparse`-multiplied normalised adjacency.
-# * Trained to convergence, the backbones reach the established library's quality on ml-100k (README).
+# * Trained to convergence, the backbones reach about the established library's quality on ml-100k
+#   (NeuMF a little below; README).
 #
 # ## Exercises
 #

@@ -254,9 +254,31 @@ def provenance_note(name: str, state: str, run: dict | None = None) -> str:
             "Numbers printed by training here are not results; tables read from `benchmarks/out` are.\n```")
 
 
+def with_published_outputs(chapter, run):
+    """The chapter notebook ``chapter`` with the outputs of its published ``run`` (same code cells, in order):
+    its prose as it stands now, the full run's outputs, and papermill's injected-parameters cell after the
+    parameters cell so that a reader sees the values the run used."""
+    import copy
+    nb = copy.deepcopy(chapter)
+    ran = [c for c in run.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+    injected = [c for c in run.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    cells, done = [], iter(ran)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            out = next(done)
+            cell.outputs, cell.execution_count = copy.deepcopy(out.outputs), out.get("execution_count")
+        cells.append(cell)
+        if injected and "parameters" in cell.metadata.get("tags", []):
+            cells.append(copy.deepcopy(injected[0]))
+    nb.cells = cells
+    nb.metadata["recsize_run"] = run.metadata["recsize_run"]
+    return nb
+
+
 def stage_book(stage: Path, names: list[str], notebooks: Path = NOTEBOOKS, published: Path = PUBLISHED) -> Path:
-    """Write the book's source into ``stage``: for every chapter of ``names``, its published run where
-    current (:func:`published_state`), otherwise its CI-executed notebook, with the provenance note
+    """Write the book's source into ``stage``: for every chapter of ``names``, its text as it stands with the
+    outputs of its published run where that run is current (:func:`published_state`,
+    :func:`with_published_outputs`), otherwise its CI-executed notebook, with the provenance note
     (:func:`provenance_note`) after its title. Returns ``stage``. Explained in the preface."""
     import shutil
 
@@ -266,8 +288,9 @@ def stage_book(stage: Path, names: list[str], notebooks: Path = NOTEBOOKS, publi
     stage.mkdir(parents=True)
     for name in names:
         state = published_state(name, notebooks, published)
-        source = Path(published) / f"{name}.ipynb" if state == "current" else Path(notebooks) / f"{name}.ipynb"
-        nb = nbformat.read(source, as_version=4)
+        nb = nbformat.read(Path(notebooks) / f"{name}.ipynb", as_version=4)
+        if state == "current":
+            nb = with_published_outputs(nb, nbformat.read(Path(published) / f"{name}.ipynb", as_version=4))
         note = provenance_note(name, state, nb.metadata.get("recsize_run"))
         first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
         title, _, rest = nb.cells[first].source.partition("\n")

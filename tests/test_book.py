@@ -104,19 +104,37 @@ def test_stage_book_shows_the_current_published_run_and_says_which_run_a_page_sh
         _chapter(nbs / f"{name}.ipynb", "CI output\n", title=f"# Chapter {name}")
     run = {"recsize_run": {"parameters": {"epochs": 300}, "machine": "AMD EPYC, 2 cores", "seconds": 1500.0,
                            "date": "2026-12-02"}}
-    _chapter(published / "ch01_a.ipynb", "full output\n", meta=run)                        # current
+    _chapter(published / "ch01_a.ipynb", "full output\n", title="# Old title", meta=run)  # current
     _chapter(published / "ch02_b.ipynb", "old output\n", extra_code="  # old", meta=run)   # stale
     stage = stage_book(tmp_path / "stage", ["ch01_a", "ch02_b", "ch03_c"], nbs, published)
     pages = {n: nbformat.read(stage / f"{n}.ipynb", as_version=4) for n in ("ch01_a", "ch02_b", "ch03_c")}
     first = pages["ch01_a"].cells[0].source
-    assert first.startswith("# Title\n\n```{note}\n**Published run.**") and first.endswith("Intro text.")
+    assert first.startswith("# Chapter ch01_a\n\n```{note}\n**Published run.**")
+    assert first.endswith("Intro text.")
     assert "`epochs = 300`" in first and "AMD EPYC, 2 cores, 2026-12-02, in 25 min" in first
-    assert pages["ch01_a"].cells[1].outputs[0].text == "full output\n"
+    assert pages["ch01_a"].cells[1].outputs[0].text == "full output\n"     # the full run's outputs
+    assert "Old title" not in first                                     # with the chapter's text as it is
     assert "out of date" in pages["ch02_b"].cells[0].source and "**CI run.**" in pages["ch02_b"].cells[0].source
     assert pages["ch02_b"].cells[1].outputs[0].text == "CI output\n"
     assert "not been published yet" in pages["ch03_c"].cells[0].source
     assert pages["ch03_c"].cells[0].source.startswith("# Chapter ch03_c\n\n```{note}")
     assert nbformat.read(nbs / "ch01_a.ipynb", as_version=4).cells[0].source == "# Chapter ch01_a\n\nIntro text."
+
+
+def test_a_page_shows_the_values_the_published_run_used():
+    from recsize.book import with_published_outputs
+    params = new_code_cell("epochs = 3", metadata={"tags": ["parameters"]})
+    work = new_code_cell("print(epochs)")
+    chapter = new_notebook(cells=[nbformat.v4.new_markdown_cell("# T\n\nNew prose."), params, work])
+    ran_work = new_code_cell("print(epochs)")
+    ran_work.outputs = [nbformat.v4.new_output("stream", name="stdout", text="300\n")]
+    injected = new_code_cell("# Parameters\nepochs = 300", metadata={"tags": ["injected-parameters"]})
+    run = new_notebook(cells=[nbformat.v4.new_markdown_cell("# T\n\nOld prose."), params, injected, ran_work],
+                       metadata={"recsize_run": {"parameters": {"epochs": 300}}})
+    page = with_published_outputs(chapter, run)
+    assert [c.source for c in page.cells] == ["# T\n\nNew prose.", "epochs = 3", "# Parameters\nepochs = 300",
+                                              "print(epochs)"]
+    assert page.cells[3].outputs[0].text == "300\n" and not chapter.cells[2].get("outputs")
 
 
 def test_every_published_run_matches_its_chapter():
