@@ -397,16 +397,43 @@ def render_headline_embedding(out: Path = OUT) -> str:
 
 def render_torchrec_serving(data: dict) -> str:
     """Narrow or quantise: bytes and test quality of MF tables served through TorchRec's collections
-    (``benchmarks/torchrec_serving.py``, Appendix A)."""
+    (``benchmarks/torchrec_serving.py``, Appendix A): per seed, the mean, and the pairs at (about) equal bytes
+    with their paired differences."""
     rows = data["quantisation"]
-    full = next(r["tables"] for r in rows if r["widths"] == "full" and r["dtype"] == "fp32")
-    lines = [f"Machine: {data['machine']}; MF on ml-100k, d_max 64, seed 0, at most {data['epochs']} epochs; "
-             "tables: the bytes the collection stores (x full: over the full-width float32 tables; the id index "
-             f"adds {_bytes(rows[0]['index'])}); test metrics of a full ranking through the served tables.", "",
-             "| widths | dtype | tables | x full | Recall@20 | NDCG@20 |", "|---|---|---:|---:|---:|---:|"]
+    seeds = sorted({r.get("seed", 0) for r in rows})
+    groups = {}
     for r in rows:
-        lines.append(f"| {r['widths']} | {r['dtype']} | {_bytes(r['tables'])} | {r['tables'] / full:.3f} | "
-                     f"{r['recall@20']:.4f} | {r['ndcg@20']:.4f} |")
+        groups.setdefault((r["widths"], r["dtype"]), {})[r.get("seed", 0)] = r
+    full = np.mean([r["tables"] for r in groups[("full", "fp32")].values()])
+    lines = [f"Machine: {data['machine']}; MF on ml-100k (random 8:1:1), d_max 64, seeds "
+             f"{', '.join(map(str, seeds))}, at most {data['epochs']} epochs with early stopping; tables: the bytes "
+             "the collection stores (x full: over the full-width float32 tables; the id index adds "
+             f"{_bytes(rows[0]['index'])}); test Recall@20 / NDCG@20 of a full ranking through the served tables.", "",
+             "| widths | dtype | tables | x full | " + " | ".join(f"seed {s}" for s in seeds)
+             + " | Recall@20 | NDCG@20 | best epoch (max) |", "|---|---|---:|---:|" + "---:|" * len(seeds) + "---:|---:|---:|"]
+    for (widths, dtype), cells in groups.items():
+        tables = np.mean([r["tables"] for r in cells.values()])
+        lines.append(f"| {widths} | {dtype} | {_bytes(tables)} | {tables / full:.3f} | "
+                     + " | ".join(f"{cells[s]['recall@20']:.4f}" if s in cells else "" for s in seeds)
+                     + f" | {np.mean([r['recall@20'] for r in cells.values()]):.4f} | "
+                     f"{np.mean([r['ndcg@20'] for r in cells.values()]):.4f} | "
+                     f"{max(r['best_epoch'] for r in cells.values())} |")
+    # every quantised full-width table against the float32 MDE table of the nearest bytes
+    pairs = []
+    for dtype in ("fp16", "int8"):
+        quant = groups.get(("full", dtype))
+        narrow = [(k, v) for k, v in groups.items() if k[0] != "full" and k[1] == "fp32"]
+        if not quant or not narrow:
+            continue
+        q_bytes = np.mean([r["tables"] for r in quant.values()])
+        key, other = min(narrow, key=lambda kv: abs(np.mean([r["tables"] for r in kv[1].values()]) - q_bytes))
+        shared = sorted(set(quant) & set(other))
+        diff = [quant[s]["recall@20"] - other[s]["recall@20"] for s in shared]
+        pairs.append(f"full width {dtype} ({_bytes(q_bytes)}) minus {key[0]} fp32 "
+                     f"({_bytes(np.mean([r['tables'] for r in other.values()]))}): "
+                     + ", ".join(f"{d:+.4f}" for d in diff) + f" (mean {np.mean(diff):+.4f})")
+    if pairs:
+        lines += ["", "At about equal bytes, Recall@20 per seed: " + "; ".join(pairs) + "."]
     return "\n".join(lines)
 
 

@@ -103,3 +103,38 @@ def test_prune_table_of_a_ctr_backbone_reads_auc():
     mde = next(line for line in text.splitlines() if "MDE, equal bytes" in line)
     assert "0.7700" in mde and "-0.0100 [" in mde
     assert "**0.7800**" in next(line for line in text.splitlines() if "| ES, equal bytes |" in line)
+
+
+def _prose(chapter: str) -> str:
+    """The markdown of a chapter's text form, as one line per paragraph (numbers split over lines join)."""
+    lines = (ROOT / "notebooks" / f"{chapter}.py").read_text().splitlines()
+    return " ".join(line[2:] if line.startswith("# ") else line for line in lines)
+
+
+def test_appendix_a_quotes_the_stored_torchrec_runs():
+    """Every number Appendix A's prose quotes about quantisation and sharded training is the stored run's
+    (benchmarks/out/torchrec_serving.json, torchrec_train.json), rounded as quoted."""
+    import numpy as np
+    text = _prose("chA1_serving")
+    serving = json.loads((ROOT / "benchmarks" / "out" / "torchrec_serving.json").read_text())
+    groups = {}
+    for r in serving["quantisation"]:
+        groups.setdefault((r["widths"], r["dtype"]), []).append(r)
+    mean = {k: {m: np.mean([r[m] for r in v]) for m in ("tables", "recall@20")} for k, v in groups.items()}
+    full = mean["full", "fp32"]["tables"]
+    quoted = [(("full", "fp16"), "0.50"), (("MDE 0.5", "fp32"), "0.52"), (("full", "int8"), "0.31"),
+              (("MDE 0.25", "fp32"), "0.27"), (("MDE 0.5", "int8"), "0.17"), (("MDE 0.25", "fp16"), "0.15"),
+              (("MDE 0.1", "fp32"), "0.12")]
+    for key, share in quoted:
+        assert f"{mean[key]['tables'] / full:.2f}" == share, key
+        recall = f"{mean[key]['recall@20']:.3f}"
+        assert recall in text, f"Appendix A should quote {key}'s mean Recall@20 {recall}"
+    assert all(abs(np.mean([r["recall@20"] for r in groups[w, "int8"]])
+                   - np.mean([r["recall@20"] for r in groups[w, "fp32"]])) <= 0.002
+               for w in {k[0] for k in groups}), "INT8 moves Recall@20 by at most 0.002"
+    train = json.loads((ROOT / "benchmarks" / "out" / "torchrec_train.json").read_text())
+    for run in train["runs"]:
+        assert run["sharded"]["recall@20"] == run["single"]["recall@20"]
+        for kind in ("sharded", "recsize_adam"):
+            assert f"{run[kind]['recall@20']:.4f}" in text
+        assert f"{run['sharded']['best_epoch']}" in text
