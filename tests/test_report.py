@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import report  # noqa: E402
 
 # The full tables (benchmarks/README.md) and the front README's headlines; each a generated block.
-REQUIRED = {"benchmarks/README.md": ("backbones", "embedding", "prune_lightgcn", "ciess", "ihas", "head_to_head",
+REQUIRED = {"benchmarks/README.md": ("backbones", "embedding", "prune_lightgcn20", "prune_lightgcn", "ciess", "ihas", "head_to_head",
                                      "torchrec_serving", "torchrec_planning", "torchrec_train"),
             "README.md": ("headline_embedding", "headline_prune", "torchrec_serving", "torchrec_planning")}
 
