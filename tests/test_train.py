@@ -169,3 +169,99 @@ def test_train_on_cuda(tiny_split):
     result = train(model, tiny_split, TrainConfig(epochs=2, batch_size=256, device="cuda", **QUIET))
     assert next(result.model.parameters()).device.type == "cuda"
     assert np.isfinite(result.history[-1]["loss"])
+
+
+# --- issue 14 (cost target): the faster hot paths give bit-identical training runs ------------------
+# The reference implementations below are the code as it was before the speed-ups; every run trained
+# with them must equal the run trained with the current code exactly: losses, metrics, best epoch and
+# every weight (torch.equal), for every backbone and for the masked tables of the prune benchmark.
+
+def _ref_embedding_forward(self, ids):
+    return self.weight[ids]
+
+
+def _ref_graph_loss(self, users, pos, neg):
+    import torch.nn.functional as F
+    all_u, all_i = self.propagate()
+    u, p, n = all_u[users], all_i[pos], all_i[neg]
+    bpr = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()
+    if not self.reg:
+        return bpr
+    return bpr + self.reg * self._l2(self.user(users), self.item(pos), self.item(neg))
+
+
+def _ref_neumf_scorer(self):
+    items, items_mlp = self.item.table(), self.item_mlp.table()
+    first = self.mlp[1]
+    w_user, w_item = first.weight[:, :self.dim], first.weight[:, self.dim:]
+    item_part = items_mlp @ w_item.T + first.bias
+    w_gmf = self.predict.weight[0, :self.dim]
+    w_mlp, b = self.predict.weight[0, self.dim:], self.predict.bias
+    rest = self.mlp[2:]
+
+    def score_all(users, chunk: int = 128):
+        out = []
+        for s in range(0, len(users), chunk):
+            us = users[s:s + chunk]
+            gmf = (self.user(us) * w_gmf) @ items.T
+            h = rest((self.user_mlp(us) @ w_user.T)[:, None, :] + item_part[None])
+            out.append(gmf + h @ w_mlp + b)
+        return torch.cat(out)
+    return score_all
+
+
+def _ref_element_mask(self, ids=None):
+    return (self.keep if ids is None else self.keep[ids]).to(self.weight.dtype)
+
+
+def _reference_code(monkeypatch):
+    import recsize.backbones as bb
+    import recsize.embedding as emb
+    monkeypatch.setattr(emb.Embedding, "forward", _ref_embedding_forward)
+    monkeypatch.setattr(bb.GraphModel, "loss", _ref_graph_loss)
+    monkeypatch.setattr(bb.NeuMF, "scorer", _ref_neumf_scorer)
+    monkeypatch.setattr(emb.ElementMaskedEmbedding, "mask", _ref_element_mask)
+
+
+def _speed_run(case, split):
+    from recsize.backbones import build_backbone, defaults_for
+    from recsize.train import seed_everything
+    backbone = case.split("_")[0]
+    config = default_config(backbone, epochs=3, patience=3, progress=False, batch_size=256)
+    if case.endswith("_masked"):
+        from recsize.search.prune import element_budget, magnitude_masks, masked_model, table_shapes
+        seed_everything(0)
+        dense = build_backbone(backbone, split, 16, **defaults_for(backbone)[0])
+        budget = element_budget(table_shapes(backbone, split, 16), 0.3, "global")
+        masks, _ = magnitude_masks({r: t.table().detach() for r, t in dense.embedding_tables().items()}, budget)
+        model = masked_model(backbone, split, 16, masks, dense.state_dict(), 0)
+    else:
+        seed_everything(0)
+        model = build_backbone(backbone, split, 16, **defaults_for(backbone)[0])
+    result = train(model, split, config)
+    return result, {k: v.clone() for k, v in result.model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def speed_split():
+    from recsize.data import make_split, make_synthetic
+    # 150 users (two evaluation chunks of NeuMF's full ranking, the second of odd length) x 301 items
+    return make_split(make_synthetic(n_users=150, n_items=301, mean_per_user=25, d_true=8, seed=1),
+                      "random-811", seed=0)
+
+
+@pytest.mark.parametrize("case", ["mf", "neumf", "lightgcn", "ngcf", "fm", "deepfm", "lightgcn_masked",
+                                  "neumf_masked"])
+def test_fast_paths_train_bit_identically(case, speed_split, ctr_split, monkeypatch):
+    split = ctr_split if case in ("fm", "deepfm") else speed_split
+    new, new_state = _speed_run(case, split)
+    again, again_state = _speed_run(case, split)        # deterministic
+    with monkeypatch.context() as m:
+        _reference_code(m)
+        old, old_state = _speed_run(case, split)
+    for other, other_state in ((again, again_state), (old, old_state)):
+        assert [{k: v for k, v in row.items() if k != "seconds"} for row in new.history] == \
+               [{k: v for k, v in row.items() if k != "seconds"} for row in other.history]
+        assert new.best_epoch == other.best_epoch and new.valid == other.valid and new.test == other.test
+        assert new_state.keys() == other_state.keys()
+        assert all(torch.equal(new_state[k], other_state[k]) for k in new_state)
