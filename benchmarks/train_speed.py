@@ -159,10 +159,11 @@ def main():
     out = Path(args.out)
     import json
     data = json.loads(out.read_text()) if out.exists() else {}
-    data.setdefault("runs", {})[args.label] = {
+    earlier = data.setdefault("runs", {}).get(args.label, {}).get("cases", {})  # a rerun of some cases
+    data["runs"][args.label] = {                                               # replaces only those
         "machine": machine(), "threads": args.threads, "dim": args.dim, "epochs": args.epochs,
         "timer": "time.process_time, median over epochs 2..E", "recsize": str(Path(recsize.__file__).parent),
-        "cases": rows}
+        "cases": {**earlier, **rows}}
     data["protocol"] = __doc__.split("\n\n")[1].replace("\n", " ")
     runs = data["runs"]
     if "before" in runs and "after" in runs:

@@ -319,7 +319,10 @@ class CTRModel(nn.Module):
         ``gates`` (optional, ``(B, fields, dim)``) reach the table's per-instance gate hook (iHAS, Chapter 7)."""
         self._check(x)
         v = self.feature(x) if gates is None else self.feature(x, gates=gates)  # (B, fields, dim)
-        first = self.linear(x).sum((1, 2)) + self.bias
+        # the first-order weights by index_select rather than nn.Embedding's lookup: the same rows and, in the
+        # backward, the same gradient rows added in the same order (bit-identical), faster on the CPU
+        w = self.linear.weight
+        first = w.index_select(0, x.reshape(-1)).view(*x.shape, w.shape[1]).sum((1, 2)) + self.bias
         second = 0.5 * (v.sum(1).pow(2) - v.pow(2).sum(1)).sum(-1)
         return first + second, v
 

@@ -208,3 +208,41 @@ def test_graph_propagation_gradients_equal_autograds_bit_for_bit(name, tiny_spli
     assert len(fast) == len(plain) and all(torch.equal(a, b) for a, b in zip(fast, plain))
     adj = backbones.normalized_adjacency(tiny_split.train)
     assert torch.equal(adj.to_dense(), adj.to_dense().T)                          # the premise: symmetric
+
+
+def _plain_neumf_scores(model, users, chunk=128):
+    """NeuMF's full ranking as it was written before the blocked form (issue 14): the reference."""
+    items, items_mlp = model.item.table(), model.item_mlp.table()
+    first = model.mlp[1]
+    w_user, w_item = first.weight[:, :model.dim], first.weight[:, model.dim:]
+    item_part = items_mlp @ w_item.T + first.bias
+    w_gmf = model.predict.weight[0, :model.dim]
+    w_mlp, b = model.predict.weight[0, model.dim:], model.predict.bias
+    rest = model.mlp[2:]
+    out = []
+    for s in range(0, len(users), chunk):
+        us = users[s:s + chunk]
+        gmf = (model.user(us) * w_gmf) @ items.T
+        h = rest((model.user_mlp(us) @ w_user.T)[:, None, :] + item_part[None])
+        out.append(gmf + h @ w_mlp + b)
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("n_users, n_items, dim, hidden", [(943, 1682, 64, (64,)), (150, 301, 16, (64,)),
+                                                             (37, 80, 8, (32,)), (200, 97, 16, (32, 16))])
+def test_neumf_blocked_full_ranking_is_bit_identical(n_users, n_items, dim, hidden):
+    torch.manual_seed(0)
+    model = BACKBONES["neumf"](n_users, n_items, dim, hidden=hidden).eval()
+    with torch.no_grad():  # non-zero biases, so that every term counts
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.bias.normal_()
+    users = torch.randperm(n_users)
+    with torch.no_grad():
+        ref = _plain_neumf_scores(model, users)
+        for block in (4, 8, 16):
+            assert torch.equal(model.scorer()(users, block=block), ref)
+        assert torch.equal(model.scorer()(users[:5]), _plain_neumf_scores(model, users[:5]))
+        assert torch.equal(model.score_all(users), ref)
+    # with autograd on, the plain form runs (and gives the same scores)
+    assert torch.equal(model.scorer()(users).detach(), ref)

@@ -331,3 +331,55 @@ def test_compact_tables_keep_every_score(name, topk_split, ctr_split):
             after = model.scorer()(users)
     assert all(isinstance(t, CompactEmbedding) for t in model.embedding_tables().values())
     assert torch.equal(before, after)
+
+
+# --- issue 14 (cost target): faster lookups, bit for bit the old ones ----------------------------------
+
+@pytest.mark.parametrize("rows, dim, shape", [(943, 64, (4096,)), (50, 16, (2048, 8)), (7, 3, (5, 4, 3))])
+def test_plain_lookup_equals_advanced_indexing_with_gradients(rows, dim, shape):
+    """Embedding.forward uses index_select: rows and gradients (many repeated ids, values of very different
+    magnitudes, so that any change of the summation order would show) equal weight[ids] exactly."""
+    torch.manual_seed(0)
+    table = Embedding(rows, dim)
+    with torch.no_grad():
+        table.weight.mul_(torch.logspace(-3, 3, rows)[:, None])
+    ids = torch.randint(0, rows, shape)
+    grad = torch.randn(*shape, dim) * torch.logspace(-4, 4, shape[0]).view(-1, *[1] * len(shape))
+    out = table(ids)
+    out.backward(grad)
+    fast = table.weight.grad.clone()
+    table.weight.grad = None
+    ref = table.weight[ids]
+    ref.backward(grad)
+    assert torch.equal(out, ref) and torch.equal(fast, table.weight.grad)
+
+
+def test_element_mask_cache_follows_every_change():
+    """The cached 0/1 mask of ElementMaskedEmbedding always equals keep converted afresh."""
+    from recsize.embedding import ElementMaskedEmbedding
+    torch.manual_seed(0)
+    keep = torch.rand(30, 8) < 0.4
+    table = ElementMaskedEmbedding(30, 8, keep)
+    ids = torch.tensor([[0, 3], [29, 3]])
+
+    def fresh(t, i=None):
+        return (t.keep if i is None else t.keep[i]).to(t.weight.dtype)
+    assert torch.equal(table.mask(), fresh(table)) and torch.equal(table.mask(ids), fresh(table, ids))
+    assert table.mask() is table.mask()  # reused while nothing changes
+    table.set_mask(~keep)
+    assert torch.equal(table.mask(), fresh(table)) and torch.equal(table(ids), table.weight[ids] * fresh(table, ids))
+    table.set_sizes(np.arange(30) % 9)
+    assert torch.equal(table.mask(), fresh(table))
+    other = ElementMaskedEmbedding(30, 8, torch.rand(30, 8) < 0.5)
+    table.load_state_dict(other.state_dict())
+    assert torch.equal(table.mask(), fresh(other))
+    with torch.no_grad():
+        table.keep[0] = True  # any in-place write
+    assert torch.equal(table.mask(), fresh(table))
+    table.double()
+    assert table.mask().dtype == torch.float64 and torch.equal(table.mask(), fresh(table))
+    import copy
+    import pickle
+    clone = copy.deepcopy(table)
+    assert "_mask_cache" not in pickle.loads(pickle.dumps(table)).__dict__
+    assert torch.equal(clone.mask(), fresh(table))

@@ -210,6 +210,14 @@ def _ref_neumf_scorer(self):
     return score_all
 
 
+def _ref_fm_terms(self, x, gates=None):
+    self._check(x)
+    v = self.feature(x) if gates is None else self.feature(x, gates=gates)
+    first = self.linear(x).sum((1, 2)) + self.bias
+    second = 0.5 * (v.sum(1).pow(2) - v.pow(2).sum(1)).sum(-1)
+    return first + second, v
+
+
 def _ref_element_mask(self, ids=None):
     return (self.keep if ids is None else self.keep[ids]).to(self.weight.dtype)
 
@@ -220,6 +228,7 @@ def _reference_code(monkeypatch):
     monkeypatch.setattr(emb.Embedding, "forward", _ref_embedding_forward)
     monkeypatch.setattr(bb.GraphModel, "loss", _ref_graph_loss)
     monkeypatch.setattr(bb.NeuMF, "scorer", _ref_neumf_scorer)
+    monkeypatch.setattr(bb.CTRModel, "fm_terms", _ref_fm_terms)
     monkeypatch.setattr(emb.ElementMaskedEmbedding, "mask", _ref_element_mask)
 
 
