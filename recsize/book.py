@@ -179,7 +179,8 @@ def build_book(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book: Pa
     if unlisted:
         raise BookBuildFailed(f"{', '.join(unlisted)} not in {Path(book) / '_toc.yml'}: add them in book order")
     source = stage_book(Path(out_dir).resolve() / "_source", listed, notebooks,
-                        Path(book) / "published" if published is None else published)
+                        Path(book) / "published" if published is None else published,
+                        static=Path(book) / "_static")
     cmd = build_command(out_dir, source, book)
     if quiet:
         cmd.append("-q")
@@ -275,17 +276,21 @@ def with_published_outputs(chapter, run):
     return nb
 
 
-def stage_book(stage: Path, names: list[str], notebooks: Path = NOTEBOOKS, published: Path = PUBLISHED) -> Path:
+def stage_book(stage: Path, names: list[str], notebooks: Path = NOTEBOOKS, published: Path = PUBLISHED,
+               static: Path | None = BOOK / "_static") -> Path:
     """Write the book's source into ``stage``: for every chapter of ``names``, its text as it stands with the
     outputs of its published run where that run is current (:func:`published_state`,
     :func:`with_published_outputs`), otherwise its CI-executed notebook, with the provenance note
-    (:func:`provenance_note`) after its title. Returns ``stage``. Explained in the preface."""
+    (:func:`provenance_note`) after its title; and the book's ``static`` files (its CSS) as ``_static``.
+    Returns ``stage``. Explained in the preface."""
     import shutil
 
     import nbformat
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
+    if static is not None and Path(static).is_dir():
+        shutil.copytree(static, stage / "_static")
     for name in names:
         state = published_state(name, notebooks, published)
         nb = nbformat.read(Path(notebooks) / f"{name}.ipynb", as_version=4)

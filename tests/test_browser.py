@@ -90,6 +90,7 @@ class Page:
     sidebar: list[str]
     js_errors: list[str] = field(default_factory=list)
     math: tuple[int, int] | None = None    # (math elements, typeset by MathJax); None: not measured
+    cut: dict | None = None                # code cells / outputs whose lines do not fit the column (scroll)
 
 
 class PlaywrightBrowser:
@@ -169,11 +170,16 @@ class PlaywrightBrowser:
                         .map(a => a.href),
               math: [main.querySelectorAll('.math').length,
                      Array.from(main.querySelectorAll('.math')).filter(m => m.querySelector('mjx-container')).length],
+              // a code cell (or an output) whose widest line is wider than the column scrolls: cut off
+              cut: Object.fromEntries([['code', 'div.cell div.cell_input div.highlight pre'],
+                                        ['output', 'div.cell div.cell_output div.output pre']].map(([k, sel]) =>
+                [k, Array.from(main.querySelectorAll(sel)).filter(e => e.scrollWidth > e.clientWidth + 1)
+                      .map(e => e.textContent.split('\\n').reduce((a, b) => a.length >= b.length ? a : b))])),
             };
         }""")
         return Page(p.url, p.title(), data["h1"], [tuple(i) for i in data["images"]], p.content(),
                     data["prev"], data["next"], data["sidebar"], list(self._errors),
-                    tuple(data["math"]))
+                    tuple(data["math"]), data["cut"])
 
     def screenshot(self, path: Path) -> None:
         self._page.screenshot(path=str(path), full_page=True)
@@ -340,6 +346,9 @@ def test_chapter_page(browser, book_html, chapter):
     if page.math is not None:  # the formulas are typeset offline, not left as raw TeX
         total, typeset = page.math
         assert typeset == total, f"{total - typeset} of {total} formulas were not typeset by MathJax"
+
+    if page.cut is not None:  # chapter code (<= 88 columns) shows whole in the book's column
+        assert not page.cut["code"], f"code cells cut off in the column (widest lines): {page.cut['code']}"
 
     if i > 0:
         assert _same(page.prev, _url(book_html, CHAPTERS[i - 1])), f"previous link: {page.prev}"
