@@ -504,14 +504,15 @@ from recsize.search.compare import METRICS, merge_runs, paired_summary, run_file
 stored = Path("..") / "benchmarks" / "out"
 shown = ("dnis", "dnis-alpha", "dnis-table", "dnis-prefix", "magprune", "pep")
 shown += ("mde-bytes", "es-bytes", "es")
-for name in ("lightgcn", "neumf", "deepfm"):
+for name in ("lightgcn20", "lightgcn", "neumf", "deepfm"):  # lightgcn20: patience 20
     files = run_files(stored, f"prune_{name}")
     if not files:
         continue
     runs, settings = merge_runs(files)
     ctr = settings[0]["dataset"].endswith("-ctr")
     metric = METRICS["ctr" if ctr else "topk"][0]
-    print(f"\n{name} on {settings[0]['dataset']}, test {metric}")
+    patience = settings[0]["patience"]
+    print(f"\n{name} on {settings[0]['dataset']}, test {metric}, patience {patience}")
     head = f"{'c':>4s} {'method':12s}{'per seed':>20s}{'mean':>8s}"
     print(head + "  vs es-bytes [95 % CI]")
     for row in paired_summary(runs, "es-bytes", metric, shown):
