@@ -1,4 +1,4 @@
-"""MagPrune, PEP and DNIS against ES at equal memory on ml-100k (Chapters 4 and 5).
+"""MagPrune, PEP, DNIS, CIESS and iHAS against ES, MDE and MR at equal memory on ml-100k (Chapters 4, 5, 8).
 
 Protocol: ml-100k, random 8:1:1 split per user (top-k backbones: LightGCN by default, MF, NeuMF, NGCF; test
 Recall@20 / NDCG@20 by full ranking) or over samples of the CTR view ``ml-100k-ctr`` (FM, DeepFM; test
@@ -16,7 +16,30 @@ offsets and padding, so it holds slightly *more* than 1 - c of the dense bytes: 
   padding) fit in the same 1 - c of the dense bytes as MagPrune and PEP; skipped (said so) where that leaves
   less than one dimension per row (c = 95 % at d_max = 64);
 * MDE at equal bytes (``mde-bytes``): the frequency rule at that same density (its compact form holds the
-  same values and offsets, so the same bytes up to padding).
+  same values and offsets, so the same bytes up to padding);
+* MR at equal bytes (``mr-bytes``): random widths (``run_baseline(..., "mr")``) at that same density, the
+  same compact prefix storage;
+* CIESS (``ciess``, top-k backbones): ``run_ciess`` with its faithful defaults (M = 30 episodes x T = 10
+  iterations of the authors' batch training, l = 3 masks retrained per budget, the official selection),
+  its budgets the es-bytes densities, so its compact prefix tables fit the same bytes; one search per seed
+  over the budgets of all of c = 50 / 80 / 90 / 95 % (and any others asked for: the selection bands depend
+  on the set, so a cell's value does not depend on which cells a resumed run still misses); the best of
+  the l retrained masks on validation is reported; ``--ciess-episodes``, ``--ciess-iterations``,
+  ``--ciess-iteration-batches`` and ``--ciess-top-l`` reduce it for a CPU; ``projected`` marks a budget
+  no searched mask met;
+* iHAS (``ihas``, CTR backbones; skipped with one line for top-k ones): ``run_ihas`` per budget with the
+  es-bytes parameter count (``--ihas-charge`` says what the budget charges beyond the cluster tables,
+  recorded per cell); its bytes are those ``run_ihas`` counts (K compact cluster tables, router, the extra
+  first-order tables), so it stores *more* than the budget: read its KiB column.
+
+The full comparison of issue 14 (Chapter 8), one command per backbone, resumable and mergeable (each
+file a protocol, ``recsize.search.compare.RUN_SETTINGS``; ``benchmarks/report.py`` merges
+``out/PREFIX_*.json``, pairs the seeds against es-bytes and adds each method's AUKC,
+``recsize.search.compare.aukc``):
+
+    python benchmarks/prune.py --backbone lightgcn --patience 20 --methods es-bytes mde-bytes mr-bytes magprune \
+        pep dnis dnis-prefix ciess --out benchmarks/out/prune_lightgcn20_all.json
+    (likewise --backbone neumf, --backbone deepfm with ihas instead of ciess, --dataset planted-100k)
 
 Every training uses the backbone's trainer settings, the same epoch cap (``--epochs``) and patience
 (``--patience``, default 10). Reported per cell: test Recall@20 / NDCG@20 with the stored (CSR or compact)
@@ -24,7 +47,7 @@ tables, bytes (CSR, its VLDB'24 int32 accounting, compact for ES), kept entries,
 Resumable: the JSON is written atomically after every (method, sparsity, seed) cell and cells already in
 ``--out`` are skipped (with the same settings). One thread (``torch.set_num_threads(1)``).
 
-    python benchmarks/prune.py                               # 3 seeds x 4 sparsities x 3 methods (long)
+    python benchmarks/prune.py                               # 3 seeds x 4 sparsities x every method (long)
     python benchmarks/prune.py --seeds 0 --epochs 100        # one seed, shorter cap
     python benchmarks/prune.py --quick --out /tmp/prune.json # smoke run: 2 epochs, one seed, c = 90 %
     python benchmarks/prune.py --backbone deepfm --out benchmarks/out/prune_deepfm_all.json
@@ -37,20 +60,41 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
-
 from common import machine
+
+from recsize.budget import dense_bytes
 from recsize.data import prepare
 from recsize.files import write_json
-from recsize.search import PEPConfig, pep_search, run_baseline, run_magprune, run_pep, table_shapes, train_dense
-from recsize.search.compare import (LABELS, LOWER_IS_BETTER, METRICS, RUN_SETTINGS, _task,
-                                    width_correlations)
+from recsize.search import (
+    PEPConfig,
+    pep_search,
+    run_baseline,
+    run_magprune,
+    run_pep,
+    table_shapes,
+    train_dense,
+)
+from recsize.search.ciess import CIESSConfig, run_ciess
+from recsize.search.compare import (
+    LABELS,
+    LOWER_IS_BETTER,
+    METRICS,
+    _task,
+    applicable_methods,
+    differing_settings,
+    run_setting,
+    width_correlations,
+)
+from recsize.search.dnis import DNISConfig, run_dnis
+from recsize.search.dnis import search as dnis_search
+from recsize.search.ihas import IHASConfig, run_ihas
 from recsize.search.prune import prefix_density_for_bytes
-from recsize.search.dnis import DNISConfig, run_dnis, search as dnis_search
 from recsize.train import default_config
 
 OUT = Path(__file__).resolve().parent / "out" / "prune.json"
@@ -63,7 +107,8 @@ DNIS_VARIANTS = {
     "dnis-prefix-old": {"derive": "prefix-retrain", "prune_by": "alpha-weight", "budget_split": "per-table"},
 }
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
-METHODS = ("magprune", "pep", "es", "es-bytes", "mde-bytes", *DNIS_VARIANTS)
+METHODS = ("magprune", "pep", "es", "es-bytes", "mde-bytes", "mr-bytes", *DNIS_VARIANTS, "ciess", "ihas")
+PREFIX_METHODS = ("es", "es-bytes", "mde-bytes", "mr-bytes", "ciess")   # compact prefix storage
 
 
 def record(method: str, sparsity: float, seed: int, run, seconds: dict, metrics=METRICS["topk"],
@@ -74,7 +119,9 @@ def record(method: str, sparsity: float, seed: int, run, seconds: dict, metrics=
     test = run.test_compact or run.result.test
     valid = run.result.valid
     total = run.memory["total"]
-    if method in ("es", "es-bytes", "mde-bytes") or method.startswith("dnis-prefix"):
+    if method == "ihas":
+        extra = {"form": "ihas", "bytes": run.stored_bytes, "bytes_int32": None, "reached": None}
+    elif method in PREFIX_METHODS or method.startswith("dnis-prefix"):
         extra = {"form": "compact", "bytes": run.stored_bytes, "bytes_int32": None, "reached": None}
     else:
         snap = run.info.get("snapshot", {})
@@ -86,6 +133,47 @@ def record(method: str, sparsity: float, seed: int, run, seconds: dict, metrics=
             "kept": total["parameters"], "kept_fraction": total["density"], "best_epoch": run.result.best_epoch,
             "epochs": len(run.result.history), "seconds": seconds,
             "spearman": None if split is None else width_correlations(run.sizes, split)}
+
+
+@dataclass
+class Stored:
+    """What :func:`record` reads of a run, for the methods whose runners return no BaselineRun / PruneRun
+    (CIESS's selected mask per budget, iHAS's K cluster models)."""
+    result: SimpleNamespace            # test, valid, best_epoch, history (only its length is read)
+    memory: dict                       # memory["total"]: dense, parameters, density
+    stored_bytes: int
+    sizes: dict = field(default_factory=dict)
+    test_compact: dict | None = None
+    info: dict = field(default_factory=dict)
+
+
+def ciess_run(found: dict) -> tuple[Stored, dict]:
+    """A CIESS budget of :func:`~recsize.search.ciess.run_ciess` (the best retrained mask, chosen on
+    validation) as a :class:`Stored`, and the fields only CIESS has."""
+    best = found["best"]
+    tables = [r for r in best["memory"] if r != "total"]
+    result = SimpleNamespace(test=best["test"], valid=best["valid"], best_epoch=best["best_epoch"],
+                             history=[None] * int(best.get("epochs") or 0))
+    run = Stored(result, best["memory"], int(sum(best["memory"][r]["compact_measured"] for r in tables)),
+                 {"user": np.asarray(best["user_sizes"]), "item": np.asarray(best["item_sizes"])},
+                 best["test_compact"])
+    return run, {"projected": best["projected"], "candidates": len(found["candidates"]), "rank": best["rank"],
+                 "mask_density": best["density"]}
+
+
+def ihas_run(run, dense: int) -> tuple[Stored, dict]:
+    """An :class:`~recsize.search.ihas.IHASRun` as a :class:`Stored`: bytes and kept parameters as
+    ``run_ihas`` counts them (K cluster tables, router, extra first-order tables; ``charge`` says which of
+    them the budget counted), best epoch and epochs the largest over the cluster models."""
+    b = run.budget
+    total = {"dense": dense, "parameters": b["total_parameters"],
+             "density": b["total_parameters"] * dense_bytes(1, 1) / dense}
+    result = SimpleNamespace(test=run.test, valid=run.valid, best_epoch=max(run.training["best_epoch"]),
+                             history=[None] * max(run.training["epochs"]))
+    extra = {"charge": b["charge"], "clusters": len(run.models), "cluster_best_epochs": run.training["best_epoch"],
+             "cluster_epochs": run.training["epochs"], "cluster_bytes": b["cluster_bytes"],
+             "routing_bytes": b["routing_bytes"], "first_order_bytes": b["first_order_bytes"]}
+    return Stored(result, {"total": total}, b["total_bytes"]), extra
 
 
 def summarise(runs: list[dict], metrics=METRICS["topk"]) -> list[dict]:
@@ -136,9 +224,9 @@ def load(path: Path, settings: dict) -> list[dict]:
         return []
     data = json.loads(path.read_text())
     old = data.get("settings", {})
-    differ = [k for k in RUN_SETTINGS if old.get(k) != settings[k]]
+    differ = differing_settings(old, settings)
     if differ:
-        shown = ", ".join(f"{k}={old.get(k)!r}" for k in differ)
+        shown = ", ".join(f"{k}={run_setting(old, k)!r}" for k in differ)
         raise SystemExit(f"{path} holds results made with other settings ({shown}): use another --out, or the same "
                          "settings to resume")
     return list(data.get("runs", []))
@@ -163,6 +251,16 @@ def main(argv=None) -> int:
                    "(default 1)")
     p.add_argument("--pep-granularity", default="feature_dim",
                    choices=["feature_dim", "feature", "dimension", "global"])
+    p.add_argument("--ciess-episodes", type=int, default=30, help="CIESS episodes M (default 30, the paper's)")
+    p.add_argument("--ciess-iterations", type=int, default=10, help="CIESS iterations T per episode (default 10)")
+    p.add_argument("--ciess-iteration-batches", type=int, default=None,
+                   help="batches of each CIESS iteration's training (default: the authors' per backbone, "
+                        "LightGCN 2,000, NeuMF 1,500); fewer for a reduced CPU schedule")
+    p.add_argument("--ciess-top-l", type=int, default=3, help="CIESS masks retrained per budget (default 3)")
+    p.add_argument("--ihas-charge", default="routing", choices=["routing", "routing+linear", "embeddings"],
+                   help="what iHAS's budget charges beyond the cluster tables (default routing)")
+    p.add_argument("--ihas-clusters", type=int, default=4, help="iHAS clusters K (default 4)")
+    p.add_argument("--ihas-search-epochs", type=int, default=10, help="iHAS gate search epochs (default 10)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 epochs of everything, first seed, c = 90 %%")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
@@ -170,10 +268,17 @@ def main(argv=None) -> int:
     if args.quick:
         args.seeds, args.sparsities = args.seeds[:1], [0.9]
         args.epochs, args.patience, args.pep_epochs = 2, 1, 2
+        args.ciess_episodes, args.ciess_iterations, args.ciess_iteration_batches, args.ciess_top_l = 1, 2, 2, 1
+        args.ihas_search_epochs = 1
     keys = ("backbone", "seeds", "sparsities", "methods", "dim", "epochs", "patience", "prune_split", "pep_epochs",
-            "pep_init", "pep_scale", "pep_granularity", "quick")
+            "pep_init", "pep_scale", "pep_granularity", "quick", "ciess_episodes", "ciess_iterations",
+            "ciess_iteration_batches", "ciess_top_l", "ihas_charge", "ihas_clusters", "ihas_search_epochs")
     task = _task(args.backbone)
     metrics = METRICS[task]
+    for method in [m for m in ("ciess", "ihas") if m in args.methods and m not in applicable_methods(args.backbone)]:
+        print(f"{method}: skipped, it applies to {'top-k' if method == 'ciess' else 'CTR'} backbones only, not "
+              f"{args.backbone}", flush=True)
+        args.methods = [m for m in args.methods if m != method]
     settings = {"dataset": "ml-100k-ctr" if task == "ctr" else args.dataset, **{k: getattr(args, k) for k in keys}}
     runs = load(args.out, settings)
     done = {(r["method"], r["sparsity"], r["seed"]) for r in runs}
@@ -191,7 +296,8 @@ def main(argv=None) -> int:
             continue
         split = prepare(settings["dataset"], "random-811", seed=seed, verbose=False)
         config = default_config(args.backbone, epochs=args.epochs, patience=args.patience, seed=seed, progress=False)
-        dense = searched = dnis = None
+        dense = searched = dnis = ciess = None
+        shapes = table_shapes(args.backbone, split, args.dim)
         for method, sparsity in todo:
             density = round(1 - sparsity, 6)
             stage = {}
@@ -212,7 +318,29 @@ def main(argv=None) -> int:
                 dnis = dnis_search(args.backbone, split, dnis_config)
                 print(f"seed {seed}: DNIS warm start {dnis.warm['epochs']} epochs, search {len(dnis.history)} "
                       f"epochs (best {dnis.best_epoch}), {dnis.seconds['total']:.1f} s", flush=True)
+            fitted = prefix_density_for_bytes(shapes, density)   # the prefix density at 1 - c of the bytes
+            if fitted is None and method in ("es-bytes", "mde-bytes", "mr-bytes", "ciess", "ihas"):
+                print(f"  seed {seed} c = {100 * sparsity:.0f} % {method}: skipped, the compact form's offsets "
+                      "leave less than one dimension per row in this budget", flush=True)
+                continue
+            if method == "ciess" and ciess is None:
+                # one search serves every budget; the budgets are always the protocol's (and any others
+                # asked for), so that the selection bands and a cell's value do not depend on which cells
+                # a resumed run still misses
+                all_c = sorted(set(SPARSITIES) | set(args.sparsities))
+                budgets = {c: round(prefix_density_for_bytes(shapes, round(1 - c, 6)), 12) for c in all_c
+                           if prefix_density_for_bytes(shapes, round(1 - c, 6)) is not None}
+                ciess_config = CIESSConfig(budgets=tuple(budgets.values()), d_max=args.dim,
+                                           episodes=args.ciess_episodes, iterations=args.ciess_iterations,
+                                           iteration_batches=args.ciess_iteration_batches, top_l=args.ciess_top_l,
+                                           full_epochs=args.epochs, retrain_epochs=args.epochs,
+                                           patience=args.patience, seed=seed, progress=False)
+                ciess = (run_ciess(args.backbone, split, ciess_config), budgets)
+                print(f"seed {seed}: CIESS reference {ciess[0].seconds['reference']:.1f} s, search "
+                      f"{args.ciess_episodes} x {args.ciess_iterations} iterations {ciess[0].seconds['search']:.1f} s, "
+                      f"retraining {ciess[0].seconds['retrain']:.1f} s", flush=True)
             begin = time.perf_counter()
+            extra = {}
             if method in DNIS_VARIANTS:
                 config_d = DNISConfig(**{**asdict(dnis.config), **DNIS_VARIANTS[method]})
                 run = run_dnis(args.backbone, split, density, config_d, searched=dnis).run
@@ -228,15 +356,24 @@ def main(argv=None) -> int:
             elif method == "es":
                 run = run_baseline(args.backbone, split, "es", density, args.dim, config, seed=seed)
                 stage = {"train": time.perf_counter() - begin}
+            elif method == "ciess":
+                result, budgets = ciess
+                found = result.budgets[str(budgets[sparsity])]
+                run, extra = ciess_run(found)
+                stage = {"reference": result.seconds["reference"], "search": result.seconds["search"],
+                         "retrain": sum(c["seconds"] for c in found["candidates"])}
+                extra["budget_density"] = budgets[sparsity]
+            elif method == "ihas":
+                ihas_config = IHASConfig(lr=config.lr, batch_size=config.batch_size, charge=args.ihas_charge,
+                                         clusters=args.ihas_clusters, search_epochs=args.ihas_search_epochs)
+                ihas = run_ihas(args.backbone, split, fitted, args.dim, ihas_config, config, seed=seed, progress=False)
+                run, extra = ihas_run(ihas, sum(dense_bytes(rows, d) for rows, d in shapes.values()))
+                stage = {"search": ihas.seconds["search"], "retrain": ihas.seconds["retrain"]}
+                extra["budget_density"] = fitted
             else:
-                fitted = prefix_density_for_bytes(table_shapes(args.backbone, split, args.dim), density)
-                if fitted is None:
-                    print(f"  seed {seed} c = {100 * sparsity:.0f} % {method}: skipped, the compact form's offsets "
-                          "leave less than one dimension per row in this budget", flush=True)
-                    continue
                 run = run_baseline(args.backbone, split, method.split("-")[0], fitted, args.dim, config, seed=seed)
                 stage = {"train": time.perf_counter() - begin}
-            runs.append(record(method, sparsity, seed, run, stage, metrics, split))
+            runs.append({**record(method, sparsity, seed, run, stage, metrics, split), **extra})
             done.add((method, sparsity, seed))
             r = runs[-1]
             print(f"  seed {seed} c = {100 * sparsity:.0f} % {method:8s} {metrics[0]} {r[metrics[0]]:.4f} {metrics[1]} "

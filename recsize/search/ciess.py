@@ -711,7 +711,7 @@ class CIESS:
         for r in roles:
             memory[r]["compact_measured"] = model.embedding_tables()[r].num_bytes()
         return {"valid": result.valid, "test": result.test, "best_epoch": result.best_epoch,
-                "seconds": result.seconds, "test_compact": evaluate_topk(model, self.split, "test"),
+                "epochs": len(result.history), "seconds": result.seconds, "test_compact": evaluate_topk(model, self.split, "test"),
                 "memory": memory, "parameters": memory["total"]["parameters"],
                 "compact_bytes": memory["total"]["compact"], "dense_bytes": memory["total"]["dense"]}
 

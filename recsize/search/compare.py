@@ -504,7 +504,24 @@ def run_files(folder, prefix: str) -> list[Path]:
 
 # the settings of benchmarks/prune.py that change a cell's numbers: merged files must agree on them
 RUN_SETTINGS = ("backbone", "dataset", "dim", "epochs", "patience", "prune_split", "pep_epochs", "pep_init",
-                "pep_scale", "pep_granularity", "quick")
+                "pep_scale", "pep_granularity", "quick", "ciess_episodes", "ciess_iterations",
+                "ciess_iteration_batches", "ciess_top_l", "ihas_charge", "ihas_clusters", "ihas_search_epochs")
+# settings added after outputs existed: a file without one was run at this value (CIESSConfig's and
+# IHASConfig's defaults; such files hold no CIESS or iHAS cells), so old files still resume and merge
+SETTING_DEFAULTS = {"ciess_episodes": 30, "ciess_iterations": 10, "ciess_iteration_batches": None,
+                    "ciess_top_l": 3, "ihas_charge": "routing", "ihas_clusters": 4, "ihas_search_epochs": 10}
+
+
+def run_setting(settings: dict, key: str):
+    """``settings[key]`` of a ``benchmarks/prune.py`` output, or :data:`SETTING_DEFAULTS`' value for a key
+    the file predates. Explained in Chapter 5."""
+    return settings.get(key, SETTING_DEFAULTS.get(key))
+
+
+def differing_settings(a: dict, b: dict) -> list[str]:
+    """The :data:`RUN_SETTINGS` in which two runs' settings differ (absent keys read as their default).
+    Explained in Chapter 5."""
+    return [k for k in RUN_SETTINGS if run_setting(a, k) != run_setting(b, k)]
 
 
 def merge_runs(paths) -> tuple[list[dict], list[dict]]:
@@ -520,7 +537,8 @@ def merge_runs(paths) -> tuple[list[dict], list[dict]]:
         mine = {**data["settings"], "machine": data["machine"], "file": Path(path).name}
         if settings:
             first = settings[0]
-            differ = [f"{k} {first.get(k)!r} vs {mine.get(k)!r}" for k in RUN_SETTINGS if first.get(k) != mine.get(k)]
+            differ = [f"{k} {run_setting(first, k)!r} vs {run_setting(mine, k)!r}"
+                      for k in differing_settings(first, mine)]
             if differ:
                 raise ValueError(f"{mine['file']} was run with other settings than {first['file']} "
                                  f"({'; '.join(differ)}): merge only runs of one protocol (rename one file)")
@@ -554,6 +572,47 @@ def paired_summary(runs: list[dict], baseline: str = "es-bytes", metric: str = "
             rows.append({"sparsity": c, "method": m, "cells": cells,
                          "mean": float(np.mean([r[metric] for r in cells.values()])), "delta": delta})
     return rows
+
+
+def aukc(runs: list[dict], method: str, metric: str = "recall@20", baseline: str = "es-bytes",
+         confidence: float = 0.95) -> dict | None:
+    """The area under ``method``'s quality-versus-budget curve, normalised by ``baseline``'s on the same
+    seed: one number per method over all budgets (the idea of AUKC in ERASE, Jia et al., KDD'24: the
+    area under the curve of quality against the kept share). Explained in Chapter 8.
+
+    Per seed, over the budgets (sparsities c) that both the method and the baseline ran on that seed, the
+    trapezoid rule integrates ``metric`` over the kept fraction 1 - c (the budget axis, not log bytes: at
+    equal bytes both curves share their x values, whereas measured bytes differ between storage forms by
+    padding and offsets and would give the two areas different spans). A seed needs at least two shared
+    budgets, else it is left out. The normalised area (``ratio``) is the method's area over the
+    baseline's: 1 is the baseline, above 1 better for Recall / NDCG / AUC (below 1 better for log loss).
+
+    Returns None when no seed has two shared budgets; else ``per_seed`` (seed -> area, baseline area,
+    ratio and the densities integrated over), ``ratio`` (mean, low, high: the Student-t interval of the
+    per-seed ratios, :func:`paired_difference` of the ratios against 1, shifted by 1; low / high None
+    below two seeds) and ``difference`` (:func:`paired_difference` of the areas, method minus baseline)."""
+    by = {(r["method"], r["sparsity"], r["seed"]): r[metric] for r in runs if metric in r}
+    per_seed = {}
+    for seed in sorted({s for (m, _, s) in by if m == method}):
+        shared = sorted(c for (m, c, s) in by if m == method and s == seed and (baseline, c, seed) in by)
+        if len(shared) < 2:
+            continue
+        x = np.array([1 - c for c in shared])[::-1]   # kept fraction, ascending
+        mine = np.array([by[method, c, seed] for c in shared])[::-1]
+        base = np.array([by[baseline, c, seed] for c in shared])[::-1]
+        area, base_area = (float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x))) for y in (mine, base))
+        per_seed[seed] = {"area": area, "baseline_area": base_area, "ratio": area / base_area,
+                          "densities": [round(float(v), 12) for v in x]}
+    if not per_seed:
+        return None
+    ratios = [v["ratio"] for v in per_seed.values()]
+    shift = paired_difference(ratios, np.ones(len(ratios)), confidence)
+    ratio = {"n": shift["n"], "mean": 1 + shift["mean"], "low": None if shift["low"] is None else 1 + shift["low"],
+             "high": None if shift["high"] is None else 1 + shift["high"], "confidence": confidence}
+    difference = paired_difference([v["area"] for v in per_seed.values()],
+                                   [v["baseline_area"] for v in per_seed.values()], confidence)
+    return {"method": method, "baseline": baseline, "metric": metric, "per_seed": per_seed, "ratio": ratio,
+            "difference": difference}
 
 
 def pareto_front(bytes_, quality, higher_is_better: bool = True) -> np.ndarray:

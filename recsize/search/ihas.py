@@ -411,6 +411,7 @@ class IHASRun:
     labels: dict = field(default_factory=dict, repr=False)   # cluster of every train / valid / test sample
     offsets: np.ndarray | None = field(default=None, repr=False)  # the data's field offsets
     seconds: dict = field(default_factory=dict)  # wall time: search (gates, clustering), retrain
+    training: dict = field(default_factory=dict)  # per cluster model: best_epoch and epochs trained
 
     def route(self, X: np.ndarray) -> np.ndarray:
         """The cluster of every sample: its deterministic gate pattern's nearest centroid."""
@@ -538,7 +539,7 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
     search_seconds = time.perf_counter() - start
     # 3. retrain one model per cluster on its own samples, from scratch or from the search model
     init = DEFAULTS[backbone.lower()].get("init", "xavier")
-    models, non_embedding = [], 0
+    models, non_embedding, best_epochs, epochs = [], 0, [], []
     for k in range(K):
         tr, va = split.train[labels["train"] == k], split.valid[labels["valid"] == k]
         if len(np.unique(data.y[va])) < 2:
@@ -553,6 +554,8 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
                            sub, cfg)
         model = compact_tables(result.model)
         models.append(model)
+        best_epochs.append(result.best_epoch)
+        epochs.append(len(result.history))
         non_embedding += sum(p.numel() for n, p in model.named_parameters() if not n.startswith("feature"))
     retrain_seconds = time.perf_counter() - start - search_seconds
     per_cluster = [int(s.sum()) for s in sizes]
@@ -568,7 +571,8 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
     cluster_sizes = {part: np.bincount(labels[part], minlength=K).tolist() for part in labels}
     run = IHASRun(density, d_max, config, history, widths, sizes, cluster_sizes, budget, {}, {},
                   search_model, gates, centroids, models, labels, data.offsets,
-                  {"search": search_seconds, "retrain": retrain_seconds})
+                  {"search": search_seconds, "retrain": retrain_seconds},
+                  {"best_epoch": best_epochs, "epochs": epochs})
     run.valid = _evaluate(lambda X: run.predict(X, labels["valid"]), *split.part("valid"))
     run.test = _evaluate(lambda X: run.predict(X, labels["test"]), *split.part("test"))
     return run
