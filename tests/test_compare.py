@@ -324,3 +324,57 @@ def test_merge_runs_first_file_wins_and_refuses_other_protocols(tmp_path):
     c = _prune_file(tmp_path / "prune_x_c.json", 20, [("es", 0.9, 2, 0.33)])
     with pytest.raises(ValueError, match=r"prune_x_c.json .*patience 10 vs 20"):
         merge_runs([a, c])
+
+
+def test_merge_reads_settings_older_files_lack_as_their_defaults(tmp_path):
+    """A file written before the CIESS / iHAS settings existed merges with a new one run at their defaults,
+    not with one run at other values."""
+    from recsize.search.compare import SETTING_DEFAULTS, merge_runs
+    old = _prune_file(tmp_path / "prune_x_a.json", 10, [("es-bytes", 0.9, 0, 0.30)])
+    new = _prune_file(tmp_path / "prune_x_b.json", 10, [("ciess", 0.9, 0, 0.31)])
+    data = json.loads(new.read_text())
+    data["settings"].update(SETTING_DEFAULTS)
+    new.write_text(json.dumps(data))
+    runs, _ = merge_runs([old, new])
+    assert [r["method"] for r in runs] == ["es-bytes", "ciess"]
+    data["settings"]["ciess_episodes"] = 2
+    new.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"ciess_episodes 30 vs 2"):
+        merge_runs([old, new])
+
+
+def _aukc_runs():
+    base = {0.5: 0.4, 0.8: 0.3, 0.9: 0.2}
+    runs = [{"method": "es-bytes", "sparsity": c, "seed": s, "recall@20": v} for s in (0, 1, 2)
+            for c, v in base.items()]
+    runs += [{"method": "m", "sparsity": c, "seed": 0, "recall@20": 1.1 * v} for c, v in base.items()]
+    runs += [{"method": "m", "sparsity": c, "seed": 1, "recall@20": v} for c, v in base.items()]
+    runs += [{"method": "m", "sparsity": 0.5, "seed": 2, "recall@20": 0.5},     # one shared budget: left out
+             {"method": "m", "sparsity": 0.95, "seed": 1, "recall@20": 0.9}]   # no baseline at 95 %: ignored
+    return runs
+
+
+def test_aukc_by_hand():
+    """Trapezoids over the kept fraction 0.1, 0.2, 0.5: ES (0.2 + 0.3) / 2 * 0.1 + (0.3 + 0.4) / 2 * 0.3 =
+    0.13; seed 0 is 1.1 x ES everywhere (ratio 1.1), seed 1 equals ES (1.0); seed 2 shares one budget."""
+    from recsize.search.compare import aukc
+    out = aukc(_aukc_runs(), "m", "recall@20")
+    assert sorted(out["per_seed"]) == [0, 1]
+    assert out["per_seed"][0]["baseline_area"] == pytest.approx(0.13)
+    assert out["per_seed"][0]["area"] == pytest.approx(0.143)
+    assert out["per_seed"][0]["densities"] == [0.1, 0.2, 0.5]
+    assert [out["per_seed"][s]["ratio"] for s in (0, 1)] == pytest.approx([1.1, 1.0])
+    # ratios 1.1 and 1.0: mean 1.05, sd 0.0707, se 0.05, t(0.975, 1) = 12.706 -> half width 0.6353
+    r = out["ratio"]
+    assert (r["n"], r["mean"]) == (2, pytest.approx(1.05))
+    assert (r["low"], r["high"]) == (pytest.approx(1.05 - 0.63531, abs=1e-4), pytest.approx(1.05 + 0.63531, abs=1e-4))
+    assert out["difference"]["mean"] == pytest.approx(0.0065)
+    assert aukc(_aukc_runs(), "es-bytes", "recall@20")["ratio"]["mean"] == pytest.approx(1.0)
+
+
+def test_aukc_needs_two_shared_budgets():
+    from recsize.search.compare import aukc
+    runs = [r for r in _aukc_runs() if r["seed"] == 2]
+    assert aukc(runs, "m", "recall@20") is None
+    one = aukc([r for r in _aukc_runs() if r["seed"] in (0, 2)], "m", "recall@20")
+    assert one["ratio"]["n"] == 1 and one["ratio"]["low"] is None and one["ratio"]["mean"] == pytest.approx(1.1)

@@ -402,3 +402,56 @@ def test_pep_settings_are_checked():
             PEPConfig(**bad)
     with pytest.raises(ValueError, match="granularity"):
         PEPEmbedding(3, 2, "field")
+
+
+# --- benchmarks/prune.py: the methods of issue 14 on tiny data (prepare() patched: no download) -----
+
+def _prune_script(monkeypatch, split):
+    import sys
+    from pathlib import Path
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.modules.pop("prune", None)
+    import prune
+    monkeypatch.setattr(prune, "prepare", lambda *a, **k: split)
+    return prune
+
+
+def _cells(path):
+    runs = json.loads(path.read_text())["runs"]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in runs]
+
+
+def test_prune_script_mr_and_ciess_are_resumable_and_deterministic(tiny_split, monkeypatch, tmp_path, capsys):
+    prune = _prune_script(monkeypatch, tiny_split)
+    args = ["--quick", "--backbone", "mf", "--methods", "es-bytes", "mr-bytes", "ciess", "ihas"]
+    for name in ("a.json", "b.json"):
+        assert prune.main([*args, "--out", str(tmp_path / name)]) == 0
+    assert "ihas: skipped, it applies to CTR backbones only" in capsys.readouterr().out
+    a = _cells(tmp_path / "a.json")
+    assert a == _cells(tmp_path / "b.json")                          # same seed, same values
+    by = {r["method"]: r for r in a}
+    assert sorted(by) == ["ciess", "es-bytes", "mr-bytes"]
+    for m in ("mr-bytes", "ciess"):
+        r = by[m]
+        assert r["form"] == "compact" and r["bytes"] <= 1.01 * r["budget_bytes"]
+        assert {"recall@20", "ndcg@20", "kept", "best_epoch", "epochs"} <= set(r)
+    assert by["mr-bytes"]["kept"] == by["es-bytes"]["kept"]           # the same density as es-bytes
+    assert by["ciess"]["kept"] <= by["es-bytes"]["kept"] + 1
+    raw = {r["method"]: r for r in json.loads((tmp_path / "a.json").read_text())["runs"]}
+    assert set(raw["ciess"]["seconds"]) == {"reference", "search", "retrain"} and "train" in raw["mr-bytes"]["seconds"]
+    prune.main([*args, "--out", str(tmp_path / "a.json")])           # resumed: nothing left to run
+    assert _cells(tmp_path / "a.json") == a and "c = 90 %" not in capsys.readouterr().out.split("\n\n")[0]
+    with pytest.raises(SystemExit, match="ihas_charge"):             # other settings of the new methods: refused
+        prune.main([*args, "--ihas-charge", "embeddings", "--out", str(tmp_path / "a.json")])
+
+
+def test_prune_script_ihas_on_a_ctr_backbone(ctr_split, monkeypatch, tmp_path):
+    prune = _prune_script(monkeypatch, ctr_split)
+    out = tmp_path / "ihas.json"
+    assert prune.main(["--quick", "--backbone", "fm", "--methods", "ihas", "--ihas-clusters", "2",
+                       "--ihas-charge", "embeddings", "--out", str(out)]) == 0   # tiny data: routing would not fit
+    data = json.loads(out.read_text())
+    (r,) = data["runs"]
+    assert data["settings"]["ihas_charge"] == "embeddings" and r["charge"] == "embeddings" and r["clusters"] == 2
+    assert r["form"] == "ihas" and r["bytes"] == sum(r["cluster_bytes"]) + r["routing_bytes"] + r["first_order_bytes"]
+    assert {"auc", "logloss", "best_epoch", "epochs"} <= set(r) and set(r["seconds"]) == {"search", "retrain"}
