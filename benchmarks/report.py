@@ -239,7 +239,9 @@ PRUNE_NAMES = {"dnis": "DNIS in place, \\|E\\| (authors)", "dnis-alpha": "DNIS i
                "dnis-prefix": "DNIS prefix widths, retrained (1 - c of the parameters)",
                "dnis-prefix-old": "DNIS prefix, \\|alpha E\\| per table (recsize before; parameters)",
                "magprune": "MagPrune (no alpha)", "pep": "PEP", "es-bytes": "ES, equal bytes",
-               "mde-bytes": "MDE, equal bytes",
+               "mde-bytes": "MDE, equal bytes", "mr-bytes": "MR, equal bytes",
+               "ciess": "CIESS (faithful defaults), equal bytes",
+               "ihas": "iHAS, es-bytes parameters (more bytes: K tables + router)",
                "es": "ES (1 - c of the parameters)"}
 
 
@@ -292,6 +294,7 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
                      f"{np.mean([r['best_epoch'] for r in mine]):.0f} (max {max(r['best_epoch'] for r in mine)}) "
                      f"| {np.mean([x for x in retrain if x is not None]):.0f} |"
                      + (_rho(mine) if truth else ""))
+    lines += _aukc_table(runs, metric, label)
     if truth:
         lines += ["", "ρ truth: mean Spearman correlation over the seeds of each method's widths (kept entries per "
                       "row) with the planted widths, which are independent of popularity by construction."]
@@ -315,6 +318,30 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _aukc_table(runs: list[dict], metric: str, label: str) -> list[str]:
+    """One row per method with an AUKC (``recsize.search.compare.aukc``): its area under test ``metric``
+    over the kept fraction, over ES at equal bytes' on the same seed, per seed and mean [95 % interval]."""
+    from recsize.search.compare import aukc
+    found = [a for a in (aukc(runs, m, metric) for m in PRUNE_NAMES if m != "es-bytes") if a is not None]
+    if not found:
+        return []
+    seeds = sorted({s for a in found for s in a["per_seed"]})
+    lines = ["", f"AUKC (the idea of ERASE, KDD'24): the area under test {label} over the kept fraction 1 - c "
+             "(trapezoids over the budgets a method shares with ES at equal bytes on that seed, at least two), "
+             "over ES at equal bytes' area on the same seed; 1 = ES, above 1 better; mean [95 % interval] over "
+             "the seeds.", "",
+             "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | AUKC / ES | budgets c |",
+             "|---|" + "---|" * len(seeds) + "---|---|"]
+    for a in found:
+        r = a["ratio"]
+        cells = [f"{a['per_seed'][s]['ratio']:.3f}" if s in a["per_seed"] else "" for s in seeds]
+        interval = "" if r["low"] is None else f" [{r['low']:.3f}, {r['high']:.3f}]"
+        budgets = sorted({round(1 - d, 6) for v in a["per_seed"].values() for d in v["densities"]})
+        lines.append(f"| {PRUNE_NAMES[a['method']]} | " + " | ".join(cells)
+                     + f" | {r['mean']:.3f}{interval} (n = {r['n']}) | {', '.join(_pct(c) for c in budgets)} |")
+    return lines
+
+
 def _rho(cells: list[dict]) -> str:
     """Mean Spearman correlation of the widths with the planted truth, users / items, as a table cell."""
     def mean(role):
@@ -332,15 +359,16 @@ MERGED = {f"prune_{b}": (lambda out, b=b: render_prune(*load_prune(f"prune_{b}",
 HEADLINE_PRUNE = ("lightgcn20", "neumf", "deepfm")   # the protocol each backbone's headline shows
 
 
-HEADLINE_METHODS = ("es-bytes", "mde-bytes", "magprune", "pep", "dnis")
+HEADLINE_METHODS = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "ciess", "ihas")
 
 
 def render_headline_prune(out: Path = OUT) -> str:
     """The headline of the pruning benchmark: per backbone and budget, the mean quality over seeds of every
     method at equal bytes, and its paired difference to ES at equal bytes (* where the 95 % interval
     excludes 0). The full tables are in benchmarks/README.md."""
-    from recsize.search.compare import LABELS, LOWER_IS_BETTER, METRICS, paired_summary
-    names = {"es-bytes": "ES", "mde-bytes": "MDE", "magprune": "MagPrune", "pep": "PEP", "dnis": "DNIS in place"}
+    from recsize.search.compare import LABELS, LOWER_IS_BETTER, METRICS, aukc, paired_summary
+    names = {"es-bytes": "ES", "mde-bytes": "MDE", "mr-bytes": "MR", "magprune": "MagPrune", "pep": "PEP",
+             "dnis": "DNIS in place", "ciess": "CIESS", "ihas": "iHAS"}
     lines, machines = [], set()
     for prefix in HEADLINE_PRUNE:
         runs, settings = load_prune(f"prune_{prefix}", out)
@@ -352,10 +380,13 @@ def render_headline_prune(out: Path = OUT) -> str:
         rows = paired_summary(runs, "es-bytes", metric, HEADLINE_METHODS)
         methods = [m for m in HEADLINE_METHODS if any(r["method"] == m for r in rows)]
         seeds = sorted({r["seed"] for r in runs})
+        areas = {m: aukc(runs, m, metric) for m in methods}
+        heads = [names[m] + ("" if areas[m] is None else f" (AUKC {areas[m]['ratio']['mean']:.3f})")
+                 for m in methods]
         lines += [f"**{backbone}** on {settings[0]['dataset']}, test {LABELS[metric]}, patience "
                   f"{settings[0]['patience']}, seeds {', '.join(map(str, seeds))} (a cell shows the mean over the "
                   "seeds it ran and, in brackets, its paired difference to ES):", "",
-                  "| c | " + " | ".join(names[m] for m in methods) + " |", "|---|" + "---|" * len(methods)]
+                  "| c | " + " | ".join(heads) + " |", "|---|" + "---|" * len(methods)]
         sign = -1 if metric in LOWER_IS_BETTER else 1
         for c in sorted({r["sparsity"] for r in rows}):
             mine = {r["method"]: r for r in rows if r["sparsity"] == c}
@@ -377,7 +408,9 @@ def render_headline_prune(out: Path = OUT) -> str:
         lines.append("")
     if not lines:
         raise FileNotFoundError(f"no {out}/prune_*.json: run python benchmarks/prune.py first")
-    lines.append("Bold: best mean per budget; *: the 95 % interval of the paired difference excludes 0. "
+    lines.append("Bold: best mean per budget; *: the 95 % interval of the paired difference excludes 0; AUKC: the "
+                 "area under the quality curve over the kept fraction, over ES's on the same seed (mean over seeds; "
+                 "ERASE, KDD'24). "
                  f"Machine: {'; '.join(sorted(machines))}.")
     return "\n".join(lines)
 

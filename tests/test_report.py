@@ -138,3 +138,20 @@ def test_appendix_a_quotes_the_stored_torchrec_runs():
         for kind in ("sharded", "recsize_adam"):
             assert f"{run[kind]['recall@20']:.4f}" in text
         assert f"{run['sharded']['best_epoch']}" in text
+
+
+def test_prune_block_and_headline_carry_the_aukc(tmp_path):
+    """MR at 1.1 x ES's Recall@20 at both budgets: AUKC 1.1 in the block's AUKC table and the headline."""
+    def cell(method, c, seed, recall):
+        return {"method": method, "sparsity": c, "seed": seed, "recall@20": recall, "kept": 100, "bytes": 2048,
+                "best_epoch": 10, "seconds": {"train": 5.0}}
+    runs = [cell("es-bytes", c, s, v) for s in (0, 1) for c, v in ((0.5, 0.3), (0.8, 0.2))]
+    runs += [cell("mr-bytes", c, s, 1.1 * v) for s in (0, 1) for c, v in ((0.5, 0.3), (0.8, 0.2))]
+    settings = {"backbone": "lightgcn", "dataset": "ml-100k", "dim": 64, "epochs": 300, "patience": 20}
+    text = report.render_prune(runs, [{**settings, "machine": "test machine"}])
+    row = next(line for line in text.splitlines() if line.startswith("| MR, equal bytes | 1.100"))
+    assert "1.100 [1.100, 1.100] (n = 2) | 50 %, 80 % |" in row
+    (tmp_path / "prune_lightgcn20_a.json").write_text(json.dumps({"settings": settings, "machine": "test machine",
+                                                                  "runs": runs}))
+    head = report.render_headline_prune(tmp_path)
+    assert "| c | ES (AUKC 1.000) | MR (AUKC 1.100) |" in head and "AUKC:" in head
