@@ -536,7 +536,7 @@ for name in ("lightgcn20", "lightgcn", "neumf", "deepfm"):  # lightgcn20: patien
 # * **Equal widths win from 50 to 90 %.** At patience 20, ES at equal bytes has the best mean at 50, 80
 #   and 90 %; DNIS in place and MagPrune lose 0.019 Recall@20 at 80 %, with 95 % intervals below 0, and
 #   about 0.01 at 90 % (intervals spanning 0). Only at 95 %, where the 8-byte row offsets of prefix
-#   storage leave ES about one float per row, do the pruned tables lead (by about 0.03, intervals that
+#   storage leave ES about one float per row, do the pruned tables lead (by 0.013-0.018, intervals that
 #   include 0). Chapter 4's published run (patience 40, one seed) puts ES further ahead still.
 # * **$\alpha$ adds nothing measurable.** DNIS in place and MagPrune, the same pruning without
 #   $\alpha$, agree within noise at every budget and both patiences, and pruning by $|\alpha E|$ (Hetu)
