@@ -139,3 +139,25 @@ def untimed(ciess_dict: dict) -> dict:
         for c in [budget["best"], *budget["candidates"]]:
             c.pop("seconds")
     return d
+
+
+def reference_neumf_scorer(self):
+    """NeuMF's full-ranking scorer as it was written before the blocked form (issue 14): the reference
+    that tests/test_backbones.py and tests/test_train.py compare the fast path with, bit for bit."""
+    items, items_mlp = self.item.table(), self.item_mlp.table()
+    first = self.mlp[1]
+    w_user, w_item = first.weight[:, :self.dim], first.weight[:, self.dim:]
+    item_part = items_mlp @ w_item.T + first.bias
+    w_gmf = self.predict.weight[0, :self.dim]
+    w_mlp, b = self.predict.weight[0, self.dim:], self.predict.bias
+    rest = self.mlp[2:]
+
+    def score_all(users, chunk: int = 128):
+        out = []
+        for s in range(0, len(users), chunk):
+            us = users[s:s + chunk]
+            gmf = (self.user(us) * w_gmf) @ items.T
+            h = rest((self.user_mlp(us) @ w_user.T)[:, None, :] + item_part[None])
+            out.append(gmf + h @ w_mlp + b)
+        return torch.cat(out)
+    return score_all

@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from conftest import csr, features_data
+from conftest import csr, features_data, reference_neumf_scorer
 from recsize.backbones import (BACKBONES, CTR_BACKBONES, TOPK_BACKBONES, build_backbone, defaults_for,
                                normalized_adjacency)
 from recsize.data import ctr_view, split_ctr
@@ -210,22 +210,9 @@ def test_graph_propagation_gradients_equal_autograds_bit_for_bit(name, tiny_spli
     assert torch.equal(adj.to_dense(), adj.to_dense().T)                          # the premise: symmetric
 
 
-def _plain_neumf_scores(model, users, chunk=128):
+def _plain_neumf_scores(model, users):
     """NeuMF's full ranking as it was written before the blocked form (issue 14): the reference."""
-    items, items_mlp = model.item.table(), model.item_mlp.table()
-    first = model.mlp[1]
-    w_user, w_item = first.weight[:, :model.dim], first.weight[:, model.dim:]
-    item_part = items_mlp @ w_item.T + first.bias
-    w_gmf = model.predict.weight[0, :model.dim]
-    w_mlp, b = model.predict.weight[0, model.dim:], model.predict.bias
-    rest = model.mlp[2:]
-    out = []
-    for s in range(0, len(users), chunk):
-        us = users[s:s + chunk]
-        gmf = (model.user(us) * w_gmf) @ items.T
-        h = rest((model.user_mlp(us) @ w_user.T)[:, None, :] + item_part[None])
-        out.append(gmf + h @ w_mlp + b)
-    return torch.cat(out)
+    return reference_neumf_scorer(model)(users)
 
 
 @pytest.mark.parametrize("n_users, n_items, dim, hidden", [(943, 1682, 64, (64,)), (150, 301, 16, (64,)),

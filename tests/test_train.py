@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import reference_neumf_scorer
 from recsize.backbones import MF
 from recsize.evaluate import evaluate_topk
 from recsize.train import TrainConfig, atomic_save, default_config, resolve_device, train
@@ -190,24 +191,6 @@ def _ref_graph_loss(self, users, pos, neg):
     return bpr + self.reg * self._l2(self.user(users), self.item(pos), self.item(neg))
 
 
-def _ref_neumf_scorer(self):
-    items, items_mlp = self.item.table(), self.item_mlp.table()
-    first = self.mlp[1]
-    w_user, w_item = first.weight[:, :self.dim], first.weight[:, self.dim:]
-    item_part = items_mlp @ w_item.T + first.bias
-    w_gmf = self.predict.weight[0, :self.dim]
-    w_mlp, b = self.predict.weight[0, self.dim:], self.predict.bias
-    rest = self.mlp[2:]
-
-    def score_all(users, chunk: int = 128):
-        out = []
-        for s in range(0, len(users), chunk):
-            us = users[s:s + chunk]
-            gmf = (self.user(us) * w_gmf) @ items.T
-            h = rest((self.user_mlp(us) @ w_user.T)[:, None, :] + item_part[None])
-            out.append(gmf + h @ w_mlp + b)
-        return torch.cat(out)
-    return score_all
 
 
 def _ref_fm_terms(self, x, gates=None):
@@ -227,7 +210,7 @@ def _reference_code(monkeypatch):
     import recsize.embedding as emb
     monkeypatch.setattr(emb.Embedding, "forward", _ref_embedding_forward)
     monkeypatch.setattr(bb.GraphModel, "loss", _ref_graph_loss)
-    monkeypatch.setattr(bb.NeuMF, "scorer", _ref_neumf_scorer)
+    monkeypatch.setattr(bb.NeuMF, "scorer", reference_neumf_scorer)
     monkeypatch.setattr(bb.CTRModel, "fm_terms", _ref_fm_terms)
     monkeypatch.setattr(emb.ElementMaskedEmbedding, "mask", _ref_element_mask)
 
