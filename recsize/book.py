@@ -36,14 +36,19 @@ def full_parameters(notebooks: Path = NOTEBOOKS) -> dict[str, dict]:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-def strip_run_metadata(path: Path) -> None:
-    """Drop papermill's timing metadata so that the text form stays clean and diffs stay small."""
-    import nbformat
-    nb = nbformat.read(path, as_version=4)
+def _drop_run_metadata(nb) -> None:
+    """Remove papermill's run and timing metadata from notebook ``nb`` (in place)."""
     nb.metadata.pop("papermill", None)
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+
+
+def strip_run_metadata(path: Path) -> None:
+    """Drop papermill's timing metadata so that the text form stays clean and diffs stay small."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    _drop_run_metadata(nb)
     nbformat.write(nb, path)
 
 
@@ -210,10 +215,7 @@ def publish_run(executed: Path, name: str, parameters: dict, seconds: float,
     from .files import atomic_write
     from .resources import machine
     nb = nbformat.read(executed, as_version=4)
-    nb.metadata.pop("papermill", None)
-    for cell in nb.cells:
-        cell.metadata.pop("papermill", None)
-        cell.metadata.pop("execution", None)
+    _drop_run_metadata(nb)
     nb.metadata["recsize_run"] = {"parameters": parameters, "machine": machine(), "seconds": round(seconds, 1),
                                   "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
     published.mkdir(parents=True, exist_ok=True)
