@@ -10,6 +10,8 @@ offsets and padding, so it holds slightly *more* than 1 - c of the dense bytes: 
 * ES: ``run_baseline(..., "es")``, every row ~ (1 - c) * 64 wide, trained from scratch;
 * MagPrune: one full-width model per seed (trained to convergence), pruned by one global magnitude
   threshold to every budget, fine-tuned with the mask fixed (``run_magprune``, ``--prune-split``);
+* MagPrune per table (``magprune-table``): the same dense model, every table pruned to 1 - c of its own
+  bytes (``prune_split="per-table"``), as ``dnis-table`` is for DNIS: the ablation of the one threshold;
 * PEP: one thresholded training per seed watches every budget still missing; each budget retrains from the
   initial weights with its mask (``pep_search`` + ``run_pep``; the authors' defaults unless changed);
 * ES at equal bytes (``es-bytes``): ES with the largest density whose compact tables (values, offsets,
@@ -107,7 +109,7 @@ DNIS_VARIANTS = {
     "dnis-prefix-old": {"derive": "prefix-retrain", "prune_by": "alpha-weight", "budget_split": "per-table"},
 }
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
-METHODS = ("magprune", "pep", "es", "es-bytes", "mde-bytes", "mr-bytes", *DNIS_VARIANTS, "ciess", "ihas")
+METHODS = ("magprune", "magprune-table", "pep", "es", "es-bytes", "mde-bytes", "mr-bytes", *DNIS_VARIANTS, "ciess", "ihas")
 PREFIX_METHODS = ("es", "es-bytes", "mde-bytes", "mr-bytes", "ciess")   # compact prefix storage
 
 
@@ -301,7 +303,7 @@ def main(argv=None) -> int:
         for method, sparsity in todo:
             density = round(1 - sparsity, 6)
             stage = {}
-            if method == "magprune" and dense is None:
+            if method.startswith("magprune") and dense is None:
                 dense = train_dense(args.backbone, split, args.dim, config)
                 print(f"seed {seed}: dense {args.backbone} best epoch {dense.best_epoch}, {dense.seconds:.1f} s, "
                       f"test {metrics[-1]} {dense.test[metrics[-1]]:.4f}", flush=True)
@@ -347,8 +349,9 @@ def main(argv=None) -> int:
                 stage = {"search": dnis.seconds["total"], "warm": dnis.seconds["warm"],
                          "search_epochs": len(dnis.history), "warm_epochs": dnis.warm["epochs"],
                          "retrain": time.perf_counter() - begin}
-            elif method == "magprune":
-                run = run_magprune(args.backbone, split, density, args.dim, config, args.prune_split, dense=dense)
+            elif method.startswith("magprune"):   # magprune-table: the per-table split, whatever --prune-split
+                rule = "per-table" if method == "magprune-table" else args.prune_split
+                run = run_magprune(args.backbone, split, density, args.dim, config, rule, dense=dense)
                 stage = {"dense": dense.seconds, "finetune": run.seconds["finetune"]}
             elif method == "pep":
                 run = run_pep(args.backbone, split, density, args.dim, config, searched=searched)

@@ -238,7 +238,7 @@ PRUNE_NAMES = {"dnis": "DNIS in place, \\|E\\| (authors)", "dnis-alpha": "DNIS i
                "dnis-table": "DNIS in place, per table",
                "dnis-prefix": "DNIS prefix widths, retrained (1 - c of the parameters)",
                "dnis-prefix-old": "DNIS prefix, \\|alpha E\\| per table (recsize before; parameters)",
-               "magprune": "MagPrune (no alpha)", "pep": "PEP", "es-bytes": "ES, equal bytes",
+               "magprune": "MagPrune (no alpha)", "magprune-table": "MagPrune, per table", "pep": "PEP", "es-bytes": "ES, equal bytes",
                "mde-bytes": "MDE, equal bytes", "mr-bytes": "MR, equal bytes",
                "ciess": "CIESS (faithful defaults), equal bytes",
                "ihas": "iHAS, es-bytes parameters (more bytes: K tables + router)",
@@ -308,7 +308,7 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
             for s, v in sorted(search.items())) + "."]
     dense = {}
     for r in runs:
-        if r["method"] == "magprune" and "dense" in r["seconds"]:
+        if r["method"].startswith("magprune") and "dense" in r["seconds"]:
             dense[r["seed"]] = r["seconds"]["dense"]
     if dense:
         lines += ["", "MagPrune's full-width training, once per seed: " + "; ".join(
