@@ -78,16 +78,15 @@ def table_bytes(rows: int, d: int, bytes_per_float: int = 4) -> int:
     return rows * d * bytes_per_float
 
 
+print(f"{'rows':>13}  " + "  ".join(f"{f'd = {d}':>11}" for d in (16, 64, 128)))
 for rows, where in [
-    (2_625, "MovieLens-100K (943 users + 1,682 items)"),
+    (2_625, "MovieLens-100K"),
     (1_000_000, "a mid-size shop"),
     (100_000_000, "a large platform"),
     (1_000_000_000, "web scale (hashed ids)"),
 ]:
-    cells = "  ".join(
-        f"d={d:<3d} {table_bytes(rows, d) / 2**30:10.3f} GiB" for d in (16, 64, 128)
-    )
-    print(f"{rows:>13,} rows  {cells}   # {where}")
+    cells = "  ".join(f"{table_bytes(rows, d) / 2**30:7.3f} GiB" for d in (16, 64, 128))
+    print(f"{rows:>13,}  {cells}  {where}")
 
 # %% [markdown]
 # At $d = 128$ a billion rows take 477 GiB: more than any accelerator holds, so the table is sharded

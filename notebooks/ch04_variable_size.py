@@ -62,6 +62,7 @@ check_parameters(
 
 # %%
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -334,7 +335,7 @@ for bad in (10, 0, 1.5):
     try:
         budget.check_budget(bad)
     except ValueError as e:
-        print(f"check_budget({bad}): {e}")
+        print(textwrap.fill(f"check_budget({bad}): {e}", 88, subsequent_indent="    "))
 
 # %% [markdown]
 # ## 4.5 Three baselines that hit the budget exactly
@@ -437,9 +438,8 @@ full = fit(backbone, split, d_max, config)
 full_bytes = sum(t.num_bytes() for t in full.model.embedding_tables().values())
 print(
     f"full width d_max={d_max}: test Recall@20 {full.test['recall@20']:.4f}  NDCG@20 "
-    f"{full.test['ndcg@20']:.4f}  "
-    f"({budget.format_bytes(full_bytes)}, best epoch {full.best_epoch}, "
-    f"{full.seconds:.1f} s)"
+    f"{full.test['ndcg@20']:.4f}\n  {budget.format_bytes(full_bytes)}, "
+    f"best epoch {full.best_epoch}, {full.seconds:.1f} s"
 )
 
 runs = []
@@ -471,15 +471,12 @@ for c in sparsities:
             }
         )
         print(
-            f"c={c:4.0%} {method:4s} test Recall@20 {run.result.test['recall@20']:.4f} "
-            " "
-            f"NDCG@20 {run.result.test['ndcg@20']:.4f} | masked "
-            f"{budget.format_bytes(total['masked'])}, "
-            f"compact {budget.format_bytes(total['compact'])} | same metrics after "
-            "compaction: "
-            f"{run.test_compact == run.result.test}  (best epoch "
-            f"{run.result.best_epoch}, "
-            f"{run.result.seconds:.1f} s)"
+            f"c={c:4.0%} {method:4s} test Recall@20 {run.result.test['recall@20']:.4f}  "
+            f"NDCG@20 {run.result.test['ndcg@20']:.4f}  best epoch "
+            f"{run.result.best_epoch}, {run.result.seconds:.1f} s\n"
+            f"{'':10s}masked {budget.format_bytes(total['masked'])}, "
+            f"compact {budget.format_bytes(total['compact'])}; same metrics after "
+            f"compaction: {run.test_compact == run.result.test}"
         )
 summary = {
     "dataset": dataset,
@@ -588,12 +585,16 @@ plt.show()
 # (one table of ml-100k's size, forward only; timings on a shared or busy machine are noisy):
 
 # %%
+# the storage columns and the summary of the stored run (the speed columns of every
+# table are in the file itself)
 stored = Path("../benchmarks/out/embedding.txt")
-print(
-    stored.read_text()
-    if stored.exists()
-    else "run `python benchmarks/embedding.py` from the repository root"
-)
+if not stored.exists():
+    print("run `python benchmarks/embedding.py` from the repository root")
+else:
+    table, summary = stored.read_text().split("\n\n", 1)
+    lines = [line.split(" | ")[0].rstrip() for line in table.splitlines()]
+    for line in [line for line in lines if line] + [""] + summary.splitlines():
+        print(textwrap.fill(line, 88, subsequent_indent="    ") if line else "")
 
 # %%
 import contextlib

@@ -255,7 +255,8 @@ fig.savefig(out / "alpha_heatmap.png", dpi=120, bbox_inches="tight")
 plt.show()
 for role, alpha in searched.alphas.items():
     print(
-        f"{role:5s} mean alpha per block: {np.array2string(alpha.mean(1), precision=3)}"
+        f"{role:5s} mean alpha per block:\n  "
+        + np.array2string(alpha.mean(1), precision=3, max_line_width=86)
     )
 
 # %% [markdown]
@@ -298,8 +299,8 @@ for d in (0.2, 0.1, 0.05):
     sizes, info = dnis.derive_sizes(scores, d, min_size=1)
     print(
         f"density {d:4.2f}: threshold {t:.4f} keeps {kept:.5f} (|error| "
-        f"{abs(kept - d):.5f} <= 0.001); "
-        f"after rounding {sizes.sum():,} = target "
+        f"{abs(kept - d):.5f} <= 0.001)\n"
+        f"  after rounding {sizes.sum():,} = target "
         f"{budget.target_parameters(d, 1000, 64):,} "
         f"({info['adjusted']} entries moved); widths {sizes.min()}..{sizes.max()}"
     )
@@ -331,9 +332,9 @@ for prune_by in ("weight", "alpha-weight"):
     print(
         f"|{'alpha x ' if prune_by == 'alpha-weight' else ''}E|: "
         f"{byte_budget['entries']:,} entries fit in "
-        f"{byte_budget['budget_bytes'] / 1024:.1f} KiB (CSR); "
+        f"{byte_budget['budget_bytes'] / 1024:.1f} KiB (CSR), threshold "
+        f"{thresholds['global']:.4g}\n  "
         + ", ".join(f"{r}s {k:,} ({k / masks[r].numel():.3f})" for r, k in kept.items())
-        + f"; threshold {thresholds['global']:.4g}"
     )
 
 # %% [markdown]
@@ -395,8 +396,8 @@ for role in ("user", "item"):
     blocks_of = searched.row_blocks[role]
     per_block = np.array([norms[blocks_of == k].mean() for k in range(blocks)])
     print(
-        f"  mean row norm |E_n| per block: "
-        f"{np.array2string(per_block, precision=3)}"
+        "  mean row norm |E_n| per block:\n    "
+        + np.array2string(per_block, precision=3, max_line_width=84)
     )
 
 # %% [markdown]

@@ -143,7 +143,7 @@ for s in range(segments):
 # NBVAL_CHECK_OUTPUT
 mu = torch.tensor([0.1, 0.4, 0.6, 0.9], requires_grad=True)
 sparsity_penalty(mu, 0.25).backward()
-print("mu                     ", mu.detach().tolist())
+print("mu                     ", [round(m, 3) for m in mu.detach().tolist()])
 print("d sparsity / d mu      ", [round(g, 3) for g in mu.grad.tolist()])
 mu.grad = None
 polarisation_penalty(mu).backward()

@@ -87,6 +87,7 @@ check_parameters(
 
 # %%
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -140,7 +141,7 @@ for name in ("lightgcn", "neumf", "deepfm"):
 try:
     head_to_head("lightgcn", "ml-100k", methods=("es", "ihas"))
 except ValueError as error:
-    print("ValueError:", error)
+    print(textwrap.fill(f"ValueError: {error}", 88, subsequent_indent="    "))
 
 # %% [markdown]
 # The budget in numbers, for the ml-100k tables at $d_{max} = 64$: the parameters every method may keep
@@ -297,7 +298,7 @@ if measured is None:
 else:
     m_records = measured["records"]
     print(
-        f"machine: {measured['machine']}; whole run "
+        f"machine: {measured['machine']}\nwhole run "
         f"{measured.get('wall_seconds', 0) / 60:.0f} min"
         + (" (PARTIAL)" if measured.get("partial") else "")
     )
@@ -331,14 +332,12 @@ if measured is not None:
             (p for p in pareto_points(mine, metric) if p["on_front"]),
             key=lambda p: p["compact_bytes"],
         )
-        print(
-            f"{name:9s}",
-            "; ".join(
-                f"{p['method']} at c = {100 * p['sparsity']:g} % ({p[metric]:.4f}, "
-                f"{p['compact_bytes'] / 1024:.0f} KiB)"
-                for p in on
-            ),
-        )
+        print(name)
+        for p in on:
+            print(
+                f"  {p['method']:6s} at c = {100 * p['sparsity']:g} %: {p[metric]:.4f}, "
+                f"{p['compact_bytes'] / 1024:.0f} KiB"
+            )
 
 # %% [markdown]
 # ## 8.7 What to use when

@@ -61,7 +61,8 @@ class TopKModel(nn.Module):
 
 
 class MF(TopKModel):
-    """Matrix factorisation trained with BPR: score = <e_u, e_i>. Explained in Chapter 3."""
+    """Matrix factorisation trained with BPR: score = <e_u, e_i>.
+    Explained in Chapter 3."""
 
     def __init__(self, n_users: int, n_items: int, dim: int = 64, reg: float = 0.0,
                  embedding: EmbeddingFactory | None = None):

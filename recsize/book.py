@@ -206,6 +206,30 @@ def code_cells(nb) -> list[str]:
             if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
 
 
+COLUMN = 88   # characters the book's code and output boxes show without scrolling
+
+
+def wide_output_lines(nb, width: int = COLUMN) -> list[str]:
+    """The printed lines of a notebook's outputs (streams, plain-text results shown as text,
+    tracebacks) wider than the book's column: on the page they scroll or are cut. Figures and
+    HTML outputs are not text lines. Explained in the preface (how the book is made)."""
+    wide = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            data = out.get("data", {})
+            if "text" in out:
+                text = out["text"]
+            elif out.get("output_type") == "error":
+                text = "\n".join(out.get("traceback", []))
+            elif any(k in data for k in ("image/png", "image/svg+xml", "text/html")):
+                continue
+            else:
+                text = data.get("text/plain", "")
+            text = "".join(text) if isinstance(text, list) else text
+            wide += [line for line in text.splitlines() if len(line) > width]
+    return wide
+
+
 def publish_run(executed: Path, name: str, parameters: dict, seconds: float,
                 published: Path = PUBLISHED) -> Path:
     """Store a full-run execution of chapter ``name`` as its published run ``published/NAME.ipynb``

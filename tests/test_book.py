@@ -10,7 +10,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from recsize.book import (BOOK, NOTEBOOKS, PUBLISHED, BookBuildFailed, build_book, build_command, chapters,
-                          full_parameters, published_state, run_book, stage_book, toc_chapters)
+                          full_parameters, published_state, run_book, stage_book, toc_chapters,
+                          wide_output_lines)
 from recsize.cli import main
 
 
@@ -143,6 +144,27 @@ def test_every_published_run_matches_its_chapter():
     stale = [p.stem for p in sorted(PUBLISHED.glob("*.ipynb")) if published_state(p.stem) != "current"]
     assert not stale, (f"published runs out of date with their chapters: {stale}; re-run "
                        f"recsize book run --full --publish --chapters {' '.join(stale)}")
+
+
+def test_every_published_output_fits_the_books_column():
+    """What a reader sees must not scroll sideways: every printed line of a published run fits."""
+    wide = {p.stem: wide_output_lines(nbformat.read(p, as_version=4)) for p in sorted(PUBLISHED.glob("*.ipynb"))}
+    wide = {name: lines for name, lines in wide.items() if lines}
+    assert not wide, f"published output lines over 88 columns: { {n: l[0] for n, l in wide.items()} }"
+
+
+def test_wide_output_lines_finds_streams_results_and_tracebacks_but_not_figures():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x", outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="short\n" + "s" * 89 + "\n"),
+            nbformat.v4.new_output("execute_result", data={"text/plain": "r" * 90}),
+            nbformat.v4.new_output("display_data", data={"image/png": "", "text/plain": "f" * 99}),
+            nbformat.v4.new_output("error", ename="E", evalue="v", traceback=["t" * 100]),
+        ]),
+        nbformat.v4.new_markdown_cell("m" * 200),
+    ])
+    assert wide_output_lines(nb) == ["s" * 89, "r" * 90, "t" * 100]
+    assert wide_output_lines(nb, width=100) == []
 
 
 def test_unknown_chapter_is_a_clear_error(capsys):

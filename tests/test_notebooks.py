@@ -13,6 +13,8 @@ import jupytext
 import nbformat
 import pytest
 
+from recsize.book import wide_output_lines
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 CHAPTERS = sorted(p.stem for p in NOTEBOOKS.glob("ch*.py"))
 REAL_CACHE = os.environ.get("RECSIZE_DATA")  # read before any fixture points it at a temporary folder
@@ -69,6 +71,8 @@ def test_chapter_runs_with_papermill(chapter, tmp_path, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+    wide = wide_output_lines(nb)
+    assert not wide, f"{len(wide)} output lines of {chapter} exceed 88 columns, e.g. {wide[0]!r}"
     assert list(figures.glob("*.png")), "the chapter saves at least one figure"
 
 

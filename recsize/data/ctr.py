@@ -7,6 +7,7 @@ feature table, so field ``f`` occupies rows ``offsets[f]:offsets[f + 1]``.
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,8 +48,9 @@ class CTRData:
 
     def __str__(self) -> str:
         sizes = ", ".join(f"{f} {n}" for f, n in zip(self.fields, np.diff(self.offsets)))
+        sizes = textwrap.fill(f"values per field: {sizes}", 86, initial_indent="  ", subsequent_indent="    ")
         return (f"{self.name}: {len(self):,} samples, {self.n_fields} fields, {self.n_features:,} features, "
-                f"positive rate {self.y.mean():.3f}\n  values per field: {sizes}")
+                f"positive rate {self.y.mean():.3f}\n{sizes}")
 
     __repr__ = __str__
 

@@ -60,8 +60,8 @@ class Interactions:
         head = top[: max(1, self.n_items // 5)].sum() / max(1, top.sum())
         return (f"{self.name}: {self.n_users:,} users, {self.n_items:,} items, {len(self):,} interactions, "
                 f"density {self.density():.4%}\n"
-                f"  per user: min {uc.min()}, median {int(np.median(uc))}, max {uc.max()}; "
-                f"per item: min {ic.min()}, median {int(np.median(ic))}, max {ic.max()}; "
+                f"  per user: min {uc.min()}, median {int(np.median(uc))}, max {uc.max()}\n"
+                f"  per item: min {ic.min()}, median {int(np.median(ic))}, max {ic.max()}; "
                 f"top 20% items hold {head:.1%} of interactions\n"
                 f"  source: {self.source or 'n/a'}")
 

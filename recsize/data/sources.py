@@ -321,7 +321,7 @@ def fetch(name: str, *, offline: bool = False, timeout: float = 30.0, verbose: b
     def served(layout: str, source: str) -> Fetched:
         source += cache.note()
         if verbose:
-            print(f"[recsize] {name}: served by {source} ({folder})", file=sys.stderr)
+            print(f"[recsize] {name}: served by {source}\n[recsize]   from {folder}", file=sys.stderr)
         return Fetched(name, folder, layout, source, tried, cache.moved)
 
     # 1. the local cache

@@ -705,8 +705,8 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
                       "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         else:
             lines += [f"{backbone} on {mine[0]['dataset']}",
-                      f"{'c':>5s} {'method':19s}{LABELS[m1]:>18s}{LABELS[m2]:>18s}{'parameters':>12s}{'compact KiB':>13s}"
-                      f"{'retrain s':>11s}"]
+                      f"{'c':>5s} {'method':19s}{LABELS[m1]:>17s}{LABELS[m2]:>17s}{'params':>9s}{'KiB':>9s}"
+                      f"{'retrain s':>10s}"]   # 87 columns: the book's code column
         for r in mine:
             first, second = (f"{r[m][0]:.4f}" + (f" ± {r[m][1]:.4f}" if r["n"] > 1 else "") for m in (m1, m2))
             mark = r[m1][0] == best[r["sparsity"]]
@@ -720,8 +720,8 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
             if markdown:
                 lines.append("| " + " | ".join(cells) + " |")
             else:
-                lines.append(f"{cells[0]:>5s} {cells[1]:19s}{cells[2]:>18s}{cells[3]:>18s}{cells[4]:>12s}"
-                             f"{cells[5]:>13s}{cells[6]:>11s}")
+                lines.append(f"{cells[0]:>5s} {cells[1]:19s}{cells[2]:>17s}{cells[3]:>17s}{cells[4]:>9s}"
+                             f"{cells[5]:>9s}{cells[6]:>10s}")
         lines.append("")
     return "\n".join(lines).rstrip()
 

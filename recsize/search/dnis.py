@@ -371,12 +371,14 @@ def _mixed_second_derivative(model, train_batch, weights_before: dict[str, torch
     return [torch.zeros_like(a) if m is None else m for a, m in zip(alphas, mixed)]
 
 
-def alpha_step(model, val_batch, alphas: list[nn.Parameter], config: DNISConfig, params=None,
-               unrolled=None) -> float:
-    """(ii) One SGD step on alpha for a validation batch: the gradient of L_val + lambda * sum|alpha|,
-    normalised per block, then alpha is clamped to [0, 1]. Only alpha changes. With ``unrolled`` =
-    (training batch, weights before the embedding step, xi), the second-order term is subtracted first
-    (``params``: the embedding weights). Returns the validation loss. Explained in Chapter 5."""
+def alpha_step(model, val_batch, alphas: list[nn.Parameter], config: DNISConfig,
+               params=None, unrolled=None) -> float:
+    """(ii) One SGD step on alpha for a validation batch: the gradient of
+    L_val + lambda * sum|alpha|, normalised per block, then alpha is clamped to [0, 1].
+    Only alpha changes. With ``unrolled`` = (training batch, weights before the
+    embedding step, xi), the second-order term is subtracted first (``params``: the
+    embedding weights). Returns the validation loss. Explained in Chapter 5.
+    (Printed in Chapter 5: kept within 88 columns.)"""
     with _data_term_only(model):
         val_loss = _finite(model.loss(*val_batch), "validation")
     objective = val_loss + config.l1 * sum(a.abs().sum() for a in alphas)
@@ -391,7 +393,8 @@ def alpha_step(model, val_batch, alphas: list[nn.Parameter], config: DNISConfig,
         grads = [g - xi * m for g, m in zip(grads, mixed)]
     with torch.no_grad():
         for alpha, g in zip(alphas, grads):
-            alpha.sub_(config.alpha_lr * (normalise_per_block(g) if config.grad_norm else g))
+            step = normalise_per_block(g) if config.grad_norm else g
+            alpha.sub_(config.alpha_lr * step)
     clamp_alpha_(alphas)
     return float(val_loss.detach())
 
