@@ -13,7 +13,7 @@ import recsize.data
 from recsize.budget import csr_bytes, dense_bytes, entries_for_bytes
 from recsize.cli import main
 from recsize.embedding import CSREmbedding, ElementMaskedEmbedding, compact_tables
-from recsize.search import (BudgetSnapshots, PEPConfig, PEPEmbedding, element_budget, index_floor, magnitude_masks,
+from recsize.search import (BudgetSnapshots, shared_dimensions, PEPConfig, PEPEmbedding, element_budget, index_floor, magnitude_masks,
                             masked_model, pep_search, run_magprune, run_pep, table_shapes, ticket_model, top_entries,
                             train_dense)
 from recsize.search.prune import soft_threshold
@@ -455,3 +455,16 @@ def test_prune_script_ihas_on_a_ctr_backbone(ctr_split, monkeypatch, tmp_path):
     assert data["settings"]["ihas_charge"] == "embeddings" and r["charge"] == "embeddings" and r["clusters"] == 2
     assert r["form"] == "ihas" and r["bytes"] == sum(r["cluster_bytes"]) + r["routing_bytes"] + r["first_order_bytes"]
     assert {"auc", "logloss", "best_epoch", "epochs"} <= set(r) and set(r["seconds"]) == {"search", "retrain"}
+
+
+def test_shared_dimensions_counts_the_dimensions_both_rows_keep():
+    users = torch.tensor([[1, 1, 0, 0], [0, 0, 1, 1]], dtype=torch.bool)
+    items = torch.tensor([[1, 0, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    # pairs (0, 0): dim 0 -> 1; (1, 0): dim 2 -> 1; (1, 1): dims 2, 3 -> 2
+    assert shared_dimensions(users, items, [0, 1, 1], [0, 0, 1]) == pytest.approx(4 / 3)
+    prefix = torch.arange(4) < torch.tensor([[2], [3]])   # prefix widths 2 and 3 share min(2, 3) = 2
+    assert shared_dimensions(prefix, prefix, [0], [1]) == 2.0
+    with pytest.raises(ValueError, match="same d_max"):
+        shared_dimensions(users, items[:, :3], [0], [0])
+    with pytest.raises(ValueError, match="equally long"):
+        shared_dimensions(users, items, [0, 1], [0])

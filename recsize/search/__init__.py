@@ -16,7 +16,7 @@ from .ihas import IHASConfig, IHASRun, run_ihas
 from .prune import (PEP_GRANULARITIES, PRUNE_METHODS, PRUNE_SPLITS, BudgetSnapshots, PEPConfig, PEPEmbedding,
                     PEPSearch, PruneRun, Snapshot, element_budget, element_factory, element_memory_report,
                     index_floor, magnitude_masks, masked_model, pep_factory, pep_search, run_magprune, run_pep,
-                    table_shapes, ticket_model, top_entries, train_dense)
+                    shared_dimensions, table_shapes, ticket_model, top_entries, train_dense)
 
 __all__ = ["METHODS", "BaselineRun", "baseline_sizes", "es_sizes", "fit_to_total", "mde_sizes", "mr_sizes",
            "role_counts", "round_to_total", "run_baseline", "CIESS", "CIESSConfig", "CIESSResult", "run_ciess",
@@ -25,5 +25,5 @@ __all__ = ["METHODS", "BaselineRun", "baseline_sizes", "es_sizes", "fit_to_total
            "PEP_GRANULARITIES", "PRUNE_METHODS", "PRUNE_SPLITS", "BudgetSnapshots", "PEPConfig", "PEPEmbedding",
            "PEPSearch", "PruneRun", "Snapshot", "element_budget", "element_factory", "element_memory_report",
            "index_floor", "magnitude_masks", "masked_model", "pep_factory", "pep_search", "run_magprune", "run_pep",
-           "table_shapes", "ticket_model", "top_entries", "train_dense",
+           "shared_dimensions", "table_shapes", "ticket_model", "top_entries", "train_dense",
            "HeadToHeadConfig", "head_to_head", "pareto_front", "pareto_plot", "search_costs", "summary_table"]

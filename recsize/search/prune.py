@@ -253,6 +253,22 @@ def magnitude_masks(tables: dict[str, torch.Tensor], budget: dict) -> tuple[dict
 # Fixed masks: from any weights to a masked model, then to CSR
 # ---------------------------------------------------------------------------------------------------
 
+def shared_dimensions(user_mask: torch.Tensor, item_mask: torch.Tensor, users, items) -> float:
+    """The mean number of dimensions a user's row and an item's row both keep, over the pairs
+    ``(users[k], items[k])``: the terms of a dot product <e_u, e_i> on the stored rows that an
+    element-wise mask leaves alive (prefix widths keep min(d_u, d_i) of them). Masks are (rows, d_max)
+    booleans. Explained in Chapter 5 (why MagPrune breaks MF and NeuMF but not LightGCN)."""
+    users, items = torch.as_tensor(users, dtype=torch.long), torch.as_tensor(items, dtype=torch.long)
+    if user_mask.dim() != 2 or item_mask.dim() != 2 or user_mask.shape[1] != item_mask.shape[1]:
+        raise ValueError("masks must be (rows, d_max) with the same d_max, got "
+                         f"{tuple(user_mask.shape)} and {tuple(item_mask.shape)}")
+    if users.shape != items.shape or users.numel() == 0:
+        raise ValueError(f"users and items must be equally long and not empty, got {users.numel()} and "
+                         f"{items.numel()}")
+    both = user_mask[users].bool() & item_mask[items].bool()
+    return float(both.sum(1).double().mean())
+
+
 def element_factory(masks: dict[str, torch.Tensor], init: str = "xavier") -> EmbeddingFactory:
     """An embedding factory of :class:`~recsize.embedding.ElementMaskedEmbedding` tables with the fixed
     masks ``masks`` (by role). Explained in Chapter 4."""
