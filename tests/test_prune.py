@@ -13,9 +13,9 @@ import recsize.data
 from recsize.budget import csr_bytes, dense_bytes, entries_for_bytes
 from recsize.cli import main
 from recsize.embedding import CSREmbedding, ElementMaskedEmbedding, compact_tables
-from recsize.search import (BudgetSnapshots, shared_dimensions, PEPConfig, PEPEmbedding, element_budget, index_floor, magnitude_masks,
-                            masked_model, pep_search, run_magprune, run_pep, table_shapes, ticket_model, top_entries,
-                            train_dense)
+from recsize.search import (BudgetSnapshots, PEPConfig, PEPEmbedding, element_budget, index_floor, magnitude_masks,
+                            masked_model, pep_search, run_magprune, run_pep, shared_dimensions, table_shapes,
+                            ticket_model, top_entries, train_dense)
 from recsize.search.prune import soft_threshold
 from recsize.train import default_config, seed_everything, train
 
