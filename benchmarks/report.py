@@ -506,6 +506,34 @@ def render_torchrec_train(data: dict) -> str:
     return "\n".join(lines)
 
 
+def render_overlap(data: dict) -> str:
+    """Why element-wise pruning breaks dot-product scorers (``benchmarks/overlap.py``, Chapter 5): the
+    dimensions a test pair's user and item rows both keep, pruned by magnitude (one threshold, or one
+    per table), against ES's prefix widths at equal bytes, and LightGCN's propagated rows."""
+    rows, settings = data["rows"], data["settings"]
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"ml-100k (random 8:1:1), d_max {settings['dim']}, the full-width model trained to convergence "
+             f"(cap {settings['epochs']}, patience {settings['patience']}) and pruned by |E| to 1 - c of the dense "
+             f"bytes (CSR); mean over seeds {', '.join(map(str, seeds))} of the number of dimensions a test pair's "
+             "user and item rows both keep. Machine: " + data["machine"] + ".", "",
+             "| backbone | c | MagPrune, one threshold | MagPrune, per table | ES prefix, equal bytes "
+             "| propagated rows (LightGCN, one threshold) | kept, one threshold (per table) |",
+             "|---|---|---|---|---|---|---|"]
+    keys = dict.fromkeys((r["backbone"], r["sparsity"]) for r in rows)
+    for backbone, c in keys:
+        mine = {rule: [r for r in rows if (r["backbone"], r["sparsity"], r["split"]) == (backbone, c, rule)]
+                for rule in ("global", "per-table")}
+        def mean(rule, key):
+            values = [r[key] for r in mine[rule] if r.get(key) is not None]
+            return f"{np.mean(values):.2f}" if values else "-"
+        kept = ", ".join(f"{role} {np.mean([r['kept'][role] for r in mine['global']]):.2f} "
+                         f"({np.mean([r['kept'][role] for r in mine['per-table']]):.2f})"
+                         for role in mine["global"][0]["kept"])
+        lines.append(f"| {backbone} | {_pct(c)} | {mean('global', 'shared')} | {mean('per-table', 'shared')} | "
+                     f"{mean('global', 'es_shared')} | {mean('global', 'propagated_shared')} | {kept} |")
+    return "\n".join(lines)
+
+
 HEADLINES = {"headline_prune": render_headline_prune, "headline_embedding": render_headline_embedding,
              "torchrec_planning": render_torchrec_planning}
 
@@ -513,7 +541,7 @@ HEADLINES = {"headline_prune": render_headline_prune, "headline_embedding": rend
 RENDERERS = {"backbones": render_backbones, "embedding": render_embedding, "dnis": render_dnis,
              "ciess": render_ciess, "ihas": render_ihas, "head_to_head": render_head_to_head,
              "torchrec_serving": render_torchrec_serving,
-             "torchrec_train": render_torchrec_train}
+             "torchrec_train": render_torchrec_train, "overlap": render_overlap}
 
 
 def renderer(name: str):

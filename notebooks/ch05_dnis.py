@@ -503,7 +503,8 @@ print(f"DNIS search: {searched.seconds['total']:.1f} s, once for every budget")
 from recsize.search.compare import METRICS, merge_runs, paired_summary, run_files
 
 stored = Path("..") / "benchmarks" / "out"
-shown = ("dnis", "dnis-alpha", "dnis-table", "dnis-prefix", "magprune", "pep")
+shown = ("dnis", "dnis-alpha", "dnis-table", "dnis-prefix", "magprune", "magprune-table")
+shown += ("pep",)
 shown += ("mde-bytes", "es-bytes", "es")
 for name in ("lightgcn20", "lightgcn", "neumf", "deepfm"):  # lightgcn20: patience 20
     files = run_files(stored, f"prune_{name}")
@@ -514,7 +515,7 @@ for name in ("lightgcn20", "lightgcn", "neumf", "deepfm"):  # lightgcn20: patien
     metric = METRICS["ctr" if ctr else "topk"][0]
     patience = settings[0]["patience"]
     print(f"\n{name} on {settings[0]['dataset']}, test {metric}, patience {patience}")
-    head = f"{'c':>4s} {'method':12s}{'per seed':>20s}{'mean':>8s}"
+    head = f"{'c':>4s} {'method':14s}{'per seed':>20s}{'mean':>8s}"
     print(head + "  vs es-bytes [95 % CI]")
     for row in paired_summary(runs, "es-bytes", metric, shown):
         d, vs = row["delta"], ""
@@ -523,12 +524,13 @@ for name in ("lightgcn20", "lightgcn", "neumf", "deepfm"):  # lightgcn20: patien
             vs = f"{d['mean']:+.4f}{ci} (n={d['n']})"
         per = " ".join(f"{r[metric]:.3f}" for r in row["cells"].values())
         c, m = 100 * row["sparsity"], row["method"]
-        print(f"{c:3.0f}% {m:12s}{per:>20s}{row['mean']:>8.4f}  {vs}")
+        print(f"{c:3.0f}% {m:14s}{per:>20s}{row['mean']:>8.4f}  {vs}")
 
 
 # %% [markdown]
-# What the full runs say (LightGCN, ml-100k, 8:1:1, $d_{max} = 64$; three seeds unless the table above
-# shows fewer; Recall@20; `benchmarks/README.md` has the same numbers with stored bytes and epochs):
+# What the full runs say (LightGCN and NeuMF, ml-100k, 8:1:1, $d_{max} = 64$; three seeds unless the
+# table above shows fewer; Recall@20; `benchmarks/README.md` has the same numbers with stored bytes and
+# epochs):
 #
 # * **Patience decides the verdict.** With patience 10 (the `lightgcn` rows), ES at equal bytes stopped
 #   on the plateau narrow LightGCN tables sit on for about 20 epochs: two of three seeds peaked at epoch
@@ -549,6 +551,21 @@ for name in ("lightgcn20", "lightgcn", "neumf", "deepfm"):  # lightgcn20: patien
 # * **One threshold over all tables, as the authors.** Per-table budgets lose clearly from 80 % on (seed
 #   0: 0.328 vs 0.350 at 80 %, 0.210 vs 0.277 at 95 %; at 50 % they tie): users and items do not deserve
 #   the same density.
+# * **NeuMF and MF: element-wise pruning collapses, and the dot product is why.** On NeuMF at equal
+#   bytes, MagPrune and DNIS in place keep 0.240 and 0.235 Recall@20 at 80 % against ES's 0.334 (three
+#   seeds, intervals far below 0), and 0.054 and 0.051 against 0.250 at 95 %; MF (one seed) is no
+#   different: 0.238 against 0.353 at 80 %. One threshold over NeuMF's four tables keeps almost
+#   nothing of the MLP branch from 80 % on (at most 0.02 % of its entries: they are about four times
+#   smaller than the GMF ones), yet one budget per table (`magprune-table`, `dnis-table`) recovers
+#   little: 0.247 at 80 %. The cause is the
+#   product $e_u \odot e_i$ that MF and NeuMF's GMF branch score with: a term survives only where
+#   *both* rows keep that dimension. Prefix widths line every row up from dimension 0, so a test pair
+#   shares $\min(d_u, d_i)$ dimensions, 10.9 at 80 %; the magnitude masks of a user and an item share
+#   6.3 on NeuMF (2.0 per table) and 1.6 on MF, and at 95 % almost none (`benchmarks/overlap.py`,
+#   `shared_dimensions`). LightGCN's stored rows share even fewer, 0.8 at 80 %, but LightGCN scores
+#   with the *propagated* rows, means over neighbourhoods, which keep all 64 dimensions (63.9 shared):
+#   propagation fills the holes. Element-wise pruning suits models that mix dimensions before the dot
+#   product; for a plain dot product, prefix widths are the safer storage.
 # * **Prefix widths retrained are better than their reputation** once every training converges (global
 #   threshold, lr decay): at 95 % they keep 0.315 against ES's 0.266 at the same parameters (seed 0),
 #   though with 1.6 times the bytes of the in-place forms.

@@ -140,6 +140,37 @@ def test_appendix_a_quotes_the_stored_torchrec_runs():
         assert f"{run['sharded']['best_epoch']}" in text
 
 
+def test_chapter_5_quotes_the_stored_neumf_mf_and_overlap_runs():
+    """The numbers of Chapter 5's NeuMF / MF bullet are the stored runs' (prune_neumf_*.json means over
+    seeds, prune_mf_seed0.json, overlap.json), rounded as quoted."""
+    import numpy as np
+    from recsize.search.compare import merge_runs, paired_summary, run_files
+    text = _prose("ch05_dnis")
+    out = ROOT / "benchmarks" / "out"
+    runs, _ = merge_runs(run_files(out, "prune_neumf"))
+    mean = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20")}
+    for method, c in (("magprune", 0.8), ("dnis", 0.8), ("es-bytes", 0.8), ("magprune", 0.95), ("dnis", 0.95),
+                      ("es-bytes", 0.95), ("magprune-table", 0.8)):
+        row = mean[method, c]
+        assert len(row["cells"]) == 3, f"three seeds of {method} at {c}"
+        assert f"{row['mean']:.3f}" in text, f"Chapter 5 should quote {method} at {c}: {row['mean']:.3f}"
+    assert mean["magprune", 0.8]["delta"]["high"] < 0 and mean["dnis", 0.8]["delta"]["high"] < 0
+    mf = {r["method"]: r["recall@20"] for r in json.loads((out / "prune_mf_seed0.json").read_text())["runs"]
+          if r["sparsity"] == 0.8}
+    assert f"{mf['magprune']:.3f} against {mf['es-bytes']:.3f} at 80 %" in text
+    rows = json.loads((out / "overlap.json").read_text())["rows"]
+
+    def shared(backbone, rule, key="shared", c=0.8):
+        return np.mean([r[key] for r in rows if (r["backbone"], r["split"], r["sparsity"]) == (backbone, rule, c)])
+    assert f"{shared('neumf', 'global', 'es_shared'):.1f} at 80 %" in text
+    assert f"{shared('neumf', 'global'):.1f} on NeuMF ({shared('neumf', 'per-table'):.1f} per table)" in text
+    assert f"{shared('mf', 'global'):.1f} on MF" in text
+    assert f"fewer, {shared('lightgcn', 'global'):.1f} at 80 %" in text
+    assert f"({shared('lightgcn', 'global', 'propagated_shared'):.1f} shared)" in text
+    assert all(r["kept"]["user_mlp"] <= 2e-4 and r["kept"]["item_mlp"] <= 2e-4 for r in rows
+               if r["backbone"] == "neumf" and r["split"] == "global" and r["sparsity"] >= 0.8)
+
+
 def test_prune_block_and_headline_carry_the_aukc(tmp_path):
     """MR at 1.1 x ES's Recall@20 at both budgets: AUKC 1.1 in the block's AUKC table and the headline."""
     def cell(method, c, seed, recall):
