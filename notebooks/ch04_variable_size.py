@@ -692,7 +692,9 @@ for c in sparsities:
 # %% [markdown]
 # At the CI defaults (a few epochs) these numbers only show that the path runs. In the published run
 # (one seed, patience 40) MagPrune stays below ES at every budget, though in fewer bytes; the converged,
-# three-seed comparison at equal bytes is the benchmark's job (`python benchmarks/prune.py`).
+# three-seed comparison at equal bytes is the benchmark's job (`python benchmarks/prune.py`). On MF and
+# NeuMF, whose scores are dot products of the stored rows, MagPrune collapses from 80 % on: Chapter 5
+# shows why (a user's and an item's pruned rows share almost no dimensions).
 #
 # ## Summary
 #
