@@ -169,7 +169,7 @@ for backbone in backbones:
     half, widest = sorted(recall)[-2:]
     print(
         f"{backbone:9s} best {best:.4f}; 95 % of it from d = {enough} "
-        f"({n_rows * enough:,} parameters); d = {half} -> {widest}: "
+        f"({n_rows * enough:,} parameters);\n{'':10s}d = {half} -> {widest}: "
         f"{recall[widest] - recall[half]:+.4f}"
     )
 
