@@ -212,13 +212,14 @@ def render_ciess(data: dict) -> str:
 
 def render_ciess_variant(data: dict, out: Path = OUT) -> str:
     """A CIESS configuration (``benchmarks/ciess.py --part ciess --label NAME``) against the baselines ES, MR
-    and MDE of ``out/ciess.json`` (same protocol, budgets, early stopping and seeds): per backbone and budget,
+    and MDE of ``out/ciess.json`` and ``out/ciess_neumf.json`` (same protocol, budgets, early stopping and
+    seeds): per backbone and budget,
     the per-seed test Recall@20, the mean and the paired difference to ES with its 95 % t interval."""
     from recsize.search.compare import paired_summary
-    base = json.loads((out / "ciess.json").read_text())
     seeds = sorted({r["seed"] for r in data["runs"]})
     label = data.get("label", "ciess")
-    runs = data["runs"] + [r for r in base["runs"] if r["method"] in ("es", "mr", "mde") and r["seed"] in seeds]
+    base = [r for name in ("ciess.json", "ciess_neumf.json") for r in json.loads((out / name).read_text())["runs"]]
+    runs = data["runs"] + [r for r in base if r["method"] in ("es", "mr", "mde") and r["seed"] in seeds]
     sched = data["schedule"]
     lines = [f"Machine: {data['machine']}; protocol {data['protocol']}, d_max {data.get('dim', 64)}; CIESS "
              f"configuration `{label}`: {sched['episodes']} episodes x {sched['iterations']} iterations, training "
@@ -226,7 +227,7 @@ def render_ciess_variant(data: dict, out: Path = OUT) -> str:
              f"{sched['reward']}, lambda {data['lambda']}, exploration {sched['exploration']}, state {sched['state']}, "
              f"TD3 pace {sched['pace']}, selection {sched['selection']}, l = {sched['top_l']}; retraining and "
              f"baselines at most {sched['retrain_epochs']} epochs, patience {sched['patience']}; baselines from "
-             "ciess.json (same seeds). Δ: paired difference to ES, mean [95 % interval].", "",
+             "ciess.json and ciess_neumf.json (same seeds). Δ: paired difference to ES, mean [95 % interval].", "",
              "| backbone | c | method | " + " | ".join(f"seed {s}" for s in seeds)
              + " | mean | Δ vs ES | parameters |", "|---|---|---|" + "---|" * len(seeds) + "---|---|---|"]
     for backbone in dict.fromkeys(r["backbone"] for r in data["runs"]):

@@ -171,6 +171,27 @@ def test_chapter_5_quotes_the_stored_neumf_mf_and_overlap_runs():
                if r["backbone"] == "neumf" and r["split"] == "global" and r["sparsity"] >= 0.8)
 
 
+def test_chapter_6_quotes_the_stored_official_ciess_run():
+    """Chapter 6's bullet on CIESS at the authors' settings quotes ciess_official200.json (and the ES
+    baselines of ciess.json), rounded as quoted: means, paired differences and the projected cells."""
+    from recsize.search.compare import paired_summary
+    text = _prose("ch06_ciess")
+    out = ROOT / "benchmarks" / "out"
+    data = json.loads((out / "ciess_official200.json").read_text())
+    base = [r for r in json.loads((out / "ciess.json").read_text())["runs"] if r["method"] == "es"]
+    runs = [r for r in data["runs"] + base if r["backbone"] == "lightgcn"]
+    rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es", "recall@20")}
+    cs = (0.8, 0.9, 0.95)
+    assert " / ".join(f"{rows['official-200', c]['mean']:.3f}" for c in cs) in text
+    assert " / ".join(f"{rows['es', c]['mean']:.3f}" for c in cs) in text
+    deltas = [rows["official-200", c]["delta"] for c in cs]
+    assert all(len(rows["official-200", c]["cells"]) == 3 for c in cs)
+    assert f"{deltas[0]['mean']:+.3f}, {deltas[1]['mean']:+.3f} and {deltas[2]['mean']:+.3f}" in text
+    assert all(d["low"] < 0 < d["high"] for d in deltas), "every interval spans 0"
+    projected = sum(bool(r["projected"]) for r in data["runs"] if r["backbone"] == "lightgcn")
+    assert f"{projected} of the {len(cs) * 3} cells" in text
+
+
 def test_prune_block_and_headline_carry_the_aukc(tmp_path):
     """MR at 1.1 x ES's Recall@20 at both budgets: AUKC 1.1 in the block's AUKC table and the headline."""
     def cell(method, c, seed, recall):
