@@ -263,6 +263,8 @@ def main(argv=None) -> int:
                    help="what iHAS's budget charges beyond the cluster tables (default routing)")
     p.add_argument("--ihas-clusters", type=int, default=4, help="iHAS clusters K (default 4)")
     p.add_argument("--ihas-search-epochs", type=int, default=10, help="iHAS gate search epochs (default 10)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda: every training, search and retraining; "
+                   "the numbers do not depend on it up to floating point, the wall times do (recorded per file)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 epochs of everything, first seed, c = 90 %%")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
@@ -289,7 +291,7 @@ def main(argv=None) -> int:
     start_all = time.perf_counter()
 
     def save(partial: bool = True):
-        write_json({"settings": settings, "machine": machine(), "pep_config": asdict(pep),
+        write_json({"settings": settings, "machine": machine(), "device": args.device, "pep_config": asdict(pep),
                     "runs": runs, "partial": partial}, args.out)
 
     for seed in args.seeds:
@@ -297,7 +299,8 @@ def main(argv=None) -> int:
         if not todo:
             continue
         split = prepare(settings["dataset"], "random-811", seed=seed, verbose=False)
-        config = default_config(args.backbone, epochs=args.epochs, patience=args.patience, seed=seed, progress=False)
+        config = default_config(args.backbone, epochs=args.epochs, patience=args.patience, seed=seed, progress=False,
+                                device=args.device)
         dense = searched = dnis = ciess = None
         shapes = table_shapes(args.backbone, split, args.dim)
         for method, sparsity in todo:
@@ -316,7 +319,7 @@ def main(argv=None) -> int:
             if method in DNIS_VARIANTS and dnis is None:
                 dnis_config = DNISConfig(d_max=args.dim, warm_epochs=args.epochs, search_epochs=args.epochs,
                                          retrain_epochs=args.epochs, patience=args.patience, seed=seed,
-                                         progress=False)
+                                         progress=False, device=args.device)
                 dnis = dnis_search(args.backbone, split, dnis_config)
                 print(f"seed {seed}: DNIS warm start {dnis.warm['epochs']} epochs, search {len(dnis.history)} "
                       f"epochs (best {dnis.best_epoch}), {dnis.seconds['total']:.1f} s", flush=True)
@@ -336,7 +339,8 @@ def main(argv=None) -> int:
                                            episodes=args.ciess_episodes, iterations=args.ciess_iterations,
                                            iteration_batches=args.ciess_iteration_batches, top_l=args.ciess_top_l,
                                            full_epochs=args.epochs, retrain_epochs=args.epochs,
-                                           patience=args.patience, seed=seed, progress=False)
+                                           patience=args.patience, seed=seed, progress=False,
+                                           device=args.device)
                 ciess = (run_ciess(args.backbone, split, ciess_config), budgets)
                 print(f"seed {seed}: CIESS reference {ciess[0].seconds['reference']:.1f} s, search "
                       f"{args.ciess_episodes} x {args.ciess_iterations} iterations {ciess[0].seconds['search']:.1f} s, "
