@@ -470,9 +470,10 @@ for c in sparsities:
                 "test_compact": run.test_compact,
             }
         )
+        test = run.result.test
         print(
-            f"c={c:4.0%} {method:4s} test Recall@20 {run.result.test['recall@20']:.4f}  "
-            f"NDCG@20 {run.result.test['ndcg@20']:.4f}  best epoch "
+            f"c={c:4.0%} {method:4s} test Recall@20 {test['recall@20']:.4f}  "
+            f"NDCG@20 {test['ndcg@20']:.4f}  best epoch "
             f"{run.result.best_epoch}, {run.result.seconds:.1f} s\n"
             f"{'':10s}masked {budget.format_bytes(total['masked'])}, "
             f"compact {budget.format_bytes(total['compact'])}; same metrics after "

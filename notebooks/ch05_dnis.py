@@ -479,7 +479,7 @@ for r in table:
         f"{r['entries']:>9,}{r['kib']:>7.1f}{r['seconds']:>8.1f}"
     )
 print(f"DNIS search: {searched.seconds['total']:.1f} s, once for every budget")
-(out / "dnis.json").write_text(
+_ = (out / "dnis.json").write_text(
     json.dumps(
         {
             "search": searched.to_dict(),
@@ -503,8 +503,8 @@ print(f"DNIS search: {searched.seconds['total']:.1f} s, once for every budget")
 from recsize.search.compare import METRICS, merge_runs, paired_summary, run_files
 
 stored = Path("..") / "benchmarks" / "out"
-shown = ("dnis", "dnis-alpha", "dnis-table", "dnis-prefix", "magprune", "magprune-table")
-shown += ("pep",)
+shown = ("dnis", "dnis-alpha", "dnis-table", "dnis-prefix", "magprune")
+shown += ("magprune-table", "pep")
 shown += ("mde-bytes", "es-bytes", "es")
 for name in ("lightgcn20", "lightgcn", "neumf", "deepfm"):  # lightgcn20: patience 20
     files = run_files(stored, f"prune_{name}")

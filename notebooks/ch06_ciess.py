@@ -369,7 +369,7 @@ for r in table:
         f"{r['method']:18s}{r['recall@20']:>10.4f}{r['ndcg@20']:>10.4f}"
         f"{r['parameters']:>12,}{r['compact_bytes'] / 1024:>13.1f}"
     )
-(out / "ciess.json").write_text(
+_ = (out / "ciess.json").write_text(
     json.dumps({"result": result.to_dict(), "table": table}, indent=1)
 )
 

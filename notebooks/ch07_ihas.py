@@ -356,7 +356,7 @@ rows[f"iHAS K={clusters}"] = {**run.test, "parameters": b["total_parameters"]}
 print(f"{'method':12s}{'AUC':>8s}{'log loss':>10s}{'parameters':>12s}")
 for name, m in rows.items():
     print(f"{name:12s}{m['auc']:8.4f}{m['logloss']:10.4f}{m['parameters']:12,}")
-(out / "comparison.json").write_text(
+_ = (out / "comparison.json").write_text(
     json.dumps(
         {"density": density, "d_max": d_max, "rows": rows, "ihas": run.to_dict()},
         indent=2,

@@ -239,7 +239,7 @@ records += head_to_head(
 )
 print(f"{len(records)} records; the first:")
 print(json.dumps(records[0], indent=1))
-(out / "records.json").write_text(
+_ = (out / "records.json").write_text(
     json.dumps({"config": config.to_dict(), "records": records}, indent=1)
 )
 
@@ -334,10 +334,9 @@ if measured is not None:
         )
         print(name)
         for p in on:
-            print(
-                f"  {p['method']:6s} at c = {100 * p['sparsity']:g} %: {p[metric]:.4f}, "
-                f"{p['compact_bytes'] / 1024:.0f} KiB"
-            )
+            c = 100 * p["sparsity"]
+            kib = p["compact_bytes"] / 1024
+            print(f"  {p['method']:6s} at c = {c:g} %: {p[metric]:.4f}, {kib:.0f} KiB")
 
 # %% [markdown]
 # ## 8.7 What to use when
