@@ -190,6 +190,14 @@ def test_chapter_6_quotes_the_stored_official_ciess_run():
     assert all(d["low"] < 0 < d["high"] for d in deltas), "every interval spans 0"
     projected = sum(bool(r["projected"]) for r in data["runs"] if r["backbone"] == "lightgcn")
     assert f"{projected} of the {len(cs) * 3} cells" in text
+    neumf = json.loads((out / "ciess_official200_neumf.json").read_text())["runs"]
+    base = [r for r in json.loads((out / "ciess_neumf.json").read_text())["runs"] if r["method"] == "es"]
+    rows = {(r["method"], r["sparsity"]): r for r in paired_summary(neumf + base, "es", "recall@20")}
+    assert " / ".join(f"{rows['official-200', c]['mean']:.3f}" for c in cs) in text
+    assert " / ".join(f"{rows['es', c]['mean']:.3f}" for c in cs) in text
+    deltas = [rows["official-200", c]["delta"] for c in cs]
+    assert f"{deltas[0]['mean']:+.3f}, {deltas[1]['mean']:+.3f} and {deltas[2]['mean']:+.3f}" in text
+    assert all(d["low"] < 0 < d["high"] for d in deltas), "every interval spans 0"
 
 
 def test_prune_block_and_headline_carry_the_aukc(tmp_path):
