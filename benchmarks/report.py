@@ -210,6 +210,14 @@ def render_ciess(data: dict) -> str:
     return "\n".join(lines).rstrip()
 
 
+def _paired(d: dict | None) -> str:
+    """A paired difference (``recsize.search.compare.paired_difference``) as "mean [low, high]" (no
+    interval from one seed; empty without a difference)."""
+    if d is None:
+        return ""
+    return f"{d['mean']:+.4f}" + ("" if d["low"] is None else f" [{d['low']:+.4f}, {d['high']:+.4f}]")
+
+
 def render_ciess_variant(data: dict, out: Path = OUT) -> str:
     """A CIESS configuration (``benchmarks/ciess.py --part ciess --label NAME``) against the baselines ES, MR
     and MDE of ``out/ciess.json`` and ``out/ciess_neumf.json`` (same protocol, budgets, early stopping and
@@ -234,9 +242,7 @@ def render_ciess_variant(data: dict, out: Path = OUT) -> str:
         mine = [r for r in runs if r["backbone"] == backbone]
         for row in paired_summary(mine, "es", "recall@20", (label, "es", "mr", "mde")):
             cells = [f"{row['cells'][s]['recall@20']:.4f}" if s in row["cells"] else "" for s in seeds]
-            d, delta = row["delta"], ""
-            if d is not None:
-                delta = f"{d['mean']:+.4f}" + ("" if d["low"] is None else f" [{d['low']:+.4f}, {d['high']:+.4f}]")
+            delta = _paired(row["delta"])
             projected = sum(bool(r.get("projected")) for r in row["cells"].values())
             name = row["method"].upper() if row["method"] in ("es", "mr", "mde") else f"CIESS `{label}`"
             name += f" (projected in {projected}/{len(row['cells'])})" if projected else ""
@@ -319,10 +325,7 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
     for row in rows:
         c, m, mine = row["sparsity"], row["method"], list(row["cells"].values())
         cells = [f"{row['cells'][s][metric]:.4f}" if s in row["cells"] else "" for s in seeds]
-        d, delta = row["delta"], ""
-        if d is not None:
-            delta = f"{d['mean']:+.4f}" + ("" if d["low"] is None else f" [{d['low']:+.4f}, {d['high']:+.4f}]")
-            delta += f" (n = {d['n']})"
+        delta = _paired(row["delta"]) + (f" (n = {row['delta']['n']})" if row["delta"] else "")
         mean = f"{row['mean']:.4f}"
         rivals = [r["mean"] for r in rows if r["sparsity"] == c and r["method"] not in AT_PARAMETERS]
         if m not in AT_PARAMETERS and row["mean"] == max(rivals):
