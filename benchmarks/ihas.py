@@ -6,14 +6,16 @@ derives row widths meeting the same total; iHAS with K = 1 (field-level gates, n
 K > 1 clusters fit their cluster tables and the router (router table, gate network, centroids) into the
 same total (``--charges routing+linear`` also charges the K - 1 extra first-order tables, ``--charges
 embeddings`` neither; ``--cluster-inits
-search`` warm-starts the cluster models from the search model). Test AUC and log loss, mean and spread over
-seeds.
+search`` warm-starts the cluster models from the search model; ``--layouts shared`` trains one model whose
+single table every cluster reads through its own prefix masks, no data split). Test AUC and log loss, mean
+and spread over seeds.
 
     python benchmarks/ihas.py                          # synthetic + ml-100k-ctr, 3 seeds, full epochs
     python benchmarks/ihas.py --quick                  # 1 seed, few epochs (a smoke run)
     python benchmarks/ihas.py --datasets synthetic --seeds 0 1 --epochs 20
     python benchmarks/ihas.py --datasets ml-100k-ctr --methods ihas --cluster-inits scratch search \
-        --charges routing routing+linear embeddings --out benchmarks/out/ihas_breakdown.json   # Chapter 7's breakdown
+        --charges routing routing+linear embeddings --layouts per-cluster shared --backbone deepfm \
+        --out benchmarks/out/ihas_breakdown.json   # Chapter 7's breakdown
 
 Writes benchmarks/out/ihas.json (atomically).
 """
@@ -36,7 +38,7 @@ from recsize.search.ihas import IHASConfig, run_ihas
 from recsize.train import default_config
 
 OUT = Path(__file__).resolve().parent / "out" / "ihas.json"
-DEFAULT_VARIANT = ("scratch", "routing")  # IHASConfig's cluster_init and charge
+DEFAULT_VARIANT = ("scratch", "routing", "per-cluster")  # IHASConfig's cluster_init, charge and layout
 
 
 
@@ -77,15 +79,17 @@ def one_seed(dataset, seed, args, log) -> dict:
                              train_overrides=train_over)
             d = run_dnis(args.backbone, split, args.density, cfg)
             record("DNIS", d.run.result.test, sum(d.run.sizes["feature"]), time.perf_counter() - t)
-    variants = [(K, init, charge) for K in sorted({1, *args.clusters}) for init in args.cluster_inits
-                for charge in args.charges if not (K == 1 and charge != args.charges[0])]  # K = 1 charges none
-    for K, init, charge in variants if "ihas" in args.methods else []:
+    variants = [(K, init, charge, layout) for K in sorted({1, *args.clusters}) for init in args.cluster_inits
+                for charge in args.charges for layout in args.layouts
+                if not (K == 1 and (charge, layout) != (args.charges[0], args.layouts[0]))]  # K = 1: one model
+    for K, init, charge, layout in variants if "ihas" in args.methods else []:
         t = time.perf_counter()
         cfg = IHASConfig(clusters=K, n_blocks=4, route_dim=args.route_dim, hidden=8 if synthetic else 16,
                          search_epochs=args.search_epochs, lr=tc.lr, batch_size=tc.batch_size,
-                         cluster_init=init, charge=charge)
+                         cluster_init=init, charge=charge, layout=layout)
         r = run_ihas(args.backbone, split, args.density, d_max, cfg, tc, seed=seed)
-        name = f"iHAS K={K}" + ("" if (init, charge) == DEFAULT_VARIANT else f" ({init}, {charge})")
+        name = f"iHAS K={K}" + ("" if (init, charge, layout) == DEFAULT_VARIANT
+                                else f" ({', '.join(v for v in (init, charge, layout) if v != 'per-cluster')})")
         record(name, r.test, r.budget["total_parameters"], time.perf_counter() - t)
         rows[name].update(routing=r.budget["routing_parameters"]["total"],
                           first_order=r.budget["routing_parameters"]["first_order"],
@@ -112,6 +116,9 @@ def main(argv=None) -> int:
     p.add_argument("--charges", nargs="+", default=["routing"], choices=["routing", "routing+linear", "embeddings"],
                    help="iHAS budget accounting: the router charged (default), the router and the extra "
                         "first-order tables, and/or nothing")
+    p.add_argument("--layouts", nargs="+", default=["per-cluster"], choices=["per-cluster", "shared"],
+                   help="iHAS: one model per cluster on its own samples (default, the paper) and/or one shared "
+                        "table with per-cluster masks, trained on every sample")
     p.add_argument("--no-dnis", dest="dnis", action="store_false")
     p.add_argument("--methods", nargs="+", default=["es", "mde", "dnis", "ihas"],
                    choices=["es", "mde", "dnis", "ihas"], help="methods to run (default all)")

@@ -273,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--charge", choices=["routing", "routing+linear", "embeddings"], default="routing",
                    help="what the budget counts beyond the cluster tables: the router (default), the router and the "
                         "K - 1 extra first-order tables, or nothing")
+    h.add_argument("--layout", choices=["per-cluster", "shared"], default="per-cluster",
+                   help="one model per cluster on its own samples (default, the paper) or one shared table that "
+                        "each cluster reads through its own widths, trained on every sample")
     h.add_argument("--ctr-file", type=Path, help="a Criteo or Avazu file to use instead of --dataset")
     h.add_argument("--ctr-format", choices=["criteo", "avazu"], default="criteo", help="format of --ctr-file")
     h.add_argument("--max-rows", type=_positive_int, help="read at most this many samples of --ctr-file")
@@ -445,7 +448,7 @@ _METHOD_FLAGS = {  # flags that only one method reads, with their defaults: anyt
              "min_size": 1, "granularity": "row"},
     "ihas": {"clusters": 4, "gate_blocks": 4, "route_dim": 2, "sparsity_weight": 0.0, "dual_lr": 0.002,
              "polarisation_weight": 0.01, "ctr_file": None, "ctr_format": "criteo", "max_rows": None,
-             "min_count": 1, "cluster_init": "scratch", "charge": "routing"},
+             "min_count": 1, "cluster_init": "scratch", "charge": "routing", "layout": "per-cluster"},
     "mde": {"alpha": 0.3},
     "magprune": {"prune_split": "global"},
     "pep": {"pep_granularity": "feature_dim", "pep_init": -15.0, "pep_scale": 1.0, "pep_epochs": 300},
@@ -657,7 +660,7 @@ def _cmd_ihas(args) -> int:
                       sparsity_weight=args.sparsity_weight,
                       dual_lr=args.dual_lr, polarisation_weight=args.polarisation_weight,
                       lr=train_kwargs.get("lr", 1e-3), batch_size=train_kwargs.get("batch_size", 2048),
-                      cluster_init=args.cluster_init, charge=args.charge)
+                      cluster_init=args.cluster_init, charge=args.charge, layout=args.layout)
     if args.ctr_file:
         data = read_ctr_file(args.ctr_file, args.ctr_format, args.max_rows, args.min_count)
         split = split_ctr(data, seed=args.seed)
@@ -670,27 +673,34 @@ def _cmd_ihas(args) -> int:
     run = run_ihas(args.backbone, split, args.density, args.dim, ihas, config, seed=args.seed,
                    progress=False if args.quiet else None, **model_kwargs)
     b = run.budget
-    print(f"iHAS, K = {args.clusters} ({len(run.models)} used), density {run.density:.3f} (sparsity c = "
+    shared, K = args.layout == "shared", len(run.sizes)
+    print(f"iHAS, K = {args.clusters} ({K} used), density {run.density:.3f} (sparsity c = "
           f"{100 * (1 - run.density):.1f} %), d_max = {args.dim}: {args.backbone} on {dataset} "
           f"(random 8:1:1 over samples, seed {args.seed})")
     print(metrics_table({"valid": run.valid, "test": run.test}, ["auc", "logloss"]))
-    print("(every sample routed to its cluster's model)")
+    print("(every sample routed to its cluster's " + ("widths of the shared table)" if shared else "model)"))
     print(f"\n{'cluster':10s}{'train':>9s}{'test':>8s}{'parameters':>12s}{'compact':>12s}   mean width per field")
     widths = run.field_sizes()
-    for k in range(len(run.models)):
+    for k in range(K):
         print(f"{k:<10d}{run.cluster_sizes['train'][k]:>9,}{run.cluster_sizes['test'][k]:>8,}"
-              f"{b['cluster_parameters'][k]:>12,}{format_bytes(b['cluster_bytes'][k]):>12s}   "
+              f"{b['cluster_parameters'][k]:>12,}"
+              f"{'(reads)' if shared else format_bytes(b['cluster_bytes'][k]):>12s}   "
               + " ".join(f"{w:.0f}" for w in widths[k]))
+    if shared:
+        print(f"{'shared':10s}{'':17s}{b['stored_parameters']:>12,}{format_bytes(b['cluster_bytes'][0]):>12s}   "
+              "one table, every row as wide as its widest cluster")
     r = b["routing_parameters"]
     free = " (not charged)"
     print(f"{'routing':10s}{'':17s}{r['total']:>12,}{format_bytes(b['routing_bytes']):>12s}   "
           f"router table {r['router_table']:,}, gate network {r['gate_network']:,}, centroids {r['centroids']:,}"
+          + (f", cluster widths {r['cluster_widths']:,}" if shared else "")
           + ("" if b["charge"] != "embeddings" else free))
     print(f"{'1st order':10s}{'':17s}{r['first_order']:>12,}{format_bytes(b['first_order_bytes']):>12s}   "
-          f"first-order weights of the {len(run.models) - 1} cluster models beyond one"
-          + ("" if b["charge"] == "routing+linear" else free))
+          + ("one model, one first-order table (as ES)" if shared
+             else f"first-order weights of the {len(run.models) - 1} cluster models beyond one")
+          + ("" if b["charge"] == "routing+linear" or shared else free))
     print(f"{'total':10s}{'':17s}{b['total_parameters']:>12,}{format_bytes(b['total_bytes']):>12s}   "
-          f"= the budget's {b['target_parameters']:,} (non-embedding parameters, K copies: "
+          f"= the budget's {b['target_parameters']:,} (non-embedding parameters, {'one copy' if shared else 'K copies'}: "
           f"{b['non_embedding_parameters']:,})")
     if args.out:
         write_json({"backbone": args.backbone, "dataset": dataset, **run.to_dict()}, args.out)

@@ -449,13 +449,14 @@ class CompactEmbedding(_RowOffsets, nn.Module):
         """The sum(d_n) stored values, row after row (no padding)."""
         return self.values[: int(self.offsets[-1])]
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, gates: torch.Tensor | None = None) -> torch.Tensor:
         flat = ids.reshape(-1)
         if torch.is_grad_enabled() and self.values.requires_grad:
             rows = _CompactLookup.apply(self.values, self.offsets, flat, self.dim)
         else:  # inference: the same rows without the autograd bookkeeping
             rows = _compact_rows(self.values, self.offsets, flat, self.dim)
-        return rows.view(*ids.shape, self.dim)
+        rows = rows.view(*ids.shape, self.dim)
+        return rows if gates is None else rows * gates  # per-instance gates (iHAS, shared layout)
 
     def table(self) -> torch.Tensor:
         return self(torch.arange(self.num_rows, device=self.offsets.device))

@@ -14,8 +14,8 @@ from recsize.data import make_synthetic_ctr, split_ctr
 from recsize.data.ctr_files import read_avazu, read_criteo, read_ctr_file
 from recsize.embedding import masked_factory
 from recsize.search.ihas import (GateNetwork, IHASConfig, allocate_sizes, cluster_patterns, cluster_widths,
-                                 polarisation_penalty, present_rows, route, routing_parameters, run_ihas,
-                                 sparsity_penalty)
+                                 SharedClusterModel, polarisation_penalty, present_rows, route,
+                                 routing_parameters, run_ihas, shared_widths, sparsity_penalty, with_clusters)
 from recsize.train import TrainConfig
 
 
@@ -213,6 +213,57 @@ def test_cluster_models_warm_started_from_the_search_model(ctr_split):
     assert again.test == warmed.test
 
 
+# ------------------------------------------------------------------- one shared table (no data split)
+def test_shared_widths_by_hand():
+    widths = np.array([[4.0, 0.0, 2.0],
+                       [2.0, 0.0, 8.0]])          # (K = 2, fields = 3)
+    fof = np.array([0, 0, 1, 2, 2, 2])
+    stored, per = shared_widths(widths, fof, total=24, d_max=8)
+    assert stored.sum() == 24 and (stored <= 8).all()
+    assert stored[2] == 0                          # every cluster closed field 1
+    assert np.array_equal(per.max(0), stored)      # the widest cluster reads the whole row
+    assert (per <= stored[None]).all()
+    # field 0: cluster 1 reads half of what cluster 0 does; field 2: cluster 0 a quarter of cluster 1
+    assert np.array_equal(per[1, :2], np.rint(stored[:2] / 2)) and np.array_equal(per[0, 3:], np.rint(stored[3:] / 4))
+
+
+def test_shared_model_masks_every_sample_to_its_clusters_prefix():
+    torch.manual_seed(0)
+    fm = FM(10, 2, 8, embedding=masked_factory({"feature": np.full(10, 8)}, 8))
+    widths = np.random.default_rng(0).integers(0, 9, (3, 10))
+    shared = SharedClusterModel(fm, widths, 8)
+    X = np.array([[0, 5], [3, 9], [3, 9], [1, 6]])
+    labels = np.array([0, 1, 2, 2])
+    got = shared.score(torch.from_numpy(with_clusters(X, labels))).detach()
+    for i, (x, k) in enumerate(zip(X, labels)):    # the same FM with cluster k's widths as its own mask
+        own = FM(10, 2, 8, embedding=masked_factory({"feature": widths[k]}, 8))
+        own.load_state_dict({**fm.state_dict(), "feature.sizes": torch.as_tensor(widths[k])})
+        want = own.score(torch.from_numpy(x[None])).detach()
+        assert torch.allclose(got[i], want[0], atol=1e-6)
+
+
+def test_run_ihas_shared_layout_budget_and_determinism(ctr_split):
+    d_max, density = 8, 0.5
+    data = ctr_split.data
+    run = run_ihas("fm", ctr_split, density, d_max, small_config(layout="shared"), TRAIN, seed=0)
+    b = run.budget
+    r = b["routing_parameters"]
+    assert len(run.models) == 1 and b["layout"] == "shared" and r["first_order"] == 0
+    assert r["cluster_widths"] == run.sizes.shape[0] * data.n_fields
+    assert b["total_parameters"] == b["target_parameters"] == b["stored_parameters"] + r["charged"]
+    assert run.models[0].model.feature.num_parameters() == b["stored_parameters"]   # compact, really stored
+    assert b["total_bytes"] == b["cluster_bytes"][0] + b["routing_bytes"]
+    assert (run.sizes <= run.models[0].model.feature.sizes.numpy()[None]).all()
+    X = data.X[ctr_split.test]
+    assert np.allclose(run.predict(X), run.predict(X, run.labels["test"]))
+    assert 0.3 < run.test["auc"] <= 1
+    again = run_ihas("fm", ctr_split, density, d_max, small_config(layout="shared"), TRAIN, seed=0)
+    assert again.test == run.test and np.array_equal(again.sizes, run.sizes)
+    warm = run_ihas("deepfm", ctr_split, density, d_max, small_config(layout="shared", cluster_init="search"),
+                    TRAIN, seed=0)
+    assert warm.budget["total_parameters"] == warm.budget["target_parameters"]
+
+
 def test_bad_inputs(ctr_split, tiny_split):
     with pytest.raises(ValueError, match="clusters"):
         IHASConfig(clusters=0)
@@ -220,6 +271,8 @@ def test_bad_inputs(ctr_split, tiny_split):
         IHASConfig(cluster_init="pretrained")
     with pytest.raises(ValueError, match="charge"):
         IHASConfig(charge="all")
+    with pytest.raises(ValueError, match="layout"):
+        IHASConfig(layout="one")
     with pytest.raises(ValueError, match="budget"):
         run_ihas("fm", ctr_split, 1.5, 8, small_config(), TRAIN)
     with pytest.raises(ValueError, match="budget"):
@@ -319,3 +372,10 @@ def test_cli_ihas_on_the_synthetic_segment_data(tmp_path, capsys):
                  "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["dataset"] == "synthetic-ctr" and 0.0 < res["test"]["auc"] < 1.0
+    capsys.readouterr()
+    assert main(["search", "--method", "ihas", "--backbone", "fm", "--dataset", "synthetic-ctr", "--budget", "0.2",
+                 "--clusters", "2", "--dim", "32", "--epochs", "1", "--search-epochs", "1", "--quiet",
+                 "--layout", "shared", "--out", str(out)]) == 0
+    res, printed = json.loads(out.read_text()), capsys.readouterr().out
+    assert res["config"]["layout"] == "shared" and res["budget"]["layout"] == "shared"
+    assert "shared table" in printed and "one table, every row as wide as its widest cluster" in printed

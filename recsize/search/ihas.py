@@ -47,6 +47,11 @@ Everything below the outline is **our** reading (Chapter 7 lists it):
 * each cluster's model is trained from scratch on its own samples (``cluster_init="scratch"``, our choice:
   the paper does not say); ``cluster_init="search"`` warm-starts every cluster model from the search
   model's weights instead, its table cut to the cluster's widths.
+* ``layout="shared"`` (an ablation, not the paper's): no data split and one model. One table stores every
+  row at the widest of its clusters' widths; a sample reads the prefix of each row its cluster allows
+  (:class:`SharedClusterModel`, a per-sample prefix mask through the gate hook). The cluster widths are
+  stored as one ratio per (cluster, field) (:func:`shared_widths`), charged with the routing; one model
+  has one first-order table, so nothing extra there.
 
 Budget accounting (``charge``): with ``"routing"`` (default, recsize's earlier accounting) total embedding
 parameters = sum over clusters of the kept entries of their tables + the router's parameters =
@@ -162,6 +167,7 @@ def polarisation_penalty(mu: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------
 
 CLUSTER_INITS = ("scratch", "search")
+LAYOUTS = ("per-cluster", "shared")
 CHARGES = ("routing", "routing+linear", "embeddings")
 
 
@@ -184,8 +190,11 @@ class IHASConfig:
     weight_by_rows: bool = False  # sparsity counts a field's gates by its number of rows (stored parameters)
     cluster_init: str = "scratch"  # cluster models: "scratch" (ours) or "search" (warm start)
     charge: str = "routing"  # what the budget counts beyond the cluster tables ("routing+linear", "embeddings")
+    layout: str = "per-cluster"  # one model per cluster (the paper), or "shared": one table, per-cluster masks
 
     def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.cluster_init not in CLUSTER_INITS:
             raise ValueError(f"cluster_init must be one of {', '.join(CLUSTER_INITS)}, got {self.cluster_init!r}")
         if self.charge not in CHARGES:
@@ -385,6 +394,56 @@ def allocate_sizes(widths: np.ndarray, field_of_feature: np.ndarray, present: np
     return sizes.reshape(K, -1)
 
 
+def shared_widths(widths: np.ndarray, field_of_feature: np.ndarray, total: int, d_max: int):
+    """The shared layout's widths: ``stored`` (n_features,) summing exactly to ``total``, every row as wide
+    as the widest of its clusters (:func:`allocate_sizes` on the per-field maximum over clusters), and
+    ``per_cluster`` (K, n_features): row n of cluster k reads round(stored[n] * r[k, f(n)]) of it, with
+    r = widths / the field's maximum (1 where every cluster closed the field), the K x fields ratios the
+    layout stores. Explained in Chapter 7."""
+    widths = np.asarray(widths, dtype=np.float64)
+    top = widths.max(0)
+    stored = allocate_sizes(top[None], field_of_feature, np.ones((1, len(field_of_feature)), dtype=bool),
+                            total, d_max)[0]
+    ratio = np.divide(widths, top[None], out=np.ones_like(widths), where=top[None] > 0)
+    per_cluster = np.minimum(stored[None], np.rint(stored[None] * ratio[:, field_of_feature])).astype(np.int64)
+    return stored, per_cluster
+
+
+class SharedClusterModel(nn.Module):
+    """One CTR backbone shared by every cluster (``layout="shared"``): its input carries the sample's
+    cluster as a last column; every field embedding is cut to the prefix ``widths[cluster, feature]`` of
+    its stored row (a 0/1 gate through the table's hook). ``task``, ``loss`` and ``score`` as a backbone,
+    so :func:`~recsize.train.train` trains it. Explained in Chapter 7."""
+
+    task = "ctr"
+
+    def __init__(self, model: nn.Module, widths: np.ndarray, d_max: int):
+        super().__init__()
+        self.model = model
+        self.register_buffer("widths", torch.as_tensor(np.asarray(widths), dtype=torch.long))
+        self.register_buffer("dims", torch.arange(d_max))
+
+    def _gated(self, x):
+        ids, k = x[:, :-1], x[:, -1]
+        return ids, (self.dims < self.widths[k[:, None], ids][..., None]).float()
+
+    def loss(self, x, y):
+        ids, gates = self._gated(x)
+        return self.model.loss(ids, y, gates=gates)
+
+    def score(self, x):
+        ids, gates = self._gated(x)
+        return self.model.score(ids, gates=gates)
+
+    def embedding_tables(self):
+        return self.model.embedding_tables()
+
+
+def with_clusters(X: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``X`` with every sample's cluster as a last column: the input of :class:`SharedClusterModel`."""
+    return np.concatenate([X, np.asarray(labels, dtype=X.dtype)[:, None]], axis=1)
+
+
 # ---------------------------------------------------------------------------------------------------
 # 4. Retrain one model per cluster; route at inference
 # ---------------------------------------------------------------------------------------------------
@@ -423,6 +482,8 @@ class IHASRun:
         """Click probabilities, each sample scored by its cluster's model."""
         from ..evaluate import predict_ctr
         labels = self.route(X) if labels is None else labels
+        if self.config.layout == "shared":
+            return predict_ctr(self.models[0], with_clusters(X, labels))
         p = np.zeros(len(X))
         for k, model in enumerate(self.models):
             idx = np.flatnonzero(labels == k)
@@ -500,10 +561,14 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
     # the gate network's size does not depend on training: build one to count it
     probe = GateNetwork(data.n_fields, d_max, config.n_blocks, config.route_dim, config.hidden)
 
+    shared = config.layout == "shared"
+
     def charged(k: int, gate_net) -> dict:  # routing and the extra first-order tables of k cluster models
         out = (routing_parameters(data.n_features, data.n_fields, config.route_dim, gate_net, k, config.n_blocks)
                if k > 1 else {"router_table": 0, "gate_network": 0, "centroids": 0, "total": 0})
-        out["first_order"] = (k - 1) * data.n_features
+        out["cluster_widths"] = k * data.n_fields if shared and k > 1 else 0  # the shared layout's ratios
+        out["total"] += out["cluster_widths"]
+        out["first_order"] = 0 if shared else (k - 1) * data.n_features
         out["charged"] = {"routing": out["total"], "routing+linear": out["total"] + out["first_order"],
                           "embeddings": 0}[config.charge]
         return out
@@ -534,9 +599,16 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
         centroids = None
         labels = {part: np.zeros(len(pat[part]), dtype=np.int64) for part in pat}
     widths = cluster_widths(pat["train"], labels["train"], K, data.n_fields, config.n_blocks, gates.block)
-    present = present_rows(data.X[split.train], labels["train"], K, data.n_features)
-    sizes = allocate_sizes(widths, data.field_of_feature(), present, models_total, d_max)
+    if shared:
+        stored, sizes = shared_widths(widths, data.field_of_feature(), models_total, d_max)
+    else:
+        present = present_rows(data.X[split.train], labels["train"], K, data.n_features)
+        sizes = allocate_sizes(widths, data.field_of_feature(), present, models_total, d_max)
     search_seconds = time.perf_counter() - start
+    if shared:
+        return _finish_shared(backbone, split, density, d_max, config, train_config, seed, model_kwargs, total,
+                              routing, history, widths, stored, sizes, labels, search_model, gates, centroids,
+                              start, search_seconds)
     # 3. retrain one model per cluster on its own samples, from scratch or from the search model
     init = DEFAULTS[backbone.lower()].get("init", "xavier")
     models, non_embedding, best_epochs, epochs = [], 0, [], []
@@ -573,6 +645,57 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
                   search_model, gates, centroids, models, labels, data.offsets,
                   {"search": search_seconds, "retrain": retrain_seconds},
                   {"best_epoch": best_epochs, "epochs": epochs})
+    run.valid = _evaluate(lambda X: run.predict(X, labels["valid"]), *split.part("valid"))
+    run.test = _evaluate(lambda X: run.predict(X, labels["test"]), *split.part("test"))
+    return run
+
+
+def _finish_shared(backbone, split, density, d_max, config, train_config, seed, model_kwargs, total, routing,
+                   history, widths, stored, sizes, labels, search_model, gates, centroids, start,
+                   search_seconds) -> IHASRun:
+    """Stage 3 of ``layout="shared"``: one model on every training sample, its table ``stored`` wide, each
+    sample masked to its cluster's widths ``sizes``; then compact storage. Explained in Chapter 7."""
+    from dataclasses import replace
+
+    from ..backbones import DEFAULTS, build_backbone, defaults_for
+    from ..data import CTRSplit
+    from ..embedding import compact_tables, masked_factory
+    from ..train import TrainConfig, seed_everything, train
+    data = split.data
+    K = len(sizes)
+    factory = masked_factory({"feature": stored}, d_max, DEFAULTS[backbone.lower()].get("init", "xavier"))
+    if config.cluster_init == "scratch":
+        seed_everything(seed)
+        inner = build_backbone(backbone, split, d_max, embedding=factory,
+                               **{**defaults_for(backbone)[0], **model_kwargs})
+    else:
+        inner = warm_start(backbone, split, d_max, factory, search_model, seed, **model_kwargs)
+    every = np.zeros(len(data.X), dtype=np.int64)
+    for part in ("train", "valid", "test"):
+        every[getattr(split, part)] = labels[part]
+    tagged = CTRSplit(replace(data, X=with_clusters(data.X, every)), split.train, split.valid, split.test,
+                      split.seed)
+    result = train(SharedClusterModel(inner, sizes, d_max), tagged,
+                   TrainConfig(**{**train_config.__dict__, "test": False, "seed": seed}))
+    model = result.model
+    compact_tables(model.model)
+    retrain_seconds = time.perf_counter() - start - search_seconds
+    router_bytes = compact_bytes(np.full(data.n_features, config.route_dim), d_max) if K > 1 else 0
+    non_embedding = sum(p.numel() for n, p in model.model.named_parameters() if not n.startswith("feature"))
+    budget = {"target_parameters": total, "charge": config.charge, "layout": "shared",
+              "stored_parameters": int(stored.sum()), "cluster_parameters": [int(s.sum()) for s in sizes],
+              "models_parameters": int(stored.sum()), "routing_parameters": routing,
+              "total_parameters": int(stored.sum()) + routing["charged"],
+              "cluster_bytes": [compact_bytes(stored, d_max)],
+              "routing_bytes": router_bytes + 4 * (routing["gate_network"] + routing["centroids"]
+                                                   + routing["cluster_widths"]),
+              "non_embedding_parameters": int(non_embedding), "first_order_bytes": 0}
+    budget["total_bytes"] = int(sum(budget["cluster_bytes"]) + budget["routing_bytes"])
+    cluster_sizes = {part: np.bincount(labels[part], minlength=K).tolist() for part in labels}
+    run = IHASRun(density, d_max, config, history, widths, sizes, cluster_sizes, budget, {}, {}, search_model,
+                  gates, centroids, [model], labels, data.offsets,
+                  {"search": search_seconds, "retrain": retrain_seconds},
+                  {"best_epoch": [result.best_epoch], "epochs": [len(result.history)]})
     run.valid = _evaluate(lambda X: run.predict(X, labels["valid"]), *split.part("valid"))
     run.test = _evaluate(lambda X: run.predict(X, labels["test"]), *split.part("test"))
     return run
