@@ -88,8 +88,9 @@ def one_seed(dataset, seed, args, log) -> dict:
                          search_epochs=args.search_epochs, lr=tc.lr, batch_size=tc.batch_size,
                          cluster_init=init, charge=charge, layout=layout)
         r = run_ihas(args.backbone, split, args.density, d_max, cfg, tc, seed=seed)
-        name = f"iHAS K={K}" + ("" if (init, charge, layout) == DEFAULT_VARIANT
-                                else f" ({', '.join(v for v in (init, charge, layout) if v != 'per-cluster')})")
+        shown = (init,) if K == 1 else (init, charge, layout)   # K = 1: one model, nothing to charge
+        name = f"iHAS K={K}" + ("" if shown == DEFAULT_VARIANT[:len(shown)]
+                                else f" ({', '.join(v for v in shown if v != 'per-cluster')})")
         record(name, r.test, r.budget["total_parameters"], time.perf_counter() - t)
         rows[name].update(routing=r.budget["routing_parameters"]["total"],
                           first_order=r.budget["routing_parameters"]["first_order"],

@@ -468,3 +468,32 @@ def test_shared_dimensions_counts_the_dimensions_both_rows_keep():
         shared_dimensions(users, items[:, :3], [0], [0])
     with pytest.raises(ValueError, match="equally long"):
         shared_dimensions(users, items, [0, 1], [0])
+
+
+def test_pep_levels_script_records_where_the_thresholds_leave_the_kept_fraction(tiny_split, monkeypatch, tmp_path,
+                                                                                 capsys):
+    import sys
+    from pathlib import Path
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.modules.pop("pep_levels", None)
+    import pep_levels
+    monkeypatch.setattr(pep_levels, "prepare", lambda *a, **k: tiny_split)
+    out = tmp_path / "levels.json"
+    args = ["--backbones", "mf", "--scales", "1", "50", "--epochs", "3", "--out", str(out)]
+    assert pep_levels.main(args) == 0
+    data = json.loads(out.read_text())
+    assert [r["scale"] for r in data["runs"]] == [1.0, 50.0] and out.with_suffix(".png").exists()
+    authors, big = data["runs"]
+    assert len(authors["history"]) == 3 and authors["final_density"] == 1.0   # s0 = -15: nothing pruned yet
+    assert big["final_density"] < authors["final_density"]                   # a larger scale prunes sooner
+    assert list(authors["budgets"]) == ["0.5", "0.8", "0.9", "0.95"]
+    fractions = list(authors["budgets"].values())
+    assert fractions == sorted(fractions, reverse=True) and fractions[0] < 0.5          # the CSR index costs
+    assert all(e is None for e in authors["reached"].values())
+    first = out.read_text()
+    assert pep_levels.main(args) == 0 and out.read_text() == first                    # resumed: nothing to redo
+    with pytest.raises(SystemExit, match="other settings"):
+        pep_levels.main([*args[:-3], "2", "--out", str(out)])
+    with pytest.raises(SystemExit):
+        pep_levels.main(["--epochs", "0", "--out", str(tmp_path / "x.json")])
+    assert "--epochs must be >= 1" in capsys.readouterr().err
