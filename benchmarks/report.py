@@ -274,6 +274,45 @@ def render_ihas(data: dict) -> str:
     return "\n".join(lines)
 
 
+def render_ihas_breakdown(out: Path = OUT) -> str:
+    """iHAS's accounting and layout choices side by side (``benchmarks/ihas.py --cluster-inits ... --charges
+    ... --layouts ...``, one file per seed, ``out/ihas_breakdown_s*.json``): per variant the per-seed test
+    AUC, the mean, the paired difference to ES with its 95 % interval, the stored bytes. Chapter 7."""
+    from recsize.search.compare import paired_difference
+    files = sorted(out.glob("ihas_breakdown_s*.json"))
+    if not files:
+        raise FileNotFoundError(f"no {out}/ihas_breakdown_s*.json: run python benchmarks/ihas.py --charges ... "
+                                "--layouts ... --out benchmarks/out/ihas_breakdown_sSEED.json first")
+    per_seed, args, machines = {}, None, set()
+    for f in files:
+        data = json.loads(f.read_text())
+        a = {k: v for k, v in data["args"].items() if k not in ("seeds", "out")}
+        if args is not None and a != args:
+            raise ValueError(f"{f.name} was run with other settings than {files[0].name}: merge one protocol only")
+        args, machines = a, machines | {data["machine"]}
+        for dataset, result in data["results"].items():
+            for seed, rows in result["per_seed"].items():
+                per_seed.setdefault(dataset, {})[int(seed)] = rows
+    lines = [f"{args['backbone']}, density {args['density']} (equal total embedding parameters as each variant "
+             f"charges them), d_max {args['dim']}, at most {args['epochs']} epochs (patience {args['patience']}), "
+             f"{args['search_epochs']} search epochs. Machine: {'; '.join(sorted(machines))}.", "",
+             "| data | method | AUC per seed | mean | vs ES [95 % CI] | stored KiB |", "|---|---|---|---|---|---|"]
+    for dataset, seeds in per_seed.items():
+        order = sorted(seeds)
+        methods = list(dict.fromkeys(m for s in order for m in seeds[s]))
+        for m in methods:
+            have = [s for s in order if m in seeds[s]]
+            aucs = [seeds[s][m]["auc"] for s in have]
+            d = paired_difference(aucs, [seeds[s]["ES"]["auc"] for s in have]) if m != "ES" else None
+            vs = "" if d is None else f"{d['mean']:+.4f}" + (
+                "" if d["low"] is None else f" [{d['low']:+.4f}, {d['high']:+.4f}]")
+            kib = [seeds[s][m].get("total_bytes") for s in have]
+            kib = "" if None in kib else f"{np.mean(kib) / 1024:.1f}"
+            lines.append(f"| {dataset} | {m} | {' '.join(f'{a:.4f}' for a in aucs)} | {np.mean(aucs):.4f} | {vs} | "
+                         f"{kib} |")
+    return "\n".join(lines)
+
+
 def render_head_to_head(data: dict) -> str:
     """Every method at the same budgets (``benchmarks/head_to_head.py``, Chapter 8)."""
     sys.path.insert(0, str(HERE))
@@ -357,6 +396,18 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
     if dense:
         lines += ["", "MagPrune's full-width training, once per seed: " + "; ".join(
             f"seed {s}: {v / 60:.1f} min" for s, v in sorted(dense.items())) + "."]
+    pep = {}
+    for r in runs:
+        if r["method"] == "pep" and "search" in r["seconds"]:
+            mine = pep.setdefault(r["seed"], {"seconds": r["seconds"]["search"], "epoch": 0, "reached": 0, "n": 0})
+            mine["epoch"] = max(mine["epoch"], r.get("mask_epoch") or 0)
+            mine["reached"] += bool(r.get("reached"))
+            mine["n"] += 1
+    if pep:
+        lines += ["", "PEP's thresholded training, once per seed (the authors' s0 = -15, scale 1): " + "; ".join(
+            f"seed {s}: {v['seconds'] / 60:.1f} min, last mask at epoch {v['epoch']}, {v['reached']} of {v['n']} "
+            "budgets reached by the thresholds" for s, v in sorted(pep.items())) + " (a budget not reached takes the "
+            "last state cut by magnitude)."]
     lines += ["", "Wall times on one thread while up to four benchmark processes shared the 2 cores: compare "
               "them with each other, not with other tables."]
     return "\n".join(lines)
@@ -400,6 +451,7 @@ AT_PARAMETERS = ("es", "dnis-prefix", "dnis-prefix-old")   # budgeted in paramet
 # plateau narrow tables sit on for ~20 epochs: two of three seeds at c = 90 %), prune_lightgcn_*.json at 10
 MERGED = {f"prune_{b}": (lambda out, b=b: render_prune(*load_prune(f"prune_{b}", out)))
           for b in ("lightgcn20", "lightgcn", "neumf", "deepfm", "planted_lightgcn")}
+MERGED["ihas_breakdown"] = render_ihas_breakdown
 HEADLINE_PRUNE = ("lightgcn20", "neumf", "deepfm")   # the protocol each backbone's headline shows
 
 
