@@ -43,6 +43,7 @@ from recsize.files import write_json
 from recsize.data import prepare
 from recsize.search import run_baseline
 from recsize.search.ciess import CIESS, SCHEDULES, CIESSConfig
+from recsize.search.compare import width_correlations
 from recsize.train import default_config
 
 OUT = Path(__file__).resolve().parent / "out" / "ciess.json"
@@ -52,12 +53,22 @@ PAPER = {0.8: (0.2436, 0.2248, 0.2004), 0.9: (0.2248, 0.2105, 0.1802), 0.95: (0.
 
 
 
-def row(method, backbone, seed, density, best, seconds=None) -> dict:
-    return {"method": method, "backbone": backbone, "seed": seed, "density": density, "sparsity": round(1 - density, 6),
-            "recall@20": best["test"]["recall@20"], "ndcg@20": best["test"]["ndcg@20"],
-            "parameters": best["parameters"], "compact_bytes": best["compact_bytes"],
-            "dense_bytes": best["dense_bytes"], "projected": best.get("projected", False), "seconds": seconds,
-            "search_density": best.get("density"), "search_valid_ndcg@20": best.get("search_valid_ndcg@20")}
+def row(method, backbone, seed, density, best, seconds=None, split=None) -> dict:
+    """One cell. For a CIESS mask (``best`` holds ``user_sizes`` / ``item_sizes``) also its widths, their
+    coefficient of variation per side and their Spearman correlation with training frequency (issue 16,
+    experiment 1: too few parameters, or a bad allocation?)."""
+    out = {"method": method, "backbone": backbone, "seed": seed, "density": density, "sparsity": round(1 - density, 6),
+           "recall@20": best["test"]["recall@20"], "ndcg@20": best["test"]["ndcg@20"],
+           "parameters": best["parameters"], "compact_bytes": best["compact_bytes"],
+           "dense_bytes": best["dense_bytes"], "projected": best.get("projected", False), "seconds": seconds,
+           "search_density": best.get("density"), "search_valid_ndcg@20": best.get("search_valid_ndcg@20")}
+    if "user_sizes" in best:
+        sizes = {"user": np.asarray(best["user_sizes"]), "item": np.asarray(best["item_sizes"])}
+        out["width_cv"] = {side: float(w.std() / w.mean()) if w.mean() > 0 else None for side, w in sizes.items()}
+        if split is not None:
+            out["spearman_popularity"] = width_correlations(sizes, split)["popularity"]
+        out["sizes"] = {side: w.tolist() for side, w in sizes.items()}
+    return out
 
 
 def paper_estimate(result, config: CIESSConfig) -> dict:
@@ -221,7 +232,7 @@ def main(argv=None) -> int:
                                 "search_density": [h["density"] for h in result.history],
                                 "search_valid_ndcg@20": [h["valid_ndcg@20"] for h in result.history]})
                 for b in result.budgets.values():
-                    runs.append(row(args.label, backbone, seed, b["density"], b["best"], whole))
+                    runs.append(row(args.label, backbone, seed, b["density"], b["best"], whole, split))
                 print(f"{backbone} seed {seed}: CIESS {whole:.0f} s "
                       f"(reference {result.seconds['reference']:.0f}, search {result.seconds['search']:.0f}, "
                       f"retrain {result.seconds['retrain']:.0f})", flush=True)
@@ -232,7 +243,7 @@ def main(argv=None) -> int:
                                      reference=search.state["reference"]).run()
                     for b in ablation.budgets.values():
                         runs.append(row(f"{args.label}-no-walk", backbone, seed, b["density"], b["best"],
-                                        time.perf_counter() - t0))
+                                        time.perf_counter() - t0, split))
                     print(f"{backbone} seed {seed}: CIESS without the walk {time.perf_counter() - t0:.0f} s", flush=True)
             if args.part == "ciess":
                 continue

@@ -296,6 +296,13 @@ plt.show()
 # and printed separately. Each cluster's model is trained *from scratch* on its own samples: that is our
 # choice (the paper is silent); `cluster_init="search"` starts every cluster model from the search
 # model's weights instead, cut to the cluster's widths.
+#
+# One more reading separates two things iHAS does at once: it gives clusters their own widths *and* it
+# splits the training data K ways. `layout="shared"` keeps the first and drops the second: one model,
+# trained on every sample, whose single table stores each row as wide as its widest cluster wants it;
+# a sample reads only the prefix its cluster allows (`SharedClusterModel`, a 0/1 gate per sample
+# through the table's hook). The cluster widths cost one ratio per (cluster, field), charged with the
+# router; there is one first-order table, as for ES.
 
 # %%
 b = run.budget
@@ -412,7 +419,8 @@ plt.show()
 # from a cluster stored at width 0; routing through the search table's first columns, the gate network
 # and the centroids, charged to the budget, the extra first-order tables not (`charge` offers both
 # consistent readings); cluster models trained from scratch on their own samples (`cluster_init`, warm
-# start as the option).
+# start as the option); one model per cluster (`layout`, one shared table with per-cluster widths as
+# the ablation).
 #
 # ## Summary
 #
