@@ -215,3 +215,28 @@ def test_prune_block_and_headline_carry_the_aukc(tmp_path):
                                                                   "runs": runs}))
     head = report.render_headline_prune(tmp_path)
     assert "| c | ES (AUKC 1.000) | MR (AUKC 1.100) |" in head and "AUKC:" in head
+
+
+def test_ihas_breakdown_merges_the_seed_files_and_pairs_them_with_es(tmp_path):
+    """benchmarks/out/ihas_breakdown_s*.json: one file per seed, one table, paired differences to ES."""
+    args = {"backbone": "deepfm", "density": 0.2, "dim": 64, "epochs": 300, "patience": 10, "search_epochs": 15,
+            "seeds": [0], "out": "x"}
+
+    def write(seed, es, ihas, **changed):
+        rows = {"ES": {"auc": es, "logloss": 0.5, "parameters": 10},
+                "iHAS K=4 (shared)": {"auc": ihas, "logloss": 0.5, "parameters": 10, "total_bytes": 2048}}
+        data = {"machine": "test box", "args": {**args, "seeds": [seed], **changed}, "seconds": 1.0,
+                "results": {"ml-100k-ctr": {"per_seed": {str(seed): rows}, "summary": {}}}}
+        (tmp_path / f"ihas_breakdown_s{seed}.json").write_text(json.dumps(data))
+
+    with pytest.raises(FileNotFoundError, match="benchmarks/ihas.py"):
+        report.render("ihas_breakdown", out=tmp_path)
+    write(0, 0.78, 0.77)
+    write(1, 0.79, 0.77)
+    table = report.render("ihas_breakdown", out=tmp_path)
+    assert "Machine: test box" in table
+    line = next(x for x in table.splitlines() if "iHAS K=4 (shared)" in x)
+    assert "0.7700 0.7700" in line and "-0.0150 [" in line and "| 2.0 |" in line
+    write(2, 0.80, 0.79, patience=5)
+    with pytest.raises(ValueError, match="other settings"):
+        report.render("ihas_breakdown", out=tmp_path)
