@@ -313,6 +313,22 @@ def render_ihas_breakdown(out: Path = OUT) -> str:
     return "\n".join(lines)
 
 
+def render_pep_levels(data: dict) -> str:
+    """Where PEP's learned thresholds leave the kept fraction (``benchmarks/pep_levels.py``, Chapter 4)."""
+    st = data["settings"]
+    lines = [f"PEP's training alone (no retraining), seed {st['seed']}, d_max {st['dim']}, {st['epochs']} epochs; "
+             "g(s) = scale x sigmoid(s), s0 = -15 (scale 1 and s0 are the authors' defaults). "
+             f"Machine: {data['machine']}.", "",
+             "| backbone | scale | kept after the last epoch | mean threshold | budget (kept fraction): first epoch "
+             "at or below it | training min |", "|---|---|---|---|---|---|"]
+    for r in data["runs"]:
+        reached = ", ".join(f"{_pct(float(c))} ({r['budgets'][c]:.1%}): {e if e else 'never'}"
+                            for c, e in r["reached"].items())
+        lines.append(f"| {r['backbone']} | {r['scale']:g} | {r['final_density']:.1%} | {r['final_threshold']:.3g} | "
+                     f"{reached} | {r['seconds'] / 60:.1f} |")
+    return "\n".join(lines)
+
+
 def render_head_to_head(data: dict) -> str:
     """Every method at the same budgets (``benchmarks/head_to_head.py``, Chapter 8)."""
     sys.path.insert(0, str(HERE))
@@ -637,7 +653,7 @@ HEADLINES = {"headline_prune": render_headline_prune, "headline_embedding": rend
 RENDERERS = {"backbones": render_backbones, "embedding": render_embedding, "dnis": render_dnis,
              "ciess": render_ciess, "ihas": render_ihas, "head_to_head": render_head_to_head,
              "torchrec_serving": render_torchrec_serving,
-             "torchrec_train": render_torchrec_train, "overlap": render_overlap}
+             "torchrec_train": render_torchrec_train, "overlap": render_overlap, "pep_levels": render_pep_levels}
 
 
 def renderer(name: str):
