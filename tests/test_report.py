@@ -240,3 +240,33 @@ def test_ihas_breakdown_merges_the_seed_files_and_pairs_them_with_es(tmp_path):
     write(2, 0.80, 0.79, patience=5)
     with pytest.raises(ValueError, match="other settings"):
         report.render("ihas_breakdown", out=tmp_path)
+
+
+def test_chapter_5_quotes_the_stored_pep_deepfm_and_alpha_runs():
+    """Chapter 5's PEP, DeepFM and alpha bullets quote the merged prune_* runs (three seeds), rounded as quoted."""
+    from recsize.search.compare import merge_runs, paired_difference, paired_summary, run_files
+    text = " ".join(_prose("ch05_dnis").split())
+    out = ROOT / "benchmarks" / "out"
+
+    def means(prefix, metric):
+        runs, _ = merge_runs(run_files(out, prefix))
+        rows = paired_summary(runs, "es-bytes", metric)
+        assert all(len(r["cells"]) == 3 for r in rows if r["method"] in ("pep", "magprune", "es-bytes"))
+        return runs, {(r["method"], r["sparsity"]): r for r in rows}
+
+    _, lgcn = means("prune_lightgcn20", "recall@20")
+    for method in ("pep", "magprune"):
+        quoted = " / ".join(f"{lgcn[method, c]['mean']:.3f}" for c in (0.5, 0.8, 0.9, 0.95))
+        assert quoted in text, (method, quoted)
+    _, neumf = means("prune_neumf", "recall@20")
+    assert f"({neumf['pep', 0.8]['mean']:.3f} at 80 %)" in text
+    assert f"({neumf['dnis-prefix', 0.8]['mean']:.3f} at 80 %" in text
+    runs, deepfm = means("prune_deepfm", "auc")
+    assert max(abs(deepfm["pep", c]["delta"]["mean"]) for c in (0.5, 0.8, 0.9, 0.95)) < 0.005
+    assert (f"({deepfm['pep', 0.9]['mean']:.3f} and {deepfm['pep', 0.95]['mean']:.3f} against "
+            f"{deepfm['magprune', 0.9]['mean']:.3f} and {deepfm['magprune', 0.95]['mean']:.3f})") in text
+    trail = " / ".join(f"{-deepfm['magprune', c]['delta']['mean']:.3f}" for c in (0.8, 0.9, 0.95))
+    assert f"MagPrune trails ES by {trail} at 80 / 90 / 95 %" in text
+    by = {(r["method"], r["sparsity"], r["seed"]): r["auc"] for r in runs}
+    alpha = paired_difference([by["dnis-alpha", 0.9, s] for s in range(3)], [by["dnis", 0.9, s] for s in range(3)])
+    assert f"(+{alpha['mean']:.3f} at 90 %, interval above 0)" in text and alpha["low"] > 0
