@@ -221,12 +221,13 @@ def table(rows: list[dict]) -> str:
 
 
 def load(path: Path, settings: dict) -> list[dict]:
-    """The cells already in ``path`` (none if it does not exist); refuse results made with other settings."""
+    """The cells already in ``path`` (none if it does not exist); refuse results made with other settings
+    (a method's own settings only where the file holds cells of it: the file's settings are rewritten)."""
     if not path.exists():
         return []
     data = json.loads(path.read_text())
     old = data.get("settings", {})
-    differ = differing_settings(old, settings)
+    differ = differing_settings(old, settings, {r["method"] for r in data.get("runs", [])})
     if differ:
         shown = ", ".join(f"{k}={run_setting(old, k)!r}" for k in differ)
         raise SystemExit(f"{path} holds results made with other settings ({shown}): use another --out, or the same "
@@ -259,8 +260,9 @@ def main(argv=None) -> int:
                    help="batches of each CIESS iteration's training (default: the authors' per backbone, "
                         "LightGCN 2,000, NeuMF 1,500); fewer for a reduced CPU schedule")
     p.add_argument("--ciess-top-l", type=int, default=3, help="CIESS masks retrained per budget (default 3)")
-    p.add_argument("--ihas-charge", default="routing", choices=["routing", "routing+linear", "embeddings"],
-                   help="what iHAS's budget charges beyond the cluster tables (default routing)")
+    p.add_argument("--ihas-charge", default="routing+linear", choices=["routing", "routing+linear", "embeddings"],
+                   help="what iHAS's budget charges beyond the cluster tables: the router and the extra "
+                   "first-order tables (default), nothing, or the router only")
     p.add_argument("--ihas-clusters", type=int, default=4, help="iHAS clusters K (default 4)")
     p.add_argument("--ihas-search-epochs", type=int, default=10, help="iHAS gate search epochs (default 10)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda: every training, search and retraining; "

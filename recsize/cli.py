@@ -270,9 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--cluster-init", choices=["scratch", "search"], default="scratch",
                    help="cluster models start from scratch (recsize's choice) or from the search model's weights "
                         "(default scratch)")
-    h.add_argument("--charge", choices=["routing", "routing+linear", "embeddings"], default="routing",
-                   help="what the budget counts beyond the cluster tables: the router (default), the router and the "
-                        "K - 1 extra first-order tables, or nothing")
+    h.add_argument("--charge", choices=["routing+linear", "embeddings", "routing"], default="routing+linear",
+                   help="what the budget counts beyond the cluster tables: the router and the K - 1 extra "
+                        "first-order tables (default), nothing, or the router only (inconsistent, to compare)")
     h.add_argument("--layout", choices=["per-cluster", "shared"], default="per-cluster",
                    help="one model per cluster on its own samples (default, the paper) or one shared table that "
                         "each cluster reads through its own widths, trained on every sample")
@@ -448,7 +448,7 @@ _METHOD_FLAGS = {  # flags that only one method reads, with their defaults: anyt
              "min_size": 1, "granularity": "row"},
     "ihas": {"clusters": 4, "gate_blocks": 4, "route_dim": 2, "sparsity_weight": 0.0, "dual_lr": 0.002,
              "polarisation_weight": 0.01, "ctr_file": None, "ctr_format": "criteo", "max_rows": None,
-             "min_count": 1, "cluster_init": "scratch", "charge": "routing", "layout": "per-cluster"},
+             "min_count": 1, "cluster_init": "scratch", "charge": "routing+linear", "layout": "per-cluster"},
     "mde": {"alpha": 0.3},
     "magprune": {"prune_split": "global"},
     "pep": {"pep_granularity": "feature_dim", "pep_init": -15.0, "pep_scale": 1.0, "pep_epochs": 300},

@@ -328,19 +328,26 @@ def test_merge_runs_first_file_wins_and_refuses_other_protocols(tmp_path):
 
 def test_merge_reads_settings_older_files_lack_as_their_defaults(tmp_path):
     """A file written before the CIESS / iHAS settings existed merges with a new one run at their defaults,
-    not with one run at other values."""
-    from recsize.search.compare import SETTING_DEFAULTS, merge_runs
-    old = _prune_file(tmp_path / "prune_x_a.json", 10, [("es-bytes", 0.9, 0, 0.30)])
+    not with one run at other values, where both hold that method's cells: a method's own settings bind
+    only files that hold it."""
+    from recsize.search.compare import SETTING_DEFAULTS, merge_runs, setting_method
+    old = _prune_file(tmp_path / "prune_x_a.json", 10, [("es-bytes", 0.9, 0, 0.30), ("ciess", 0.8, 0, 0.2)])
     new = _prune_file(tmp_path / "prune_x_b.json", 10, [("ciess", 0.9, 0, 0.31)])
     data = json.loads(new.read_text())
     data["settings"].update(SETTING_DEFAULTS)
     new.write_text(json.dumps(data))
     runs, _ = merge_runs([old, new])
-    assert [r["method"] for r in runs] == ["es-bytes", "ciess"]
+    assert [r["method"] for r in runs] == ["es-bytes", "ciess", "ciess"]
     data["settings"]["ciess_episodes"] = 2
     new.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"ciess_episodes 30 vs 2"):
         merge_runs([old, new])
+    data["settings"]["ihas_charge"] = "embeddings"           # neither file holds iHAS cells: no conflict
+    data["settings"]["ciess_episodes"] = 30
+    new.write_text(json.dumps(data))
+    assert len(merge_runs([old, new])[0]) == 3
+    assert (setting_method("pep_init"), setting_method("ihas_charge"), setting_method("patience")) == ("pep", "ihas",
+                                                                                                      None)
 
 
 def _aukc_runs():

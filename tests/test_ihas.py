@@ -181,8 +181,15 @@ def test_run_ihas_single_cluster_needs_no_routing(ctr_split):
     assert (run.route(ctr_split.data.X[:5]) == 0).all()
 
 
-def test_the_default_charges_the_router_and_not_the_extra_first_order_tables(ctr_split):
+def test_the_default_charges_the_router_and_the_extra_first_order_tables(ctr_split):
     b = run_ihas("fm", ctr_split, 0.5, 8, small_config(), TRAIN, seed=0).budget
+    r = b["routing_parameters"]
+    assert b["charge"] == "routing+linear" and r["charged"] == r["total"] + r["first_order"] and r["first_order"] > 0
+    assert b["models_parameters"] + r["charged"] == b["target_parameters"] == b["total_parameters"]
+
+
+def test_charging_the_router_only_is_kept_to_compare(ctr_split):
+    b = run_ihas("fm", ctr_split, 0.5, 8, small_config(charge="routing"), TRAIN, seed=0).budget
     r = b["routing_parameters"]
     assert b["charge"] == "routing" and r["charged"] == r["total"] > 0 and r["first_order"] > 0
     assert b["models_parameters"] + r["total"] == b["target_parameters"] == b["total_parameters"]

@@ -441,8 +441,14 @@ def test_prune_script_mr_and_ciess_are_resumable_and_deterministic(tiny_split, m
     assert set(raw["ciess"]["seconds"]) == {"reference", "search", "retrain"} and "train" in raw["mr-bytes"]["seconds"]
     prune.main([*args, "--out", str(tmp_path / "a.json")])           # resumed: nothing left to run
     assert _cells(tmp_path / "a.json") == a and "c = 90 %" not in capsys.readouterr().out.split("\n\n")[0]
-    with pytest.raises(SystemExit, match="ihas_charge"):             # other settings of the new methods: refused
-        prune.main([*args, "--ihas-charge", "embeddings", "--out", str(tmp_path / "a.json")])
+    with pytest.raises(SystemExit, match="dim"):                     # other settings: refused
+        prune.main([*args, "--dim", "8", "--out", str(tmp_path / "a.json")])
+    assert prune.main([*args, "--ihas-charge", "embeddings", "--out", str(tmp_path / "a.json")]) == 0  # no iHAS cell
+    assert _cells(tmp_path / "a.json") == a
+    settings = json.loads((tmp_path / "a.json").read_text())["settings"]
+    with pytest.raises(SystemExit, match="ciess_top_l"):             # a method's own setting, where it has cells
+        prune.load(tmp_path / "a.json", {**settings, "ciess_top_l": 5})
+    assert len(prune.load(tmp_path / "a.json", {**settings, "pep_init": -3.0})) == len(a)   # no PEP cell
 
 
 def test_prune_script_ihas_on_a_ctr_backbone(ctr_split, monkeypatch, tmp_path):

@@ -518,10 +518,21 @@ def run_setting(settings: dict, key: str):
     return settings.get(key, SETTING_DEFAULTS.get(key))
 
 
-def differing_settings(a: dict, b: dict) -> list[str]:
+# settings that only shape one method's cells: they matter only where both sides hold that method
+SETTING_METHOD = {"pep_": "pep", "ciess_": "ciess", "ihas_": "ihas"}
+
+
+def setting_method(key: str) -> str | None:
+    """The method whose cells a setting shapes (``pep_init`` -> ``pep``), None for the shared ones."""
+    return next((m for prefix, m in SETTING_METHOD.items() if key.startswith(prefix)), None)
+
+
+def differing_settings(a: dict, b: dict, methods=None) -> list[str]:
     """The :data:`RUN_SETTINGS` in which two runs' settings differ (absent keys read as their default).
-    Explained in Chapter 5."""
-    return [k for k in RUN_SETTINGS if run_setting(a, k) != run_setting(b, k)]
+    With ``methods`` (the methods both sides hold cells of), a method's own settings (``pep_*``,
+    ``ciess_*``, ``ihas_*``) count only when that method is among them. Explained in Chapter 5."""
+    keep = (lambda k: True) if methods is None else (lambda k: setting_method(k) in (None, *methods))
+    return [k for k in RUN_SETTINGS if keep(k) and run_setting(a, k) != run_setting(b, k)]
 
 
 def merge_runs(paths) -> tuple[list[dict], list[dict]]:
@@ -530,19 +541,21 @@ def merge_runs(paths) -> tuple[list[dict], list[dict]]:
     Explained in Chapter 5.
 
     Files whose settings would change a cell's numbers (:data:`RUN_SETTINGS`: data, backbone, d_max, epoch
-    cap, patience, ...) cannot be merged: a ValueError names the first file that differs and how."""
-    runs, seen, settings = [], set(), []
+    cap, patience, ...) cannot be merged: a ValueError names the first file that differs and how. A
+    method's own settings (PEP's, CIESS's, iHAS's) bind only files that both hold cells of it."""
+    runs, seen, settings, held = [], set(), [], []
     for path in paths:
         data = json.loads(Path(path).read_text())
         mine = {**data["settings"], "machine": data["machine"], "file": Path(path).name}
-        if settings:
-            first = settings[0]
-            differ = [f"{k} {run_setting(first, k)!r} vs {run_setting(mine, k)!r}"
-                      for k in differing_settings(first, mine)]
+        methods = {r["method"] for r in data["runs"]}
+        for other, theirs in zip(settings, held):
+            differ = [f"{k} {run_setting(other, k)!r} vs {run_setting(mine, k)!r}"
+                      for k in differing_settings(other, mine, methods & theirs)]
             if differ:
-                raise ValueError(f"{mine['file']} was run with other settings than {first['file']} "
+                raise ValueError(f"{mine['file']} was run with other settings than {other['file']} "
                                  f"({'; '.join(differ)}): merge only runs of one protocol (rename one file)")
         settings.append(mine)
+        held.append(methods)
         for r in data["runs"]:
             key = (r["method"], r["sparsity"], r["seed"])
             if key not in seen:
