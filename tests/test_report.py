@@ -270,3 +270,22 @@ def test_chapter_5_quotes_the_stored_pep_deepfm_and_alpha_runs():
     by = {(r["method"], r["sparsity"], r["seed"]): r["auc"] for r in runs}
     alpha = paired_difference([by["dnis-alpha", 0.9, s] for s in range(3)], [by["dnis", 0.9, s] for s in range(3)])
     assert f"(+{alpha['mean']:.3f} at 90 %, interval above 0)" in text and alpha["low"] > 0
+
+
+def test_chapter_4_quotes_the_stored_pep_levels_and_prune_runs():
+    """Chapter 4's PEP paragraph quotes benchmarks/out/pep_levels.json (kept fractions at the authors'
+    scale, the 50 % budget's fraction) and the LightGCN patience-20 grid (three seeds), rounded as quoted."""
+    from recsize.search.compare import merge_runs, paired_summary, run_files
+    text = " ".join(_prose("ch04_variable_size").split())
+    out = ROOT / "benchmarks" / "out"
+    levels = {r["backbone"]: r for r in json.loads((out / "pep_levels.json").read_text())["runs"] if r["scale"] == 1}
+    assert (f"still keeps {levels['lightgcn']['final_density']:.1%} of its entries, NeuMF (lr 0.002) "
+            f"{levels['neumf']['final_density']:.1%} and DeepFM (lr 0.001) {levels['deepfm']['final_density']:.1%}"
+            ).replace("%", " %") in text
+    assert all(e is None for r in levels.values() for e in r["reached"].values())   # "reach no budget"
+    assert f"allows {levels['lightgcn']['budgets']['0.5']:.1%}".replace("%", " %") in text
+    assert abs(levels["lightgcn"]["final_threshold"] - 0.5) < 0.01                  # "stops at sigma(0) = 0.5"
+    runs, _ = merge_runs(run_files(out, "prune_lightgcn20"))
+    rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20")}
+    for method in ("pep", "magprune", "es-bytes"):
+        assert " / ".join(f"{rows[method, c]['mean']:.3f}" for c in (0.5, 0.8, 0.9, 0.95)) in text, method
