@@ -551,9 +551,11 @@ for name in ("lightgcn20", "lightgcn", "neumf", "deepfm"):  # lightgcn20: patien
 # * **The probe's lead does not survive.** A single-seed probe at equal *parameters*, index bytes not
 #   counted and ES capped at 30 epochs, had pruning beat ES by 20-23 % at 95 %; at equal bytes with
 #   converged training it is a lead at 95 % only, and a loss below.
-# * **One threshold over all tables, as the authors.** Per-table budgets lose clearly from 80 % on (seed
-#   0: 0.328 vs 0.350 at 80 %, 0.210 vs 0.277 at 95 %; at 50 % they tie): users and items do not deserve
-#   the same density.
+# * **One threshold over all tables, as the authors.** On LightGCN (patience 10, three seeds)
+#   per-table budgets lose from 80 % on: 0.331 against 0.350 at 80 % and 0.260 against 0.318 at 90 %
+#   (paired differences -0.019 and -0.058, intervals below 0); at 50 % they tie. Users and items do
+#   not deserve the same density. NeuMF is the exception (below): there one threshold empties the MLP
+#   branch, and per table does better, though far from ES.
 # * **NeuMF and MF: element-wise pruning collapses, and the dot product is why.** On NeuMF at equal
 #   bytes, MagPrune and DNIS in place keep 0.240 and 0.235 Recall@20 at 80 % against ES's 0.334 (three
 #   seeds, intervals far below 0), and 0.054 and 0.051 against 0.250 at 95 %; MF (one seed) is no
