@@ -17,7 +17,10 @@ seed (seed s sets the split, the searches and the training):
   search for the three budgets;
 * CIESS: the reduced schedule of benchmarks/ciess.py (6 episodes x 5 iterations x 3 epochs, l = 1,
   lambda = 0.4; the paper runs 30 x 10), one search for the three budgets;
-* iHAS: K = 4 clusters, 10 search epochs (IHASConfig defaults), one search per budget.
+* iHAS: K = 4 clusters, 10 search epochs, one search per budget, the router charged and the K - 1 extra
+  first-order tables not (``charge="routing"``, recsize's earlier accounting, kept here because the stored
+  run used it and because the consistent default, ``routing+linear``, cannot fit K = 4 on ml-100k-ctr at
+  c = 95 %: its router and extra tables need 15,234 parameters of a 9,146 budget).
 
     python benchmarks/head_to_head.py                      # seed 0, LightGCN, NeuMF, DeepFM
     python benchmarks/head_to_head.py --seeds 0 1 2        # three seeds (about three times as long)
@@ -55,7 +58,8 @@ def settings_for(backbone: str, args) -> HeadToHeadConfig:
         sparsities=tuple(args.sparsities), seeds=tuple(args.seeds), d_max=args.dim,
         epochs=args.ctr_epochs if ctr else args.epochs, patience=args.ctr_patience if ctr else args.patience,
         dnis={"warm_epochs": args.warm_epochs, "search_epochs": args.search_epochs},
-        ciess=dict(args.ciess), ihas={"clusters": args.clusters, "search_epochs": args.ihas_search_epochs},
+        ciess=dict(args.ciess), ihas={"clusters": args.clusters, "search_epochs": args.ihas_search_epochs,
+                                                 "charge": "routing"},
         progress=False)
 
 
