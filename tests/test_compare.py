@@ -385,3 +385,20 @@ def test_aukc_needs_two_shared_budgets():
     assert aukc(runs, "m", "recall@20") is None
     one = aukc([r for r in _aukc_runs() if r["seed"] in (0, 2)], "m", "recall@20")
     assert one["ratio"]["n"] == 1 and one["ratio"]["low"] is None and one["ratio"]["mean"] == pytest.approx(1.1)
+
+
+def test_within_noise_names_the_best_and_what_its_interval_cannot_separate():
+    from recsize.search.compare import within_noise
+    cells = {"a": (0.30, 0.31, 0.32), "b": (0.29, 0.30, 0.31), "c": (0.33, 0.28, 0.31)}
+    runs = [{"method": m, "sparsity": 0.8, "seed": s, "recall@20": v, "logloss": 1 - v}
+            for m, vals in cells.items() for s, v in enumerate(vals)]
+    runs.append({"method": "d", "sparsity": 0.8, "seed": 0, "recall@20": 0.2, "logloss": 0.8})
+    (row,) = within_noise(runs, "recall@20")
+    assert row["best"] == "a" and [r["method"] for r in row["rows"]] == ["a", "c", "b", "d"]
+    tied = {r["method"]: r["tied"] for r in row["rows"]}
+    assert tied == {"a": True, "c": True, "b": False, "d": True}          # b: always 0.01 behind; d: one seed
+    b = next(r for r in row["rows"] if r["method"] == "b")
+    assert b["delta"]["mean"] == pytest.approx(-0.01) and b["n"] == 3
+    (low,) = within_noise(runs, "logloss", methods=["b", "c"])             # lower is better
+    assert low["best"] == "c" and [r["method"] for r in low["rows"]] == ["c", "b"]
+    assert within_noise([], "auc") == []

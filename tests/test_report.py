@@ -289,3 +289,24 @@ def test_chapter_4_quotes_the_stored_pep_levels_and_prune_runs():
     rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20")}
     for method in ("pep", "magprune", "es-bytes"):
         assert " / ".join(f"{rows[method, c]['mean']:.3f}" for c in (0.5, 0.8, 0.9, 0.95)) in text, method
+
+
+def test_chapter_8_verdict_counts_come_from_the_stored_grids():
+    """Chapter 8's "what to use when" counts (best free baseline per cell, the other within the noise) are
+    what ``within_noise`` reads off the stored three-seed grids."""
+    from recsize.search.compare import METRICS, merge_runs, run_files, within_noise
+    text = " ".join(_prose("ch08_head_to_head").split())
+    out = ROOT / "benchmarks" / "out"
+    fair = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "dnis-alpha")
+    cells = free_best = other_tied = 0
+    for name in ("lightgcn20", "neumf", "deepfm"):
+        runs, settings = merge_runs(run_files(out, f"prune_{name}"))
+        metric = METRICS["ctr" if settings[0]["dataset"].endswith("-ctr") else "topk"][0]
+        for row in within_noise(runs, metric, fair):
+            cells += 1
+            if row["best"] in ("es-bytes", "mde-bytes"):
+                free_best += 1
+                other = "mde-bytes" if row["best"] == "es-bytes" else "es-bytes"
+                other_tied += next(r["tied"] for r in row["rows"] if r["method"] == other)
+    assert f"the best mean at {free_best} of the {cells} (backbone, budget) cells" in text
+    assert f"within the noise in {other_tied} of those {free_best}" in text

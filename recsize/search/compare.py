@@ -587,6 +587,31 @@ def paired_summary(runs: list[dict], baseline: str = "es-bytes", metric: str = "
     return rows
 
 
+def within_noise(runs: list[dict], metric: str = "recall@20", methods=None) -> list[dict]:
+    """What to use at each budget, read off the seeds: per sparsity, the method with the best mean of
+    ``metric`` (the highest, the lowest for log loss) and every other method's paired difference to it
+    with its 95 % interval (:func:`paired_summary` with the best as baseline). ``tied`` marks the best
+    and every method whose interval includes 0, or that shares fewer than two seeds with it (no
+    interval: not shown to be worse). ``methods`` restricts and orders the candidates. Explained in
+    Chapter 8."""
+    sign = -1 if metric in LOWER_IS_BETTER else 1
+    out = []
+    for c in sorted({r["sparsity"] for r in runs}):
+        here = [r for r in runs if r["sparsity"] == c]
+        means = {row["method"]: row["mean"] for row in paired_summary(here, "", metric, methods)}
+        if not means:
+            continue
+        best = max(means, key=lambda m: sign * means[m])
+        rows = []
+        for row in sorted(paired_summary(here, best, metric, methods), key=lambda r: -sign * r["mean"]):
+            d = row["delta"]
+            tied = row["method"] == best or d is None or d["low"] is None or d["low"] <= 0 <= d["high"]
+            rows.append({"method": row["method"], "mean": row["mean"], "n": len(row["cells"]), "delta": d,
+                         "tied": tied})
+        out.append({"sparsity": c, "best": best, "rows": rows})
+    return out
+
+
 def aukc(runs: list[dict], method: str, metric: str = "recall@20", baseline: str = "es-bytes",
          confidence: float = 0.95) -> dict | None:
     """The area under ``method``'s quality-versus-budget curve, normalised by ``baseline``'s on the same
