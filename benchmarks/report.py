@@ -359,9 +359,9 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
     budget and method, the per-seed test quality (Recall@20 for top-k backbones, AUC for CTR ones), the mean
     and the paired difference to ES at equal bytes with its 95 % t interval (the seeds share their splits),
     kept entries, stored bytes, best epoch of the final training and its wall time."""
-    from recsize.search.compare import LABELS, METRICS, paired_summary
+    from recsize.search.compare import LABELS, grid_metric, paired_summary
     first = settings[0]
-    metric = METRICS["ctr" if first["dataset"].endswith("-ctr") else "topk"][0]
+    metric = grid_metric(settings)
     label = LABELS[metric]
     seeds = sorted({r["seed"] for r in runs})
     protocol = ("random 8:1:1 over samples" if first["dataset"].endswith("-ctr")
@@ -478,7 +478,7 @@ def render_headline_prune(out: Path = OUT) -> str:
     """The headline of the pruning benchmark: per backbone and budget, the mean quality over seeds of every
     method at equal bytes, and its paired difference to ES at equal bytes (* where the 95 % interval
     excludes 0). The full tables are in benchmarks/README.md."""
-    from recsize.search.compare import LABELS, LOWER_IS_BETTER, METRICS, aukc, paired_summary
+    from recsize.search.compare import LABELS, LOWER_IS_BETTER, aukc, grid_metric, paired_summary
     names = {"es-bytes": "ES", "mde-bytes": "MDE", "mr-bytes": "MR", "magprune": "MagPrune", "pep": "PEP",
              "dnis": "DNIS in place", "ciess": "CIESS", "ihas": "iHAS"}
     lines, machines = [], set()
@@ -488,7 +488,7 @@ def render_headline_prune(out: Path = OUT) -> str:
             continue
         backbone = settings[0]["backbone"]
         machines |= {s["machine"] for s in settings}
-        metric = METRICS["ctr" if settings[0]["dataset"].endswith("-ctr") else "topk"][0]
+        metric = grid_metric(settings)
         rows = paired_summary(runs, "es-bytes", metric, HEADLINE_METHODS)
         methods = [m for m in HEADLINE_METHODS if any(r["method"] == m for r in rows)]
         seeds = sorted({r["seed"] for r in runs})

@@ -500,7 +500,7 @@ _ = (out / "dnis.json").write_text(
 # at equal bytes with a 95 % interval.
 
 # %%
-from recsize.search.compare import METRICS, merge_runs, paired_summary, run_files
+from recsize.search.compare import grid_metric, merge_runs, paired_summary, run_files
 
 stored = Path("..") / "benchmarks" / "out"
 shown = ("dnis", "dnis-alpha", "dnis-table", "dnis-prefix", "magprune")
@@ -511,8 +511,7 @@ for name in ("lightgcn20", "lightgcn", "neumf", "deepfm"):  # lightgcn20: patien
     if not files:
         continue
     runs, settings = merge_runs(files)
-    ctr = settings[0]["dataset"].endswith("-ctr")
-    metric = METRICS["ctr" if ctr else "topk"][0]
+    metric = grid_metric(settings)
     patience = settings[0]["patience"]
     print(f"\n{name} on {settings[0]['dataset']}, test {metric}, patience {patience}")
     head = f"{'c':>4s} {'method':14s}{'per seed':>20s}{'mean':>8s}"

@@ -358,7 +358,7 @@ if measured is not None:
 # reads the stored outputs; it runs nothing.
 
 # %%
-from recsize.search.compare import METRICS, merge_runs, run_files, within_noise
+from recsize.search.compare import grid_metric, merge_runs, run_files, within_noise
 
 stored = Path("..") / "benchmarks" / "out"
 short = {"es-bytes": "ES", "mde-bytes": "MDE", "mr-bytes": "MR", "magprune": "MagPrune",
@@ -368,8 +368,7 @@ for name in ("lightgcn20", "neumf", "deepfm"):
     if not files:
         continue
     runs, settings = merge_runs(files)
-    ctr = settings[0]["dataset"].endswith("-ctr")
-    metric = METRICS["ctr" if ctr else "topk"][0]
+    metric = grid_metric(settings)
     seeds = len({r["seed"] for r in runs})
     print(f"\n{settings[0]['backbone']}, test {metric}, {seeds} seeds")
     for row in within_noise(runs, metric, tuple(short)):

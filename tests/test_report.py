@@ -294,14 +294,14 @@ def test_chapter_4_quotes_the_stored_pep_levels_and_prune_runs():
 def test_chapter_8_verdict_counts_come_from_the_stored_grids():
     """Chapter 8's "what to use when" counts (best free baseline per cell, the other within the noise) are
     what ``within_noise`` reads off the stored three-seed grids."""
-    from recsize.search.compare import METRICS, merge_runs, run_files, within_noise
+    from recsize.search.compare import grid_metric, merge_runs, run_files, within_noise
     text = " ".join(_prose("ch08_head_to_head").split())
     out = ROOT / "benchmarks" / "out"
     fair = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "dnis-alpha")
     cells = free_best = other_tied = 0
     for name in ("lightgcn20", "neumf", "deepfm"):
         runs, settings = merge_runs(run_files(out, f"prune_{name}"))
-        metric = METRICS["ctr" if settings[0]["dataset"].endswith("-ctr") else "topk"][0]
+        metric = grid_metric(settings)
         for row in within_noise(runs, metric, fair):
             cells += 1
             if row["best"] in ("es-bytes", "mde-bytes"):

@@ -564,6 +564,12 @@ def merge_runs(paths) -> tuple[list[dict], list[dict]]:
     return runs, settings
 
 
+def grid_metric(settings: list[dict]) -> str:
+    """The headline metric of a merged ``benchmarks/prune.py`` grid (``settings`` as :func:`merge_runs`
+    returns them): AUC on CTR data, Recall@20 on top-k data. Explained in Chapter 5."""
+    return METRICS["ctr" if settings[0]["dataset"].endswith("-ctr") else "topk"][0]
+
+
 def paired_summary(runs: list[dict], baseline: str = "es-bytes", metric: str = "recall@20",
                    methods=None) -> list[dict]:
     """Per (sparsity, method): the cells by seed, the mean of ``metric`` and its paired difference to

@@ -531,10 +531,21 @@ def warm_start(backbone: str, split, d_max: int, factory, search_model, seed: in
     return model
 
 
-def _evaluate(run_predict, X, y) -> dict:
+def _routing_bytes(routing: dict, n_features: int, route_dim: int, d_max: int, clusters: int) -> int:
+    """The bytes routing stores: the router table (compact, ``route_dim`` wide), and as float32 the gate
+    network, the centroids and (shared layout) the cluster widths. Nothing for one cluster."""
+    table = compact_bytes(np.full(n_features, route_dim), d_max) if clusters > 1 else 0
+    return table + 4 * (routing["gate_network"] + routing["centroids"] + routing["cluster_widths"])
+
+
+def _scored(run: "IHASRun", split) -> "IHASRun":
+    """``run`` with its validation and test AUC / log loss, every sample scored by its cluster."""
     from ..metrics import auc, log_loss
-    p = run_predict(X)
-    return {"auc": auc(y, p), "logloss": log_loss(y, p)}
+    for part in ("valid", "test"):
+        X, y = split.part(part)
+        p = run.predict(X, run.labels[part])
+        setattr(run, part, {"auc": auc(y, p), "logloss": log_loss(y, p)})
+    return run
 
 
 def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHASConfig | None = None,
@@ -631,12 +642,11 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
         non_embedding += sum(p.numel() for n, p in model.named_parameters() if not n.startswith("feature"))
     retrain_seconds = time.perf_counter() - start - search_seconds
     per_cluster = [int(s.sum()) for s in sizes]
-    router_bytes = (compact_bytes(np.full(data.n_features, config.route_dim), d_max) if K > 1 else 0)
     budget = {"target_parameters": total, "charge": config.charge, "cluster_parameters": per_cluster,
               "models_parameters": int(sum(per_cluster)), "routing_parameters": routing,
               "total_parameters": int(sum(per_cluster)) + routing["charged"],
               "cluster_bytes": [compact_bytes(s, d_max) for s in sizes],
-              "routing_bytes": router_bytes + 4 * (routing["gate_network"] + routing["centroids"]),
+              "routing_bytes": _routing_bytes(routing, data.n_features, config.route_dim, d_max, K),
               "non_embedding_parameters": int(non_embedding)}
     budget["first_order_bytes"] = 4 * routing["first_order"]  # stored whatever is charged
     budget["total_bytes"] = int(sum(budget["cluster_bytes"]) + budget["routing_bytes"] + budget["first_order_bytes"])
@@ -645,9 +655,7 @@ def run_ihas(backbone: str, split, density: float, d_max: int = 64, config: IHAS
                   search_model, gates, centroids, models, labels, data.offsets,
                   {"search": search_seconds, "retrain": retrain_seconds},
                   {"best_epoch": best_epochs, "epochs": epochs})
-    run.valid = _evaluate(lambda X: run.predict(X, labels["valid"]), *split.part("valid"))
-    run.test = _evaluate(lambda X: run.predict(X, labels["test"]), *split.part("test"))
-    return run
+    return _scored(run, split)
 
 
 def _finish_shared(backbone, split, density, d_max, config, train_config, seed, model_kwargs, total, routing,
@@ -680,15 +688,13 @@ def _finish_shared(backbone, split, density, d_max, config, train_config, seed, 
     model = result.model
     compact_tables(model.model)
     retrain_seconds = time.perf_counter() - start - search_seconds
-    router_bytes = compact_bytes(np.full(data.n_features, config.route_dim), d_max) if K > 1 else 0
     non_embedding = sum(p.numel() for n, p in model.model.named_parameters() if not n.startswith("feature"))
     budget = {"target_parameters": total, "charge": config.charge, "layout": "shared",
               "stored_parameters": int(stored.sum()), "cluster_parameters": [int(s.sum()) for s in sizes],
               "models_parameters": int(stored.sum()), "routing_parameters": routing,
               "total_parameters": int(stored.sum()) + routing["charged"],
               "cluster_bytes": [compact_bytes(stored, d_max)],
-              "routing_bytes": router_bytes + 4 * (routing["gate_network"] + routing["centroids"]
-                                                   + routing["cluster_widths"]),
+              "routing_bytes": _routing_bytes(routing, data.n_features, config.route_dim, d_max, K),
               "non_embedding_parameters": int(non_embedding), "first_order_bytes": 0}
     budget["total_bytes"] = int(sum(budget["cluster_bytes"]) + budget["routing_bytes"])
     cluster_sizes = {part: np.bincount(labels[part], minlength=K).tolist() for part in labels}
@@ -696,7 +702,5 @@ def _finish_shared(backbone, split, density, d_max, config, train_config, seed, 
                   gates, centroids, [model], labels, data.offsets,
                   {"search": search_seconds, "retrain": retrain_seconds},
                   {"best_epoch": [result.best_epoch], "epochs": [len(result.history)]})
-    run.valid = _evaluate(lambda X: run.predict(X, labels["valid"]), *split.part("valid"))
-    run.test = _evaluate(lambda X: run.predict(X, labels["test"]), *split.part("test"))
-    return run
+    return _scored(run, split)
 
