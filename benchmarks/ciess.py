@@ -24,6 +24,7 @@ from the measured time per iteration and per retraining.
     python benchmarks/ciess.py --part ciess --no-ablation --exploration per-entity --reward paper \
         --pace recsize --state recsize --selection recsize --no-rescale --label recsize-v1 --out old.json
     python benchmarks/ciess.py --part ciess --training official --iteration-batches 200 --label official-200
+    python benchmarks/ciess.py --allocation benchmarks/out/ciess_lam_*.json --out benchmarks/out/ciess_allocation.json
 
 Writes benchmarks/out/ciess.json.
 """
@@ -152,6 +153,66 @@ def merge(paths, out: Path) -> int:
     return 0
 
 
+def _file_settings(data: dict, label: str) -> dict:
+    """The CIESSConfig settings a stored run used (merged files keep one per label)."""
+    settings = data["settings"]
+    return settings[label] if label in settings else settings
+
+
+def allocation(paths, out: Path, device: str = "cpu") -> int:
+    """Issue 16, experiment 1: too few parameters or a bad allocation? For every CIESS mask of the stored
+    runs in ``paths`` that the search found inside its budget (not projected), retrain (a) equal widths
+    at exactly the mask's parameter count and (b) the mask scaled to the budget keeping its proportions,
+    both with the CIESS retraining (same protocol, seed and early stopping). A projected mask already is
+    (b), and ES at the budget is (a). Resumable: every finished cell is written at once to ``out``."""
+    import json
+    from recsize.search.baselines import round_to_total
+    from recsize.search.ciess import project_to_budget
+    done = json.loads(out.read_text())["runs"] if out.exists() else []
+    have = {(r["source"], r["backbone"], r["seed"], r["density"], r["method"]) for r in done}
+    todo = []
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: cannot read {path}: {e}")
+        for r in data.get("runs", []):
+            if "sizes" in r and not r["projected"]:
+                todo.append((Path(path).name, data, r))
+    if not todo:
+        raise SystemExit("error: no CIESS mask inside its budget in these files (all projected, or no CIESS "
+                         "rows): nothing to retrain")
+    runs, start = list(done), time.perf_counter()
+    for source, data, r in todo:
+        settings = {k: v for k, v in _file_settings(data, r["method"]).items() if k not in ("resolved",)}
+        config = CIESSConfig(**{**settings, "seed": r["seed"], "progress": False, "device": device})
+        split = prepare("ml-100k", data["protocol"], seed=r["seed"])
+        search = CIESS(r["backbone"], split, config)
+        u, i = np.asarray(r["sizes"]["user"]), np.asarray(r["sizes"]["item"])
+        n, total = len(u) + len(i), int(u.sum() + i.sum())
+        equal = round_to_total(np.full(n, total / n), total, config.d_max)
+        scaled = project_to_budget(u, i, r["density"], config.d_max)
+        for method, (wu, wi) in ((f"{r['method']}/es-at-mask", (equal[:len(u)], equal[len(u):])),
+                                 (f"{r['method']}/scaled", scaled)):
+            key = (source, r["backbone"], r["seed"], r["density"], method)
+            if key in have:
+                continue
+            t0 = time.perf_counter()
+            best = search.retrain(wu, wi)
+            best = {**best, "user_sizes": np.asarray(wu).tolist(), "item_sizes": np.asarray(wi).tolist()}
+            runs.append({**row(method, r["backbone"], r["seed"], r["density"], best, time.perf_counter() - t0, split),
+                         "source": source, "mask_recall@20": r["recall@20"], "mask_parameters": r["parameters"],
+                         "mask_width_cv": r.get("width_cv"), "best_epoch": best["best_epoch"]})
+            have.add(key)
+            write_json({"machine": machine(), "device": device, "sources": [Path(p).name for p in paths],
+                        "runs": runs, "total_seconds": time.perf_counter() - start}, out)
+            print(f"{source} {r['backbone']} seed {r['seed']} c = {1 - r['density']:.0%} {method}: "
+                  f"Recall@20 {best['test']['recall@20']:.4f} ({best['parameters']:,} parameters; the mask "
+                  f"{r['recall@20']:.4f} with {r['parameters']:,})", flush=True)
+    print(f"written to {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backbones", nargs="+", default=["lightgcn", "neumf"], choices=["mf", "neumf", "ngcf", "lightgcn"])
@@ -188,10 +249,18 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda; timings are only comparable per device")
     p.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                    help="combine the outputs of earlier runs (say, one seed each) into one summary; runs nothing")
+    p.add_argument("--allocation", nargs="+", type=Path, metavar="JSON",
+                   help="experiment 1 of issue 16: for every CIESS mask in these runs found inside its budget, "
+                        "retrain equal widths at its parameter count and the mask scaled to the budget")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out)
+    if args.allocation:
+        if args.out == OUT:
+            p.error("--allocation writes its own file: give --out, e.g. benchmarks/out/ciess_allocation.json")
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+        return allocation(args.allocation, args.out, args.device)
     densities = tuple(round(1 - c, 6) for c in SPARSITIES)
     if args.quick:
         args.seeds, args.backbones = args.seeds[:1], args.backbones[:1]

@@ -321,3 +321,51 @@ def test_cli_ciess_flags_only_for_ciess(flag, no_work, capsys):
     name = flag[0]
     one_line_error(capsys, main(["search", "--method", "es", "--budget", "0.5", *flag]),
                    f"{name} is for --method ciess")
+
+
+def test_ciess_script_allocation_retrains_equal_widths_at_the_masks_count_and_the_scaled_mask(
+        tiny_split, monkeypatch, tmp_path, capsys):
+    """Issue 16, experiment 1: for a mask found inside its budget, equal widths with exactly its
+    parameters and the mask scaled to the budget are retrained; resumable; nothing to do is one line."""
+    import json
+    import sys
+    from pathlib import Path
+    import numpy as np
+    from recsize.budget import target_parameters
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.modules.pop("ciess", None)
+    import ciess as bench
+    monkeypatch.setattr(bench, "prepare", lambda *a, **k: tiny_split)
+    stored = tmp_path / "quick.json"
+    assert bench.main(["--quick", "--part", "ciess", "--no-ablation", "--out", str(stored)]) == 0
+    data = json.loads(stored.read_text())
+    with pytest.raises(SystemExit, match="no CIESS mask inside its budget"):
+        for r in data["runs"]:
+            r["projected"] = True
+        stored.write_text(json.dumps(data))
+        bench.main(["--allocation", str(stored), "--out", str(tmp_path / "a.json")])
+    mask = data["runs"][0]
+    rng = np.random.default_rng(0)
+    n_users, n_items = tiny_split.n_users, tiny_split.n_items
+    mask["sizes"] = {"user": rng.integers(1, 8, n_users).tolist(), "item": rng.integers(1, 8, n_items).tolist()}
+    mask["projected"], mask["parameters"] = False, int(sum(mask["sizes"]["user"]) + sum(mask["sizes"]["item"]))
+    stored.write_text(json.dumps(data))
+    out = tmp_path / "allocation.json"
+    assert bench.main(["--allocation", str(stored), "--out", str(out)]) == 0
+    runs = {r["method"]: r for r in json.loads(out.read_text())["runs"]}
+    d_max = data["settings"]["d_max"]
+    assert set(runs) == {"ciess/es-at-mask", "ciess/scaled"}
+    assert runs["ciess/es-at-mask"]["parameters"] == mask["parameters"]
+    equal = np.concatenate([runs["ciess/es-at-mask"]["sizes"][side] for side in ("user", "item")])
+    assert equal.max() - equal.min() <= 1                                           # equal widths
+    scaled = np.concatenate([runs["ciess/scaled"]["sizes"][side] for side in ("user", "item")])
+    widths = np.concatenate([mask["sizes"]["user"], mask["sizes"]["item"]])
+    assert np.corrcoef(scaled, widths)[0, 1] > 0.9                                  # proportions kept
+    assert runs["ciess/scaled"]["parameters"] == target_parameters(mask["density"], n_users + n_items, d_max)
+    assert runs["ciess/scaled"]["mask_recall@20"] == mask["recall@20"]
+    first = out.read_text()
+    assert bench.main(["--allocation", str(stored), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["runs"] == json.loads(first)["runs"]       # resumed: nothing redone
+    with pytest.raises(SystemExit):
+        bench.main(["--allocation", str(stored)])
+    assert "--allocation writes its own file" in capsys.readouterr().err
