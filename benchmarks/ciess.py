@@ -24,6 +24,8 @@ from the measured time per iteration and per retraining.
     python benchmarks/ciess.py --part ciess --no-ablation --exploration per-entity --reward paper \
         --pace recsize --state recsize --selection recsize --no-rescale --label recsize-v1 --out old.json
     python benchmarks/ciess.py --part ciess --training official --iteration-batches 200 --label official-200
+    python benchmarks/ciess.py --part ciess --training official --iteration-batches 200 --reward paper \
+        --lambda-per-budget --bracket 0.1 1.6 --bisect 0.8 --label paper-bisect --out bisect80.json
     python benchmarks/ciess.py --allocation benchmarks/out/ciess_lam_*.json --out benchmarks/out/ciess_allocation.json
 
 Writes benchmarks/out/ciess.json.
@@ -43,7 +45,7 @@ from common import machine
 from recsize.files import write_json
 from recsize.data import prepare
 from recsize.search import run_baseline
-from recsize.search.ciess import CIESS, SCHEDULES, CIESSConfig
+from recsize.search.ciess import CIESS, SCHEDULES, CIESSConfig, lambda_per_budget
 from recsize.search.compare import width_correlations
 from recsize.train import default_config
 
@@ -116,6 +118,10 @@ def report(summary: list, timings: list, protocol: str, seeds, dim: int = 64) ->
               f"{s['recall@20_mean']:>10.4f} ({s['recall@20_std']:.4f}){s['ndcg@20_mean']:>10.4f} ({s['ndcg@20_std']:.4f})"
               f"{s['parameters']:>11,}{s['compact_bytes'] / 1024:>8.1f}Ki" + ("  projected" if s["projected"] else ""))
     for t in timings:
+        if "paper_schedule_estimate" not in t:
+            print(f"{t['backbone']} {t['label']} seed {t['seed']}: {t['searches']} searches and the retraining "
+                  f"{t['whole_seconds'] / 60:.1f} min")
+            continue
         e = t["paper_schedule_estimate"]
         print(f"{t['backbone']} {t.get('label', 'ciess')} seed {t['seed']}: whole CIESS run {t['whole_seconds'] / 60:.1f} min; "
               f"{e['seconds_per_iteration']:.1f} s per iteration; paper schedule about {e['total'] / 3600:.1f} h "
@@ -249,6 +255,14 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda; timings are only comparable per device")
     p.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                    help="combine the outputs of earlier runs (say, one seed each) into one summary; runs nothing")
+    p.add_argument("--lambda-per-budget", action="store_true",
+                   help="experiment 3 of issue 16: bisect lambda per budget until the search settles in the "
+                        "budget's band, then retrain that budget's masks (with --part ciess)")
+    p.add_argument("--bracket", nargs=2, type=float, default=(0.05, 3.2), metavar=("LOW", "HIGH"),
+                   help="--lambda-per-budget: the lambdas to bisect between (default 0.05 3.2)")
+    p.add_argument("--steps", type=int, default=4, help="--lambda-per-budget: searches per budget at most")
+    p.add_argument("--bisect", nargs="+", type=float, default=None, metavar="C",
+                   help="--lambda-per-budget: only these sparsities (e.g. 0.8), say one per process")
     p.add_argument("--allocation", nargs="+", type=Path, metavar="JSON",
                    help="experiment 1 of issue 16: for every CIESS mask in these runs found inside its budget, "
                         "retrain equal widths at its parameter count and the mask scaled to the budget")
@@ -262,6 +276,17 @@ def main(argv=None) -> int:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
         return allocation(args.allocation, args.out, args.device)
     densities = tuple(round(1 - c, 6) for c in SPARSITIES)
+    if args.lambda_per_budget:
+        if args.part != "ciess":
+            p.error("--lambda-per-budget runs CIESS only: add --part ciess (the baselines are in ciess.json)")
+        if not 0 < args.bracket[0] < args.bracket[1]:
+            p.error(f"--bracket must be two lambdas 0 < LOW < HIGH, got {' '.join(map(str, args.bracket))}")
+        if args.steps < 1:
+            p.error(f"--steps must be >= 1, got {args.steps}")
+        bad = [c for c in args.bisect or () if round(1 - c, 6) not in densities]
+        if bad:
+            p.error(f"--bisect takes sparsities among {', '.join(map(str, SPARSITIES))}, got {bad}")
+        args.no_ablation = True
     if args.quick:
         args.seeds, args.backbones = args.seeds[:1], args.backbones[:1]
         config_kw = dict(episodes=1, iterations=2, training="epochs", epochs_per_iteration=1, top_l=1,
@@ -290,6 +315,23 @@ def main(argv=None) -> int:
             split = prepare("ml-100k", args.protocol, seed=seed)
             config = CIESSConfig(**{**config_kw, "budgets": densities, "seed": seed, "progress": False,
                                      "device": args.device})
+            if args.lambda_per_budget:
+                t0 = time.perf_counter()
+                which = None if args.bisect is None else tuple(round(1 - c, 6) for c in args.bisect)
+                found = lambda_per_budget(backbone, split, config, tuple(args.bracket), args.steps, which)
+                for b, got in found.items():
+                    runs.append({**row(args.label, backbone, seed, b, got["budget"]["best"],
+                                       time.perf_counter() - t0, split),
+                                 "lambda": got["lam"], "in_band": got["in_band"], "band": got["band"],
+                                 "trace": got["trace"]})
+                    print(f"{backbone} seed {seed} c = {1 - b:.0%}: lambda {got['lam']:.3g} "
+                          f"({'in' if got['in_band'] else 'not in'} the band; settled "
+                          + ", ".join(f"{t['lam']:.3g} -> {t['settled_density']:.3f}" for t in got["trace"])
+                          + f"), Recall@20 {got['budget']['best']['test']['recall@20']:.4f}", flush=True)
+                timings.append({"backbone": backbone, "seed": seed, "label": args.label,
+                                "whole_seconds": time.perf_counter() - t0,
+                                "searches": sum(len(g["trace"]) for g in found.values())})
+                continue
             if args.part in ("all", "ciess"):
                 t0 = time.perf_counter()
                 search = CIESS(backbone, split, config)

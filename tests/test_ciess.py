@@ -369,3 +369,76 @@ def test_ciess_script_allocation_retrains_equal_widths_at_the_masks_count_and_th
     with pytest.raises(SystemExit):
         bench.main(["--allocation", str(stored)])
     assert "--allocation writes its own file" in capsys.readouterr().err
+
+
+def test_run_can_search_only_then_retrain_a_subset(split):
+    search = CIESS("mf", split, tiny_config(episodes=1))
+    first = search.run(budgets=())
+    assert first.budgets == {} and len(first.history) == 3 and first.seconds["retrain"] == 0
+    again = search.run(budgets=(0.3,))                       # no second search: the history is the same
+    assert list(again.budgets) == ["0.3"] and len(again.history) == 3
+    whole = CIESS("mf", split, tiny_config(episodes=1)).run().to_dict()
+    assert untimed(again.to_dict())["budgets"]["0.3"] == untimed(whole)["budgets"]["0.3"]
+    with pytest.raises(ValueError, match="not among the config's"):
+        search.run(budgets=(0.5,))
+
+
+def test_settled_density_is_the_last_episodes_mean():
+    history = [{"density": d} for d in (0.9, 0.8, 0.5, 0.3, 0.1)]
+    assert ciess_module.settled_density(history, 2) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="no history"):
+        ciess_module.settled_density([], 2)
+
+
+def test_lambda_per_budget_bisects_towards_the_band(split):
+    """Each step moves lambda up when the search settled above the budget and down when below its
+    band; the retrained masks come from the accepted (or nearest) search; deterministic."""
+    config = tiny_config(episodes=1, reward="paper", budgets=(0.6, 0.3))
+    out = ciess_module.lambda_per_budget("mf", split, config, bracket=(0.01, 100.0), steps=3)
+    assert list(out) == [0.6, 0.3]
+    for b, got in out.items():
+        trace = got["trace"]
+        assert 1 <= len(trace) <= 3 and got["band"] == list(ciess_module.budget_bands(config.budgets)[b])
+        assert trace[0]["lam"] == pytest.approx(1.0)                                # geometric middle
+        for before, after in zip(trace, trace[1:]):
+            assert not before["in_band"]
+            assert (after["lam"] > before["lam"]) == (before["settled_density"] >= b)
+        lower = got["band"][0]
+        gap = [0 if t["in_band"] else min(abs(t["settled_density"] - lower), abs(t["settled_density"] - b))
+               for t in trace]
+        assert got["lam"] == trace[int(np.argmin(gap))]["lam"] and got["in_band"] == (min(gap) == 0)
+        assert "recall@20" in got["budget"]["best"]["test"]
+    again = ciess_module.lambda_per_budget("mf", split, config, bracket=(0.01, 100.0), steps=3)
+    assert [t["settled_density"] for t in again[0.3]["trace"]] == [t["settled_density"] for t in out[0.3]["trace"]]
+    for kw, match in ((dict(bracket=(1.0, 0.5)), "bracket"), (dict(steps=0), "steps"),
+                      (dict(which=(0.7,)), "not among")):
+        with pytest.raises(ValueError, match=match):
+            ciess_module.lambda_per_budget("mf", split, config, **kw)
+
+
+def test_ciess_script_lambda_per_budget_records_the_bisection(tiny_split, monkeypatch, tmp_path, capsys):
+    import sys
+    from pathlib import Path
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.modules.pop("ciess", None)
+    import ciess as bench
+    monkeypatch.setattr(bench, "prepare", lambda *a, **k: tiny_split)
+    out = tmp_path / "bisect.json"
+    args = ["--quick", "--part", "ciess", "--reward", "paper", "--lambda-per-budget", "--bracket", "0.1", "1.6",
+            "--steps", "2", "--bisect", "0.9", "--label", "bisect", "--out", str(out)]
+    assert bench.main(args) == 0
+    data = json.loads(out.read_text())
+    (run,) = data["runs"]
+    assert run["method"] == "bisect" and run["density"] == 0.1 and run["band"] == [0.05, 0.1]
+    assert 1 <= len(run["trace"]) <= 2 and run["trace"][0]["lam"] == pytest.approx(0.4)
+    assert run["lambda"] in [t["lam"] for t in run["trace"]]
+    assert "lambda" in capsys.readouterr().out
+    for bad, needle in ((["--bisect", "0.7"], "--bisect takes sparsities"), (["--steps", "0"], "--steps must be"),
+                        (["--bracket", "2", "1"], "--bracket must be")):
+        with pytest.raises(SystemExit):
+            bench.main([*args[:-2], *bad, "--out", str(tmp_path / "x.json")])
+        assert needle in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--lambda-per-budget", "--out", str(tmp_path / "x.json")])
+    assert "add --part ciess" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

@@ -725,22 +725,30 @@ class CIESS:
                  "density": combined_density(u, i, self.config.d_max)}]
 
     # -- the whole run ------------------------------------------------------------------------------
-    def run(self, resume: bool = False, max_iterations: int | None = None) -> CIESSResult | None:
+    def run(self, resume: bool = False, max_iterations: int | None = None,
+            budgets=None) -> CIESSResult | None:
         """Search, then retrain; returns the result, or None when ``max_iterations`` stopped the search
-        early (call again with ``resume=True``). With a checkpoint folder, the folder is locked for the
-        run: a second process on it is refused. Explained in Chapter 6."""
+        early (call again with ``resume=True``). ``budgets`` retrains only these of the config's budgets
+        (``()``: search only; a later ``run`` on the same object retrains without searching again). With a
+        checkpoint folder, the folder is locked for the run: a second process on it is refused.
+        Explained in Chapter 6."""
+        budgets = self.config.budgets if budgets is None else tuple(round(float(b), 12) for b in budgets)
+        unknown = [b for b in budgets if b not in self.config.budgets]
+        if unknown:
+            raise ValueError(f"budgets {unknown} are not among the config's {list(self.config.budgets)}: the "
+                             "bands come from the config, so give its budgets (or a subset)")
         if self.checkpoint is None:
-            return self._run(resume, max_iterations)
+            return self._run(resume, max_iterations, budgets)
         with exclusive_folder(self.checkpoint.parent, "--checkpoint-dir"):
-            return self._run(resume, max_iterations)
+            return self._run(resume, max_iterations, budgets)
 
-    def _run(self, resume: bool, max_iterations: int | None) -> CIESSResult | None:
+    def _run(self, resume: bool, max_iterations: int | None, retrain: tuple) -> CIESSResult | None:
         from ..train import show_progress
         c, st = self.config, self.state
         if resume:
             self.load()
             st = self.state
-        elif self.checkpoint is not None and self.checkpoint.exists():
+        elif self.checkpoint is not None and self.checkpoint.exists() and st["done"] == 0:
             raise ValueError(f"{self.checkpoint} exists: pass resume=True (--resume) to continue that search, "
                              "or use another checkpoint directory")
         if st["reference"] is None:
@@ -768,7 +776,7 @@ class CIESS:
             bar.set_postfix(reward=f"{row['reward']:.3f}", density=f"{row['density']:.3f}")
         bar.close()
         budgets = {}
-        for b in c.budgets:
+        for b in retrain:
             runs = []
             for rank, mask in enumerate(self._budget_masks(b)):
                 key = f"{b}/{rank}"
@@ -794,6 +802,65 @@ class CIESS:
                                               "buffer_size": {s: b.capacity for s, b in self.buffers.items()}}}
         return CIESSResult(self.backbone, config, ref, st["history"], budgets,
                            {s: st["sizes"][s].tolist() for s in ("user", "item")}, seconds)
+
+
+def settled_density(history: list, iterations: int) -> float:
+    """Where a search settled: the mean combined density over its last episode (the last ``iterations``
+    rows of the history). Explained in Chapter 6."""
+    if not history:
+        raise ValueError("the search has no history yet: run it first")
+    return float(np.mean([h["density"] for h in history[-int(iterations):]]))
+
+
+def lambda_per_budget(backbone: str, split, config: CIESSConfig, bracket=(0.05, 3.2), steps: int = 4,
+                      which=None, model_kwargs: dict | None = None) -> dict:
+    """One lambda per budget (issue 16, experiment 3): for every budget in ``which`` (default all of the
+    config's), bisect lambda geometrically inside ``bracket`` (too small: the search settles above the
+    budget; too large: below its band) until the search's :func:`settled_density` lies in the budget's
+    band (:func:`budget_bands`), at most ``steps`` searches; then retrain that budget's selected masks
+    from the accepted search (or, if none settled in the band, the search that settled nearest to it).
+    One full-width reference serves every search. Returns per budget the lambda, whether it settled in
+    the band, the trace of (lambda, settled density) and the retrained budget as :meth:`CIESS.run`
+    reports it. Explained in Chapter 6."""
+    from dataclasses import replace
+    lo, hi = (float(x) for x in bracket)
+    if not 0 < lo < hi:
+        raise ValueError(f"bracket must be two lambdas 0 < low < high, got {tuple(bracket)}")
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    which = config.budgets if which is None else tuple(round(float(b), 12) for b in which)
+    unknown = [b for b in which if b not in config.budgets]
+    if unknown:
+        raise ValueError(f"budgets {unknown} are not among the config's {list(config.budgets)}")
+    bands = budget_bands(config.budgets)
+    reference, out = None, {}
+    for b in which:
+        low, high, trace, chosen, miss = lo, hi, [], None, None
+        for _ in range(int(steps)):
+            lam = float(np.sqrt(low * high))
+            search = CIESS(backbone, split, replace(config, lam=lam), model_kwargs=model_kwargs,
+                           reference=reference)
+            result = search.run(budgets=())
+            reference = search.state["reference"]
+            settled = settled_density(result.history, config.iterations)
+            lower = bands[b][0]
+            distance = 0.0 if lower <= settled < b else min(abs(settled - lower), abs(settled - b))
+            trace.append({"lam": lam, "settled_density": settled, "in_band": distance == 0.0,
+                          "search_density": [h["density"] for h in result.history],
+                          "search_seconds": result.seconds["search"]})
+            if miss is None or distance < miss[0]:
+                miss = (distance, search, lam)
+            if distance == 0.0:
+                chosen = (search, lam)
+                break
+            low, high = (lam, high) if settled >= b else (low, lam)
+        search, lam = chosen or miss[1:]
+        retrained = search.run(budgets=(b,))
+        out[b] = {"lam": lam, "in_band": chosen is not None, "band": list(bands[b]), "trace": trace,
+                  "budget": retrained.budgets[str(b)], "reference": {k: v for k, v in reference.items()
+                                                                    if not k.endswith("_eval")},
+                  "seconds": retrained.seconds}
+    return out
 
 
 def run_ciess(backbone: str, split, config: CIESSConfig | None = None, checkpoint_dir=None, resume: bool = False,
