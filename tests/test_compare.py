@@ -402,3 +402,44 @@ def test_within_noise_names_the_best_and_what_its_interval_cannot_separate():
     (low,) = within_noise(runs, "logloss", methods=["b", "c"])             # lower is better
     assert low["best"] == "c" and [r["method"] for r in low["rows"]] == ["c", "b"]
     assert within_noise([], "auc") == []
+
+
+def test_grid_records_read_a_converged_grid_and_count_a_shared_search_once(tmp_path):
+    """benchmarks/prune.py cells as head-to-head records: stored bytes, kept entries, a search serving
+    every budget counted once per seed (on its smallest sparsity), iHAS's per budget, retraining per
+    cell; the summary, the costs and the Pareto plot read them."""
+    settings = [{"dataset": "ml-100k", "backbone": "lightgcn"}]
+
+    def cell(method, c, seed, recall, seconds, kept=100):
+        return {"method": method, "sparsity": c, "seed": seed, "recall@20": recall, "ndcg@20": recall / 2,
+                "bytes": 4 * kept, "dense_bytes": 1000, "kept": kept, "best_epoch": 7, "seconds": seconds}
+
+    runs = []
+    for seed in (0, 1):
+        for c in (0.8, 0.5):
+            runs += [cell("es-bytes", c, seed, 0.3, {"train": 10.0}),
+                     cell("magprune", c, seed, 0.29, {"dense": 50.0, "finetune": 5.0}),
+                     cell("dnis", c, seed, 0.28, {"search": 40.0, "warm": 30.0, "retrain": 4.0}),
+                     cell("ciess", c, seed, 0.27, {"reference": 20.0, "search": 60.0, "retrain": 3.0})]
+    records = compare.grid_records(runs, settings)
+    by = {(r["method"], r["sparsity"], r["seed"]): r for r in records}
+    assert by["magprune", 0.5, 0]["search_seconds"] == 50.0 and by["magprune", 0.8, 0]["search_seconds"] == 0
+    assert by["dnis", 0.5, 1]["search_seconds"] == 40.0                      # "warm" is inside "search"
+    assert by["ciess", 0.5, 0]["search_seconds"] == 80.0 and by["ciess", 0.8, 0]["retrain_seconds"] == 3.0
+    assert by["es-bytes", 0.8, 0]["compact_bytes"] == 400 and by["es-bytes", 0.8, 0]["parameters"] == 100
+    costs = {r["method"]: r for r in search_costs(records)}
+    assert costs["magprune"]["search_seconds"][0] == 50.0 and costs["magprune"]["retrain_seconds"][0] == 10.0
+    assert costs["es-bytes"]["searches"] == "no search" and costs["ciess"]["total_seconds"][0] == 86.0
+    text = compare.format_costs(search_costs(records))
+    assert "MagPrune" in text and max(len(line) for line in text.splitlines()) <= 88
+    rows = summary_table(records)
+    assert len(rows) == 8 and all(r["n"] == 2 for r in rows)
+    assert rows[0]["sparsity"] == 0.5 and rows[0]["recall@20"] == (0.28, 0.0)           # DNIS, then CIESS, ...
+    ax = pareto_plot(records, backbone="lightgcn")
+    assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"ES", "MagPrune", "DNIS", "CIESS"}
+    ihas = [{**cell("ihas", c, 0, 0.7, {"search": 9.0, "retrain": 2.0}), "auc": 0.7, "logloss": 0.5}
+            for c in (0.5, 0.8)]
+    ctr = compare.grid_records(ihas, [{"dataset": "ml-100k-ctr", "backbone": "deepfm"}])
+    assert [r["search_seconds"] for r in ctr] == [9.0, 9.0] and "auc" in ctr[0] and "recall@20" not in ctr[0]
+    with pytest.raises(ValueError, match="no grid cells"):
+        compare.grid_records([], settings)

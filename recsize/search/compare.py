@@ -43,14 +43,26 @@ import numpy as np
 from ..budget import dense_bytes, target_parameters
 
 METHODS = ("es", "mr", "mde", "dnis", "ciess", "ihas")
-NAMES = {"es": "ES", "mr": "MR", "mde": "MDE", "dnis": "DNIS", "ciess": "CIESS", "ihas": "iHAS"}
-MARKERS = {"es": "o", "mr": "s", "mde": "^", "dnis": "D", "ciess": "P", "ihas": "*"}
+# the cells of benchmarks/prune.py's converged grids (equal bytes; grid_records): their own names
+GRID_METHODS = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "magprune-table", "pep", "dnis-alpha",
+                "dnis-prefix", "dnis-table")
+NAMES = {"es": "ES", "mr": "MR", "mde": "MDE", "dnis": "DNIS", "ciess": "CIESS", "ihas": "iHAS",
+         "es-bytes": "ES", "mde-bytes": "MDE", "mr-bytes": "MR", "magprune": "MagPrune",
+         "magprune-table": "MagPrune/table", "pep": "PEP", "dnis-alpha": "DNIS |aE|",
+         "dnis-prefix": "DNIS prefix", "dnis-table": "DNIS/table"}
+MARKERS = {"es": "o", "mr": "s", "mde": "^", "dnis": "D", "ciess": "P", "ihas": "*", "es-bytes": "o",
+           "mde-bytes": "^", "mr-bytes": "s", "magprune": "v", "magprune-table": "<", "pep": "X",
+           "dnis-alpha": "d", "dnis-prefix": ">", "dnis-table": "h"}
+_ALL_METHODS = METHODS + GRID_METHODS
 TOPK_ONLY, CTR_ONLY = ("ciess",), ("ihas",)
 METRICS = {"topk": ("recall@20", "ndcg@20"), "ctr": ("auc", "logloss")}
 LOWER_IS_BETTER = ("logloss",)
 LABELS = {"recall@20": "Recall@20", "ndcg@20": "NDCG@20", "auc": "AUC", "logloss": "log loss"}
 SEARCHES = {"dnis": "one search for all budgets", "ciess": "one search for all budgets",
-            "ihas": "one search per budget"}
+            "ihas": "one search per budget", "magprune": "one dense model for all",
+            "magprune-table": "one dense model for all", "pep": "one search for all budgets",
+            "dnis-alpha": "one search for all budgets", "dnis-prefix": "one search for all budgets",
+            "dnis-table": "one search for all budgets"}
 # settings that head_to_head sets for every method alike; the per-method dicts may not override them
 SHARED = ("d_max", "seed", "device", "progress", "train_overrides", "retrain_epochs", "patience", "budgets",
           "full_epochs")
@@ -407,7 +419,8 @@ def _mean_std(values) -> tuple[float, float]:
 
 def _order(records: list[dict]):
     backbones = list(dict.fromkeys(r["backbone"] for r in records))
-    return lambda k: (backbones.index(k[0]), k[2], METHODS.index(k[3]) if k[3] in METHODS else len(METHODS))
+    return lambda k: (backbones.index(k[0]), k[2],
+                      _ALL_METHODS.index(k[3]) if k[3] in _ALL_METHODS else len(_ALL_METHODS))
 
 
 def summary_table(records: list[dict]) -> list[dict]:
@@ -445,7 +458,7 @@ def search_costs(records: list[dict]) -> list[dict]:
         cell[2] += 1
     backbones = list(dict.fromkeys(r["backbone"] for r in records))
     rows = []
-    for (backbone, method) in sorted(per_seed, key=lambda k: (backbones.index(k[0]), METHODS.index(k[1]))):
+    for (backbone, method) in sorted(per_seed, key=lambda k: (backbones.index(k[0]), _ALL_METHODS.index(k[1]))):
         seeds = per_seed[(backbone, method)]
         search = [v[0] for v in seeds.values()]
         retrain = [v[1] for v in seeds.values()]
@@ -562,6 +575,42 @@ def merge_runs(paths) -> tuple[list[dict], list[dict]]:
                 seen.add(key)
                 runs.append(r)
     return runs, settings
+
+
+# a grid cell's wall times (benchmarks/prune.py): the stages its one search per seed spends, counted once
+# per seed (DNIS's "warm" is inside its "search"; iHAS searches per budget), and the per-cell retraining
+_SHARED_STAGES = ("dense", "reference", "search")
+_CELL_STAGES = ("train", "finetune", "retrain")
+
+
+def grid_records(runs: list[dict], settings: list[dict]) -> list[dict]:
+    """The cells of a merged ``benchmarks/prune.py`` grid (:func:`merge_runs`) as :func:`head_to_head`
+    records, so that :func:`summary_table`, :func:`search_costs`, :func:`pareto_plot` and
+    :func:`format_costs` read the converged runs: the stored bytes as ``compact_bytes`` (CSR for the
+    element-wise methods, compact prefix tables for the others), the kept entries as ``parameters``, and
+    a search that serves every budget (MagPrune's dense model, PEP, DNIS, CIESS) counted once per seed,
+    on its smallest sparsity. Explained in Chapter 8."""
+    if not runs:
+        raise ValueError("no grid cells (run benchmarks/prune.py first)")
+    first = settings[0]
+    task = "ctr" if first["dataset"].endswith("-ctr") else "topk"
+    lowest = {}
+    for r in runs:
+        key = (r["method"], r["seed"])
+        lowest[key] = min(lowest.get(key, r["sparsity"]), r["sparsity"])
+    records = []
+    for r in runs:
+        seconds = r.get("seconds") or {}
+        shared = r["method"] != "ihas"
+        search = sum(float(seconds.get(k, 0.0)) for k in _SHARED_STAGES)
+        if shared and r["sparsity"] != lowest[(r["method"], r["seed"])]:
+            search = 0.0
+        retrain = sum(float(seconds.get(k, 0.0)) for k in _CELL_STAGES)
+        note = "projected" if r.get("projected") else ""
+        records.append(_record(first["backbone"], first["dataset"], r["seed"], r["sparsity"], r["method"], task,
+                               r, r["kept"], r["kept"], r["bytes"], r["dense_bytes"], search, retrain,
+                               r.get("best_epoch"), note))
+    return records
 
 
 def grid_metric(settings: list[dict]) -> str:
@@ -710,7 +759,7 @@ def pareto_plot(records: list[dict], metric: str | None = None, backbone: str | 
     points = pareto_points(mine, metric)
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
-    for method in [m for m in METHODS if any(p["method"] == m for p in points)]:
+    for method in [m for m in _ALL_METHODS if any(p["method"] == m for p in points)]:
         ps = sorted((p for p in points if p["method"] == method), key=lambda p: p["compact_bytes"])
         ax.plot([p["compact_bytes"] for p in ps], [p[metric] for p in ps], marker=MARKERS[method], ls=":",
                 lw=0.8, ms=8 if method != "ihas" else 11, label=NAMES[method], alpha=0.85)
@@ -774,10 +823,10 @@ def format_costs(rows: list[dict], markdown: bool = False) -> str:
     """:func:`search_costs` rows as text (or a markdown table). Chapter 8."""
     head = ["backbone", "method", "searches", "search s", "retraining s (all budgets)", "total s"]
     lines = (["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] if markdown else
-             [f"{'backbone':10s}{'method':8s}{'searches':28s}{'search s':>10s}{'retrain s':>11s}{'total s':>10s}"])
+             [f"{'backbone':10s}{'method':15s}{'searches':27s}{'search s':>10s}{'retrain s':>11s}{'total s':>10s}"])
     for r in rows:
         cells = [r["backbone"], NAMES.get(r["method"], r["method"]), r["searches"],
                  f"{r['search_seconds'][0]:.1f}", f"{r['retrain_seconds'][0]:.1f}", f"{r['total_seconds'][0]:.1f}"]
         lines.append("| " + " | ".join(cells) + " |" if markdown else
-                     f"{cells[0]:10s}{cells[1]:8s}{cells[2]:28s}{cells[3]:>10s}{cells[4]:>11s}{cells[5]:>10s}")
+                     f"{cells[0]:10s}{cells[1]:15s}{cells[2]:27s}{cells[3]:>10s}{cells[4]:>11s}{cells[5]:>10s}")
     return "\n".join(lines)
