@@ -27,7 +27,8 @@ offsets and padding, so it holds slightly *more* than 1 - c of the dense bytes: 
   over the budgets of all of c = 50 / 80 / 90 / 95 % (and any others asked for: the selection bands depend
   on the set, so a cell's value does not depend on which cells a resumed run still misses); the best of
   the l retrained masks on validation is reported; ``--ciess-episodes``, ``--ciess-iterations``,
-  ``--ciess-iteration-batches`` and ``--ciess-top-l`` reduce it for a CPU; ``projected`` marks a budget
+  ``--ciess-iteration-batches`` and ``--ciess-top-l`` reduce it for a CPU, ``--ciess-reward`` and
+  ``--ciess-lam`` pick the reward (issue 16's experiment 3); ``projected`` marks a budget
   no searched mask met;
 * iHAS (``ihas``, CTR backbones; skipped with one line for top-k ones): ``run_ihas`` per budget with the
   es-bytes parameter count (``--ihas-charge`` says what the budget charges beyond the cluster tables,
@@ -260,6 +261,10 @@ def main(argv=None) -> int:
                    help="batches of each CIESS iteration's training (default: the authors' per backbone, "
                         "LightGCN 2,000, NeuMF 1,500); fewer for a reduced CPU schedule")
     p.add_argument("--ciess-top-l", type=int, default=3, help="CIESS masks retrained per budget (default 3)")
+    p.add_argument("--ciess-reward", default="code", choices=["code", "paper"],
+                   help="CIESS reward form (default code, the authors' code; paper: the paper's text)")
+    p.add_argument("--ciess-lam", type=float, default=None,
+                   help="CIESS lambda (default 0.01 with the code's reward, 0.4 with the paper's)")
     p.add_argument("--ihas-charge", default="routing+linear", choices=["routing", "routing+linear", "embeddings"],
                    help="what iHAS's budget charges beyond the cluster tables: the router and the extra "
                    "first-order tables (default), nothing, or the router only")
@@ -278,7 +283,10 @@ def main(argv=None) -> int:
         args.ihas_search_epochs = 1
     keys = ("backbone", "seeds", "sparsities", "methods", "dim", "epochs", "patience", "prune_split", "pep_epochs",
             "pep_init", "pep_scale", "pep_granularity", "quick", "ciess_episodes", "ciess_iterations",
-            "ciess_iteration_batches", "ciess_top_l", "ihas_charge", "ihas_clusters", "ihas_search_epochs")
+            "ciess_iteration_batches", "ciess_top_l", "ciess_reward", "ciess_lam", "ihas_charge", "ihas_clusters",
+            "ihas_search_epochs")
+    if args.ciess_lam is not None and not args.ciess_lam >= 0:
+        p.error(f"--ciess-lam must be >= 0, got {args.ciess_lam}")
     task = _task(args.backbone)
     metrics = METRICS[task]
     for method in [m for m in ("ciess", "ihas") if m in args.methods and m not in applicable_methods(args.backbone)]:
@@ -340,6 +348,7 @@ def main(argv=None) -> int:
                 ciess_config = CIESSConfig(budgets=tuple(budgets.values()), d_max=args.dim,
                                            episodes=args.ciess_episodes, iterations=args.ciess_iterations,
                                            iteration_batches=args.ciess_iteration_batches, top_l=args.ciess_top_l,
+                                           reward=args.ciess_reward, lam=args.ciess_lam,
                                            full_epochs=args.epochs, retrain_epochs=args.epochs,
                                            patience=args.patience, seed=seed, progress=False,
                                            device=args.device)

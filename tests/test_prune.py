@@ -449,6 +449,19 @@ def test_prune_script_mr_and_ciess_are_resumable_and_deterministic(tiny_split, m
     with pytest.raises(SystemExit, match="ciess_top_l"):             # a method's own setting, where it has cells
         prune.load(tmp_path / "a.json", {**settings, "ciess_top_l": 5})
     assert len(prune.load(tmp_path / "a.json", {**settings, "pep_init": -3.0})) == len(a)   # no PEP cell
+    assert settings["ciess_reward"] == "code" and settings["ciess_lam"] is None
+    with pytest.raises(SystemExit, match="ciess_reward"):           # the paper's reward: another protocol
+        prune.main([*args, "--ciess-reward", "paper", "--ciess-lam", "0.2", "--out", str(tmp_path / "a.json")])
+    seen = []
+    real = prune.run_ciess
+    monkeypatch.setattr(prune, "run_ciess", lambda *a, **k: seen.append(a[2]) or real(*a, **k))
+    assert prune.main([*args, "--ciess-reward", "paper", "--ciess-lam", "0.2", "--out", str(tmp_path / "p.json")]) == 0
+    assert [(c.reward, c.lam) for c in seen] == [("paper", 0.2)]
+    stored = json.loads((tmp_path / "p.json").read_text())["settings"]
+    assert (stored["ciess_reward"], stored["ciess_lam"]) == ("paper", 0.2)
+    with pytest.raises(SystemExit):
+        prune.main([*args, "--ciess-lam", "-1", "--out", str(tmp_path / "x.json")])
+    assert "--ciess-lam must be >= 0" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
 
 
 def test_prune_script_ihas_on_a_ctr_backbone(ctr_split, monkeypatch, tmp_path):
