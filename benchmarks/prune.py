@@ -33,7 +33,9 @@ offsets and padding, so it holds slightly *more* than 1 - c of the dense bytes: 
 * iHAS (``ihas``, CTR backbones; skipped with one line for top-k ones): ``run_ihas`` per budget with the
   es-bytes parameter count (``--ihas-charge`` says what the budget charges beyond the cluster tables,
   recorded per cell); its bytes are those ``run_ihas`` counts (K compact cluster tables, router, the extra
-  first-order tables), so it stores *more* than the budget: read its KiB column.
+  first-order tables), so it stores *more* than the budget: read its KiB column; ``--ihas-layout`` and
+  ``--ihas-cluster-init`` pick the variants of Chapter 7, and a budget the router (and first-order tables)
+  leave no room in is skipped with one line.
 
 The full comparison of issue 14 (Chapter 8), one command per backbone, resumable and mergeable (each
 file a protocol, ``recsize.search.compare.RUN_SETTINGS``; ``benchmarks/report.py`` merges
@@ -269,6 +271,10 @@ def main(argv=None) -> int:
                    help="what iHAS's budget charges beyond the cluster tables: the router and the extra "
                    "first-order tables (default), nothing, or the router only")
     p.add_argument("--ihas-clusters", type=int, default=4, help="iHAS clusters K (default 4)")
+    p.add_argument("--ihas-layout", default="per-cluster", choices=["per-cluster", "shared"],
+                   help="iHAS: one model per cluster (default, the paper) or one shared table (Chapter 7)")
+    p.add_argument("--ihas-cluster-init", default="scratch", choices=["scratch", "search"],
+                   help="iHAS cluster models from scratch (default) or warm-started from the search model")
     p.add_argument("--ihas-search-epochs", type=int, default=10, help="iHAS gate search epochs (default 10)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda: every training, search and retraining; "
                    "the numbers do not depend on it up to floating point, the wall times do (recorded per file)")
@@ -284,7 +290,7 @@ def main(argv=None) -> int:
     keys = ("backbone", "seeds", "sparsities", "methods", "dim", "epochs", "patience", "prune_split", "pep_epochs",
             "pep_init", "pep_scale", "pep_granularity", "quick", "ciess_episodes", "ciess_iterations",
             "ciess_iteration_batches", "ciess_top_l", "ciess_reward", "ciess_lam", "ihas_charge", "ihas_clusters",
-            "ihas_search_epochs")
+            "ihas_search_epochs", "ihas_layout", "ihas_cluster_init")
     if args.ciess_lam is not None and not args.ciess_lam >= 0:
         p.error(f"--ciess-lam must be >= 0, got {args.ciess_lam}")
     task = _task(args.backbone)
@@ -383,8 +389,14 @@ def main(argv=None) -> int:
                 extra["budget_density"] = budgets[sparsity]
             elif method == "ihas":
                 ihas_config = IHASConfig(lr=config.lr, batch_size=config.batch_size, charge=args.ihas_charge,
-                                         clusters=args.ihas_clusters, search_epochs=args.ihas_search_epochs)
-                ihas = run_ihas(args.backbone, split, fitted, args.dim, ihas_config, config, seed=seed, progress=False)
+                                         clusters=args.ihas_clusters, search_epochs=args.ihas_search_epochs,
+                                         layout=args.ihas_layout, cluster_init=args.ihas_cluster_init)
+                try:
+                    ihas = run_ihas(args.backbone, split, fitted, args.dim, ihas_config, config, seed=seed,
+                                    progress=False)
+                except ValueError as e:   # what the budget charges besides the tables leaves too little
+                    print(f"  seed {seed} c = {100 * sparsity:.0f} % ihas: skipped, {e}", flush=True)
+                    continue
                 run, extra = ihas_run(ihas, sum(dense_bytes(rows, d) for rows, d in shapes.values()))
                 stage = {"search": ihas.seconds["search"], "retrain": ihas.seconds["retrain"]}
                 extra["budget_density"] = fitted

@@ -474,6 +474,24 @@ def test_prune_script_ihas_on_a_ctr_backbone(ctr_split, monkeypatch, tmp_path):
     assert data["settings"]["ihas_charge"] == "embeddings" and r["charge"] == "embeddings" and r["clusters"] == 2
     assert r["form"] == "ihas" and r["bytes"] == sum(r["cluster_bytes"]) + r["routing_bytes"] + r["first_order_bytes"]
     assert {"auc", "logloss", "best_epoch", "epochs"} <= set(r) and set(r["seconds"]) == {"search", "retrain"}
+    assert data["settings"]["ihas_layout"] == "per-cluster"
+
+
+def test_prune_script_ihas_shared_layout_and_a_budget_the_router_does_not_fit(ctr_split, monkeypatch, tmp_path,
+                                                                               capsys):
+    prune = _prune_script(monkeypatch, ctr_split)
+    out = tmp_path / "ihas.json"
+    args = ["--quick", "--backbone", "fm", "--methods", "es-bytes", "ihas", "--ihas-clusters", "2"]
+    assert prune.main([*args, "--out", str(out)]) == 0                  # routing + first order: too much here
+    assert "ihas: skipped" in capsys.readouterr().out
+    assert [r["method"] for r in json.loads(out.read_text())["runs"]] == ["es-bytes"]
+    shared = tmp_path / "shared.json"
+    assert prune.main([*args, "--ihas-charge", "embeddings", "--ihas-layout", "shared", "--ihas-cluster-init",
+                       "search", "--out", str(shared)]) == 0
+    data = json.loads(shared.read_text())
+    assert (data["settings"]["ihas_layout"], data["settings"]["ihas_cluster_init"]) == ("shared", "search")
+    r = next(r for r in data["runs"] if r["method"] == "ihas")
+    assert r["first_order_bytes"] == 0 and r["bytes"] == sum(r["cluster_bytes"]) + r["routing_bytes"]
 
 
 def test_shared_dimensions_counts_the_dimensions_both_rows_keep():

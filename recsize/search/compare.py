@@ -519,12 +519,13 @@ def run_files(folder, prefix: str) -> list[Path]:
 RUN_SETTINGS = ("backbone", "dataset", "dim", "epochs", "patience", "prune_split", "pep_epochs", "pep_init",
                 "pep_scale", "pep_granularity", "quick", "ciess_episodes", "ciess_iterations",
                 "ciess_iteration_batches", "ciess_top_l", "ciess_reward", "ciess_lam", "ihas_charge", "ihas_clusters",
-                "ihas_search_epochs")
+                "ihas_search_epochs", "ihas_layout", "ihas_cluster_init")
 # settings added after outputs existed: a file without one was run at this value (CIESSConfig's and
 # IHASConfig's defaults; such files hold no CIESS or iHAS cells), so old files still resume and merge
 SETTING_DEFAULTS = {"ciess_episodes": 30, "ciess_iterations": 10, "ciess_iteration_batches": None,
                     "ciess_top_l": 3, "ciess_reward": "code", "ciess_lam": None, "ihas_charge": "routing",
-                    "ihas_clusters": 4, "ihas_search_epochs": 10}
+                    "ihas_clusters": 4, "ihas_search_epochs": 10, "ihas_layout": "per-cluster",
+                    "ihas_cluster_init": "scratch"}
 
 
 def run_setting(settings: dict, key: str):
