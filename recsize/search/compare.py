@@ -53,7 +53,12 @@ NAMES = {"es": "ES", "mr": "MR", "mde": "MDE", "dnis": "DNIS", "ciess": "CIESS",
 MARKERS = {"es": "o", "mr": "s", "mde": "^", "dnis": "D", "ciess": "P", "ihas": "*", "es-bytes": "o",
            "mde-bytes": "^", "mr-bytes": "s", "magprune": "v", "magprune-table": "<", "pep": "X",
            "dnis-alpha": "d", "dnis-prefix": ">", "dnis-table": "h"}
-_ALL_METHODS = METHODS + GRID_METHODS
+# every method in the order of tables and legends, and one colour per name (ES is ES in either accounting)
+_ALL_METHODS = ("es", "es-bytes", "mde", "mde-bytes", "mr", "mr-bytes", "magprune", "magprune-table", "pep",
+                "dnis", "dnis-alpha", "dnis-prefix", "dnis-table", "ciess", "ihas")
+COLORS = {"es": "C0", "es-bytes": "C0", "mde": "C1", "mde-bytes": "C1", "mr": "C2", "mr-bytes": "C2",
+          "magprune": "C3", "magprune-table": "C3", "pep": "C5", "dnis": "C4", "dnis-alpha": "C6",
+          "dnis-prefix": "C7", "dnis-table": "C4", "ciess": "C9", "ihas": "C8"}   # a variant: its parent's colour
 TOPK_ONLY, CTR_ONLY = ("ciess",), ("ihas",)
 METRICS = {"topk": ("recall@20", "ndcg@20"), "ctr": ("auc", "logloss")}
 LOWER_IS_BETTER = ("logloss",)
@@ -746,6 +751,8 @@ def pareto_plot(records: list[dict], metric: str | None = None, backbone: str | 
     budget (mean over seeds), the Pareto front as a dashed step line. Returns the matplotlib axes.
     Explained in Chapter 8."""
     import matplotlib.pyplot as plt
+
+    from ..plots import log_axis
     backbones = list(dict.fromkeys(r["backbone"] for r in records))
     if not backbones:
         raise ValueError("no records to plot (run head_to_head first)")
@@ -765,7 +772,7 @@ def pareto_plot(records: list[dict], metric: str | None = None, backbone: str | 
     for method in [m for m in _ALL_METHODS if any(p["method"] == m for p in points)]:
         ps = sorted((p for p in points if p["method"] == method), key=lambda p: p["compact_bytes"])
         ax.plot([p["compact_bytes"] for p in ps], [p[metric] for p in ps], marker=MARKERS[method], ls=":",
-                lw=0.8, ms=8 if method != "ihas" else 11, label=NAMES[method], alpha=0.85)
+                lw=0.8, ms=8 if method != "ihas" else 11, label=NAMES[method], alpha=0.85, color=COLORS[method])
     front = sorted((p for p in points if p["on_front"]), key=lambda p: (p["compact_bytes"], p[metric]))
     ax.step([p["compact_bytes"] for p in front], [p[metric] for p in front], where="post", color="k", ls="--",
             lw=1, zorder=0)
@@ -776,10 +783,10 @@ def pareto_plot(records: list[dict], metric: str | None = None, backbone: str | 
             xs = [p["compact_bytes"] for p in points if p["sparsity"] == c]
             ax.annotate(f"c = {100 * c:g} %", (float(np.median(xs)), 0), xycoords=("data", "axes fraction"),
                         xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7, color="grey")
-    ax.set_xscale("log")
+    ax.margins(x=0.1)
+    log_axis(ax.xaxis)   # labels at 1 / 2 / 5 x 10^k (matplotlib's minor labels collide over one decade)
     ax.set_xlabel("compact bytes of the embedding tables (log scale)")
     ax.set_ylabel(f"test {LABELS.get(metric, metric)}" + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
-    ax.margins(x=0.1)
     ax.set_title(title or f"{backbone} on {mine[0]['dataset']}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: clear of the points
