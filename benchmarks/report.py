@@ -257,6 +257,86 @@ def render_ciess_variant(data: dict, out: Path = OUT) -> str:
     return "\n".join(lines).rstrip()
 
 
+# issue 16's experiments on LightGCN (benchmarks/ciess.py --part ciess ...): the configurations run, by the
+# files that hold them; each pairs with ES of ciess.json (same protocol, seeds, retraining)
+CIESS_EXPERIMENTS = (("official-200", ("ciess_official200.json",), "the code's reward, lambda 0.01"),
+                     ("official-2000", ("ciess_official2000_*.json",), "the same, 2,000 batches per iteration"),
+                     ("official-200-per-entity", ("ciess_perentity_*.json",), "per-entity noise before the walk"),
+                     *((f"paper-lam{lam}", (f"ciess_lam_paper{lam}_*.json",), f"the paper's reward, lambda {lam}")
+                       for lam in ("0.05", "0.1", "0.2", "0.4")),
+                     ("paper-bisect", ("ciess_bisect_*.json",), "the paper's reward, lambda per budget (bisection)"))
+
+
+def _settled(timing: dict, iterations: int = 5) -> float | None:
+    dens = timing.get("search_density")
+    return float(np.mean(dens[-iterations:])) if dens else None
+
+
+def render_ciess_experiments(out: Path = OUT) -> str:
+    """Issue 16's experiments 2 and 3 on LightGCN, one row per (configuration, budget): test Recall@20 per
+    seed, the mean, the paired difference to ES (ciess.json) with its 95 % interval, the kept parameters,
+    how many cells were projected, and where each seed's search settled (mean density of its last
+    episode). Then experiment 1 (``ciess_allocation.json``): each mask found inside its budget against
+    equal widths at its parameter count and against itself scaled to the budget."""
+    from recsize.search.compare import paired_difference
+    es = {(r["seed"], r["density"]): r for r in json.loads((out / "ciess.json").read_text())["runs"]
+          if r["backbone"] == "lightgcn" and r["method"] == "es"}
+    machines = sorted({json.loads(f.read_text()).get("machine", "") for _, patterns, _ in CIESS_EXPERIMENTS
+                       for pattern in patterns for f in out.glob(pattern)} - {""})
+    lines = [f"Machine: {'; '.join(machines)}. "
+             "LightGCN, ml-100k (random 8:1:1), d_max 64, reduced schedule (6 x 5 iterations of 200 batches of "
+             "10,000 unless named, l = 1), retraining at most 100 epochs with patience 10; ES from ciess.json "
+             "(same seeds). Δ: paired difference to ES, mean [95 % interval]; settled: each seed's mean search "
+             "density over its last episode (bisection: the accepted search's).", "",
+             "| configuration | c | Recall@20 per seed | mean | Δ vs ES | parameters | projected | settled |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, patterns, what in CIESS_EXPERIMENTS:
+        files = sorted({f for pattern in patterns for f in out.glob(pattern)})
+        if not files:
+            continue
+        data = [json.loads(f.read_text()) for f in files]
+        runs = [r for d in data for r in d["runs"] if r["method"] == label and r["backbone"] == "lightgcn"]
+        settled = {t["seed"]: _settled(t) for d in data for t in d.get("timings", []) if t.get("label") == label}
+        for density in sorted({r["density"] for r in runs}, reverse=True):
+            cells = sorted((r for r in runs if r["density"] == density), key=lambda r: r["seed"])
+            seeds = [r["seed"] for r in cells]
+            recall = [r["recall@20"] for r in cells]
+            delta = paired_difference(recall, [es[s, density]["recall@20"] for s in seeds]) \
+                if all((s, density) in es for s in seeds) else None
+            where = [settled.get(r["seed"]) if "trace" not in r else
+                     next(t["settled_density"] for t in r["trace"] if t["lam"] == r["lambda"]) for r in cells]
+            lam = "" if "lambda" not in cells[0] else " (lambda " + " / ".join(f"{r['lambda']:.3g}" for r in cells) + ")"
+            lines.append(f"| `{label}`: {what}{lam} | {_pct(1 - density)} | "
+                         + " / ".join(f"{v:.3f} (s{s})" for s, v in zip(seeds, recall))
+                         + f" | {np.mean(recall):.4f} | {_paired(delta)} | "
+                         f"{np.mean([r['parameters'] for r in cells]):,.0f} | "
+                         f"{sum(bool(r['projected']) for r in cells)}/{len(cells)} | "
+                         + " / ".join("-" if w is None else f"{w:.3f}" for w in where) + " |")
+    alloc = out / "ciess_allocation.json"
+    if alloc.exists():
+        lines += ["", "Experiment 1, too few parameters or a bad allocation? Every mask a search found inside its "
+                  "budget (not projected), as found, then retrained as equal widths with exactly its parameters "
+                  "(ES at its count) and scaled to the budget keeping its proportions; the mask's width CV and the "
+                  "scaled widths' Spearman correlation with popularity, users / items.", "",
+                  "| mask (configuration, seed, c) | as found | its parameters | CV | Spearman | ES at its count "
+                  "| scaled to the budget | budget parameters |", "|---|---|---|---|---|---|---|---|"]
+        masks = {}
+        for r in json.loads(alloc.read_text())["runs"]:
+            label, kind = r["method"].split("/")
+            masks.setdefault((label, r["seed"], -r["density"]), {})[kind] = r
+        for (label, seed, minus_density), got in sorted(masks.items()):
+            if set(got) != {"es-at-mask", "scaled"}:
+                continue
+            eq, sc = got["es-at-mask"], got["scaled"]
+            cv = eq.get("mask_width_cv") or {}
+            rho = sc.get("spearman_popularity") or {}
+            lines.append(f"| `{label}`, s{seed}, {_pct(1 + minus_density)} | {eq['mask_recall@20']:.4f} | "
+                         f"{eq['mask_parameters']:,} | " + " / ".join(f"{cv[k]:.2f}" for k in ("user", "item") if k in cv)
+                         + " | " + " / ".join(f"{rho[k]:+.2f}" for k in ("user", "item") if k in rho)
+                         + f" | {eq['recall@20']:.4f} | {sc['recall@20']:.4f} | {sc['parameters']:,} |")
+    return "\n".join(lines).rstrip()
+
+
 def render_ihas(data: dict) -> str:
     """iHAS against uniform widths, the frequency rule and field-level DNIS (``benchmarks/ihas.py``)."""
     a = data["args"]
@@ -468,6 +548,7 @@ AT_PARAMETERS = ("es", "dnis-prefix", "dnis-prefix-old")   # budgeted in paramet
 MERGED = {f"prune_{b}": (lambda out, b=b: render_prune(*load_prune(f"prune_{b}", out)))
           for b in ("lightgcn20", "lightgcn", "neumf", "deepfm", "planted_lightgcn")}
 MERGED["ihas_breakdown"] = render_ihas_breakdown
+MERGED["ciess_experiments"] = render_ciess_experiments
 HEADLINE_PRUNE = ("lightgcn20", "neumf", "deepfm")   # the protocol each backbone's headline shows
 
 
