@@ -534,3 +534,32 @@ def test_pep_levels_script_records_where_the_thresholds_leave_the_kept_fraction(
     with pytest.raises(SystemExit):
         pep_levels.main(["--epochs", "0", "--out", str(tmp_path / "x.json")])
     assert "--epochs must be >= 1" in capsys.readouterr().err
+
+
+def test_verdict_script_runs_one_resumable_prune_per_grid_and_seed(monkeypatch, tmp_path, capsys):
+    import sys
+    from pathlib import Path
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.modules.pop("verdict", None)
+    import verdict
+    cmds = verdict.commands(["lightgcn20", "deepfm"], [0, 1], "cpu", tmp_path)
+    assert [Path(c[c.index("--out") + 1]).name for c in cmds] == [
+        "prune_lightgcn20_verdict_s0.json", "prune_lightgcn20_verdict_s1.json",
+        "prune_deepfm_verdict_s0.json", "prune_deepfm_verdict_s1.json"]
+    light, deep = cmds[0], cmds[2]
+    assert "ciess" in light and "ihas" not in light and "ihas" in deep and "ciess" not in deep
+    assert light[light.index("--patience") + 1] == "20" and "--patience" not in deep
+    prune = _prune_script(monkeypatch, None)
+    for cmd in cmds:                                  # every method is one of prune.py's
+        rest = cmd[cmd.index("--methods") + 1:]
+        methods = rest[:next(i for i, a in enumerate(rest) if a.startswith("--"))]
+        assert len(methods) >= 8 and set(methods) <= set(prune.METHODS)
+    assert verdict.main(["--dry-run", "--grids", "neumf", "--seeds", "2"]) == 0
+    assert "--backbone neumf" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        verdict.main(["--jobs", "0"])
+    assert "--jobs must be >= 1" in capsys.readouterr().err
+    ok = [sys.executable, "-c", "print('fine')", "--out", str(tmp_path / "a.json")]
+    bad = [sys.executable, "-c", "raise SystemExit(3)", "--out", str(tmp_path / "b.json")]
+    assert verdict.run_all([ok, bad, ok], 2, tmp_path / "logs") == 1
+    assert (tmp_path / "logs" / "a.log").read_text() == "fine\n"

@@ -1,0 +1,101 @@
+"""Chapter 8's evidence in one command: the converged head-to-head grids of every backbone (issue 14).
+
+Runs ``benchmarks/prune.py`` once per (grid, seed) as separate processes, ``--jobs`` at a time (one
+thread each), then ``benchmarks/report.py`` so the README tables and Chapter 8 read the new cells. Every
+process writes its own file ``out/prune_GRID_verdict_sSEED.json`` after every (method, budget) cell, so an
+interrupted run continues where it stopped when started again, and ``merge_runs`` / ``report.py`` merge
+the files by their prefix (a cell already stored in an earlier file of the same grid wins there).
+
+The grids (every method at equal bytes, c = 50 / 80 / 90 / 95 %, every training to convergence: cap 300,
+patience 20 for LightGCN, 10 otherwise):
+
+* ``lightgcn20``: LightGCN on ml-100k: ES, MDE, MR, MagPrune, PEP, DNIS (|E| and |alpha E|), CIESS at
+  the reduced schedule of Chapter 6 (6 x 5 iterations of 200 batches, l = 1);
+* ``neumf``: NeuMF on ml-100k, the same methods;
+* ``deepfm``: DeepFM on ml-100k-ctr: the same without CIESS, with iHAS (its defaults, Chapter 7);
+* ``planted_lightgcn``: LightGCN on planted-100k (true widths independent of popularity, Chapter 8.8):
+  ES, MDE, MR, MagPrune, PEP, DNIS.
+
+On the 2-core CPU of this project the four grids take about 4 hours of one core per backbone and seed
+set (Chapter 8.6 prints the stored runs' times); on a GPU, pass ``--device cuda`` and more ``--jobs``.
+
+    python benchmarks/verdict.py                       # every grid, seeds 0 1 2, two processes at a time
+    python benchmarks/verdict.py --grids deepfm --seeds 0 --jobs 1
+    python benchmarks/verdict.py --dry-run             # print the commands only
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+COMMON = ["es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "dnis-alpha"]
+CIESS = ["--ciess-episodes", "6", "--ciess-iterations", "5", "--ciess-iteration-batches", "200",
+         "--ciess-top-l", "1"]
+GRIDS = {
+    "lightgcn20": ["--backbone", "lightgcn", "--patience", "20", "--methods", *COMMON, "ciess", *CIESS],
+    "neumf": ["--backbone", "neumf", "--methods", *COMMON, "ciess", *CIESS],
+    "deepfm": ["--backbone", "deepfm", "--methods", *COMMON, "ihas"],
+    "planted_lightgcn": ["--backbone", "lightgcn", "--dataset", "planted-100k", "--methods", *COMMON],
+}
+
+
+def commands(grids, seeds, device: str, out: Path = OUT) -> list[list[str]]:
+    """One ``prune.py`` command line per (grid, seed), in that order."""
+    return [[sys.executable, str(HERE / "prune.py"), *GRIDS[g], "--seeds", str(s), "--device", device,
+             "--out", str(out / f"prune_{g}_verdict_s{s}.json")] for g in grids for s in seeds]
+
+
+def run_all(cmds: list[list[str]], jobs: int, logs: Path) -> int:
+    """Run the commands ``jobs`` at a time, each with one thread and its log in ``logs``; the number of
+    commands that failed."""
+    import os
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    logs.mkdir(parents=True, exist_ok=True)
+    pending, running, failed = list(cmds), [], 0
+    while pending or running:
+        while pending and len(running) < jobs:
+            cmd = pending.pop(0)
+            log = logs / (Path(cmd[cmd.index("--out") + 1]).stem + ".log")
+            running.append((subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env), log))
+            print(f"started {log.stem} (log {log})", flush=True)
+        for proc, log in list(running):
+            if proc.poll() is not None:
+                running.remove((proc, log))
+                failed += proc.returncode != 0
+                print(f"{'finished' if proc.returncode == 0 else 'FAILED'} {log.stem}", flush=True)
+        time.sleep(1)
+    return failed
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--grids", nargs="+", default=list(GRIDS), choices=list(GRIDS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--jobs", type=int, default=2, help="processes at a time (default 2, the CPU's cores)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--dry-run", action="store_true", help="print the commands and run nothing")
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
+    if any(s < 0 for s in args.seeds):
+        p.error(f"--seeds must be >= 0, got {args.seeds}")
+    cmds = commands(args.grids, args.seeds, args.device)
+    if args.dry_run:
+        for cmd in cmds:
+            print(" ".join(cmd[1:]))
+        return 0
+    failed = run_all(cmds, args.jobs, OUT / "logs")
+    if failed:
+        print(f"{failed} of {len(cmds)} runs failed: see their logs in {OUT / 'logs'}; run again to resume",
+              file=sys.stderr)
+        return 1
+    return subprocess.call([sys.executable, str(HERE / "report.py")])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
