@@ -297,7 +297,7 @@ def test_chapter_8_verdict_counts_come_from_the_stored_grids():
     from recsize.search.compare import grid_metric, merge_runs, run_files, within_noise
     text = " ".join(_prose("ch08_head_to_head").split())
     out = ROOT / "benchmarks" / "out"
-    fair = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "dnis-alpha")
+    fair = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "dnis-alpha", "ciess", "ihas")
     cells = free_best = other_tied = 0
     for name in ("lightgcn20", "neumf", "deepfm"):
         runs, settings = merge_runs(run_files(out, f"prune_{name}"))
@@ -310,3 +310,27 @@ def test_chapter_8_verdict_counts_come_from_the_stored_grids():
                 other_tied += next(r["tied"] for r in row["rows"] if r["method"] == other)
     assert f"the best mean at {free_best} of the {cells} (backbone, budget) cells" in text
     assert f"within the noise in {other_tied} of those {free_best}" in text
+
+
+def test_chapter_8_quotes_the_stored_grid_costs_and_the_stacked_speedups():
+    """Chapter 8's cost paragraph: the grids' hours of one core as Section 8.6 computes them from the stored
+    runs (grid_records, the methods it shows), and benchmarks/out/stacked.json's speed-ups, as quoted."""
+    from recsize.search.compare import grid_records, merge_runs, run_files
+    text = " ".join(_prose("ch08_head_to_head").split())
+    out = ROOT / "benchmarks" / "out"
+    shown = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "dnis-alpha", "ciess", "ihas")
+    hours, minutes = [], []
+    for name in ("lightgcn20", "neumf", "deepfm"):
+        records = [r for r in grid_records(*merge_runs(run_files(out, f"prune_{name}"))) if r["method"] in shown]
+        seconds = sum(r["search_seconds"] + r["retrain_seconds"] for r in records)
+        hours.append(seconds / 3600)
+        minutes.append(seconds / 60 / len({r["seed"] for r in records}))
+    assert f"took {min(hours):.1f} to {max(hours):.1f} hours of one core each" in text
+    assert f"({min(minutes):.0f} to {max(minutes):.0f} minutes per seed), about {sum(hours):.0f} hours in all" in text
+    runs = json.loads((out / "stacked.json").read_text())["runs"]
+    plain = [r["stacked"]["speedup"]["wall"] for r in runs]
+    live = [r["trimmed"]["speedup"]["wall"] for r in runs]
+    ks = [r["k"] for r in runs]
+    assert f"measures {min(plain):.2f}-{max(plain):.2f} times the speed" in text
+    assert f"for K = {min(ks)} to {max(ks)}" in text and f"and {min(live):.2f}-{max(live):.2f} times when" in text
+    assert all(r["stacked"]["bit_identical"] and r["trimmed"]["bit_identical"] for r in runs)
