@@ -26,7 +26,8 @@ from the measured time per iteration and per retraining.
     python benchmarks/ciess.py --part ciess --training official --iteration-batches 200 --label official-200
     python benchmarks/ciess.py --part ciess --training official --iteration-batches 200 --reward paper \
         --lambda-per-budget --bracket 0.1 1.6 --bisect 0.8 --label paper-bisect --out bisect80.json
-    python benchmarks/ciess.py --allocation benchmarks/out/ciess_lam_*.json --out benchmarks/out/ciess_allocation.json
+    python benchmarks/ciess.py --allocation benchmarks/out/ciess_lam_*.json --retrain-epochs 300 --patience 20 \
+        --out benchmarks/out/ciess_allocation.json
 
 Writes benchmarks/out/ciess.json.
 """
@@ -165,16 +166,24 @@ def _file_settings(data: dict, label: str) -> dict:
     return settings[label] if label in settings else settings
 
 
-def allocation(paths, out: Path, device: str = "cpu") -> int:
+def allocation(paths, out: Path, device: str = "cpu", retrain_epochs: int | None = None,
+               patience: int | None = None) -> int:
     """Issue 16, experiment 1: too few parameters or a bad allocation? For every CIESS mask of the stored
-    runs in ``paths`` that the search found inside its budget (not projected), retrain (a) equal widths
-    at exactly the mask's parameter count and (b) the mask scaled to the budget keeping its proportions,
-    both with the CIESS retraining (same protocol, seed and early stopping). A projected mask already is
-    (b), and ES at the budget is (a). Resumable: every finished cell is written at once to ``out``."""
+    runs in ``paths`` that the search found inside its budget (not projected), retrain (a) the mask as
+    found, (b) equal widths at exactly the mask's parameter count and (c) the mask scaled to the budget
+    keeping its proportions, all three with the CIESS retraining of the stored run (same seed), its epoch
+    cap and patience unless ``retrain_epochs`` / ``patience`` replace them (say 300 / 20: converged). A
+    projected mask already is (c), and ES at the budget is (b). Resumable: every finished cell is written
+    at once to ``out``."""
     import json
     from recsize.search.baselines import round_to_total
     from recsize.search.ciess import project_to_budget
-    done = json.loads(out.read_text())["runs"] if out.exists() else []
+    stored = json.loads(out.read_text()) if out.exists() else {}
+    for key, value in (("retrain_epochs", retrain_epochs), ("patience", patience)):
+        if stored and stored.get(key) != value and value is not None:
+            raise SystemExit(f"error: {out} was retrained with {key} {stored.get(key)}, not {value}: use another "
+                             "--out, or the same settings to resume")
+    done = stored.get("runs", [])
     have = {(r["source"], r["backbone"], r["seed"], r["density"], r["method"]) for r in done}
     todo = []
     for path in paths:
@@ -191,14 +200,16 @@ def allocation(paths, out: Path, device: str = "cpu") -> int:
     runs, start = list(done), time.perf_counter()
     for source, data, r in todo:
         settings = {k: v for k, v in _file_settings(data, r["method"]).items() if k not in ("resolved",)}
-        config = CIESSConfig(**{**settings, "seed": r["seed"], "progress": False, "device": device})
+        protocol = {k: v for k, v in (("retrain_epochs", retrain_epochs), ("patience", patience)) if v is not None}
+        config = CIESSConfig(**{**settings, **protocol, "seed": r["seed"], "progress": False, "device": device})
         split = prepare("ml-100k", data["protocol"], seed=r["seed"])
         search = CIESS(r["backbone"], split, config)
         u, i = np.asarray(r["sizes"]["user"]), np.asarray(r["sizes"]["item"])
         n, total = len(u) + len(i), int(u.sum() + i.sum())
         equal = round_to_total(np.full(n, total / n), total, config.d_max)
         scaled = project_to_budget(u, i, r["density"], config.d_max)
-        for method, (wu, wi) in ((f"{r['method']}/es-at-mask", (equal[:len(u)], equal[len(u):])),
+        for method, (wu, wi) in ((f"{r['method']}/as-found", (u, i)),
+                                 (f"{r['method']}/es-at-mask", (equal[:len(u)], equal[len(u):])),
                                  (f"{r['method']}/scaled", scaled)):
             key = (source, r["backbone"], r["seed"], r["density"], method)
             if key in have:
@@ -211,6 +222,7 @@ def allocation(paths, out: Path, device: str = "cpu") -> int:
                          "mask_width_cv": r.get("width_cv"), "best_epoch": best["best_epoch"]})
             have.add(key)
             write_json({"machine": machine(), "device": device, "sources": [Path(p).name for p in paths],
+                        "retrain_epochs": config.retrain_epochs, "patience": config.patience,
                         "runs": runs, "total_seconds": time.perf_counter() - start}, out)
             print(f"{source} {r['backbone']} seed {r['seed']} c = {1 - r['density']:.0%} {method}: "
                   f"Recall@20 {best['test']['recall@20']:.4f} ({best['parameters']:,} parameters; the mask "
@@ -243,6 +255,8 @@ def main(argv=None) -> int:
                    help="batches per iteration with --training official (default the authors' per backbone)")
     p.add_argument("--iteration-batch-size", type=int, default=None, help="users per batch (default 10000)")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny schedule, seed 0, LightGCN")
+    p.add_argument("--retrain-epochs", type=int, default=None,
+                   help="--allocation: the retraining's epoch cap (default: the stored run's)")
     p.add_argument("--patience", type=int, default=None,
                    help="early-stopping patience of the reference, the retraining and the baselines (default: the "
                         "reduced schedule's 5)")
@@ -271,10 +285,13 @@ def main(argv=None) -> int:
     if args.merge:
         return merge(args.merge, args.out)
     if args.allocation:
+        for name in ("retrain_epochs", "patience"):
+            if getattr(args, name) is not None and getattr(args, name) < 1:
+                p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
         if args.out == OUT:
             p.error("--allocation writes its own file: give --out, e.g. benchmarks/out/ciess_allocation.json")
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
-        return allocation(args.allocation, args.out, args.device)
+        return allocation(args.allocation, args.out, args.device, args.retrain_epochs, args.patience)
     densities = tuple(round(1 - c, 6) for c in SPARSITIES)
     if args.lambda_per_budget:
         if args.part != "ciess":

@@ -314,26 +314,28 @@ def render_ciess_experiments(out: Path = OUT) -> str:
                          + " / ".join("-" if w is None else f"{w:.3f}" for w in where) + " |")
     alloc = out / "ciess_allocation.json"
     if alloc.exists():
-        lines += ["", "Experiment 1, too few parameters or a bad allocation? Every mask a search found inside its "
-                  "budget (not projected), as found, then retrained as equal widths with exactly its parameters "
-                  "(ES at its count) and scaled to the budget keeping its proportions; the mask's width CV and the "
-                  "scaled widths' Spearman correlation with popularity, users / items.", "",
-                  "| mask (configuration, seed, c) | as found | its parameters | CV | Spearman | ES at its count "
-                  "| scaled to the budget | budget parameters |", "|---|---|---|---|---|---|---|---|"]
+        data = json.loads(alloc.read_text())
+        lines += ["", f"Experiment 1, too few parameters or a bad allocation? Every mask a search found inside its "
+                  f"budget (not projected), retrained as found, as equal widths with exactly its parameters (ES at "
+                  f"its count) and scaled to the budget keeping its proportions, all three at most "
+                  f"{data['retrain_epochs']} epochs with patience {data['patience']} (best epoch in brackets); the "
+                  "mask's width CV and Spearman correlation with popularity, users / items.", "",
+                  "| mask (configuration, seed, c) | parameters | CV | Spearman | as found | ES at its count "
+                  "| scaled to the budget (parameters) |", "|---|---|---|---|---|---|---|"]
         masks = {}
-        for r in json.loads(alloc.read_text())["runs"]:
+        for r in data["runs"]:
             label, kind = r["method"].split("/")
             masks.setdefault((label, r["seed"], -r["density"]), {})[kind] = r
         for (label, seed, minus_density), got in sorted(masks.items()):
-            if set(got) != {"es-at-mask", "scaled"}:
+            if set(got) != {"as-found", "es-at-mask", "scaled"}:
                 continue
-            eq, sc = got["es-at-mask"], got["scaled"]
-            cv = eq.get("mask_width_cv") or {}
-            rho = sc.get("spearman_popularity") or {}
-            lines.append(f"| `{label}`, s{seed}, {_pct(1 + minus_density)} | {eq['mask_recall@20']:.4f} | "
-                         f"{eq['mask_parameters']:,} | " + " / ".join(f"{cv[k]:.2f}" for k in ("user", "item") if k in cv)
-                         + " | " + " / ".join(f"{rho[k]:+.2f}" for k in ("user", "item") if k in rho)
-                         + f" | {eq['recall@20']:.4f} | {sc['recall@20']:.4f} | {sc['parameters']:,} |")
+            found, eq, sc = got["as-found"], got["es-at-mask"], got["scaled"]
+            cv, rho = found.get("width_cv") or {}, found.get("spearman_popularity") or {}
+            cell = lambda r: f"{r['recall@20']:.4f} ({r['best_epoch']})"   # noqa: E731
+            lines.append(f"| `{label}`, s{seed}, {_pct(1 + minus_density)} | {found['parameters']:,} | "
+                         + " / ".join(f"{cv[k]:.2f}" for k in ("user", "item") if k in cv) + " | "
+                         + " / ".join(f"{rho[k]:+.2f}" for k in ("user", "item") if k in rho)
+                         + f" | {cell(found)} | {cell(eq)} | {cell(sc)} ({sc['parameters']:,}) |")
     return "\n".join(lines).rstrip()
 
 

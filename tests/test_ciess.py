@@ -351,10 +351,12 @@ def test_ciess_script_allocation_retrains_equal_widths_at_the_masks_count_and_th
     mask["projected"], mask["parameters"] = False, int(sum(mask["sizes"]["user"]) + sum(mask["sizes"]["item"]))
     stored.write_text(json.dumps(data))
     out = tmp_path / "allocation.json"
-    assert bench.main(["--allocation", str(stored), "--out", str(out)]) == 0
+    assert bench.main(["--allocation", str(stored), "--retrain-epochs", "3", "--out", str(out)]) == 0
     runs = {r["method"]: r for r in json.loads(out.read_text())["runs"]}
     d_max = data["settings"]["d_max"]
-    assert set(runs) == {"ciess/es-at-mask", "ciess/scaled"}
+    assert set(runs) == {"ciess/as-found", "ciess/es-at-mask", "ciess/scaled"}
+    assert runs["ciess/as-found"]["sizes"] == mask["sizes"] and json.loads(out.read_text())["retrain_epochs"] == 3
+    assert all(r["best_epoch"] <= 3 for r in runs.values())
     assert runs["ciess/es-at-mask"]["parameters"] == mask["parameters"]
     equal = np.concatenate([runs["ciess/es-at-mask"]["sizes"][side] for side in ("user", "item")])
     assert equal.max() - equal.min() <= 1                                           # equal widths
@@ -364,8 +366,10 @@ def test_ciess_script_allocation_retrains_equal_widths_at_the_masks_count_and_th
     assert runs["ciess/scaled"]["parameters"] == target_parameters(mask["density"], n_users + n_items, d_max)
     assert runs["ciess/scaled"]["mask_recall@20"] == mask["recall@20"]
     first = out.read_text()
-    assert bench.main(["--allocation", str(stored), "--out", str(out)]) == 0
+    assert bench.main(["--allocation", str(stored), "--retrain-epochs", "3", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["runs"] == json.loads(first)["runs"]       # resumed: nothing redone
+    with pytest.raises(SystemExit, match="retrain_epochs 3, not 4"):
+        bench.main(["--allocation", str(stored), "--retrain-epochs", "4", "--out", str(out)])
     with pytest.raises(SystemExit):
         bench.main(["--allocation", str(stored)])
     assert "--allocation writes its own file" in capsys.readouterr().err
