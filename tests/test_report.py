@@ -334,3 +334,52 @@ def test_chapter_8_quotes_the_stored_grid_costs_and_the_stacked_speedups():
     assert f"measures {min(plain):.2f}-{max(plain):.2f} times the speed" in text
     assert f"for K = {min(ks)} to {max(ks)}" in text and f"and {min(live):.2f}-{max(live):.2f} times when" in text
     assert all(r["stacked"]["bit_identical"] and r["trimmed"]["bit_identical"] for r in runs)
+
+
+def _ciess_runs(out, pattern):
+    """Rows and timings of benchmarks/ciess.py outputs matching ``pattern``."""
+    runs, timings = [], []
+    for f in sorted(out.glob(pattern)):
+        data = json.loads(f.read_text())
+        runs += data["runs"]
+        timings += data["timings"]
+    return runs, timings
+
+
+def test_chapter_6_quotes_the_stored_search_experiments():
+    """Chapter 6.8's numbers on where CIESS's search settles (issue 16, experiments 2 and 3) are the stored
+    runs' (benchmarks/out/ciess_lam_paper*, ciess_official200, ciess_perentity_*, ciess_bisect_*), rounded as
+    quoted: the mean density of each search's last episode, the bisection's trace, the per-entity means."""
+    import numpy as np
+    text = " ".join(_prose("ch06_ciess").split())
+    out = ROOT / "benchmarks" / "out"
+
+    def settled(pattern, label):
+        _, timings = _ciess_runs(out, pattern)
+        return {t["seed"]: float(np.mean(t["search_density"][-5:])) for t in timings if t["label"] == label}
+
+    lams = ("0.05", "0.1", "0.2", "0.4")
+    seed0 = [settled(f"ciess_lam_paper{lam}_s0.json", f"paper-lam{lam}")[0] for lam in lams]
+    assert f"at {' / '.join(f'{v:.3f}' for v in seed0)} for $\\lambda$ = 0.05 / 0.1 / 0.2 / 0.4" in text
+    code = settled("ciess_official200.json", "official-200")
+    by = {lam: settled(f"ciess_lam_paper{lam}_s*.json", f"paper-lam{lam}") for lam in ("0.2", "0.4")}
+    assert f"Seed 1 ends at {by['0.2'][1]:.3f} / {by['0.4'][1]:.3f} for" in text
+    assert f"at {code[1]:.3f} with the code's reward; seed 2 at {by['0.2'][2]:.3f} / {by['0.4'][2]:.3f} and {code[2]:.3f}." in text
+    _, timings = _ciess_runs(out, "ciess_lam_paper*_s0.json")
+    firsts = {tuple(round(float(np.mean(t["search_density"][5 * e:5 * e + 5])), 3) for e in range(4)) for t in timings}
+    assert {f[1:3] for f in firsts} == {(0.41, 0.292)} and {f[0] for f in firsts} <= {0.416, 0.417}
+    assert {f[3] for f in firsts} <= {0.196, 0.197}                     # the same first four episodes
+    for c in ("0.95", "0.9"):
+        (row,) = _ciess_runs(out, f"ciess_bisect_s0_c{c}.json")[0]
+        assert [round(t["lam"], 3) for t in row["trace"]] == [0.8, 3.2, 6.4] and not row["in_band"]
+        assert [f"{t['settled_density']:.3f}" for t in row["trace"]] == ["0.114", "0.114", "0.319"]
+    per = settled("ciess_perentity_s*.json", "official-200-per-entity")
+    assert f"settles at {' / '.join(f'{per[s]:.3f}' for s in (0, 1, 2))} on seeds 0 / 1 / 2 (official: " \
+           f"{' / '.join(f'{code[s]:.3f}' for s in (0, 1, 2))})" in text
+    runs, _ = _ciess_runs(out, "ciess_perentity_s*.json")
+    official, _ = _ciess_runs(out, "ciess_official200.json")
+    mean = lambda rs, d: np.mean([r["recall@20"] for r in rs if r["density"] == d])   # noqa: E731
+    assert f"scores {' / '.join(f'{mean(runs, d):.3f}' for d in (0.2, 0.1, 0.05))} Recall@20" in text
+    assert f"exploration's {' / '.join(f'{mean(official, d):.3f}' for d in (0.2, 0.1, 0.05))}." in text
+    found = [r for r in runs if not r["projected"]]
+    assert len(found) == 1 and f"(coefficient of variation {found[0]['width_cv']['item']:.2f}," in text
