@@ -319,7 +319,9 @@ for name in ("lightgcn20", "neumf", "deepfm"):
 if not grids:
     print(f"no stored grid in {stored}: run benchmarks/prune.py (Chapter 5)")
 else:
-    fig, axes = plt.subplots(len(grids), 1, figsize=(7.5, 4 * len(grids)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(grids), 1, figsize=(7.5, 4 * len(grids)), squeeze=False
+    )
     for ax, (name, mine) in zip(axes[:, 0], grids.items()):
         n = len({r["seed"] for r in mine})
         pareto_plot(mine, ax=ax, title=f"{mine[0]['backbone']}: {n} seeds, converged")
@@ -340,8 +342,8 @@ if grids:
         seconds = sum(r["search_seconds"] + r["retrain_seconds"] for r in mine)
         n = len({r["seed"] for r in mine})
         print(
-            f"{mine[0]['backbone']}: these methods' grid {seconds / 3600:.1f} h of one core "
-            f"({seconds / 60 / n:.0f} min per seed)"
+            f"{mine[0]['backbone']}: these methods' grid {seconds / 3600:.1f} h "
+            f"of one core ({seconds / 60 / n:.0f} min per seed)"
         )
 
 # %% [markdown]
