@@ -383,3 +383,45 @@ def test_chapter_6_quotes_the_stored_search_experiments():
     assert f"exploration's {' / '.join(f'{mean(official, d):.3f}' for d in (0.2, 0.1, 0.05))}." in text
     found = [r for r in runs if not r["projected"]]
     assert len(found) == 1 and f"(coefficient of variation {found[0]['width_cv']['item']:.2f}," in text
+
+
+def test_chapter_6_quotes_the_stored_allocation_training_and_grid_runs():
+    """Chapter 6.8's experiment 1 (ciess_allocation.json), the 2,000-batch run (ciess_official2000_s0.json
+    against ciess_official200.json) and the converged equal-bytes grid (prune_lightgcn20_*: CIESS against
+    ES, paired, AUKC, budgets met), rounded as quoted."""
+    import numpy as np
+    from recsize.search.compare import aukc, merge_runs, paired_summary, run_files
+    text = " ".join(_prose("ch06_ciess").split())
+    out = ROOT / "benchmarks" / "out"
+    masks = {}
+    for r in json.loads((out / "ciess_allocation.json").read_text())["runs"]:
+        masks.setdefault((r["seed"], -r["density"]), {})[r["method"].split("/")[1]] = r
+    for (seed, minus), got in sorted(masks.items()):
+        found, equal = got["as-found"]["recall@20"], got["es-at-mask"]["recall@20"]
+        quoted = f"{found - equal:+.3f} ({found:.3f} against {equal:.3f}; seed {seed}, {100 * (1 + minus):.0f} %)"
+        assert quoted in text, quoted
+        assert abs(got["scaled"]["recall@20"] - found) < 0.01
+    long, _ = _ciess_runs(out, "ciess_official2000_s0.json")
+    _, long_t = _ciess_runs(out, "ciess_official2000_s0.json")
+    short, short_t = _ciess_runs(out, "ciess_official200.json")
+    episodes = lambda t: " / ".join(f"{np.mean(t['search_density'][5 * e:5 * e + 5]):.3f}" for e in range(6))  # noqa: E731
+    assert f"through {episodes(long_t[0])} per episode, against {episodes(short_t[0])} with 200" in text
+    assert f"{long_t[0]['whole_seconds'] / 60:.1f} minutes against {short_t[0]['whole_seconds'] / 60:.1f}" in text
+    cells = lambda rs: " / ".join(f"{r['recall@20']:.3f}" for r in sorted(rs, key=lambda r: -r["density"]))  # noqa: E731
+    assert f"scores {cells(long)} Recall@20 at 80 / 90 / 95 % against {cells([r for r in short if r['seed'] == 0])}." in text
+    runs, _ = merge_runs(run_files(out, "prune_lightgcn20"))
+    rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20", ("ciess", "es-bytes"))}
+    cs = (0.5, 0.8, 0.9, 0.95)
+    ciess = " / ".join(f"{rows['ciess', c]['mean']:.3f}" for c in cs)
+    es = " / ".join(f"{rows['es-bytes', c]['mean']:.3f}" for c in cs)
+    assert f"CIESS scores {ciess} Recall@20 at $c$ = 50 / 80 / 90 / 95 % against ES's {es}" in text
+    deltas = [rows["ciess", c]["delta"] for c in cs]
+    assert all(d["n"] == 3 and d["low"] < 0 < d["high"] for d in deltas)
+    quoted = [f"{d['mean']:+.3f}".replace("-0.000", "0.000").replace("+0.000", "0.000") for d in deltas]
+    assert f"(paired differences {quoted[0]}, {quoted[1]}, {quoted[2]} and {quoted[3]}," in text
+    a = aukc(runs, "ciess")["ratio"]
+    assert f"AUKC {a['mean']:.3f} [{a['low']:.3f}, {a['high']:.3f}]" in text
+    met = sum(not r["projected"] for r in runs if r["method"] == "ciess")
+    assert f"Its search met {met} of the {sum(r['method'] == 'ciess' for r in runs)} budgets" in text
+    capped = [r for r in runs if r["method"] == "ciess" and r["epochs"] >= 300]
+    assert [(r["seed"], r["sparsity"]) for r in capped] == [(0, 0.8)] and "(seed 0, 80 %) was still improving" in text
