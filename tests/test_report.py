@@ -425,3 +425,25 @@ def test_chapter_6_quotes_the_stored_allocation_training_and_grid_runs():
     assert f"Its search met {met} of the {sum(r['method'] == 'ciess' for r in runs)} budgets" in text
     capped = [r for r in runs if r["method"] == "ciess" and r["epochs"] >= 300]
     assert [(r["seed"], r["sparsity"]) for r in capped] == [(0, 0.8)] and "(seed 0, 80 %) was still improving" in text
+
+
+def test_chapter_8_quotes_the_stored_ciess_and_ihas_grid_cells():
+    """Chapter 8's "no search beats them" bullet: CIESS and iHAS in the converged grids (prune_lightgcn20_*,
+    prune_deepfm_*), paired against ES at equal bytes, rounded as quoted."""
+    import numpy as np
+    from recsize.search.compare import merge_runs, paired_summary, run_files
+    text = " ".join(_prose("ch08_head_to_head").split())
+    out = ROOT / "benchmarks" / "out"
+    runs, _ = merge_runs(run_files(out, "prune_lightgcn20"))
+    rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20", ("ciess", "es-bytes"))}
+    cs = (0.5, 0.8, 0.9, 0.95)
+    ciess = " / ".join(f"{rows['ciess', c]['mean']:.3f}" for c in cs)
+    es = " / ".join(f"{rows['es-bytes', c]['mean']:.3f}" for c in cs)
+    assert f"equal bytes ({ciess} against {es} at 50 / 80 / 90 / 95 %, every interval spanning 0" in text
+    assert all(rows["ciess", c]["delta"]["low"] < 0 < rows["ciess", c]["delta"]["high"] for c in cs)
+    runs, _ = merge_runs(run_files(out, "prune_deepfm"))
+    ihas = {r["sparsity"]: r for r in paired_summary(runs, "es-bytes", "auc", ("ihas",))}
+    assert sorted(ihas) == [0.5, 0.8] and all(r["delta"]["high"] < 0 for r in ihas.values())
+    assert f"it trails by {-ihas[0.5]['delta']['mean']:.3f} AUC at 50 % and {-ihas[0.8]['delta']['mean']:.3f} at 80 %" in text
+    ratio = [np.mean([c["bytes"] / c["budget_bytes"] for c in ihas[c]["cells"].values()]) for c in (0.5, 0.8)]
+    assert f"storing {ratio[0]:.1f} and {ratio[1]:.1f} times the bytes" in text
