@@ -493,6 +493,21 @@ _ = (out / "ciess.json").write_text(
 #   inside their bands; the others were served by the thinnest mask it visited, scaled down. One
 #   retraining (seed 0, 80 %) was still improving at the 300-epoch cap; a 1,000-epoch probe of such
 #   cells moved them by at most 0.004 (`benchmarks/README.md`).
+# * **At the paper's protocol** ($d_{max} = 128$, the per-user 50/25/25 split; seed 0, the settings
+#   above, each method with the same early stopping) CIESS scores 0.300 / 0.291 / 0.283 Recall@20 at 80 /
+#   90 / 95 % against ES's 0.306 / 0.295 / 0.286, MDE's 0.300 / 0.292 / 0.280 and MR's 0.292 / 0.272 /
+#   0.233: behind equal widths by 0.003 to 0.006, ahead of random widths, and every budget projected.
+#
+# **Verdict.** Run as its authors' code runs it (their exploration, reward, state, TD3 pace and
+# selection; a tenth of their training per iteration and a fifth of their iterations, which the
+# 2,000-batch run suggests does not matter here), CIESS on ml-100k is level with equal widths: at equal
+# bytes over three converged seeds its AUKC is 0.998 of ES's, no budget separates them, and at the
+# paper's own protocol it is a little behind. The paper's +8 / +7 / +15 % over ES (ML-1M) is not
+# reproduced on this data. What the experiments show instead is a search that does not reach its
+# budgets: the seed decides where it settles, the penalty barely moves it, and most budgets are served
+# by a scaled mask, so what decides its widths is mostly the path its exploration takes, not what its
+# agents learn in 30 steps. Not measured here: the paper's full 30 x 10 iterations (300 TD3 steps instead of 30, a GPU
+# job) and ML-1M itself.
 #
 # ## Summary
 #
@@ -503,8 +518,9 @@ _ = (out / "ciess.json").write_text(
 #   visited widths, then one noise scalar per iteration for the whole table (the authors' code).
 # * One search serves every budget: remember the best masks in each budget's band, retrain them, keep the
 #   best on validation, and store its widths compactly.
-# * Where the paper and the authors' code differ, recsize names both (6.7); whether CIESS at the
-#   official settings beats equal sizes on ml-100k is still being measured (issue 16).
+# * Where the paper and the authors' code differ, recsize names both (6.7). At the official settings
+#   CIESS is level with equal sizes on ml-100k at equal bytes, not ahead of them (6.8); where its search
+#   settles depends on the seed more than on the penalty $\lambda$.
 # * Search is expensive: every iteration trains a recommender. The paper's 300 iterations are hours on a
 #   2-core CPU (benchmark); the reduced schedule is a documented compromise.
 #

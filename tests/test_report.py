@@ -447,3 +447,17 @@ def test_chapter_8_quotes_the_stored_ciess_and_ihas_grid_cells():
     assert f"it trails by {-ihas[0.5]['delta']['mean']:.3f} AUC at 50 % and {-ihas[0.8]['delta']['mean']:.3f} at 80 %" in text
     ratio = [np.mean([c["bytes"] / c["budget_bytes"] for c in ihas[c]["cells"].values()]) for c in (0.5, 0.8)]
     assert f"storing {ratio[0]:.1f} and {ratio[1]:.1f} times the bytes" in text
+
+
+def test_chapter_6_quotes_the_stored_run_at_the_papers_protocol():
+    """Chapter 6.8's bullet on the paper's protocol (d_max 128, 50/25/25) quotes ciess_paper_settings_s0.json."""
+    text = " ".join(_prose("ch06_ciess").split())
+    data = json.loads((ROOT / "benchmarks" / "out" / "ciess_paper_settings_s0.json").read_text())
+    assert data["dim"] == 128 and data["protocol"] == "ciess-50-25-25"
+    by = {(r["method"], r["density"]): r["recall@20"] for r in data["runs"]}
+    q = lambda m: " / ".join(f"{by[m, d]:.3f}" for d in (0.2, 0.1, 0.05))   # noqa: E731
+    assert f"CIESS scores {q('official-200-d128')} Recall@20 at 80 / 90 / 95 % against ES's {q('es')}, MDE's " \
+           f"{q('mde')} and MR's {q('mr')}" in text
+    gaps = [by["es", d] - by["official-200-d128", d] for d in (0.2, 0.1, 0.05)]
+    assert f"behind equal widths by {min(gaps):.3f} to {max(gaps):.3f}" in text
+    assert all(r["projected"] for r in data["runs"] if r["method"] == "official-200-d128")
