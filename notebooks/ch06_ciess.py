@@ -499,15 +499,15 @@ _ = (out / "ciess.json").write_text(
 #   0.233: behind equal widths by 0.003 to 0.006, ahead of random widths, and every budget projected.
 #
 # **Verdict.** Run as its authors' code runs it (their exploration, reward, state, TD3 pace and
-# selection; a tenth of their training per iteration and a fifth of their iterations, which the
-# 2,000-batch run suggests does not matter here), CIESS on ml-100k is level with equal widths: at equal
+# selection; a tenth of their training per iteration, which the 2,000-batch run suggests does not
+# matter here, and a tenth of their iterations), CIESS on ml-100k is level with equal widths: at equal
 # bytes over three converged seeds its AUKC is 0.998 of ES's, no budget separates them, and at the
 # paper's own protocol it is a little behind. The paper's +8 / +7 / +15 % over ES (ML-1M) is not
 # reproduced on this data. What the experiments show instead is a search that does not reach its
 # budgets: the seed decides where it settles, the penalty barely moves it, and most budgets are served
 # by a scaled mask, so what decides its widths is mostly the path its exploration takes, not what its
-# agents learn in 30 steps. Not measured here: the paper's full 30 x 10 iterations (300 TD3 steps instead of 30, a GPU
-# job) and ML-1M itself.
+# agents learn in 30 steps. Not measured here: the paper's full 30 x 10 iterations (300 TD3 steps
+# instead of 30, a GPU job) and ML-1M itself.
 #
 # ## Summary
 #

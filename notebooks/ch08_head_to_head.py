@@ -407,7 +407,7 @@ for name in ("lightgcn20", "neumf", "deepfm"):
 #   the best mean at 9 of the 12 (backbone, budget) cells, and the other of the two is within the noise
 #   in 7 of those 9. They cost no search and one retraining each per budget.
 # * **No search beats them on these data.** DNIS is never ahead of the best free baseline beyond the
-#   noise. CIESS at its authors' settings (a tenth of their training per iteration, a fifth of their
+#   noise. CIESS at its authors' settings (a tenth of their training per iteration and of their
 #   iterations) is level with ES on LightGCN at equal bytes (0.384 / 0.367 / 0.340 / 0.226 against
 #   0.384 / 0.370 / 0.329 / 0.252 at 50 / 80 / 90 / 95 %, every interval spanning 0; Chapter 6.8).
 #   iHAS is behind ES in every accounting and layout tried (Chapter 7); in the DeepFM grid, with its
