@@ -261,6 +261,8 @@ def render_ciess_variant(data: dict, out: Path = OUT) -> str:
 # files that hold them; each pairs with ES of ciess.json (same protocol, seeds, retraining)
 CIESS_EXPERIMENTS = (("official-200", ("ciess_official200.json",), "the code's reward, lambda 0.01"),
                      ("official-2000", ("ciess_official2000_*.json",), "the same, 2,000 batches per iteration"),
+                     ("paper-schedule-200", ("ciess_paperschedule200_*.json",),
+                      "the paper's 30 x 10 iterations, l = 3, 200 batches each, retraining cap 300"),
                      ("official-200-per-entity", ("ciess_perentity_*.json",), "per-entity noise before the walk"),
                      *((f"paper-lam{lam}", (f"ciess_lam_paper{lam}_*.json",), f"the paper's reward, lambda {lam}")
                        for lam in ("0.05", "0.1", "0.2", "0.4")),
@@ -296,7 +298,8 @@ def render_ciess_experiments(out: Path = OUT) -> str:
             continue
         data = [json.loads(f.read_text()) for f in files]
         runs = [r for d in data for r in d["runs"] if r["method"] == label and r["backbone"] == "lightgcn"]
-        settled = {t["seed"]: _settled(t) for d in data for t in d.get("timings", []) if t.get("label") == label}
+        settled = {t["seed"]: _settled(t, d.get("schedule", {}).get("iterations", 5)) for d in data
+                   for t in d.get("timings", []) if t.get("label") == label}
         for density in sorted({r["density"] for r in runs}, reverse=True):
             cells = sorted((r for r in runs if r["density"] == density), key=lambda r: r["seed"])
             seeds = [r["seed"] for r in cells]
