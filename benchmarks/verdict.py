@@ -16,8 +16,8 @@ patience 20 for LightGCN, 10 otherwise):
 * ``planted_lightgcn``: LightGCN on planted-100k (true widths independent of popularity, Chapter 8.8):
   ES, MDE, MR, MagPrune, PEP, DNIS.
 
-On the 2-core CPU of this project the four grids take about 4 hours of one core per backbone and seed
-set (Chapter 8.6 prints the stored runs' times); on a GPU, pass ``--device cuda`` and more ``--jobs``.
+On the 2-core CPU of this project each grid takes 4.4 to 4.9 hours of one core over its three seeds
+(Chapter 8.6 prints the stored runs' times); on a GPU, pass ``--device cuda`` and more ``--jobs``.
 
     python benchmarks/verdict.py                       # every grid, seeds 0 1 2, two processes at a time
     python benchmarks/verdict.py --grids deepfm --seeds 0 --jobs 1

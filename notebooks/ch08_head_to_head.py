@@ -404,12 +404,13 @@ for name in ("lightgcn20", "neumf", "deepfm"):
 # What the converged grids say:
 #
 # * **Start with the free baselines, and run both.** ES (equal widths) or MDE (the frequency rule) has
-#   the best mean at 9 of the 12 (backbone, budget) cells, and the other of the two is within the noise
-#   in 7 of those 9. They cost no search and one retraining each per budget.
+#   the best mean at 8 of the 12 (backbone, budget) cells, and the other of the two is within the noise
+#   in 6 of those 8. They cost no search and one retraining each per budget.
 # * **No search beats them on these data.** DNIS is never ahead of the best free baseline beyond the
 #   noise. CIESS at its authors' settings (a tenth of their training per iteration and of their
 #   iterations) is level with ES on LightGCN at equal bytes (0.384 / 0.367 / 0.340 / 0.226 against
-#   0.384 / 0.370 / 0.329 / 0.252 at 50 / 80 / 90 / 95 %, every interval spanning 0; Chapter 6.8).
+#   0.384 / 0.370 / 0.329 / 0.252 at 50 / 80 / 90 / 95 %, every interval spanning 0; its 90 % mean is
+#   the best of that cell) and behind it in every mean on NeuMF (AUKC 0.936; Chapter 6.8).
 #   iHAS is behind ES in every accounting and layout tried (Chapter 7); in the DeepFM grid, with its
 #   defaults, it trails by 0.032 AUC at 50 % and 0.019 at 80 % (intervals below 0) while storing 1.3
 #   and 1.4 times the bytes, and at 90 and 95 % its router and extra first-order tables alone (15,234
@@ -434,7 +435,8 @@ for name in ("lightgcn20", "neumf", "deepfm"):
 # compression methods on CTR data only (Criteo and Avazu; DLRM, DCN, DeepFM and WDL; AUC) at several
 # memory budgets. What we could check of it (its abstract and its code; the paper's tables were not
 # reachable from this book's machines) agrees with two things here: the standing of the methods
-# changes with the budget (on LightGCN ES has the best mean at 50-90 % and MagPrune at 95 %), and an
+# changes with the budget (on LightGCN ES has the best mean at 50 and 80 %, CIESS at 90 % and MagPrune
+# at 95 %), and an
 # element-wise mask is charged a value and an index per kept entry, so DNIS's successor AutoSrh is a
 # pruning method there as it is here (Chapter 5). None of its cells covers top-k data, MovieLens, CIESS
 # or iHAS, so no number of ours compares with one of theirs. The published claims of DNIS (a gain at
@@ -442,13 +444,13 @@ for name in ("lightgcn20", "neumf", "deepfm"):
 # selection) are not reproduced on this data; whether they hold on ML-1M-sized data is the GPU run
 # this book still owes.
 #
-# **What the comparison costs.** The three grids of 8.6 took 3.9 to 4.4 hours of one core each (77 to
-# 89 minutes per seed), about 12 hours in all, or 6 on both cores of this machine: far above the 90
+# **What the comparison costs.** The three grids of 8.6 took 4.4 to 4.9 hours of one core each (87 to
+# 98 minutes per seed), about 14 hours in all, or 7 on both cores of this machine: far above the 90
 # minutes we aimed at. Training several models in one pass does not close the gap on a CPU:
 # `recsize.stacked.train_stacked` trains K LightGCN models of one split together, bit for bit equal to
 # training them one by one (tested), and `benchmarks/stacked.py` measures 0.97-1.10 times the speed
 # of one by one for K = 1 to 8 when the tables are simply stacked (the sparse product costs the same
-# per column either way), and 1.28-1.52 times when each model propagates only the columns its widths
+# per column either way), and 1.29-1.52 times when each model propagates only the columns its widths
 # can make nonzero. A GPU, where one wide product is cheaper than K narrow ones, is where stacking
 # should pay; it has not been measured.
 #

@@ -461,3 +461,21 @@ def test_chapter_6_quotes_the_stored_run_at_the_papers_protocol():
     gaps = [by["es", d] - by["official-200-d128", d] for d in (0.2, 0.1, 0.05)]
     assert f"behind equal widths by {min(gaps):.3f} to {max(gaps):.3f}" in text
     assert all(r["projected"] for r in data["runs"] if r["method"] == "official-200-d128")
+
+
+def test_chapter_6_quotes_the_stored_neumf_grid_cells():
+    """Chapter 6.8's NeuMF bullet: CIESS against ES at equal bytes in prune_neumf_* (three seeds)."""
+    from recsize.search.compare import aukc, merge_runs, paired_summary, run_files
+    text = " ".join(_prose("ch06_ciess").split())
+    runs, _ = merge_runs(run_files(ROOT / "benchmarks" / "out", "prune_neumf"))
+    rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20", ("ciess", "es-bytes"))}
+    cs = (0.5, 0.8, 0.9, 0.95)
+    ciess = " / ".join(f"{rows['ciess', c]['mean']:.3f}" for c in cs)
+    es = " / ".join(f"{rows['es-bytes', c]['mean']:.3f}" for c in cs)
+    assert f"scores {ciess} Recall@20 at $c$ = 50 / 80 / 90 / 95 % against ES's {es}" in text
+    deltas = [rows["ciess", c]["delta"] for c in cs]
+    assert all(d["n"] == 3 and d["low"] < 0 < d["high"] and d["mean"] < 0 for d in deltas)
+    assert f"(paired differences {deltas[0]['mean']:+.3f}, {deltas[1]['mean']:+.3f}, {deltas[2]['mean']:+.3f} and " \
+           f"{deltas[3]['mean']:+.3f}, every interval spanning 0" in text
+    a = aukc(runs, "ciess")["ratio"]
+    assert f"AUKC {a['mean']:.3f} [{a['low']:.3f}, {a['high']:.3f}]" in text and f"and {a['mean']:.3f} on NeuMF" in text
