@@ -479,3 +479,24 @@ def test_chapter_6_quotes_the_stored_neumf_grid_cells():
            f"{deltas[3]['mean']:+.3f}, every interval spanning 0" in text
     a = aukc(runs, "ciess")["ratio"]
     assert f"AUKC {a['mean']:.3f} [{a['low']:.3f}, {a['high']:.3f}]" in text and f"and {a['mean']:.3f} on NeuMF" in text
+
+
+def test_chapter_6_quotes_the_stored_paper_schedule_run():
+    """Chapter 6.8's bullet on the paper's 30 x 10 iterations quotes ciess_paperschedule200_s0.json."""
+    import numpy as np
+    text = " ".join(_prose("ch06_ciess").split())
+    out = ROOT / "benchmarks" / "out"
+    data = json.loads((out / "ciess_paperschedule200_s0.json").read_text())
+    assert (data["schedule"]["episodes"], data["schedule"]["iterations"], data["schedule"]["top_l"]) == (30, 10, 3)
+    (t,) = data["timings"]
+    episodes = [float(np.mean(t["search_density"][10 * e:10 * e + 10])) for e in range(30)]
+    assert f"{t['whole_seconds'] / 60:.1f} minutes) drop from {episodes[0]:.3f} in the first" in text
+    assert f"between {min(episodes[1:]):.2f} and {max(episodes[1:]):.2f} and hover there" in text
+    assert f"ending at {episodes[-1]:.3f}" in text
+    rows = sorted(data["runs"], key=lambda r: -r["density"])
+    assert [r["projected"] for r in rows] == [False, True, True] and "met the 80 % band only" in text
+    recall = " / ".join(f"{r['recall@20']:.3f}" for r in rows)
+    assert f"scores {recall} Recall@20 at 80 / 90 / 95 %" in text
+    es = {r["density"]: r["recall@20"] for r in json.loads((out / "ciess.json").read_text())["runs"]
+          if (r["backbone"], r["method"], r["seed"]) == ("lightgcn", "es", 0)}
+    assert f"against ES's {' / '.join(f'{es[d]:.3f}' for d in (0.2, 0.1, 0.05))} (retraining" in text
