@@ -373,6 +373,10 @@ def test_chapter_6_quotes_the_stored_search_experiments():
         (row,) = _ciess_runs(out, f"ciess_bisect_s0_c{c}.json")[0]
         assert [round(t["lam"], 3) for t in row["trace"]] == [0.8, 3.2, 6.4] and not row["in_band"]
         assert [f"{t['settled_density']:.3f}" for t in row["trace"]] == ["0.114", "0.114", "0.319"]
+    (row,) = _ciess_runs(out, "ciess_bisect_s1_c0.8.json")[0]
+    trace = [(t["lam"], f"{t['settled_density']:.3f}") for t in row["trace"]]
+    assert trace == [(0.8, "0.228"), (3.2, "0.067"), (1.6, "0.228")] and not row["in_band"]
+    assert "it settled at 0.228 with $\\lambda$ = 0.8 and 1.6 and at 0.067 with 3.2" in text
     per = settled("ciess_perentity_s*.json", "official-200-per-entity")
     assert f"settles at {' / '.join(f'{per[s]:.3f}' for s in (0, 1, 2))} on seeds 0 / 1 / 2 (official: " \
            f"{' / '.join(f'{code[s]:.3f}' for s in (0, 1, 2))})" in text
