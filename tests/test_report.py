@@ -346,6 +346,16 @@ def _ciess_runs(out, pattern):
     return runs, timings
 
 
+def _ciess_against_es(prefix: str):
+    """A converged grid's cells (``out/PREFIX_*.json``), CIESS's and ES's rows paired against ES, and their
+    means at c = 50 / 80 / 90 / 95 % as quoted ("a / b / c / d")."""
+    from recsize.search.compare import merge_runs, paired_summary, run_files
+    runs, _ = merge_runs(run_files(ROOT / "benchmarks" / "out", prefix))
+    rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20", ("ciess", "es-bytes"))}
+    quote = lambda m: " / ".join(f"{rows[m, c]['mean']:.3f}" for c in (0.5, 0.8, 0.9, 0.95))   # noqa: E731
+    return runs, rows, quote("ciess"), quote("es-bytes")
+
+
 def test_chapter_6_quotes_the_stored_search_experiments():
     """Chapter 6.8's numbers on where CIESS's search settles (issue 16, experiments 2 and 3) are the stored
     runs' (benchmarks/out/ciess_lam_paper*, ciess_official200, ciess_perentity_*, ciess_bisect_*), rounded as
@@ -394,7 +404,7 @@ def test_chapter_6_quotes_the_stored_allocation_training_and_grid_runs():
     against ciess_official200.json) and the converged equal-bytes grid (prune_lightgcn20_*: CIESS against
     ES, paired, AUKC, budgets met), rounded as quoted."""
     import numpy as np
-    from recsize.search.compare import aukc, merge_runs, paired_summary, run_files
+    from recsize.search.compare import aukc
     text = " ".join(_prose("ch06_ciess").split())
     out = ROOT / "benchmarks" / "out"
     masks = {}
@@ -413,11 +423,8 @@ def test_chapter_6_quotes_the_stored_allocation_training_and_grid_runs():
     assert f"{long_t[0]['whole_seconds'] / 60:.1f} minutes against {short_t[0]['whole_seconds'] / 60:.1f}" in text
     cells = lambda rs: " / ".join(f"{r['recall@20']:.3f}" for r in sorted(rs, key=lambda r: -r["density"]))  # noqa: E731
     assert f"scores {cells(long)} Recall@20 at 80 / 90 / 95 % against {cells([r for r in short if r['seed'] == 0])}." in text
-    runs, _ = merge_runs(run_files(out, "prune_lightgcn20"))
-    rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20", ("ciess", "es-bytes"))}
+    runs, rows, ciess, es = _ciess_against_es("prune_lightgcn20")
     cs = (0.5, 0.8, 0.9, 0.95)
-    ciess = " / ".join(f"{rows['ciess', c]['mean']:.3f}" for c in cs)
-    es = " / ".join(f"{rows['es-bytes', c]['mean']:.3f}" for c in cs)
     assert f"CIESS scores {ciess} Recall@20 at $c$ = 50 / 80 / 90 / 95 % against ES's {es}" in text
     deltas = [rows["ciess", c]["delta"] for c in cs]
     assert all(d["n"] == 3 and d["low"] < 0 < d["high"] for d in deltas)
@@ -438,11 +445,8 @@ def test_chapter_8_quotes_the_stored_ciess_and_ihas_grid_cells():
     from recsize.search.compare import merge_runs, paired_summary, run_files
     text = " ".join(_prose("ch08_head_to_head").split())
     out = ROOT / "benchmarks" / "out"
-    runs, _ = merge_runs(run_files(out, "prune_lightgcn20"))
-    rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20", ("ciess", "es-bytes"))}
+    _, rows, ciess, es = _ciess_against_es("prune_lightgcn20")
     cs = (0.5, 0.8, 0.9, 0.95)
-    ciess = " / ".join(f"{rows['ciess', c]['mean']:.3f}" for c in cs)
-    es = " / ".join(f"{rows['es-bytes', c]['mean']:.3f}" for c in cs)
     assert f"equal bytes ({ciess} against {es} at 50 / 80 / 90 / 95 %, every interval spanning 0" in text
     assert all(rows["ciess", c]["delta"]["low"] < 0 < rows["ciess", c]["delta"]["high"] for c in cs)
     runs, _ = merge_runs(run_files(out, "prune_deepfm"))
@@ -469,13 +473,10 @@ def test_chapter_6_quotes_the_stored_run_at_the_papers_protocol():
 
 def test_chapter_6_quotes_the_stored_neumf_grid_cells():
     """Chapter 6.8's NeuMF bullet: CIESS against ES at equal bytes in prune_neumf_* (three seeds)."""
-    from recsize.search.compare import aukc, merge_runs, paired_summary, run_files
+    from recsize.search.compare import aukc
     text = " ".join(_prose("ch06_ciess").split())
-    runs, _ = merge_runs(run_files(ROOT / "benchmarks" / "out", "prune_neumf"))
-    rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20", ("ciess", "es-bytes"))}
+    runs, rows, ciess, es = _ciess_against_es("prune_neumf")
     cs = (0.5, 0.8, 0.9, 0.95)
-    ciess = " / ".join(f"{rows['ciess', c]['mean']:.3f}" for c in cs)
-    es = " / ".join(f"{rows['es-bytes', c]['mean']:.3f}" for c in cs)
     assert f"scores {ciess} Recall@20 at $c$ = 50 / 80 / 90 / 95 % against ES's {es}" in text
     deltas = [rows["ciess", c]["delta"] for c in cs]
     assert all(d["n"] == 3 and d["low"] < 0 < d["high"] and d["mean"] < 0 for d in deltas)
