@@ -269,9 +269,11 @@ CIESS_EXPERIMENTS = (("official-200", ("ciess_official200.json",), "the code's r
                      ("paper-bisect", ("ciess_bisect_*.json",), "the paper's reward, lambda per budget (bisection)"))
 
 
-def _settled(timing: dict, iterations: int = 5) -> float | None:
+def _settled(timing: dict, iterations: int) -> float | None:
+    """Where a stored search settled (``recsize.search.ciess.settled_density``), None without its history."""
+    from recsize.search.ciess import settled_density
     dens = timing.get("search_density")
-    return float(np.mean(dens[-iterations:])) if dens else None
+    return settled_density([{"density": d} for d in dens], iterations) if dens else None
 
 
 def render_ciess_experiments(out: Path = OUT) -> str:

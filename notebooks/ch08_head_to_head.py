@@ -305,7 +305,7 @@ print(format_costs(search_costs(records)))
 # into the records of 8.3, so the same plot and cost table read them; this cell runs nothing.
 
 # %%
-from recsize.search.compare import grid_records, merge_runs, run_files
+from recsize.search.compare import grid_records, merge_runs, metrics_of, run_files
 
 stored = Path(stored_runs)
 shown = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "dnis-alpha")
@@ -351,7 +351,7 @@ if grids:
 
 # %%
 for name, mine in grids.items():
-    metric = "recall@20" if "recall@20" in mine[0] else "auc"
+    metric = metrics_of(mine)[0]
     on = sorted(
         (p for p in pareto_points(mine, metric) if p["on_front"]),
         key=lambda p: p["compact_bytes"],

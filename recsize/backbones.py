@@ -228,7 +228,11 @@ class GraphModel(TopKModel):
         raise NotImplementedError  # each graph model defines its propagation rule
 
     def loss(self, users, pos, neg):
-        all_u, all_i = self.propagate()
+        return self.loss_from(*self.propagate(), users, pos, neg)
+
+    def loss_from(self, all_u, all_i, users, pos, neg):
+        """BPR on already propagated user and item embeddings plus L2 on the batch's ego embeddings: the
+        part of :meth:`loss` after the propagation (``recsize.stacked`` propagates several models at once)."""
         # index_select, not all_u[users]: the same rows and the same gradients bit for bit, faster (CPU)
         u, p, n = all_u.index_select(0, users), all_i.index_select(0, pos), all_i.index_select(0, neg)
         bpr = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()

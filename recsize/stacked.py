@@ -125,18 +125,13 @@ def _wide_final(models: list, adj: torch.Tensor, live: list[int], block: int | N
 
 def _stacked_losses(models: list, adj: torch.Tensor, live: list[int], block: int | None,
                     users, pos, neg) -> list[torch.Tensor]:
-    """Each model's loss on one batch, as :meth:`recsize.backbones.GraphModel.loss` computes it: BPR on the
-    propagated embeddings (one wide propagation for all) plus ``reg`` times the L2 of its own masked lookups.
+    """Each model's loss on one batch, :meth:`recsize.backbones.GraphModel.loss_from` on its share of one wide
+    propagation: BPR on the propagated embeddings plus ``reg`` times the L2 of its own masked lookups.
     Past the propagation every operation runs per model on tensors of the one-by-one shape (their reductions
     add in the one-by-one order, and each model's working set stays as small as when it trains alone)."""
     n_users = models[0].n_users
-    losses = []
-    for m, final in zip(models, _wide_final(models, adj, live, block)):
-        all_u, all_i = final[:n_users], final[n_users:]
-        u, p, n = all_u.index_select(0, users), all_i.index_select(0, pos), all_i.index_select(0, neg)
-        bpr = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()
-        losses.append(bpr + m.reg * m._l2(m.user(users), m.item(pos), m.item(neg)) if m.reg else bpr)
-    return losses
+    return [m.loss_from(final[:n_users], final[n_users:], users, pos, neg)
+            for m, final in zip(models, _wide_final(models, adj, live, block))]
 
 
 @torch.no_grad()

@@ -601,7 +601,7 @@ def grid_records(runs: list[dict], settings: list[dict]) -> list[dict]:
     if not runs:
         raise ValueError("no grid cells (run benchmarks/prune.py first)")
     first = settings[0]
-    task = "ctr" if first["dataset"].endswith("-ctr") else "topk"
+    task = _grid_task(settings)
     lowest = {}
     for r in runs:
         key = (r["method"], r["seed"])
@@ -621,10 +621,14 @@ def grid_records(runs: list[dict], settings: list[dict]) -> list[dict]:
     return records
 
 
+def _grid_task(settings: list[dict]) -> str:
+    return "ctr" if settings[0]["dataset"].endswith("-ctr") else "topk"
+
+
 def grid_metric(settings: list[dict]) -> str:
     """The headline metric of a merged ``benchmarks/prune.py`` grid (``settings`` as :func:`merge_runs`
     returns them): AUC on CTR data, Recall@20 on top-k data. Explained in Chapter 5."""
-    return METRICS["ctr" if settings[0]["dataset"].endswith("-ctr") else "topk"][0]
+    return METRICS[_grid_task(settings)][0]
 
 
 def paired_summary(runs: list[dict], baseline: str = "es-bytes", metric: str = "recall@20",
