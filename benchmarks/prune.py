@@ -80,6 +80,7 @@ from recsize.search import (
     PEPConfig,
     pep_search,
     run_baseline,
+    run_baselines_stacked,
     run_magprune,
     run_pep,
     table_shapes,
@@ -114,6 +115,7 @@ DNIS_VARIANTS = {
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 METHODS = ("magprune", "magprune-table", "pep", "es", "es-bytes", "mde-bytes", "mr-bytes", *DNIS_VARIANTS, "ciess", "ihas")
 PREFIX_METHODS = ("es", "es-bytes", "mde-bytes", "mr-bytes", "ciess")   # compact prefix storage
+STACKABLE = ("es", "es-bytes", "mde-bytes", "mr-bytes")   # --stacked: these cells of one seed in one pass
 
 
 def record(method: str, sparsity: float, seed: int, run, seconds: dict, metrics=METRICS["topk"],
@@ -238,6 +240,32 @@ def load(path: Path, settings: dict) -> list[dict]:
     return list(data.get("runs", []))
 
 
+def stacked_cells(args, split, config, shapes, todo, seed: int) -> dict:
+    """``--stacked``: the seed's pending ES / MDE / MR cells trained in one stacked pass
+    (:func:`~recsize.search.run_baselines_stacked`), as {(method, sparsity): (run, seconds, extra)}. Each run
+    equals its one-by-one run; its ``train`` seconds are the pass's wall time shared equally among the K
+    models (``stacked_pass`` keeps the whole), so summing a grid's seconds counts the pass once."""
+    cells = []
+    for method, sparsity in todo:
+        density = round(1 - sparsity, 6)
+        if method not in STACKABLE:
+            continue
+        if method != "es":
+            density = prefix_density_for_bytes(shapes, density)
+            if density is None:   # skipped with one line in the cell loop
+                continue
+        cells.append((method, sparsity, density))
+    if not cells:
+        return {}
+    begin = time.perf_counter()
+    runs = run_baselines_stacked(args.backbone, split, [(m.split("-")[0], d) for m, _, d in cells], args.dim,
+                                 config, seed=seed)
+    wall = time.perf_counter() - begin
+    print(f"seed {seed}: {len(cells)} ES / MDE / MR models in one stacked pass, {wall:.1f} s", flush=True)
+    return {(m, c): (run, {"train": wall / len(cells), "stacked_pass": wall}, {"stacked": len(cells)})
+            for (m, c, _), run in zip(cells, runs)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backbone", default="lightgcn", choices=["lightgcn", "mf", "neumf", "ngcf", "fm", "deepfm"])
@@ -278,6 +306,9 @@ def main(argv=None) -> int:
     p.add_argument("--ihas-search-epochs", type=int, default=10, help="iHAS gate search epochs (default 10)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda: every training, search and retraining; "
                    "the numbers do not depend on it up to floating point, the wall times do (recorded per file)")
+    p.add_argument("--stacked", action="store_true",
+                   help="LightGCN: train a seed's ES / MDE / MR cells together in one stacked pass "
+                   "(recsize.stacked; the same numbers as one by one, faster; saved when the pass ends)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 epochs of everything, first seed, c = 90 %%")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
@@ -293,6 +324,9 @@ def main(argv=None) -> int:
             "ihas_search_epochs", "ihas_layout", "ihas_cluster_init")
     if args.ciess_lam is not None and not args.ciess_lam >= 0:
         p.error(f"--ciess-lam must be >= 0, got {args.ciess_lam}")
+    if args.stacked and args.backbone != "lightgcn":
+        p.error(f"--stacked trains LightGCN models only (its propagation is linear), not {args.backbone}: drop "
+                "--stacked")
     task = _task(args.backbone)
     metrics = METRICS[task]
     for method in [m for m in ("ciess", "ihas") if m in args.methods and m not in applicable_methods(args.backbone)]:
@@ -319,6 +353,7 @@ def main(argv=None) -> int:
                                 device=args.device)
         dense = searched = dnis = ciess = None
         shapes = table_shapes(args.backbone, split, args.dim)
+        stacked = stacked_cells(args, split, config, shapes, todo, seed) if args.stacked else {}
         for method, sparsity in todo:
             density = round(1 - sparsity, 6)
             stage = {}
@@ -377,6 +412,8 @@ def main(argv=None) -> int:
             elif method == "pep":
                 run = run_pep(args.backbone, split, density, args.dim, config, searched=searched)
                 stage = {"search": searched.seconds, "retrain": run.seconds["retrain"]}
+            elif (method, sparsity) in stacked:
+                run, stage, extra = stacked[method, sparsity]
             elif method == "es":
                 run = run_baseline(args.backbone, split, "es", density, args.dim, config, seed=seed)
                 stage = {"train": time.perf_counter() - begin}

@@ -16,6 +16,9 @@ patience 20 for LightGCN, 10 otherwise):
 * ``planted_lightgcn``: LightGCN on planted-100k (true widths independent of popularity, Chapter 8.8):
   ES, MDE, MR, MagPrune, PEP, DNIS.
 
+The LightGCN grids train a seed's ES / MDE / MR cells in one stacked pass (``prune.py --stacked``,
+``recsize.stacked``): the same numbers as one by one, in less time.
+
 On the 2-core CPU of this project each grid takes 4.4 to 4.9 hours of one core over its three seeds
 (Chapter 8.6 prints the stored runs' times); on a GPU, pass ``--device cuda`` and more ``--jobs``.
 
@@ -37,10 +40,11 @@ COMMON = ["es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "dnis-
 CIESS = ["--ciess-episodes", "6", "--ciess-iterations", "5", "--ciess-iteration-batches", "200",
          "--ciess-top-l", "1"]
 GRIDS = {
-    "lightgcn20": ["--backbone", "lightgcn", "--patience", "20", "--methods", *COMMON, "ciess", *CIESS],
+    "lightgcn20": ["--backbone", "lightgcn", "--patience", "20", "--methods", *COMMON, "ciess", *CIESS,
+                   "--stacked"],
     "neumf": ["--backbone", "neumf", "--methods", *COMMON, "ciess", *CIESS],
     "deepfm": ["--backbone", "deepfm", "--methods", *COMMON, "ihas"],
-    "planted_lightgcn": ["--backbone", "lightgcn", "--dataset", "planted-100k", "--methods", *COMMON],
+    "planted_lightgcn": ["--backbone", "lightgcn", "--dataset", "planted-100k", "--methods", *COMMON, "--stacked"],
 }
 
 

@@ -464,6 +464,27 @@ def test_prune_script_mr_and_ciess_are_resumable_and_deterministic(tiny_split, m
     assert "--ciess-lam must be >= 0" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
 
 
+def test_prune_script_stacked_gives_the_one_by_one_cells(tiny_split, monkeypatch, tmp_path, capsys):
+    """--stacked trains a seed's ES / MDE / MR cells in one pass: the same cells as one by one (wall times
+    aside), the pass counted once when a grid's seconds are summed; other methods run as before."""
+    prune = _prune_script(monkeypatch, tiny_split)
+    args = ["--quick", "--backbone", "lightgcn", "--methods", "es", "es-bytes", "mde-bytes", "mr-bytes", "magprune"]
+    assert prune.main([*args, "--out", str(tmp_path / "a.json")]) == 0
+    assert prune.main([*args, "--stacked", "--out", str(tmp_path / "s.json")]) == 0
+    assert "4 ES / MDE / MR models in one stacked pass" in capsys.readouterr().out
+    stacked = [{k: v for k, v in r.items() if k != "stacked"} for r in _cells(tmp_path / "s.json")]
+    assert stacked == _cells(tmp_path / "a.json")
+    raw = {r["method"]: r for r in json.loads((tmp_path / "s.json").read_text())["runs"]}
+    assert [raw[m]["stacked"] for m in ("es", "es-bytes", "mde-bytes", "mr-bytes")] == [4] * 4
+    assert "stacked" not in raw["magprune"]
+    shares = [raw[m]["seconds"]["train"] for m in ("es", "es-bytes", "mde-bytes", "mr-bytes")]
+    assert sum(shares) == pytest.approx(raw["es"]["seconds"]["stacked_pass"])
+    with pytest.raises(SystemExit):
+        prune.main(["--quick", "--backbone", "mf", "--stacked", "--out", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err
+    assert "--stacked trains LightGCN models only" in err and not (tmp_path / "x.json").exists()
+
+
 def test_prune_script_ihas_on_a_ctr_backbone(ctr_split, monkeypatch, tmp_path):
     prune = _prune_script(monkeypatch, ctr_split)
     out = tmp_path / "ihas.json"
@@ -549,6 +570,7 @@ def test_verdict_script_runs_one_resumable_prune_per_grid_and_seed(monkeypatch, 
     light, deep = cmds[0], cmds[2]
     assert "ciess" in light and "ihas" not in light and "ihas" in deep and "ciess" not in deep
     assert light[light.index("--patience") + 1] == "20" and "--patience" not in deep
+    assert "--stacked" in light and "--stacked" not in deep     # LightGCN's free baselines in one pass
     prune = _prune_script(monkeypatch, None)
     for cmd in cmds:                                  # every method is one of prune.py's
         rest = cmd[cmd.index("--methods") + 1:]

@@ -208,3 +208,38 @@ def test_stacked_benchmark_bad_arguments_are_one_line(tiny_split, monkeypatch, c
     with pytest.raises(SystemExit) as e:
         script.main(argv)
     one_line_error(capsys, e.value.code, needle)
+
+
+def test_baselines_stacked_equal_run_baseline(tiny_split):
+    """ES, MDE and MR cells trained in one pass are the runs run_baseline gives one at a time: widths, memory,
+    metrics with the compact tables, best epoch and every compact weight."""
+    from recsize.search import run_baseline, run_baselines_stacked
+    cfg, cells = config(seed=3), [("es", 0.5), ("mde", 0.2), ("mr", 0.1), ("es", 0.1)]
+    runs = run_baselines_stacked("lightgcn", tiny_split, cells, D, cfg, seed=3)
+    assert [(r.method, r.density) for r in runs] == cells
+    for run, (method, density) in zip(runs, cells):
+        alone = run_baseline("lightgcn", tiny_split, method, density, D, cfg, seed=3)
+        assert run.result.config["stacked"] == len(cells)
+        assert {r: s.tolist() for r, s in run.sizes.items()} == {r: s.tolist() for r, s in alone.sizes.items()}
+        assert run.memory == alone.memory and run.stored_bytes == alone.stored_bytes
+        assert run.test_compact == alone.test_compact and run.result.test == alone.result.test
+        assert run.result.best_epoch == alone.result.best_epoch and run.result.valid == alone.result.valid
+        mine, theirs = run.model.state_dict(), alone.model.state_dict()
+        assert list(mine) == list(theirs) and all(torch.equal(mine[k], theirs[k]) for k in theirs)
+
+
+@pytest.mark.parametrize("cells, needle", [([], "non-empty list of (method, density)"),
+                                           ([("es",)], "non-empty list of (method, density)"),
+                                           ([("es", 1.5)], "density"),
+                                           ([("xx", 0.5)], "unknown baseline")])
+def test_baselines_stacked_bad_cells_one_line(tiny_split, cells, needle):
+    from recsize.search import run_baselines_stacked
+    with pytest.raises(ValueError) as e:
+        run_baselines_stacked("lightgcn", tiny_split, cells, D, config())
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_baselines_stacked_refuse_other_backbones(tiny_split):
+    from recsize.search import run_baselines_stacked
+    with pytest.raises(ValueError, match="supports backbone 'lightgcn' only"):
+        run_baselines_stacked("mf", tiny_split, [("es", 0.5)], D, default_config("mf", progress=False))

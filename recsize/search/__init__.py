@@ -7,7 +7,7 @@ MagPrune and PEP (Chapter 4, :mod:`recsize.search.prune`) keep a set of entries 
 budget in bytes, and store it in CSR form.
 """
 from .baselines import (METHODS, BaselineRun, baseline_sizes, es_sizes, fit_to_total, mde_sizes, mr_sizes,
-                        role_counts, round_to_total, run_baseline)
+                        role_counts, round_to_total, run_baseline, run_baselines_stacked)
 from .ciess import CIESS, CIESSConfig, CIESSResult, run_ciess
 from .compare import (HeadToHeadConfig, head_to_head, pareto_front, pareto_plot, search_costs,
                       summary_table)
@@ -19,7 +19,7 @@ from .prune import (PEP_GRANULARITIES, PRUNE_METHODS, PRUNE_SPLITS, BudgetSnapsh
                     shared_dimensions, table_shapes, ticket_model, top_entries, train_dense)
 
 __all__ = ["METHODS", "BaselineRun", "baseline_sizes", "es_sizes", "fit_to_total", "mde_sizes", "mr_sizes",
-           "role_counts", "round_to_total", "run_baseline", "CIESS", "CIESSConfig", "CIESSResult", "run_ciess",
+           "role_counts", "round_to_total", "run_baseline", "run_baselines_stacked", "CIESS", "CIESSConfig", "CIESSResult", "run_ciess",
            "DNISConfig", "DNISRun", "DNISSearch", "run_dnis",
            "IHASConfig", "IHASRun", "run_ihas",
            "PEP_GRANULARITIES", "PRUNE_METHODS", "PRUNE_SPLITS", "BudgetSnapshots", "PEPConfig", "PEPEmbedding",

@@ -176,26 +176,17 @@ class BaselineRun:
                 "memory": self.memory, "test_compact": self.test_compact, **self.result.to_dict()}
 
 
-def run_baseline(backbone: str, split, method: str, density: float, d_max: int = 64, config=None,
-                 seed: int = 0, alpha: float = 0.3, init: str | None = None, **model_kwargs) -> BaselineRun:
-    """Train ``backbone`` on ``split`` with the widths of baseline ``method`` at ``density``, then shrink.
+def _role_sizes(split, method: str, density: float, d_max: int, seed: int, alpha: float) -> dict:
+    """Widths per role of baseline ``method`` (:func:`role_counts`; MR draws role i with seed ``seed + i``)."""
+    return {role: baseline_sizes(method, counts, d_max, density, seed=seed + i, alpha=alpha)
+            for i, (role, counts) in enumerate(role_counts(split).items())}
 
-    Sizes per role come from training frequencies (:func:`role_counts`; MR draws role i with seed
-    ``seed + i``); the model trains with :class:`~recsize.embedding.MaskedEmbedding` tables, initialised
-    like the backbone's plain tables unless ``init`` says otherwise, through :func:`recsize.train.fit`;
-    its tables are then converted to :class:`~recsize.embedding.CompactEmbedding` and the test split is
-    evaluated again to show the lookups did not change. Explained in Chapter 4.
-    """
-    from ..backbones import DEFAULTS
-    from ..embedding import compact_tables, masked_factory
+
+def _shrunk(method: str, density: float, d_max: int, sizes: dict, result, split, init: str) -> BaselineRun:
+    """A trained masked model's :class:`BaselineRun`: its tables converted to compact ones, the memory of
+    every storage form next to what the modules really hold, the test split evaluated again."""
+    from ..embedding import compact_tables
     from ..evaluate import evaluate_ctr, evaluate_topk
-    from ..train import fit
-    density = check_budget(density)
-    init = init or DEFAULTS.get(backbone.lower(), {}).get("init", "xavier")
-    sizes = {role: baseline_sizes(method, counts, d_max, density, seed=seed + i, alpha=alpha)
-             for i, (role, counts) in enumerate(role_counts(split).items())}
-    factory = masked_factory(sizes, d_max, init=init)
-    result = fit(backbone, split, d_max, config, embedding=factory, **model_kwargs)
     model = result.model
     roles = list(model.embedding_tables())
     masked_bytes = {role: model.embedding_tables()[role].num_bytes() for role in roles}
@@ -210,3 +201,50 @@ def run_baseline(backbone: str, split, method: str, density: float, d_max: int =
         test_compact = evaluate(model, split, "test")
     return BaselineRun(method, density, d_max, {role: sizes[role] for role in roles}, result, test_compact,
                        memory, init, model)
+
+
+def _default_init(backbone: str, init: str | None) -> str:
+    from ..backbones import DEFAULTS
+    return init or DEFAULTS.get(backbone.lower(), {}).get("init", "xavier")
+
+
+def run_baseline(backbone: str, split, method: str, density: float, d_max: int = 64, config=None,
+                 seed: int = 0, alpha: float = 0.3, init: str | None = None, **model_kwargs) -> BaselineRun:
+    """Train ``backbone`` on ``split`` with the widths of baseline ``method`` at ``density``, then shrink.
+
+    Sizes per role come from training frequencies (:func:`role_counts`; MR draws role i with seed
+    ``seed + i``); the model trains with :class:`~recsize.embedding.MaskedEmbedding` tables, initialised
+    like the backbone's plain tables unless ``init`` says otherwise, through :func:`recsize.train.fit`;
+    its tables are then converted to :class:`~recsize.embedding.CompactEmbedding` and the test split is
+    evaluated again to show the lookups did not change. Explained in Chapter 4.
+    """
+    from ..embedding import masked_factory
+    from ..train import fit
+    density = check_budget(density)
+    init = _default_init(backbone, init)
+    sizes = _role_sizes(split, method, density, d_max, seed, alpha)
+    result = fit(backbone, split, d_max, config, embedding=masked_factory(sizes, d_max, init=init), **model_kwargs)
+    return _shrunk(method, density, d_max, sizes, result, split, init)
+
+
+def run_baselines_stacked(backbone: str, split, cells, d_max: int = 64, config=None, seed: int = 0,
+                          alpha: float = 0.3, init: str | None = None, **model_kwargs) -> list[BaselineRun]:
+    """:func:`run_baseline` for every ``(method, density)`` of ``cells``, the models trained together in one
+    stacked pass (:func:`recsize.stacked.train_stacked`: LightGCN only), in order.
+
+    Each run equals ``run_baseline(backbone, split, method, density, d_max, config, seed, alpha, init)``
+    (bit for bit on the CPU: the same widths, initial weights, batches and stopping), except its
+    ``result.seconds``, the shared pass's wall time until that model stopped. Explained in Chapter 8.
+    """
+    from ..stacked import train_stacked
+    from ..train import default_config
+    if not isinstance(cells, (list, tuple)) or not cells or not all(
+            isinstance(c, (list, tuple)) and len(c) == 2 for c in cells):
+        raise ValueError(f"cells must be a non-empty list of (method, density) pairs, got {cells!r}")
+    init = _default_init(backbone, init)
+    config = config if config is not None else default_config(backbone)
+    checked = [(method, check_budget(density)) for method, density in cells]
+    sizes = [_role_sizes(split, method, density, d_max, seed, alpha) for method, density in checked]
+    results = train_stacked(backbone, split, sizes, config, d_max=d_max, init=init, **model_kwargs)
+    return [_shrunk(method, density, d_max, own, result, split, init)
+            for (method, density), own, result in zip(checked, sizes, results)]
