@@ -14,7 +14,7 @@ patience 20 for LightGCN, 10 otherwise):
 * ``neumf``: NeuMF on ml-100k, the same methods;
 * ``deepfm``: DeepFM on ml-100k-ctr: the same without CIESS, with iHAS (its defaults, Chapter 7);
 * ``planted_lightgcn``: LightGCN on planted-100k (true widths independent of popularity, Chapter 8.8):
-  ES, MDE, MR, MagPrune, PEP, DNIS.
+  ES, MDE, MR, MagPrune, PEP, DNIS, CIESS (the reduced schedule above).
 
 The LightGCN grids train a seed's ES / MDE / MR cells in one stacked pass (``prune.py --stacked``,
 ``recsize.stacked``): the same numbers as one by one, in less time.
@@ -44,7 +44,8 @@ GRIDS = {
                    "--stacked"],
     "neumf": ["--backbone", "neumf", "--methods", *COMMON, "ciess", *CIESS],
     "deepfm": ["--backbone", "deepfm", "--methods", *COMMON, "ihas"],
-    "planted_lightgcn": ["--backbone", "lightgcn", "--dataset", "planted-100k", "--methods", *COMMON, "--stacked"],
+    "planted_lightgcn": ["--backbone", "lightgcn", "--dataset", "planted-100k", "--methods", *COMMON, "ciess",
+                         *CIESS, "--stacked"],
 }
 
 

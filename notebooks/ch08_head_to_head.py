@@ -439,7 +439,10 @@ for name in ("lightgcn20", "neumf", "deepfm"):
 # at 95 %), and an
 # element-wise mask is charged a value and an index per kept entry, so DNIS's successor AutoSrh is a
 # pruning method there as it is here (Chapter 5). None of its cells covers top-k data, MovieLens, CIESS
-# or iHAS, so no number of ours compares with one of theirs. The published claims of DNIS (a gain at
+# or iHAS, so no number of ours compares with one of theirs. A third-party summary of the paper
+# (sciencestack.ai, arXiv 2311.15578; a summary, not the paper, and not checked against it) names
+# hashing and deduplication as the strongest families there; neither narrows rows, so neither is a
+# width search and neither is in this book. The published claims of DNIS (a gain at
 # 50 % on collaborative filtering), CIESS (ahead of ES at 80-95 %) and iHAS (ahead of field-level
 # selection) are not reproduced on this data; whether they hold on ML-1M-sized data is the GPU run
 # this book still owes.
