@@ -585,3 +585,30 @@ def test_verdict_script_runs_one_resumable_prune_per_grid_and_seed(monkeypatch, 
     bad = [sys.executable, "-c", "raise SystemExit(3)", "--out", str(tmp_path / "b.json")]
     assert verdict.run_all([ok, bad, ok], 2, tmp_path / "logs") == 1
     assert (tmp_path / "logs" / "a.log").read_text() == "fine\n"
+
+
+def test_where_time_goes_script_profiles_a_grid_cell(tiny_split, monkeypatch, tmp_path, capsys):
+    import sys
+    from pathlib import Path
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.modules.pop("where_time_goes", None)
+    import where_time_goes as wtg
+    monkeypatch.setattr(wtg, "prepare", lambda *a, **k: tiny_split)
+    out = tmp_path / "w.json"
+    assert wtg.main(["--backbones", "lightgcn", "--epochs", "2", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    imports = data["imports"]
+    assert imports["total"] > 0 and "torch" in imports["packages"]
+    assert abs(sum(imports["packages"].values()) - imports["total"]) < 1e-6
+    cell = data["cells"][0]
+    assert cell["backbone"] == "lightgcn" and cell["epochs"] == 2
+    stages = cell["stages"]
+    assert set(wtg.STAGES) | {"compaction and test", "other"} == set(stages)
+    assert stages["forward: propagation"] > 0 and stages["backward: sparse product"] > 0
+    assert stages["validation"] > 0 and stages["batches"] > 0
+    assert sum(stages.values()) == pytest.approx(cell["seconds_profiled"])
+    assert cell["ops_one_epoch"] and all(0 < op["share"] <= 1 for op in cell["ops_one_epoch"])
+    assert "forward: propagation" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        wtg.main(["--epochs", "0", "--out", str(tmp_path / "x.json")])
+    assert "--epochs must be >= 1" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
