@@ -416,6 +416,50 @@ def render_pep_levels(data: dict) -> str:
     return "\n".join(lines)
 
 
+def render_stacked(data: dict) -> str:
+    """K LightGCN models in one stacked pass against one by one (``benchmarks/stacked.py``, Chapter 8)."""
+    st = data["settings"]
+    models = ", ".join(f"{m} ({c} live columns)" for m, c in zip(st["models"], st["live_columns"]))
+    lines = [f"LightGCN on {st['dataset']} ({st['split']}, seed {st['seed']}), d_max {st['d_max']}, {st['epochs']} "
+             f"epochs per run after one untimed warm-up, {st['device']}, {st['threads']} thread; the first K of: "
+             f"{models}. Wall seconds per epoch of all K models (validation included); speed-up = one by one / "
+             "stacked; stacked: all K x d_max columns propagated; trimmed: each model's live columns only. "
+             f"Machine: {data['machine']}.", "",
+             "| K | one by one s/epoch | stacked s/epoch | speed-up | trimmed s/epoch | speed-up | same results |",
+             "|---|---|---|---|---|---|---|"]
+    for r in data["runs"]:
+        a, t, trim = r["one_by_one"], r["stacked"], r["trimmed"]
+        same = all(x["bit_identical"] for x in (t, trim))
+        lines.append(f"| {r['k']} | {a['wall_per_epoch']:.3f} | {t['wall_per_epoch']:.3f} | "
+                     f"{t['speedup']['wall']:.2f}x | {trim['wall_per_epoch']:.3f} | {trim['speedup']['wall']:.2f}x | "
+                     f"{'bit for bit' if same else 'max diff %.2g' % max(t['max_abs_diff'], trim['max_abs_diff'])} |")
+    return "\n".join(lines)
+
+
+def render_where_time_goes(data: dict) -> str:
+    """Where a grid cell's time goes (``benchmarks/where_time_goes.py``, Chapter 8): imports, the stages of the
+    training loop under cProfile, and the largest operators of one epoch under torch.profiler."""
+    imports, cells = data["imports"], data["cells"]
+    top = ", ".join(f"{k} {v:.2f} s" for k, v in list(imports["packages"].items())[:4])
+    lines = [f"One grid cell (ES at equal bytes, c = {_pct(data['sparsity'])}, seed 0: `run_baseline` trains, compacts "
+             f"and tests) for {data['epochs']} epochs, early stopping off. Machine: {data['machine']}. "
+             f"`import {imports['module']}` takes {imports['total']:.2f} s in a fresh process ({top}).", "",
+             "| stage (share of the cell under cProfile) | " + " | ".join(c["backbone"] for c in cells) + " |",
+             "|---|" + "---|" * len(cells)]
+    for stage in cells[0]["stages"]:
+        lines.append(f"| {stage} | " + " | ".join(f"{100 * c['stages'][stage] / c['seconds_profiled']:.1f} %"
+                                                   for c in cells) + " |")
+    lines.append("| wall seconds without / with cProfile | " + " | ".join(
+        f"{c['seconds_plain']:.1f} / {c['seconds_profiled']:.1f}" for c in cells) + " |")
+    lines.append("| largest operators, one epoch (torch.profiler, share of self CPU time) | " + " | ".join(
+        ", ".join(f"`{o['op'].replace('aten::', '')}` {100 * o['share']:.0f} %" for o in c["ops_one_epoch"][:3])
+        for c in cells) + " |")
+    lines += ["", "forward: loss and backward exclude the rows below them (LightGCN's propagation and the sparse "
+              "product's backward); other: the cell's wall time less the stages (cProfile's clock, so it may be "
+              "slightly negative)."]
+    return "\n".join(lines)
+
+
 def render_head_to_head(data: dict) -> str:
     """Every method at the same budgets (``benchmarks/head_to_head.py``, Chapter 8)."""
     sys.path.insert(0, str(HERE))
@@ -741,7 +785,8 @@ HEADLINES = {"headline_prune": render_headline_prune, "headline_embedding": rend
 RENDERERS = {"backbones": render_backbones, "embedding": render_embedding, "dnis": render_dnis,
              "ciess": render_ciess, "ihas": render_ihas, "head_to_head": render_head_to_head,
              "torchrec_serving": render_torchrec_serving,
-             "torchrec_train": render_torchrec_train, "overlap": render_overlap, "pep_levels": render_pep_levels}
+             "torchrec_train": render_torchrec_train, "overlap": render_overlap, "pep_levels": render_pep_levels,
+             "stacked": render_stacked, "where_time_goes": render_where_time_goes}
 
 
 def renderer(name: str):

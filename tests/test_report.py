@@ -14,7 +14,8 @@ import report  # noqa: E402
 
 # The full tables (benchmarks/README.md) and the front README's headlines; each a generated block.
 REQUIRED = {"benchmarks/README.md": ("backbones", "embedding", "prune_lightgcn20", "prune_lightgcn", "ciess", "ihas", "head_to_head",
-                                     "torchrec_serving", "torchrec_planning", "torchrec_train"),
+                                     "torchrec_serving", "torchrec_planning", "torchrec_train", "where_time_goes",
+                                     "stacked"),
             "README.md": ("headline_embedding", "headline_prune", "torchrec_serving", "torchrec_planning")}
 
 
@@ -334,6 +335,20 @@ def test_chapter_8_quotes_the_stored_grid_costs_and_the_stacked_speedups():
     assert f"measures {min(plain):.2f}-{max(plain):.2f} times the speed" in text
     assert f"for K = {min(ks)} to {max(ks)}" in text and f"and {min(live):.2f}-{max(live):.2f} times when" in text
     assert all(r["stacked"]["bit_identical"] and r["trimmed"]["bit_identical"] for r in runs)
+
+
+def test_benchmarks_readme_quotes_where_the_time_goes():
+    """The cost section's reading of benchmarks/out/where_time_goes.json: LightGCN's share in the sparse
+    product (forward and backward) and NeuMF's in drawing dropout masks, as quoted."""
+    text = " ".join((ROOT / "benchmarks" / "README.md").read_text().split())
+    cells = {c["backbone"]: c for c in json.loads((ROOT / "benchmarks" / "out" / "where_time_goes.json")
+                                                  .read_text())["cells"]}
+    light = cells["lightgcn"]
+    sparse = (light["stages"]["forward: propagation"] + light["stages"]["backward: sparse product"]) \
+        / light["seconds_profiled"]
+    assert f"LightGCN spends about {5 * round(20 * sparse):.0f} % in the sparse product" in text
+    dropout = next(o["share"] for o in cells["neumf"]["ops_one_epoch"] if o["op"] == "aten::bernoulli_")
+    assert f"NeuMF spends {100 * dropout:.0f} % of its operator time drawing dropout masks" in text
 
 
 def _ciess_runs(out, pattern):
