@@ -498,8 +498,9 @@ _ = (out / "ciess.json").write_text(
 #   against ES's 0.384 / 0.370 / 0.329 / 0.252 (paired differences 0.000, -0.003, +0.011 and -0.026,
 #   every 95 % interval spanning 0; AUKC 0.998 [0.977, 1.018]). Its search met 2 of the 12 budgets
 #   inside their bands; the others were served by the thinnest mask it visited, scaled down. One
-#   retraining (seed 0, 80 %) was still improving at the 300-epoch cap; a 1,000-epoch probe of such
-#   cells moved them by at most 0.004 (`benchmarks/README.md`).
+#   retraining (seed 0, 80 %) ran to the 300-epoch cap, its best at epoch 289; rerun with a cap of
+#   1,000 it stops by patience at epoch 310 with the same best epoch and the same 0.3705
+#   (`benchmarks/README.md`), so the cap cost it nothing.
 # * **On NeuMF, at equal bytes, converged, three seeds** (the grid of Chapter 8, patience 10), CIESS
 #   scores 0.336 / 0.298 / 0.281 / 0.247 Recall@20 at $c$ = 50 / 80 / 90 / 95 % against ES's 0.343 /
 #   0.334 / 0.292 / 0.250 (paired differences -0.007, -0.037, -0.011 and -0.003, every interval

@@ -351,6 +351,31 @@ def test_benchmarks_readme_quotes_where_the_time_goes():
     assert f"NeuMF spends {100 * dropout:.0f} % of its operator time drawing dropout masks" in text
 
 
+def test_the_capped_cells_quote_their_1000_epoch_reruns():
+    """Every cell of the LightGCN patience-20 grid that ran to the 300-epoch cap was rerun with a cap of 1,000
+    (prune_cap1000_lightgcn_*.json): each stopped by patience below 1,000, and the CIESS one as quoted."""
+    from recsize.search.compare import merge_runs, run_files
+    out = ROOT / "benchmarks" / "out"
+    grid, settings = merge_runs(run_files(out, "prune_lightgcn20"))
+    capped = {(r["method"], r["sparsity"], r["seed"]) for r in grid if r["epochs"] >= settings[0]["epochs"]}
+    reruns = {}
+    for f in sorted(out.glob("prune_cap1000_lightgcn_*.json")):
+        data = json.loads(f.read_text())
+        assert data["settings"]["epochs"] == 1000 and data["settings"]["patience"] == 20
+        reruns.update({(r["method"], r["sparsity"], r["seed"]): r for r in data["runs"]})
+    assert capped and capped <= set(reruns)
+    assert all(r["epochs"] < 1000 and r["epochs"] - r["best_epoch"] > 20 - 1 for r in reruns.values())
+    ciess = reruns["ciess", 0.8, 0]
+    before = next(r for r in grid if (r["method"], r["sparsity"], r["seed"]) == ("ciess", 0.8, 0))
+    assert ciess["recall@20"] == before["recall@20"] and ciess["best_epoch"] == before["best_epoch"] == 289
+    text = " ".join(_prose("ch06_ciess").split())
+    assert (f"stops by patience at epoch {ciess['epochs']} with the same best epoch and the same "
+            f"{ciess['recall@20']:.4f}") in text
+    readme = " ".join((ROOT / "benchmarks" / "README.md").read_text().split())
+    assert (f"CIESS {before['recall@20']:.4f} unchanged (best epoch {ciess['best_epoch']} again, stopped by patience "
+            f"at {ciess['epochs']})") in readme
+
+
 def _ciess_runs(out, pattern):
     """Rows and timings of benchmarks/ciess.py outputs matching ``pattern``."""
     runs, timings = [], []
