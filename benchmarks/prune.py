@@ -243,8 +243,9 @@ def load(path: Path, settings: dict) -> list[dict]:
 def stacked_cells(args, split, config, shapes, todo, seed: int) -> dict:
     """``--stacked``: the seed's pending ES / MDE / MR cells trained in one stacked pass
     (:func:`~recsize.search.run_baselines_stacked`), as {(method, sparsity): (run, seconds, extra)}. Each run
-    equals its one-by-one run; its ``train`` seconds are the pass's wall time shared equally among the K
-    models (``stacked_pass`` keeps the whole), so summing a grid's seconds counts the pass once."""
+    equals its one-by-one run; its ``train`` (wall) and ``cpu`` (process CPU) seconds are the pass's shared
+    equally among the K models (``stacked_pass`` and ``stacked_pass_cpu`` keep the whole), so summing a grid's
+    seconds counts the pass once."""
     cells = []
     for method, sparsity in todo:
         density = round(1 - sparsity, 6)
@@ -257,13 +258,13 @@ def stacked_cells(args, split, config, shapes, todo, seed: int) -> dict:
         cells.append((method, sparsity, density))
     if not cells:
         return {}
-    begin = time.perf_counter()
+    begin, begin_cpu = time.perf_counter(), time.process_time()
     runs = run_baselines_stacked(args.backbone, split, [(m.split("-")[0], d) for m, _, d in cells], args.dim,
                                  config, seed=seed)
-    wall = time.perf_counter() - begin
+    wall, cpu = time.perf_counter() - begin, time.process_time() - begin_cpu
     print(f"seed {seed}: {len(cells)} ES / MDE / MR models in one stacked pass, {wall:.1f} s", flush=True)
-    return {(m, c): (run, {"train": wall / len(cells), "stacked_pass": wall}, {"stacked": len(cells)})
-            for (m, c, _), run in zip(cells, runs)}
+    seconds = {"train": wall / len(cells), "cpu": cpu / len(cells), "stacked_pass": wall, "stacked_pass_cpu": cpu}
+    return {(m, c): (run, seconds, {"stacked": len(cells)}) for (m, c, _), run in zip(cells, runs)}
 
 
 def main(argv=None) -> int:
@@ -397,7 +398,7 @@ def main(argv=None) -> int:
                 print(f"seed {seed}: CIESS reference {ciess[0].seconds['reference']:.1f} s, search "
                       f"{args.ciess_episodes} x {args.ciess_iterations} iterations {ciess[0].seconds['search']:.1f} s, "
                       f"retraining {ciess[0].seconds['retrain']:.1f} s", flush=True)
-            begin = time.perf_counter()
+            begin, begin_cpu = time.perf_counter(), time.process_time()
             extra = {}
             if method in DNIS_VARIANTS:
                 config_d = DNISConfig(**{**asdict(dnis.config), **DNIS_VARIANTS[method]})
@@ -416,7 +417,7 @@ def main(argv=None) -> int:
                 run, stage, extra = stacked[method, sparsity]
             elif method == "es":
                 run = run_baseline(args.backbone, split, "es", density, args.dim, config, seed=seed)
-                stage = {"train": time.perf_counter() - begin}
+                stage = {"train": time.perf_counter() - begin, "cpu": time.process_time() - begin_cpu}
             elif method == "ciess":
                 result, budgets = ciess
                 found = result.budgets[str(budgets[sparsity])]
@@ -439,7 +440,7 @@ def main(argv=None) -> int:
                 extra["budget_density"] = fitted
             else:
                 run = run_baseline(args.backbone, split, method.split("-")[0], fitted, args.dim, config, seed=seed)
-                stage = {"train": time.perf_counter() - begin}
+                stage = {"train": time.perf_counter() - begin, "cpu": time.process_time() - begin_cpu}
             runs.append({**record(method, sparsity, seed, run, stage, metrics, split), **extra})
             done.add((method, sparsity, seed))
             r = runs[-1]

@@ -417,22 +417,64 @@ def render_pep_levels(data: dict) -> str:
 
 
 def render_stacked(data: dict) -> str:
-    """K LightGCN models in one stacked pass against one by one (``benchmarks/stacked.py``, Chapter 8)."""
+    """K LightGCN models one by one (every column, or only the live ones) and in one stacked pass
+    (``benchmarks/stacked.py``, Chapter 8)."""
     st = data["settings"]
     models = ", ".join(f"{m} ({c} live columns)" for m, c in zip(st["models"], st["live_columns"]))
     lines = [f"LightGCN on {st['dataset']} ({st['split']}, seed {st['seed']}), d_max {st['d_max']}, {st['epochs']} "
              f"epochs per run after one untimed warm-up, {st['device']}, {st['threads']} thread; the first K of: "
-             f"{models}. Wall seconds per epoch of all K models (validation included); speed-up = one by one / "
-             "stacked; stacked: all K x d_max columns propagated; trimmed: each model's live columns only. "
-             f"Machine: {data['machine']}.", "",
-             "| K | one by one s/epoch | stacked s/epoch | speed-up | trimmed s/epoch | speed-up | same results |",
-             "|---|---|---|---|---|---|---|"]
+             f"{models}. Process CPU seconds per epoch of all K models (validation included; with one thread the "
+             "run's own work, whatever else the machine runs) and in brackets the speed-up over one by one with every "
+             "column propagated, by CPU time and by wall time; live: one by one, each model propagating only its "
+             "live columns (`LightGCN.propagate`'s default); stacked: all K x d_max columns in one pass; trimmed: one "
+             f"pass, live columns only. Machine: {data['machine']}.", "",
+             "| K | one by one | live | stacked | trimmed | same results |", "|---|---|---|---|---|---|"]
+
+    def cell(x):
+        return f"{x['cpu_per_epoch']:.3f} ({x['speedup']['cpu']:.2f}x; wall {x['speedup']['wall']:.2f}x)"
     for r in data["runs"]:
-        a, t, trim = r["one_by_one"], r["stacked"], r["trimmed"]
-        same = all(x["bit_identical"] for x in (t, trim))
-        lines.append(f"| {r['k']} | {a['wall_per_epoch']:.3f} | {t['wall_per_epoch']:.3f} | "
-                     f"{t['speedup']['wall']:.2f}x | {trim['wall_per_epoch']:.3f} | {trim['speedup']['wall']:.2f}x | "
-                     f"{'bit for bit' if same else 'max diff %.2g' % max(t['max_abs_diff'], trim['max_abs_diff'])} |")
+        lv, t, trim = r["one_by_one_live"], r["stacked"], r["trimmed"]
+        same = all(x["bit_identical"] for x in (lv, t, trim))
+        diff = max(x["max_abs_diff"] for x in (lv, t, trim))
+        lines.append(f"| {r['k']} | {r['one_by_one']['cpu_per_epoch']:.3f} | {cell(lv)} | {cell(t)} | {cell(trim)} | "
+                     f"{'bit for bit' if same else 'max diff %.2g' % diff} |")
+    return "\n".join(lines)
+
+
+def render_stacked_grid(out: Path = OUT) -> str:
+    """One seed's ES / MDE / MR cells of the LightGCN grid trained in one stacked pass (``prune.py --stacked``)
+    against the same cells one by one, and against the grid's stored cells (Chapter 8)."""
+    from recsize.search.compare import merge_runs, run_files
+    stacked = json.loads((out / "stackedgrid_lightgcn20_s0.json").read_text())
+    alone = json.loads((out / "stackedgrid_onebyone_lightgcn20_s0.json").read_text())
+    grid, _ = merge_runs(run_files(out, "prune_lightgcn20"))
+    key = lambda r: (r["method"], r["sparsity"], r["seed"])   # noqa: E731
+    stored = {key(r): r for r in grid}
+    mine = {key(r): r for r in alone["runs"]}
+    st = stacked["settings"]
+    lines = [f"LightGCN on {st['dataset']}, seed {', '.join(map(str, st['seeds']))}, the grid's protocol (cap "
+             f"{st['epochs']}, patience {st['patience']}); `prune.py --stacked` against the same command without it. "
+             f"Machine: {stacked['machine']}, other benchmark processes running alongside.", "",
+             "| c | method | Recall@20 stacked | one by one | stored grid cell | best epoch / epochs | one by one s |",
+             "|---|---|---|---|---|---|---|"]
+    fields = ("recall@20", "ndcg@20", "valid_ndcg@20", "best_epoch", "epochs", "bytes", "kept")
+    differ = {"one by one": [], "stored grid": []}
+    for r in stacked["runs"]:
+        o, g = mine.get(key(r)), stored.get(key(r))
+        for name, other in (("one by one", o), ("stored grid", g)):
+            differ[name] += ([f"{r['method']} {_pct(r['sparsity'])}: missing"] if other is None else
+                             [f"{r['method']} {_pct(r['sparsity'])} {f} {other[f]:.6g} (stacked {r[f]:.6g})"
+                              for f in fields if other[f] != r[f]])
+        lines.append(f"| {_pct(r['sparsity'])} | {r['method']} | {r['recall@20']:.4f} | "
+                     + (f"{o['recall@20']:.4f}" if o else "-") + " | " + (f"{g['recall@20']:.4f}" if g else "-")
+                     + f" | {r['best_epoch']} / {r['epochs']} | " + (f"{o['seconds']['train']:.0f}" if o else "-")
+                     + " |")
+    pass_s = stacked["runs"][0]["seconds"]["stacked_pass"]
+    alone_s = sum(o["seconds"]["train"] for o in alone["runs"])
+    said = " ".join(f"Against the {name}: " + ("every field equal (" + ", ".join(fields) + ")." if not d else
+                                                "equal except " + "; ".join(d) + ".") for name, d in differ.items())
+    lines += ["", f"The stacked pass: {pass_s / 60:.1f} min for the {len(stacked['runs'])} models; one by one "
+              f"{alone_s / 60:.1f} min ({alone_s / pass_s:.2f}x). {said}"]
     return "\n".join(lines)
 
 
@@ -600,6 +642,7 @@ MERGED = {f"prune_{b}": (lambda out, b=b: render_prune(*load_prune(f"prune_{b}",
           for b in ("lightgcn20", "lightgcn", "neumf", "deepfm", "planted_lightgcn")}
 MERGED["ihas_breakdown"] = render_ihas_breakdown
 MERGED["ciess_experiments"] = render_ciess_experiments
+MERGED["stackedgrid_lightgcn20"] = render_stacked_grid
 HEADLINE_PRUNE = ("lightgcn20", "neumf", "deepfm")   # the protocol each backbone's headline shows
 
 

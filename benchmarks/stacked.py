@@ -7,9 +7,12 @@ does) at densities 0.5, 0.2 and 0.1, initialised and sampled from seed 0, as ``r
 first K of them for K = 1, 2, 4, 8 (``--ks``). Every training runs ``--epochs`` epochs (early stopping cannot
 trigger: patience = epochs) with validation NDCG@20 after each epoch and no test evaluation.
 
-* one by one: each of the first K models built, then trained by ``recsize.train.train``; the figure for K is
-  the sum over them (measured again for every K, right before its stacked runs, so that both sides see the
-  same load on a shared machine);
+* one by one: each of the first K models built, then trained by ``recsize.train.train`` with every column
+  propagated (``LightGCN.trim_dead_columns = False``, how LightGCN trained before it skipped dead columns); the
+  figure for K is the sum over them (measured again for every K, right before its stacked runs, so that both
+  sides see the same load on a shared machine); the reference of every speed-up;
+* one by one, live columns: the same with ``LightGCN.propagate``'s default, which propagates only the
+  columns some row's mask keeps (``recsize.backbones.live_columns``);
 * stacked: the first K models built the same way, then trained together by
   ``recsize.stacked.train_models_stacked(..., trim=False)`` (one wide propagation of all K x d_max columns per
   layer, in blocks of at most 256 columns on a CPU; per-model losses, Adam, early stopping and validation);
@@ -40,7 +43,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 from common import machine  # noqa: E402
-from recsize.backbones import build_backbone, defaults_for  # noqa: E402
+from recsize.backbones import LightGCN, build_backbone, defaults_for  # noqa: E402
 from recsize.data import prepare  # noqa: E402
 from recsize.embedding import masked_factory  # noqa: E402
 from recsize.files import write_json  # noqa: E402
@@ -132,16 +135,31 @@ def main(argv=None) -> int:
 
     rows = []
     for k in ks:   # each K: its one-by-one runs right before its stacked runs, so both see the same machine load
-        single = []
-        for name, w in zip(names[:k], widths[:k]):
-            model = build(split, w, args.dim, seed)
-            result, wall, cpu = timed(lambda: train(model, split, config), device)
-            single.append({"model": name, "wall": wall, "cpu": cpu, "result": result})
+        singles = {}
+        try:
+            for variant, trim in (("one_by_one", False), ("one_by_one_live", True)):
+                LightGCN.trim_dead_columns = trim
+                singles[variant] = []
+                for name, w in zip(names[:k], widths[:k]):
+                    model = build(split, w, args.dim, seed)
+                    result, wall, cpu = timed(lambda: train(model, split, config), device)
+                    singles[variant].append({"model": name, "wall": wall, "cpu": cpu, "result": result})
+        finally:
+            LightGCN.trim_dead_columns = True
+        single = singles["one_by_one"]
         alone = per_epoch(*(sum(s[t] for s in single) for t in ("wall", "cpu")))
         row = {"k": k, "models": names[:k], "live_columns": live[:k], "one_by_one": alone,
                "one_by_one_models": [{t: v for t, v in s.items() if t != "result"} for s in single]}
+        lone = singles["one_by_one_live"]
+        wall, cpu = (sum(s[t] for s in lone) for t in ("wall", "cpu"))
+        checks = [compare(a["result"], b["result"]) for a, b in zip(lone, single)]
+        row["one_by_one_live"] = {**per_epoch(wall, cpu),
+                                  "speedup": {"wall": alone["wall"] / wall, "cpu": alone["cpu"] / cpu},
+                                  "bit_identical": all(same for same, _ in checks),
+                                  "max_abs_diff": max(diff for _, diff in checks)}
         print(f"  K = {k}: one by one {alone['wall_per_epoch']:6.3f} s/epoch wall, "
-              f"{alone['cpu_per_epoch']:6.3f} s/epoch CPU", flush=True)
+              f"{alone['cpu_per_epoch']:6.3f} s/epoch CPU; live columns only "
+              f"{row['one_by_one_live']['wall_per_epoch']:6.3f} s/epoch wall", flush=True)
         for variant, trim in (("stacked", False), ("trimmed", True)):
             models = [build(split, w, args.dim, seed) for w in widths[:k]]
             results, wall, cpu = timed(lambda: train_models_stacked(models, split, config, trim=trim), device)
@@ -154,18 +172,18 @@ def main(argv=None) -> int:
                   f"CPU", flush=True)
         rows.append(row)
 
-    print(f"\nseconds per epoch of K models (validation included); speed-up = one by one / stacked; stacked: all "
-          f"K x {args.dim} columns propagated, trimmed: each model's live columns only")
-    print(f"{'K':>2s} {'one by one':>11s} {'stacked':>8s} {'speed-up':>9s} {'trimmed':>8s} {'speed-up':>9s}   "
-          f"{'CPU: one by one':>15s} {'stacked':>8s} {'speed-up':>9s} {'trimmed':>8s} {'speed-up':>9s}  identical")
+    print(f"\nwall seconds per epoch of K models (validation included); speed-up = one by one (every column) / the "
+          f"variant; live: one by one, each model's live columns only; stacked: all K x {args.dim} columns in one "
+          "pass; trimmed: stacked, live columns only")
+    print(f"{'K':>2s} {'one by one':>11s} {'live':>8s} {'speed-up':>9s} {'stacked':>8s} {'speed-up':>9s} "
+          f"{'trimmed':>8s} {'speed-up':>9s}  identical")
     for r in rows:
-        a, s, t = r["one_by_one"], r["stacked"], r["trimmed"]
-        same = all(x["bit_identical"] for x in (s, t))
-        print(f"{r['k']:2d} {a['wall_per_epoch']:11.3f} {s['wall_per_epoch']:8.3f} {s['speedup']['wall']:8.2f}x "
-              f"{t['wall_per_epoch']:8.3f} {t['speedup']['wall']:8.2f}x   {a['cpu_per_epoch']:15.3f} "
-              f"{s['cpu_per_epoch']:8.3f} {s['speedup']['cpu']:8.2f}x {t['cpu_per_epoch']:8.3f} "
-              f"{t['speedup']['cpu']:8.2f}x  "
-              f"{'bit for bit' if same else 'max |diff| %.2g' % max(s['max_abs_diff'], t['max_abs_diff'])}")
+        a, lv, s, t = r["one_by_one"], r["one_by_one_live"], r["stacked"], r["trimmed"]
+        same = all(x["bit_identical"] for x in (lv, s, t))
+        diff = max(x["max_abs_diff"] for x in (lv, s, t))
+        print(f"{r['k']:2d} {a['wall_per_epoch']:11.3f} {lv['wall_per_epoch']:8.3f} {lv['speedup']['wall']:8.2f}x "
+              f"{s['wall_per_epoch']:8.3f} {s['speedup']['wall']:8.2f}x {t['wall_per_epoch']:8.3f} "
+              f"{t['speedup']['wall']:8.2f}x  {'bit for bit' if same else 'max |diff| %.2g' % diff}")
     write_json({"settings": {"dataset": "ml-100k", "split": "random-811", "seed": seed, "backbone": "lightgcn",
                              "d_max": args.dim, "epochs": args.epochs, "ks": ks, "device": str(device), "threads": 1,
                              "models": names, "live_columns": live},

@@ -205,6 +205,23 @@ def propagate_once(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return _SymmetricSpMM.apply(adj, x)
 
 
+def live_columns(model) -> int:
+    """How many leading columns of ``model``'s ego table (users and items together) can be nonzero: one past
+    the last column any row's mask keeps (prefix widths: the largest width), the full width for tables without
+    a mask. Columns beyond it are zero in every row, so they stay zero through LightGCN's propagation, and
+    :meth:`LightGCN.propagate` and :func:`recsize.stacked.train_models_stacked` need not propagate them.
+    Explained in Chapter 8."""
+    live = 0
+    for table in (model.user, model.item):
+        mask = getattr(table, "mask", None)
+        if mask is None:
+            return model.dim
+        with torch.no_grad():
+            kept = torch.nonzero(mask().ne(0).any(0))
+        live = max(live, int(kept.max()) + 1 if len(kept) else 0)
+    return live
+
+
 class GraphModel(TopKModel):
     """Shared parts of NGCF and LightGCN: ego embeddings, the normalised adjacency, BPR on the
     propagated embeddings, and L2 on the ego embeddings of the batch. Explained in Chapter 3."""
@@ -257,13 +274,23 @@ class LightGCN(GraphModel):
         super().__init__(train, dim, reg, embedding)
         self.n_layers = n_layers
 
+    # propagate only the live columns of masked tables (live_columns): the others are zero in every row and
+    # would stay zero; the kept columns are the full product's bit for bit (Chapter 8, tests/test_stacked.py)
+    trim_dead_columns = True
+
     def propagate(self):
-        e = self.ego()
+        live = max(1, live_columns(self)) if self.trim_dead_columns else self.dim
+        if live < self.dim:
+            e = torch.cat([self.user.table()[:, :live], self.item.table()[:, :live]])
+        else:
+            e = self.ego()
         total = e
         for _ in range(self.n_layers):
             e = propagate_once(self.adj, e)
             total = total + e
         final = total / (self.n_layers + 1)
+        if live < self.dim:   # the dead columns back, as the zeros the full propagation gives there
+            final = F.pad(final, (0, self.dim - live))
         return final[:self.n_users], final[self.n_users:]
 
 

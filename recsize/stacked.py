@@ -34,8 +34,10 @@ fall the other way).
 What it saves (``benchmarks/stacked.py``, ml-100k, one CPU thread): the sparse products cost the same per
 column whether K models are stacked or not (and more past ~256 columns, hence :data:`CPU_BLOCK_COLUMNS`),
 and every other operation is per model anyway, so stacking alone saves only per-operation overhead on a
-CPU; propagating only the live columns saves the dead columns' share of the sparse work. A GPU, where a
-small model's step is bound by kernel launches, is where the wide matrix itself should pay.
+CPU; propagating only the live columns saves the dead columns' share of the sparse work, and
+:meth:`recsize.backbones.LightGCN.propagate` now does that for a single model too, so on a CPU the pass adds
+about a tenth over training the same models one by one. A GPU, where a small model's step is bound by
+kernel launches, is where the wide matrix itself should pay.
 
 What differs from K calls of :func:`~recsize.train.train`: ``seconds`` (in the result and its history) is the
 wall time of the shared pass until that model stopped; a non-finite loss in any model stops the whole pass
@@ -54,6 +56,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import backbones
+from .backbones import live_columns  # noqa: F401  (part of this module's API)
 from .budget import check_sizes
 from .data import BPRSampler
 from .embedding import masked_factory
@@ -80,22 +83,6 @@ class _Propagated(nn.Module):
 
     def scorer(self):
         return lambda users: self.all_u[users] @ self.all_i.T
-
-
-def live_columns(model) -> int:
-    """How many leading columns of ``model``'s ego table (users and items together) can be nonzero: one past
-    the last column any row's mask keeps (prefix widths: the largest width), the full width for tables without
-    a mask. Columns beyond it are zero in every row, so they stay zero through LightGCN's propagation and
-    :func:`train_models_stacked` need not propagate them. Explained in Chapter 8."""
-    live = 0
-    for table in (model.user, model.item):
-        mask = getattr(table, "mask", None)
-        if mask is None:
-            return model.dim
-        with torch.no_grad():
-            kept = torch.nonzero(mask().ne(0).any(0))
-        live = max(live, int(kept.max()) + 1 if len(kept) else 0)
-    return live
 
 
 def _wide_final(models: list, adj: torch.Tensor, live: list[int], block: int | None) -> list[torch.Tensor]:

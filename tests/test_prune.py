@@ -479,6 +479,10 @@ def test_prune_script_stacked_gives_the_one_by_one_cells(tiny_split, monkeypatch
     assert "stacked" not in raw["magprune"]
     shares = [raw[m]["seconds"]["train"] for m in ("es", "es-bytes", "mde-bytes", "mr-bytes")]
     assert sum(shares) == pytest.approx(raw["es"]["seconds"]["stacked_pass"])
+    cpu = [raw[m]["seconds"]["cpu"] for m in ("es", "es-bytes", "mde-bytes", "mr-bytes")]
+    assert sum(cpu) == pytest.approx(raw["es"]["seconds"]["stacked_pass_cpu"]) and min(cpu) > 0
+    alone = {r["method"]: r for r in json.loads((tmp_path / "a.json").read_text())["runs"]}
+    assert alone["es-bytes"]["seconds"]["cpu"] > 0 and "stacked_pass" not in alone["es-bytes"]["seconds"]
     with pytest.raises(SystemExit):
         prune.main(["--quick", "--backbone", "mf", "--stacked", "--out", str(tmp_path / "x.json")])
     err = capsys.readouterr().err

@@ -192,10 +192,11 @@ def test_stacked_benchmark_writes_its_figures(tiny_split, monkeypatch, tmp_path,
     data = json.loads(out.read_text())
     assert data["settings"]["ks"] == [1, 3] and [len(r["one_by_one_models"]) for r in data["runs"]] == [1, 3]
     for row in data["runs"]:
-        for variant in ("stacked", "trimmed"):
+        for variant in ("one_by_one_live", "stacked", "trimmed"):
             assert row[variant]["bit_identical"] and row[variant]["max_abs_diff"] == 0
             assert row[variant]["speedup"]["cpu"] > 0 and row[variant]["cpu_per_epoch"] > 0
     assert "bit for bit" in capsys.readouterr().out
+    assert LightGCN.trim_dead_columns is True                     # restored after the full-width reference
 
 
 @pytest.mark.parametrize("argv, needle", [(["--epochs", "0"], "--epochs must be >= 1"),
@@ -243,3 +244,30 @@ def test_baselines_stacked_refuse_other_backbones(tiny_split):
     from recsize.search import run_baselines_stacked
     with pytest.raises(ValueError, match="supports backbone 'lightgcn' only"):
         run_baselines_stacked("mf", tiny_split, [("es", 0.5)], D, default_config("mf", progress=False))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_lightgcn_propagates_only_its_live_columns_with_the_same_results(tiny_split, monkeypatch, k):
+    """LightGCN.propagate skips the columns no row's mask keeps: a masked model trains to the same history,
+    weights and metrics as with every column propagated, and its propagation is narrower."""
+    own = widths(tiny_split)[k]
+    monkeypatch.setattr(LightGCN, "trim_dead_columns", False)
+    full = one_by_one(tiny_split, own, 0, config())
+    monkeypatch.setattr(LightGCN, "trim_dead_columns", True)
+    seen, propagate = set(), stacked.backbones.propagate_once
+    monkeypatch.setattr(stacked.backbones, "propagate_once", lambda adj, x: seen.add(x.shape[1]) or propagate(adj, x))
+    trimmed = one_by_one(tiny_split, own, 0, config())
+    assert_same(trimmed, full)
+    assert seen == {live_columns(trimmed.model)}
+    all_u, all_i = trimmed.model.propagate()
+    assert all_u.shape[1] == all_i.shape[1] == D
+
+
+def test_live_columns_of_plain_and_full_tables_leave_propagation_alone(tiny_split):
+    seed_everything(0)
+    model = build_backbone("lightgcn", tiny_split, D, embedding=plain_factory())
+    assert live_columns(model) == D
+    zero = {"user": np.zeros(tiny_split.n_users, int), "item": np.zeros(tiny_split.n_items, int)}
+    model = build_backbone("lightgcn", tiny_split, D, embedding=masked_factory(zero, D))
+    all_u, all_i = model.propagate()                   # no live column at all: zeros, full width
+    assert all_u.shape == (tiny_split.n_users, D) and not all_u.any() and not all_i.any()
