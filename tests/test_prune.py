@@ -406,14 +406,20 @@ def test_pep_settings_are_checked():
 
 # --- benchmarks/prune.py: the methods of issue 14 on tiny data (prepare() patched: no download) -----
 
-def _prune_script(monkeypatch, split):
+def _bench_script(monkeypatch, name: str, split):
+    """The benchmark script ``benchmarks/NAME.py``, freshly imported, its ``prepare`` giving ``split``."""
+    import importlib
     import sys
     from pathlib import Path
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    sys.modules.pop("prune", None)
-    import prune
-    monkeypatch.setattr(prune, "prepare", lambda *a, **k: split)
-    return prune
+    sys.modules.pop(name, None)
+    script = importlib.import_module(name)
+    monkeypatch.setattr(script, "prepare", lambda *a, **k: split)
+    return script
+
+
+def _prune_script(monkeypatch, split):
+    return _bench_script(monkeypatch, "prune", split)
 
 
 def _cells(path):
@@ -592,12 +598,7 @@ def test_verdict_script_runs_one_resumable_prune_per_grid_and_seed(monkeypatch, 
 
 
 def test_where_time_goes_script_profiles_a_grid_cell(tiny_split, monkeypatch, tmp_path, capsys):
-    import sys
-    from pathlib import Path
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    sys.modules.pop("where_time_goes", None)
-    import where_time_goes as wtg
-    monkeypatch.setattr(wtg, "prepare", lambda *a, **k: tiny_split)
+    wtg = _bench_script(monkeypatch, "where_time_goes", tiny_split)
     out = tmp_path / "w.json"
     assert wtg.main(["--backbones", "lightgcn", "--epochs", "2", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
