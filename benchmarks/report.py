@@ -455,7 +455,7 @@ def render_stacked_grid(out: Path = OUT) -> str:
     lines = [f"LightGCN on {st['dataset']}, seed {', '.join(map(str, st['seeds']))}, the grid's protocol (cap "
              f"{st['epochs']}, patience {st['patience']}); `prune.py --stacked` against the same command without it. "
              f"Machine: {stacked['machine']}, other benchmark processes running alongside.", "",
-             "| c | method | Recall@20 stacked | one by one | stored grid cell | best epoch / epochs | one by one s |",
+             "| c | method | Recall@20 stacked | one by one | stored grid cell | best epoch / epochs | one by one CPU s |",
              "|---|---|---|---|---|---|---|"]
     fields = ("recall@20", "ndcg@20", "valid_ndcg@20", "best_epoch", "epochs", "bytes", "kept")
     differ = {"one by one": [], "stored grid": []}
@@ -467,14 +467,16 @@ def render_stacked_grid(out: Path = OUT) -> str:
                               for f in fields if other[f] != r[f]])
         lines.append(f"| {_pct(r['sparsity'])} | {r['method']} | {r['recall@20']:.4f} | "
                      + (f"{o['recall@20']:.4f}" if o else "-") + " | " + (f"{g['recall@20']:.4f}" if g else "-")
-                     + f" | {r['best_epoch']} / {r['epochs']} | " + (f"{o['seconds']['train']:.0f}" if o else "-")
+                     + f" | {r['best_epoch']} / {r['epochs']} | " + (f"{o['seconds']['cpu']:.0f}" if o else "-")
                      + " |")
-    pass_s = stacked["runs"][0]["seconds"]["stacked_pass"]
-    alone_s = sum(o["seconds"]["train"] for o in alone["runs"])
+    pass_s, pass_cpu = (stacked["runs"][0]["seconds"][k] for k in ("stacked_pass", "stacked_pass_cpu"))
+    alone_s, alone_cpu = (sum(o["seconds"][k] for o in alone["runs"]) for k in ("train", "cpu"))
     said = " ".join(f"Against the {name}: " + ("every field equal (" + ", ".join(fields) + ")." if not d else
                                                 "equal except " + "; ".join(d) + ".") for name, d in differ.items())
-    lines += ["", f"The stacked pass: {pass_s / 60:.1f} min for the {len(stacked['runs'])} models; one by one "
-              f"{alone_s / 60:.1f} min ({alone_s / pass_s:.2f}x). {said}"]
+    lines += ["", f"The stacked pass: {pass_cpu / 60:.1f} min of CPU ({pass_s / 60:.1f} min wall) for the "
+              f"{len(stacked['runs'])} models; one by one {alone_cpu / 60:.1f} min of CPU ({alone_s / 60:.1f} min wall): "
+              f"{alone_cpu / pass_cpu:.2f}x by CPU time, {alone_s / pass_s:.2f}x by wall time (the two runs did not "
+              f"share the machine with the same other processes). {said}"]
     return "\n".join(lines)
 
 
