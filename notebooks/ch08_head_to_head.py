@@ -449,13 +449,20 @@ for name in ("lightgcn20", "neumf", "deepfm"):
 #
 # **What the comparison costs.** The three grids of 8.6 took 4.4 to 4.9 hours of one core each (87 to
 # 98 minutes per seed), about 14 hours in all, or 7 on both cores of this machine: far above the 90
-# minutes we aimed at. Training several models in one pass does not close the gap on a CPU:
-# `recsize.stacked.train_stacked` trains K LightGCN models of one split together, bit for bit equal to
-# training them one by one (tested), and `benchmarks/stacked.py` measures 0.97-1.10 times the speed
-# of one by one for K = 1 to 8 when the tables are simply stacked (the sparse product costs the same
-# per column either way), and 1.29-1.52 times when each model propagates only the columns its widths
-# can make nonzero. A GPU, where one wide product is cheaper than K narrow ones, is where stacking
-# should pay; it has not been measured.
+# minutes we aimed at. Those are wall times, with up to seven benchmark processes sharing the two
+# cores. Where the time goes (`benchmarks/where_time_goes.py`, one grid cell per backbone): imports
+# cost 2.4 s per process, and no stage of an epoch dominates; LightGCN spends about 45 % of it in the
+# sparse product (forward and backward), NeuMF 30 % of its operator time drawing dropout masks. Two
+# things shrink LightGCN's sparse product, both with bit-identical results (tested). `LightGCN` now
+# propagates only the columns some row's mask keeps (ES at $c$ = 90 % keeps 7 of 64): 1.09-1.37 times
+# faster in CPU time for K = 1 to 8 models one by one (`benchmarks/stacked.py`). And
+# `recsize.stacked.train_stacked` trains K models of one split in one pass, 1.21-1.48 times faster
+# than one by one with every column, little above trimming alone, since the sparse product costs the
+# same per column stacked or not (stacked without trimming: 0.95-1.10). In the grid, `prune.py
+# --stacked` trains seed 0's 12 ES / MDE / MR LightGCN cells in 6.3 minutes of CPU against 7.3 one by
+# one, every cell the same; the stored grid records 53 minutes for the same cells, so most of the
+# hours above are the shared machine, not the work. A GPU, where one wide product is cheaper than K
+# narrow ones, is where stacking should pay; it has not been measured.
 #
 # ## 8.8 Can a search find what popularity hides?
 #
