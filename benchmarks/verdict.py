@@ -57,23 +57,35 @@ def commands(grids, seeds, device: str, out: Path = OUT) -> list[list[str]]:
 
 def run_all(cmds: list[list[str]], jobs: int, logs: Path) -> int:
     """Run the commands ``jobs`` at a time, each with one thread and its log in ``logs``; the number of
-    commands that failed."""
+    commands that failed. Each command's process CPU seconds (user + system, from ``os.wait4``: its own
+    work, whatever else shares the machine) and wall seconds go to ``logs/times.json``."""
     import os
+
+    from recsize.files import write_json
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     logs.mkdir(parents=True, exist_ok=True)
-    pending, running, failed = list(cmds), [], 0
+    pending, running, failed, times = list(cmds), [], 0, {}
     while pending or running:
         while pending and len(running) < jobs:
             cmd = pending.pop(0)
             log = logs / (Path(cmd[cmd.index("--out") + 1]).stem + ".log")
-            running.append((subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env), log))
+            proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+            running.append((proc, log, time.perf_counter()))
             print(f"started {log.stem} (log {log})", flush=True)
-        for proc, log in list(running):
-            if proc.poll() is not None:
-                running.remove((proc, log))
-                failed += proc.returncode != 0
-                print(f"{'finished' if proc.returncode == 0 else 'FAILED'} {log.stem}", flush=True)
+        for proc, log, began in list(running):
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == 0:
+                continue
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            running.remove((proc, log, began))
+            failed += proc.returncode != 0
+            times[log.stem] = {"command": " ".join(proc.args[1:]), "returncode": proc.returncode,
+                               "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                               "wall_seconds": time.perf_counter() - began}
+            print(f"{'finished' if proc.returncode == 0 else 'FAILED'} {log.stem}: "
+                  f"{times[log.stem]['cpu_seconds'] / 60:.1f} min of CPU", flush=True)
         time.sleep(1)
+    write_json(times, logs / "times.json")
     return failed
 
 

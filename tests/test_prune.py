@@ -595,6 +595,10 @@ def test_verdict_script_runs_one_resumable_prune_per_grid_and_seed(monkeypatch, 
     bad = [sys.executable, "-c", "raise SystemExit(3)", "--out", str(tmp_path / "b.json")]
     assert verdict.run_all([ok, bad, ok], 2, tmp_path / "logs") == 1
     assert (tmp_path / "logs" / "a.log").read_text() == "fine\n"
+    times = json.loads((tmp_path / "logs" / "times.json").read_text())
+    assert set(times) == {"a", "b"} and times["b"]["returncode"] == 3 and times["a"]["returncode"] == 0
+    assert all(t["cpu_seconds"] > 0 and t["wall_seconds"] >= 0 for t in times.values())
+    assert "finished a: " in capsys.readouterr().out
 
 
 def test_where_time_goes_script_profiles_a_grid_cell(tiny_split, monkeypatch, tmp_path, capsys):
