@@ -480,6 +480,48 @@ def render_stacked_grid(out: Path = OUT) -> str:
     return "\n".join(lines)
 
 
+def render_verdict_runs(out: Path = OUT) -> str:
+    """One seed of a converged grid run again as ``benchmarks/verdict.py`` runs it (``out/verdictrun_*.json``:
+    the command's output with its process times): its CPU and wall time, and how many of its cells equal the
+    stored grid's bit for bit (Chapter 8)."""
+    from recsize.search.compare import merge_runs, run_files
+    files = sorted(out.glob("verdictrun_*.json"))
+    if not files:
+        raise FileNotFoundError(f"no {out}/verdictrun_*.json: time one command of benchmarks/verdict.py --dry-run")
+    lines = ["| grid | seed | methods | cells | equal to the stored grid | not in the stored grid | different: where "
+             "(largest difference of the headline metric) | CPU min | wall min |", "|---|---|---|---|---|---|---|---|---|"]
+    key = lambda r: (r["method"], r["sparsity"], r["seed"])   # noqa: E731
+    fields = ("best_epoch", "epochs", "bytes", "kept")
+    machines = set()
+    for f in files:
+        data = json.loads(f.read_text())
+        grid = f.stem[len("verdictrun_"):].rsplit("_s", 1)[0]
+        stored = {key(r): r for r in merge_runs(run_files(out, f"prune_{grid}"))[0]}
+        metrics = [m for m in ("recall@20", "ndcg@20", "auc", "logloss") if m in data["runs"][0]]
+        same = new = 0
+        differ, largest = [], 0.0
+        for r in data["runs"]:
+            old = stored.get(key(r))
+            if old is None:
+                new += 1
+            elif all(old[m] == r[m] for m in (*metrics, *fields)):
+                same += 1
+            else:
+                differ.append(f"{r['method']} {_pct(r['sparsity'])}")
+                largest = max(largest, abs(old[metrics[0]] - r[metrics[0]]))
+        proc = data["process"]
+        methods = sorted({r["method"] for r in data["runs"]})
+        lines.append(f"| {grid} | {', '.join(map(str, data['settings']['seeds']))} | {', '.join(methods)} | "
+                     f"{len(data['runs'])} | {same} | {new} | "
+                     + (f"{len(differ)}: {', '.join(differ)} ({metrics[0]} {largest:.4f})" if differ else "0")
+                     + f" | {proc['cpu_seconds'] / 60:.1f} | {proc['wall_seconds'] / 60:.1f} |")
+        machines.add(data["machine"])
+    lines += ["", f"Each row: the command `benchmarks/verdict.py --dry-run` prints for that grid and seed, run alone "
+              f"under `/usr/bin/time` (one other benchmark process on the machine's other core); equal: the test "
+              f"metrics, best epoch, epochs, bytes and kept parameters all the same. Machine: {', '.join(machines)}."]
+    return "\n".join(lines)
+
+
 def render_where_time_goes(data: dict) -> str:
     """Where a grid cell's time goes (``benchmarks/where_time_goes.py``, Chapter 8): imports, the stages of the
     training loop under cProfile, and the largest operators of one epoch under torch.profiler."""
@@ -641,10 +683,11 @@ AT_PARAMETERS = ("es", "dnis-prefix", "dnis-prefix-old")   # budgeted in paramet
 # one block per protocol: prune_lightgcn20_*.json are LightGCN at patience 20 (patience 10 stopped ES on the
 # plateau narrow tables sit on for ~20 epochs: two of three seeds at c = 90 %), prune_lightgcn_*.json at 10
 MERGED = {f"prune_{b}": (lambda out, b=b: render_prune(*load_prune(f"prune_{b}", out)))
-          for b in ("lightgcn20", "lightgcn", "neumf", "deepfm", "planted_lightgcn")}
+          for b in ("lightgcn20", "lightgcn", "neumf", "deepfm", "planted_lightgcn", "planted1m")}
 MERGED["ihas_breakdown"] = render_ihas_breakdown
 MERGED["ciess_experiments"] = render_ciess_experiments
 MERGED["stackedgrid_lightgcn20"] = render_stacked_grid
+MERGED["verdict_runs"] = render_verdict_runs
 HEADLINE_PRUNE = ("lightgcn20", "neumf", "deepfm")   # the protocol each backbone's headline shows
 
 

@@ -398,6 +398,53 @@ def test_chapter_8_and_the_benchmarks_readme_quote_ciess_on_the_planted_data():
     assert f"(best epochs {plateau[1]} and {plateau[0]})" in readme
 
 
+def test_the_planted_1m_probe_is_quoted_as_stored():
+    """benchmarks/README.md and Chapter 8.8 quote prune_planted1m_probe.json (one seed, c = 90 %) as stored."""
+    runs = {r["method"]: r for r in json.loads((ROOT / "benchmarks" / "out" / "prune_planted1m_probe.json")
+                                                .read_text())["runs"]}
+    mag, es, mde = runs["magprune"], runs["es-bytes"], runs["mde-bytes"]
+    rho = mag["spearman"]["truth"]
+    assert all(abs(r["spearman"]["truth"][t]) < 0.1 for r in (es, mde) for t in ("user", "item"))
+    readme = " ".join((ROOT / "benchmarks" / "README.md").read_text().split())
+    assert (f"(Spearman {rho['user']:+.2f} over users and {rho['item']:+.2f} over items; ES and MDE about 0) and is "
+            f"level with ES at equal bytes ({mag['recall@20']:.4f} against {es['recall@20']:.4f}; MDE "
+            f"{mde['recall@20']:.4f})") in readme
+    assert f"the full-width training alone took {mag['seconds']['dense'] / 60:.0f} minutes of one core" in readme
+    chapter = " ".join(_prose("ch08_head_to_head").split())
+    assert (f"MagPrune's widths still follow the planted ones (Spearman {rho['user']:+.2f} over users, "
+            f"{rho['item']:+.2f} over items) and it scores {mag['recall@20']:.4f} against ES's "
+            f"{es['recall@20']:.4f} and MDE's {mde['recall@20']:.4f}") in chapter
+
+
+def test_the_timed_verdict_seeds_are_quoted_as_stored():
+    """benchmarks/README.md's reading of out/verdictrun_*.json: CPU minutes per seed, the LightGCN seed equal
+    to the stored grid, the DeepFM differences as quoted."""
+    from recsize.search.compare import merge_runs, run_files
+    out = ROOT / "benchmarks" / "out"
+    runs = {f.stem: json.loads(f.read_text()) for f in sorted(out.glob("verdictrun_*.json"))}
+    cpu = [d["process"]["cpu_seconds"] / 60 for d in runs.values()]
+    readme = " ".join((ROOT / "benchmarks" / "README.md").read_text().split())
+    assert f"costs about {round(sum(cpu) / len(cpu)):.0f} minutes of CPU when it has a core to itself" in readme
+    assert all(abs(c - sum(cpu) / len(cpu)) < 1.5 for c in cpu)
+    chapter = " ".join(_prose("ch08_head_to_head").split())
+    hours = 9 * sum(cpu) / len(cpu) / 60
+    assert f"grid costs about {round(sum(cpu) / len(cpu)):.0f} minutes of CPU (`benchmarks/README.md`), and the three " \
+           f"grids' nine seeds would be about {hours / 2:.1f} hours on both cores" in chapter
+    assert f"are about {hours:.1f} hours of CPU, about {hours / 2:.1f} hours on both cores" in readme
+    key = lambda r: (r["method"], r["sparsity"], r["seed"])   # noqa: E731
+    light = runs["verdictrun_lightgcn20_s0"]["runs"]
+    stored = {key(r): r for r in merge_runs(run_files(out, "prune_lightgcn20"))[0]}
+    assert all(stored[key(r)]["recall@20"] == r["recall@20"] for r in light if key(r) in stored)
+    assert sorted({r["method"] for r in light if key(r) not in stored}) == ["dnis-alpha"]
+    deep = {key(r): r for r in runs["verdictrun_deepfm_s0"]["runs"]}
+    stored = {key(r): r for r in merge_runs(run_files(out, "prune_deepfm"))[0]}
+    gaps = {k: abs(stored[k]["auc"] - r["auc"]) for k, r in deep.items()}
+    assert all(g == 0 for k, g in gaps.items() if not k[0].startswith("dnis"))
+    worst = max(gaps, key=gaps.get)
+    assert f"its DNIS cells differ by up to {gaps[worst]:.4f} AUC ({100 * worst[1]:.0f} %: best epoch " \
+           f"{deep[worst]['best_epoch']} against {stored[worst]['best_epoch']})" in readme
+
+
 def test_the_capped_cells_quote_their_1000_epoch_reruns():
     """Every cell of the LightGCN patience-20 grid that ran to the 300-epoch cap was rerun with a cap of 1,000
     (prune_cap1000_lightgcn_*.json): each stopped by patience below 1,000, and the CIESS one as quoted."""
