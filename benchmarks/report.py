@@ -441,16 +441,23 @@ def render_stacked(data: dict) -> str:
     return "\n".join(lines)
 
 
+def _cell(r: dict) -> tuple:
+    """A grid cell's identity: (method, sparsity, seed)."""
+    return r["method"], r["sparsity"], r["seed"]
+
+
+def _stored_cells(grid: str, out: Path = OUT) -> dict:
+    """The stored cells of grid ``grid`` (every ``out/prune_GRID_*.json``, :func:`load_prune`) by :func:`_cell`."""
+    return {_cell(r): r for r in load_prune(f"prune_{grid}", out)[0]}
+
+
 def render_stacked_grid(out: Path = OUT) -> str:
     """One seed's ES / MDE / MR cells of the LightGCN grid trained in one stacked pass (``prune.py --stacked``)
     against the same cells one by one, and against the grid's stored cells (Chapter 8)."""
-    from recsize.search.compare import merge_runs, run_files
     stacked = json.loads((out / "stackedgrid_lightgcn20_s0.json").read_text())
     alone = json.loads((out / "stackedgrid_onebyone_lightgcn20_s0.json").read_text())
-    grid, _ = merge_runs(run_files(out, "prune_lightgcn20"))
-    key = lambda r: (r["method"], r["sparsity"], r["seed"])   # noqa: E731
-    stored = {key(r): r for r in grid}
-    mine = {key(r): r for r in alone["runs"]}
+    stored = _stored_cells("lightgcn20", out)
+    mine = {_cell(r): r for r in alone["runs"]}
     st = stacked["settings"]
     lines = [f"LightGCN on {st['dataset']}, seed {', '.join(map(str, st['seeds']))}, the grid's protocol (cap "
              f"{st['epochs']}, patience {st['patience']}); `prune.py --stacked` against the same command without it. "
@@ -460,7 +467,7 @@ def render_stacked_grid(out: Path = OUT) -> str:
     fields = ("recall@20", "ndcg@20", "valid_ndcg@20", "best_epoch", "epochs", "bytes", "kept")
     differ = {"one by one": [], "stored grid": []}
     for r in stacked["runs"]:
-        o, g = mine.get(key(r)), stored.get(key(r))
+        o, g = mine.get(_cell(r)), stored.get(_cell(r))
         for name, other in (("one by one", o), ("stored grid", g)):
             differ[name] += ([f"{r['method']} {_pct(r['sparsity'])}: missing"] if other is None else
                              [f"{r['method']} {_pct(r['sparsity'])} {f} {other[f]:.6g} (stacked {r[f]:.6g})"
@@ -484,24 +491,22 @@ def render_verdict_runs(out: Path = OUT) -> str:
     """One seed of a converged grid run again as ``benchmarks/verdict.py`` runs it (``out/verdictrun_*.json``:
     the command's output with its process times): its CPU and wall time, and how many of its cells equal the
     stored grid's bit for bit (Chapter 8)."""
-    from recsize.search.compare import merge_runs, run_files
     files = sorted(out.glob("verdictrun_*.json"))
     if not files:
         raise FileNotFoundError(f"no {out}/verdictrun_*.json: time one command of benchmarks/verdict.py --dry-run")
     lines = ["| grid | seed | methods | cells | equal to the stored grid | not in the stored grid | different: where "
              "(largest difference of the headline metric) | CPU min | wall min |", "|---|---|---|---|---|---|---|---|---|"]
-    key = lambda r: (r["method"], r["sparsity"], r["seed"])   # noqa: E731
     fields = ("best_epoch", "epochs", "bytes", "kept")
     machines = set()
     for f in files:
         data = json.loads(f.read_text())
         grid = f.stem[len("verdictrun_"):].rsplit("_s", 1)[0]
-        stored = {key(r): r for r in merge_runs(run_files(out, f"prune_{grid}"))[0]}
+        stored = _stored_cells(grid, out)
         metrics = [m for m in ("recall@20", "ndcg@20", "auc", "logloss") if m in data["runs"][0]]
         same = new = 0
         differ, largest = [], 0.0
         for r in data["runs"]:
-            old = stored.get(key(r))
+            old = stored.get(_cell(r))
             if old is None:
                 new += 1
             elif all(old[m] == r[m] for m in (*metrics, *fields)):

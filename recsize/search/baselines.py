@@ -237,12 +237,10 @@ def run_baselines_stacked(backbone: str, split, cells, d_max: int = 64, config=N
     ``result.seconds``, the shared pass's wall time until that model stopped. Explained in Chapter 8.
     """
     from ..stacked import train_stacked
-    from ..train import default_config
     if not isinstance(cells, (list, tuple)) or not cells or not all(
             isinstance(c, (list, tuple)) and len(c) == 2 for c in cells):
         raise ValueError(f"cells must be a non-empty list of (method, density) pairs, got {cells!r}")
     init = _default_init(backbone, init)
-    config = config if config is not None else default_config(backbone)
     checked = [(method, check_budget(density)) for method, density in cells]
     sizes = [_role_sizes(split, method, density, d_max, seed, alpha) for method, density in checked]
     results = train_stacked(backbone, split, sizes, config, d_max=d_max, init=init, **model_kwargs)
