@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -39,8 +39,9 @@
 # | 1 | why embedding size matters: memory arithmetic, quality against a uniform width |
 # | 2 | data and evaluation protocol: sources, splits, full ranking, metrics |
 # | 3 | backbones: MF, NeuMF, NGCF, LightGCN, FM, DeepFM |
-# | 4 | the variable-size embedding: masks versus memory, compact storage, budgets, baselines |
+# | 4 | variable-size embeddings: masks and memory, compact storage, budgets, baselines |
 # | 5-7 | the search methods: DNIS, CIESS, iHAS |
+# | 8 | head to head: every method at equal bytes, three seeds; what to use when |
 # | appendix | serving compact tables |
 #
 # Each chapter opens with what you will learn, runs the package on real data, and closes with a summary
@@ -50,9 +51,9 @@
 # ## Set-up
 #
 # ```bash
-# pip install torch==2.13.0          # or the PyTorch build for your machine (CUDA, ...)
-# pip install -e ".[dev]"            # recsize, plus jupytext, papermill, nbval, jupyterlab, jupyter-book
-# recsize data fetch ml-100k         # MovieLens-100K into ~/.cache/recsize (or $RECSIZE_DATA)
+# pip install torch==2.13.0    # or the PyTorch build for your machine (CPU-only, CUDA)
+# pip install -e ".[dev]"      # recsize, jupytext, papermill, nbval, jupyter-book
+# recsize data fetch ml-100k   # MovieLens-100K into ~/.cache/recsize (or $RECSIZE_DATA)
 # jupyter lab notebooks/
 # ```
 
@@ -136,8 +137,10 @@ plt.show()
 # and `recsize book run --full` runs every chapter with its full-run values (`notebooks/full_run.json`):
 #
 # ```bash
-# papermill notebooks/ch01_why_size.ipynb out.ipynb --cwd notebooks -p epochs 300
-# papermill notebooks/ch01_why_size.ipynb out.ipynb --cwd notebooks -y 'dims: [1, 2, 4, 8]'
+# papermill notebooks/ch01_why_size.ipynb out.ipynb --cwd notebooks \
+#     -p epochs 300
+# papermill notebooks/ch01_why_size.ipynb out.ipynb --cwd notebooks \
+#     -y 'dims: [1, 2, 4, 8]'
 # recsize book run --full --out results/book-full
 # ```
 #

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -345,7 +345,7 @@ else:
 # ## A.7 What changes at millions of rows
 #
 # * **Offsets cost 8 bytes a row**, two floats' worth. At a mean width of 6.4 (c = 95 % of 128) they are a
-#   quarter of the compact table; 32-bit offsets (enough below 2^31 values) halve that.
+#   quarter of the compact table; 32-bit offsets (enough below $2^{31}$ values) halve that.
 # * **Lookups**: a compact lookup copies the kept values of each row and pads it with zeros; the README's
 #   storage benchmark (`benchmarks/embedding.py`, one thread, CPU time) measures it against three dense
 #   baselines, `nn.Embedding`, `nn.Embedding(sparse=True)` and FBGEMM's fused kernel, and against the

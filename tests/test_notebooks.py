@@ -83,3 +83,30 @@ def test_chapter_code_fits_the_books_column(chapter):
     wide = [line for c in nb.cells if c.cell_type == "code" for line in c.source.splitlines()
             if len(line) > 88]
     assert not wide, f"{len(wide)} code lines of {chapter} exceed 88 columns, e.g. {wide[0]!r}"
+
+
+def _wide_markdown_lines(source: str, width: int = 88) -> list[str]:
+    """Lines of a Markdown cell that the book shows unwrapped: fenced code blocks and table rows."""
+    wide, fence = [], False
+    for line in source.splitlines():
+        if line.strip().startswith("```"):
+            fence = not fence
+            continue
+        if (fence or line.lstrip().startswith("|")) and len(line) > width:
+            wide.append(line)
+    return wide
+
+
+def test_wide_markdown_lines_are_found():
+    text = "prose " * 30 + "\n```bash\n" + "x" * 89 + "\n```\n| " + "a" * 87 + " |\n" + "y" * 100
+    assert _wide_markdown_lines(text) == ["x" * 89, "| " + "a" * 87 + " |"]
+    assert _wide_markdown_lines("```\n" + "x" * 88 + "\n```\n| short |") == []
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_markdown_fits_the_books_column(chapter):
+    """Code blocks and tables in Markdown cells are not wrapped on the page: wider lines are cut off (code
+    blocks) or scroll sideways (tables), so they follow the 88-column rule of code cells. Prose wraps."""
+    nb = jupytext.read(NOTEBOOKS / f"{chapter}.py")
+    wide = [line for c in nb.cells if c.cell_type == "markdown" for line in _wide_markdown_lines(c.source)]
+    assert not wide, f"{len(wide)} Markdown code or table lines of {chapter} exceed 88 columns, e.g. {wide[0]!r}"
