@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -22,7 +22,8 @@
 # its backbone: if the full-width model is weak, any size search looks good.
 #
 # **What you need.** Chapter 2's protocol. MovieLens-100K in the cache. A minute or two at the default
-# parameters; the full run (all models to convergence) takes about ten minutes on a 2-core CPU.
+# parameters; the full run (all models to convergence) takes a few minutes more: the note under the
+# title gives the published run's wall time and machine.
 
 # %% tags=["parameters"]
 # Parameters (papermill): CI defaults; the full run is noted on each line.
