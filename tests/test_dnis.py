@@ -19,7 +19,7 @@ from recsize.search.baselines import role_counts
 from recsize.search.dnis import (DNISConfig, ValidationTriples, alpha_step, attach_soft_selection, block_fractions,
                                  budget_sizes, clamp_alpha_, derive_sizes, embedding_parameters, embedding_step,
                                  folded_state, frequency_blocks, in_place_masks, kept_sizes, normalise_per_block, run_dnis, search,
-                                 threshold_for_density)
+                                 threshold_for_density, unique_alphas)
 
 
 TINY = dict(d_max=8, blocks=4, warm_epochs=1, search_epochs=2, retrain_epochs=2, progress=False,
@@ -72,6 +72,54 @@ def test_layer_starts_at_one_and_scales_lookups(topk_split):
     expected = plain * alphas["user"].detach()[model.user.row_block[ids]]
     assert torch.allclose(model.user(ids).detach(), expected)
     assert torch.allclose(model.user.table().detach()[ids], expected)
+
+
+def test_joint_ranking_blocks_users_and_items_together_with_one_alpha(topk_split):
+    """The authors' blocks (data/dataset.py, model/nas.py): users and items ranked by frequency as one
+    list, cut into K blocks, one alpha per block shared by the users and the items in it."""
+    model = build_backbone("mf", topk_split, 8, embedding=masked_factory(None, 8))
+    counts = {r: c for r, c in role_counts(topk_split).items() if r in model.embedding_tables()}
+    alphas = attach_soft_selection(model, counts, 4, ranking="joint")
+    assert alphas["user"] is alphas["item"] and unique_alphas(alphas) == [alphas["user"]]
+    assert alphas["user"].shape == (4, 8)
+    joint = frequency_blocks(np.concatenate([counts["user"], counts["item"]]), 4)
+    n_users = len(counts["user"])
+    assert np.array_equal(model.user.row_block.numpy(), joint[:n_users])
+    assert np.array_equal(model.item.row_block.numpy(), joint[n_users:])
+    assert model.user.soft_weights is model.item.soft_weights
+    # a block's frequencies are above the next block's, across users and items alike
+    both = np.concatenate([counts["user"], counts["item"]])
+    for b in range(3):
+        assert both[joint == b].min() >= both[joint == b + 1].max()
+    # unlike the per-table ranking: on ml-100k-like data items outnumber users and are rarer
+    per_table = frequency_blocks(counts["item"], 4)
+    assert not np.array_equal(per_table, joint[n_users:])
+    with torch.no_grad():                        # scaling block 0 scales the users AND items in it
+        alphas["user"][0].mul_(0.5)
+    u = int(np.flatnonzero(joint[:n_users] == 0)[0])
+    i = int(np.flatnonzero(joint[n_users:] == 0)[0])
+    assert torch.allclose(model.user(torch.tensor([u])), 0.5 * model.user.weight[[u]])
+    assert torch.allclose(model.item(torch.tensor([i])), 0.5 * model.item.weight[[i]])
+    with pytest.raises(ValueError, match="ranking must be one of"):
+        attach_soft_selection(model, counts, 4, ranking="both")
+
+
+def test_joint_alpha_steps_once_and_searches_deterministically(topk_split):
+    """A joint search keeps one alpha for users and items, is deterministic for a seed, blocks the items
+    differently from the per-table ranking, and derives an in-place model within the byte budget."""
+    config = DNISConfig(**{**TINY, "block_ranking": "joint"})
+    first = search("mf", topk_split, config)
+    assert np.array_equal(first.alphas["user"], first.alphas["item"])
+    assert not np.allclose(first.alphas["user"], 1.0)        # alpha moved
+    again = search("mf", topk_split, config)
+    assert np.array_equal(first.alphas["user"], again.alphas["user"])
+    per_table = search("mf", topk_split, DNISConfig(**TINY))
+    assert not np.array_equal(per_table.row_blocks["item"], first.row_blocks["item"])
+    run = run_dnis("mf", topk_split, 0.3, config, searched=first)
+    assert run.run.memory["total"]["csr"] <= element_budget(table_shapes("mf", topk_split, 8), 0.3,
+                                                           "global")["budget_bytes"]
+    with pytest.raises(ValueError, match="block_ranking must be one of"):
+        DNISConfig(block_ranking="both")
 
 
 def test_clamp_keeps_alpha_in_the_unit_interval():

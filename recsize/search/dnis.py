@@ -100,6 +100,7 @@ DERIVATIONS = ("in-place", "prefix-retrain")
 PRUNE_BY = ("weight", "alpha-weight")
 BUDGET_SPLITS = ("global", "per-table")
 ALTERNATIONS = ("zip", "every-batch")
+BLOCK_RANKINGS = ("per-table", "joint")
 
 
 @dataclass
@@ -109,6 +110,8 @@ class DNISConfig:
 
     d_max: int = 64                       # full width of every table
     blocks: int | tuple = 10              # K equal frequency blocks, or the fraction of rows in each block
+    block_ranking: str = "per-table"      # rank each table on its own; "joint": users and items together,
+                                          # one alpha shared by all tables (the authors' data/dataset.py)
     warm_epochs: int = 300                # cap of the warm start with alpha fixed at 1 (early stopping)
     search_epochs: int = 300              # cap of the alternating epochs (early stopping)
     alternation: str = "zip"              # "zip": (train, valid) batch pairs, as the authors; "every-batch"
@@ -154,7 +157,8 @@ class DNISConfig:
         if self.unroll_lr is not None and not self.unroll_lr > 0:
             raise ValueError(f"unroll_lr (xi) must be > 0, got {self.unroll_lr}")
         for name, allowed in (("granularity", GRANULARITIES), ("derive", DERIVATIONS), ("prune_by", PRUNE_BY),
-                              ("budget_split", BUDGET_SPLITS), ("alternation", ALTERNATIONS)):
+                              ("budget_split", BUDGET_SPLITS), ("alternation", ALTERNATIONS),
+                              ("block_ranking", BLOCK_RANKINGS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not 0 < self.lr_decay <= 1:
@@ -216,25 +220,51 @@ def frequency_blocks(counts, blocks=10) -> np.ndarray:
 # 2. The soft selection layer
 # ---------------------------------------------------------------------------------------------------
 
-def attach_soft_selection(model: nn.Module, counts_by_role: dict, blocks=10) -> dict[str, nn.Parameter]:
+def attach_soft_selection(model: nn.Module, counts_by_role: dict, blocks=10,
+                          ranking: str = "per-table") -> dict[str, nn.Parameter]:
     """Give every masked table of ``model`` its frequency blocks and a soft selection layer alpha
     (blocks x d_max, initialised to 1), applied to the looked-up rows through
-    ``MaskedEmbedding.set_soft_weights``. Returns alpha by role. Explained in Chapter 5."""
-    alphas = {}
-    for role, table in model.embedding_tables().items():
+    ``MaskedEmbedding.set_soft_weights``. ``ranking="per-table"``: every table is ranked and cut on its
+    own and gets its own alpha; ``"joint"`` (the authors' ``data/dataset.py``, ``model/nas.py``): the rows
+    of all tables are ranked together by frequency and cut into K blocks, and ONE alpha is shared by
+    every table, so a block's weights serve its users and its items alike. Returns alpha by role (under
+    ``"joint"`` the same parameter for every role). Explained in Chapter 5."""
+    if ranking not in BLOCK_RANKINGS:
+        raise ValueError(f"ranking must be one of {', '.join(BLOCK_RANKINGS)}, got {ranking!r}")
+    tables = model.embedding_tables()
+    for role, table in tables.items():
         if not hasattr(table, "set_soft_weights"):
             raise TypeError(f"table {role!r} is a {type(table).__name__}; DNIS needs MaskedEmbedding tables "
                             "(build the backbone with recsize.embedding.masked_factory())")
         if role not in counts_by_role:
             raise ValueError(f"no training frequencies for table {role!r}")
-        row_block = frequency_blocks(counts_by_role[role], blocks)
-        if len(row_block) != table.num_rows:
-            raise ValueError(f"table {role!r} has {table.num_rows} rows but {len(row_block)} frequencies")
+        if len(counts_by_role[role]) != table.num_rows:
+            raise ValueError(f"table {role!r} has {table.num_rows} rows but {len(counts_by_role[role])} frequencies")
+    if ranking == "per-table":
+        row_blocks = {role: frequency_blocks(counts_by_role[role], blocks) for role in tables}
+    else:
+        if len({table.dim for table in tables.values()}) > 1:
+            raise ValueError("joint frequency blocks need tables of one width (d_max)")
+        joint = frequency_blocks(np.concatenate([np.asarray(counts_by_role[r], dtype=np.float64)
+                                                 for r in tables]), blocks)
+        bounds = np.cumsum([0] + [tables[r].num_rows for r in tables])
+        row_blocks = {role: joint[bounds[i]:bounds[i + 1]] for i, role in enumerate(tables)}
+        first = next(iter(tables.values()))
+        shared = nn.Parameter(torch.ones(int(joint.max()) + 1, first.dim, device=first.weight.device))
+    alphas = {}
+    for role, table in tables.items():
         device = table.weight.device
-        alpha = nn.Parameter(torch.ones(int(row_block.max()) + 1, table.dim, device=device))
-        table.set_soft_weights(alpha, torch.from_numpy(row_block).to(device))
+        alpha = shared if ranking == "joint" else \
+            nn.Parameter(torch.ones(int(row_blocks[role].max()) + 1, table.dim, device=device))
+        table.set_soft_weights(alpha, torch.from_numpy(row_blocks[role]).to(device))
         alphas[role] = alpha
     return alphas
+
+
+def unique_alphas(alphas: dict) -> list[nn.Parameter]:
+    """The distinct alpha parameters of ``alphas`` (by role), each once: under the joint ranking every
+    role holds the same one, which must take one step and pay its L1 term once. Explained in Chapter 5."""
+    return list({id(a): a for a in alphas.values()}.values())
 
 
 def clamp_alpha_(alphas) -> None:
@@ -487,8 +517,8 @@ def search(backbone: str, split, config: DNISConfig | None = None, **model_kwarg
     model = build_backbone(backbone, split, config.d_max, embedding=masked_factory(None, config.d_max, init=init),
                            **{**defaults_for(backbone)[0], **model_kwargs}).to(device)
     counts = {role: c for role, c in role_counts(split).items() if role in model.embedding_tables()}
-    alphas = attach_soft_selection(model, counts, config.blocks)
-    alpha_list = list(alphas.values())
+    alphas = attach_soft_selection(model, counts, config.blocks, config.block_ranking)
+    alpha_list = unique_alphas(alphas)
     for a in alpha_list:
         a.requires_grad_(False)  # alpha is fixed during the warm start
 
