@@ -592,30 +592,29 @@ for name in ("lightgcn20", "lightgcn", "neumf", "deepfm"):  # lightgcn20: patien
 # The official code is `SJTU-DMTai/AutoSrh` (search: `main_nas.py`, `model/nas.py`; derivation:
 # `pruning_Avazu.ipynb`); the VLDB'24 benchmark re-implemented it in `Hsword/Hetu`
 # (`tools/EmbeddingMemoryCompression`, `methods/layers/autosrh.py`, `methods/scheduler/autosrh.py`).
+# The table below is rendered from `recsize.search.departures`, the one list of design points that
+# `dnis.py` points to: "as the authors" only where recsize's default does what the named file does.
+
+# %%
+from IPython.display import Markdown
+
+from recsize.search.departures import departures_table
+
+Markdown(departures_table("dnis"))
+
+# %% [markdown]
+# Four rows change the budget of the run rather than the method. The authors train the embeddings
+# at lr $10^{-3}$ for a 20-epoch warm start and 50 search epochs; recsize uses the backbone's
+# learning rate and caps of 300 epochs with early stopping, because ml-100k gives about 40 batches
+# an epoch. With the authors' patience of 0, the LightGCN warm start decayed at the first noisy dip and
+# stopped after 9 epochs (the full-width model needs about 80 at a constant rate); patience 5 lets it
+# reach 93. The authors' pruned model is evaluated as pruned; recsize fine-tunes it with the mask fixed,
+# as MagPrune, so the two differ only by $\alpha$.
 #
-# | design point | paper | authors' code | Hetu (VLDB'24) | recsize default | departs? why |
-# |---|---|---|---|---|---|
-# | blocks | K frequency blocks | 10 (run scripts) | 10 | 10 of 10 % | no |
-# | $\alpha$ | $[0, 1]$, init 1 | clamp after each step | same | same | no |
-# | $\alpha$ step | SGD, lr 0.01 | SGD, scripts 0.01 (default 1e-3) | SGD | SGD, 0.01 | no |
-# | L1 on $\alpha$ | $\lambda \sum\lvert\alpha\rvert$ | 1e-5 | 1e-5 | 1e-5 | no |
-# | gradient norm | per block | per block | per block | per block | no |
-# | hypergradient | 1st / 2nd order | 1st (2nd: Adam unroll) | 1st | 1st (2nd: SGD unroll) | 2nd only |
-# | alternation | batch by batch | zip(train, valid) | zip | zip | no |
-# | lr schedule | silent | plateau x0.1, patience 0 / 1 | none | x0.1, patience 5 | yes (a) |
-# | stop | silent | lr 1e-6 (warm), 1e-5 | epochs | same, cap 300 + patience 10 | no |
-# | best state | silent | best valid loss | last | best valid NDCG | yes (b) |
-# | score | magnitude | $\lvert E\rvert$ (notebook) | $\lvert \alpha E\rvert$ | $\lvert E\rvert$ | no |
-# | derivation | prune in place | continue, threshold | prune, evaluate | prune, fine-tune | no |
-# | budget split | joint table | one threshold | one global | global | no |
-# | storage | not stated | dense $\times$ mask | CSR, int32 | CSR, 1-byte columns | yes (c) |
-#
-# (a) On ml-100k an epoch is about 40 batches and validation NDCG is noisy: with the authors' patience 0
-# the LightGCN warm start decayed at the first dip and stopped after 9 epochs (the full-width model needs
-# about 80 at a constant rate); patience 5 lets it reach 93. (b) The chapters rank models by NDCG@20 /
-# AUC everywhere. (c) The official code keeps a dense table times a mask and saves no memory; recsize
-# stores the kept entries as CSR, with one-byte column indices at $d_{max} \le 256$, and counts every
-# byte in the budget (Section 4.8).
+# The authors rank users and items as **one** list into ten frequency blocks, with one $\alpha$ per
+# block shared by both; recsize's default ranks each table on its own. `block_ranking="joint"` is the
+# authors' ranking, and `benchmarks/prune.py --methods dnis-joint` measures it on the LightGCN grid
+# (below).
 #
 # Earlier versions of this chapter and of `dnis.py` said that the authors' notebook thresholds
 # $|\alpha E|$; it thresholds $|E|$ (the $\alpha$ product is commented out there), and only Hetu uses
@@ -629,9 +628,11 @@ for name in ("lightgcn20", "lightgcn", "neumf", "deepfm"):  # lightgcn20: patien
 #   dimension), learned on validation data by alternating with the embeddings: a bi-level problem solved
 #   with first-order (or unrolled second-order) hypergradients.
 # * Per-block gradient normalisation lets rare blocks move as fast as frequent ones.
-# * The authors keep the trained weights: one magnitude threshold over all tables prunes them in place,
-#   and the kept entries are fine-tuned and stored as CSR, whose index the budget counts. Deriving only
-#   prefix widths and retraining from scratch throws the search's weights away.
+# * The authors keep the trained weights: one magnitude threshold over all tables prunes them in place.
+#   recsize then fine-tunes the kept entries (ours; the authors evaluate as pruned) and stores them as
+#   CSR, whose index the budget counts. Deriving only prefix widths and retraining from scratch throws
+#   the search's weights away.
+# * Every departure from the authors' code is one row of `recsize.search.departures`, rendered above.
 # * MagPrune is the same in-place pruning without $\alpha$: the ablation that says whether the search adds
 #   anything. Compare at equal bytes, over seeds, with paired intervals.
 #

@@ -422,25 +422,27 @@ _ = (out / "ciess.json").write_text(
 # does not exist) and keeps a dense table times a 0/1 mask, so it never saves memory. Still, it is what
 # produced the paper's masks, so recsize's defaults follow it wherever the paper is silent or agrees, and
 # every remaining departure is a named setting of `CIESSConfig` (and a flag of `recsize search --method
-# ciess`). File and line numbers refer to that repository.
-#
-# | Design point | Paper's text | Official code (file, lines) | recsize default | Departs? Why |
-# |---|---|---|---|---|
-# | Exploration | actor width + Gaussian noise, $\sigma = 6$, then the random walk | one scalar $N(0, 6)$ per iteration, the same for users and items, added after the critic's pick among the walk's widths, which start at the actor's width (`CIESS.py` 52-71, 276-281) | `exploration="official"` | No. `"per-entity"` keeps recsize's earlier independent draw per entity before the walk |
-# | Noise and walk at $d_{max} \ne 128$ | $\sigma = 6$, $t = 5$ ($d_{max} = 128$) | the same (`Graph.py` 15, `Configurations.py` 6) | `rescale=True`: $\sigma$, $t$ and the TD3 target noise times $d_{max}/128$ | Fills in: the book's $d_{max}$ is 64 |
-# | Training per iteration | a freshly initialised recommender trained each iteration (a few epochs, in our reading) | 2,000 batches of 10,000 users (LightGCN; NGCF 3,000, NeuMF 1,500), lr 0.03, x0.9 every 200 batches (NGCF 100, NeuMF 50), floor $10^{-3}$ (NeuMF $10^{-4}$) (`RecSysEnv.py` 71-101, 254-264; `Configurations.py` 3) | `training="official"` | No. `"epochs"` (recsize's trainer for `epochs_per_iteration`) is the cheap option this chapter runs at CI parameters |
-# | Reward | $q_n - \lambda (d_n/d_{max})^2$, $\lambda = 0.4$ on ML-1M | raw eval $- \lambda ((d_n - 1)/128)^2$, $\lambda = 0.01$ (`RecSysEnv.py` 225-238, `main` 6) | `reward="code"`, $\lambda = 0.01$ | Paper and code disagree: the code's is the default because it produced the authors' masks; `reward="paper"` ($\lambda = 0.4$) is kept |
-# | State | (frequency, width, quality ratio) | each mapped to $[-1, 1]$; qualities reset to 0 at an episode's start; the critic reads the width in $[-1, 1]$ (`RecSysEnv.py` 175-180, 199-223; `Buffer.py` 9-11) | `state="official"` | No. `"recsize"` keeps $(f/f_{max}, d/d_{max}, q)$ |
-# | TD3 pace | TD3 (no pace stated, in our reading) | 1 step per iteration, batch 4,096, critic lr $3 \cdot 10^{-3}$, gradient clip 0.01, one target-noise scalar $N(0, 2)$ clipped to $\pm 5$, critic target every step, no terminal flag; actor output init $\pm 3 \cdot 10^{-3}$ (`Buffer.py` 43-134, `ActorCritic.py` 32, `Configurations.py` 9) | `pace="official"` | No. `"recsize"` keeps 32 steps of 256, critic lr $10^{-3}$, no clip, per-sample target noise |
-# | Replay buffer | not given | 100 iterations' transitions per side (`Buffer.py` 20-21) | the same (`buffer_size=None`) | No |
-# | Selection per budget | top-$l$ masks by mean $q$ among those meeting the budget | top-3 by mean raw user quality, each budget from its own band [next budget, budget) (`main` 21-63) | `selection="official"`; every iteration's validation NDCG@20 is recorded | No. `"ndcg"` (bands, by NDCG@20) and `"recsize"` (mean $q$, anywhere under the budget) are kept |
-# | Episodes $\times$ iterations | $30 \times 10$ | $30 \times 11$ (`Configurations.py` 11, 19) | $30 \times 10$ (`schedule="paper"`) | Follows the paper where the two disagree by one iteration |
-# | Reference model | a full-width model trained once | rounds of 3,000 batches until 2 rounds without gain (`CIESS.py` 97-135) | recsize's trainer, early stopping on validation NDCG@20 | Departs: it only sets the denominators of $q$ |
-# | Retraining | selected masks retrained from scratch | missing from the repository | to convergence, best on validation, reported on test | Fills in |
-# | Budget nobody met | not discussed | not handled | the thinnest mask scaled down to the budget, flagged `projected` | Fills in, and says so in every table |
-# | Entities without validation positives | not discussed | eval 0 | raw eval 0 in the code's reward; $q = 1$ | Departs for $q$: nothing measurable to lose |
-# | NeuMF tables | not discussed | only the MLP tables masked; GMF full width (`base_models/NCF.py` 53-54, 75-77) | GMF and MLP tables of a side share its widths | Departs: so every table's bytes shrink |
-# | Storage | not discussed | dense table times a 0/1 mask | compact tables, bytes measured | Departs: memory really shrinks |
+# ciess`). The table is rendered from `recsize.search.departures`, the one list that `ciess.py` points
+# to; the file in each row is the one in that repository the design point was read in.
+
+# %%
+from IPython.display import Markdown
+
+from recsize.search.departures import departures_table
+
+Markdown(departures_table("ciess"))
+
+# %% [markdown]
+# Three rows concern the backbone rather than the search, and recsize keeps its own backbone there
+# (ours, so that every method trains the same LightGCN and NeuMF of Chapter 3): the authors'
+# LightGCN starts from $N(0, 0.01)$ with an L2 term of $10^{-4} \sum \lVert e\rVert^2 / B$ on the
+# batch's rows, recsize's from $N(0, 0.1)$ with $10^{-3} \sum \lVert e\rVert^2 / 2B$ (five times
+# stronger); the authors' NeuMF trains with BPR (`create_bpr_loss` in `base_models/NCF.py`, called by
+# `RecSysEnv.train_one_batch`), recsize's with binary cross-entropy on one positive and one sampled
+# negative. The authors' retraining merges the validation split into training
+# (`ImplicitCF.switch_to_test_mode`); recsize retrains on the training split and picks the model on
+# validation. None of these has been rerun at the authors' setting yet: each changes the backbone
+# that every method of Chapter 8 shares, so it is a grid of its own, not one cell.
 #
 # What remains of recsize's own choices: the density is measured over all user and item rows together
 # (as the code does, `CIESS.py` 159); the best retrained candidate is chosen on validation; and the

@@ -446,18 +446,18 @@ plt.show()
 #
 # Verified from the paper's abstract and summaries: the three stages (search with stochastic Bernoulli
 # gates and sparsity plus bi-polarisation regularisers, instance-dependent; K-means on a deterministic
-# mode of the gates; one model per cluster, samples routed to their cluster). **Ours**, and open to
-# change: dimension blocks as the gate unit; the gate network (an MLP over the detached first
-# `route_dim` dimensions of the field embeddings); straight-through Bernoulli gates (the relaxed
-# clip(mu + sigma eps) version failed, 7.2); the sparsity term as a constraint with a dual-ascent
-# multiplier and a ramped polarisation weight; the calibrated threshold tau of the deterministic mode;
-# cluster widths proportional to mean open widths, scaled jointly to hit the budget exactly; rows absent
-# from a cluster stored at width 0; routing through the search table's first columns, the gate network
-# and the centroids, charged to the budget with the extra first-order tables (`charge`, "embeddings"
-# charges neither); cluster models trained from scratch on their own samples (`cluster_init`, warm
-# start as the option); one model per cluster (`layout`, one shared table with per-cluster widths as
-# the ablation).
-#
+# mode of the gates; one model per cluster, samples routed to their cluster). Everything else is
+# **ours**, and open to change; no public code exists to compare with. The list is
+# `recsize.search.departures` (which `ihas.py` points to), rendered:
+
+# %%
+from IPython.display import Markdown
+
+from recsize.search.departures import departures_table
+
+Markdown(departures_table("ihas"))
+
+# %% [markdown]
 # ## Summary
 #
 # * One width per row for every sample is a compromise when samples use different fields.

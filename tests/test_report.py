@@ -286,6 +286,10 @@ def test_chapter_4_quotes_the_stored_pep_levels_and_prune_runs():
     assert all(e is None for r in levels.values() for e in r["reached"].values())   # "reach no budget"
     assert f"allows {levels['lightgcn']['budgets']['0.5']:.1%}".replace("%", " %") in text
     assert abs(levels["lightgcn"]["final_threshold"] - 0.5) < 0.01                  # "stops at sigma(0) = 0.5"
+    # NeuMF's and DeepFM's thresholds "still climbing, at 0.009 and 0.016": they ran out of steps
+    quoted = f"{levels['neumf']['final_threshold']:.3f} and {levels['deepfm']['final_threshold']:.3f}"
+    assert f"climbing, at {quoted}" in text and f"still near {quoted} after 300 epochs" in text
+    assert all(levels[b]["final_threshold"] < 0.05 for b in ("neumf", "deepfm"))
     runs, _ = merge_runs(run_files(out, "prune_lightgcn20"))
     rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20")}
     for method in ("pep", "magprune", "es-bytes"):

@@ -52,14 +52,10 @@ the other value keeps recsize's earlier choice:
   validation NDCG@20; ``"recsize"`` keeps the top-l by mean q over users and items anywhere at or under
   the budget.
 
-Where recsize still departs from or fills in the paper and the code (stated in Chapter 6): density is
-measured over all user and item rows together; entities without validation positives (or a full-model
-eval of 0) get q = 1 (nothing measurable to lose) and raw quality 0; the reference model is recsize's
-trainer with early stopping (the code: rounds of 3,000 batches, patience 2); the best retrained
-candidate is chosen on validation, not test; a budget that no searched mask met is served by the
-lowest-density mask scaled down to the budget (flagged ``projected``); NeuMF's GMF and MLP tables share
-the widths (the code masks only the MLP tables); T = 10 as in the paper (the code's ``Configurations``
-says 11).
+Every design point, with the authors' file it was read in and whether recsize departs there (the
+reference model, retraining without the validation split, the backbones' initialisation, L2 and NeuMF's
+loss, and more), is the one list :data:`recsize.search.departures.CIESS`, rendered as Chapter 6.7's
+table.
 """
 from __future__ import annotations
 

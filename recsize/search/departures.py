@@ -117,8 +117,8 @@ PEP = [
     D("CTR features", "ML-1M fields", "no user or item ID fields (`data.iloc[:, 3:]`)",
       "data_loader/movielens.py", "ml-100k-ctr with user and item ID fields", O,
       "IDs are what the other chapters size"),
-    D("mask snapshot", "when the count reaches the target", "count checked every step, kept as is",
-      "train_ml-1m.py (`log_interval=1`)", "every step, cut to the exact count", O,
+    D("mask snapshot", "when the count reaches the target", "count checked every step (`log_interval=1`), kept as is",
+      "train_ml-1m.py", "every step, cut to the exact count", O,
       "every method meets the budget exactly"),
     D("budget not reached", "not discussed", "no mask saved", "train_ml-1m.py",
       "last state cut by magnitude, `reached = False`", O,
@@ -212,8 +212,12 @@ IHAS = [
       "mean open widths, scaled to the budget", O, "hits the budget exactly"),
     D("routing cost", "not stated", NO_PUBLIC_CODE, None,
       "router, centroids, extra tables charged", O, "everything stored is charged (`charge`)"),
+    D("unseen rows", "not stated", NO_PUBLIC_CODE, None, "width 0 in a cluster that never saw them", O,
+      "an unseen row stays at its initialisation anyway"),
     D("cluster models", "one per cluster, retrained", NO_PUBLIC_CODE, None,
       "from scratch on own samples (`cluster_init`)", O, _IHAS_OURS),
+    D("layout", "one model per cluster", NO_PUBLIC_CODE, None,
+      "per cluster (`layout=\"shared\"`: one table, the ablation)", O, _IHAS_OURS),
 ]
 
 del D, A, O

@@ -10,9 +10,10 @@ gradient descent on the validation loss.
 2. **Soft selection layer.** alpha, one weight per (block, dimension), a K x d_max matrix initialised to
    1 and kept in [0, 1]. A lookup of row n returns E[n] * alpha[block(n)]: alpha says how much each
    dimension of each block is worth. It is applied through the soft-weight hook of
-   :class:`~recsize.embedding.MaskedEmbedding` (``set_soft_weights(alpha, row_block)``). Every table
-   gets its own blocks and alpha (users and items; NeuMF's four tables; the one ``feature`` table of
-   FM and DeepFM).
+   :class:`~recsize.embedding.MaskedEmbedding` (``set_soft_weights(alpha, row_block)``). By default
+   every table is ranked on its own and gets its own blocks and alpha (users and items; NeuMF's four
+   tables; the one ``feature`` table of FM and DeepFM); ``block_ranking="joint"`` ranks the rows of all
+   tables together and shares ONE alpha, as the authors' one table of users and items.
 3. **Bi-level optimisation.** min_alpha L_val(Theta*(alpha), alpha) + lambda * sum|alpha| subject to
    Theta*(alpha) = argmin_Theta L_train(Theta, alpha). After a warm start that trains every weight with
    alpha fixed at 1, the two levels alternate batch by batch:
@@ -30,16 +31,18 @@ gradient descent on the validation loss.
    the mixed second derivative computed exactly by double back-propagation.
 4. **Deriving the model under a budget** (``derive``). One search serves every budget.
 
-   * ``"in-place"`` (the default, as the authors): the *trained* tables are pruned. Every entry is scored
-     by ``prune_by``: |E[n, j]| (``"weight"``, the default: the authors' pruning notebook continues
-     training with alpha fixed and thresholds |E|; the alpha product is commented out there) or
+   * ``"in-place"`` (the default, the authors' pruning): the *trained* tables are pruned. Every entry is
+     scored by ``prune_by``: |E[n, j]| (``"weight"``, the default: the authors' pruning notebook
+     thresholds |E| and evaluates the pruned model without further training; the alpha product is
+     commented out there) or
      |alpha[block(n), j] * E[n, j]| (``"alpha-weight"``: the VLDB'24 benchmark's re-implementation, Hetu's
      ``methods/scheduler/autosrh.py``). The budget is a fraction of the dense tables' *bytes*, the kept
      entries stored as CSR with their column indices and row offsets counted
      (:func:`~recsize.search.prune.element_budget`); one threshold over all tables (``budget_split=
      "global"``, the authors' one joint table) or one per table (``"per-table"``) keeps exactly the count
      that fits. Alpha is folded into the weights (same predictions), the pruned entries are set to 0 and
-     the model is fine-tuned with the masks fixed, then stored as CSR (:func:`fine_tune_in_place`).
+     the model is fine-tuned with the masks fixed (ours, as MagPrune), then stored as CSR
+     (:func:`fine_tune_in_place`).
    * ``"prefix-retrain"`` (recsize's earlier derivation): only the *count* of kept entries per row
      survives, as a prefix width; a threshold t is binary-searched until the kept fraction is within
      1e-3 of the target density, then the entries nearest t are added or removed (ties: the more
@@ -51,29 +54,12 @@ gradient descent on the validation loss.
 5. **Convergence.** The warm start, the search and every fine-tuning or retraining run to an epoch cap
    (300) with early stopping (patience 10) and decay the learning rate on a validation plateau
    (``ReduceLROnPlateau``, factor 0.1), stopping once it reaches 1e-6 (warm start, retraining) or 1e-5
-   (search), as the authors' code.
+   (search). The authors stop both at 1e-6 (``main_nas.py``; its message says 1e-5) and cap the warm
+   start at 20 and the search at 50 epochs.
 
-Where recsize departs from the official code or fills a gap (stated in Chapter 5):
-
-* the plateau patience is 5 evaluations (the authors': 0 in the warm start, 1 in the search). With ~40
-  batches per epoch on ml-100k, a patience of 0 decays at the first noisy dip: LightGCN's warm start
-  stopped after 9 epochs (the full-width model needs ~80 at a constant rate);
-* the alternation draws both streams endlessly, reshuffled every pass; with ``alternation="zip"`` (the
-  default) an epoch is as many (training, validation) pairs as there are validation batches, as the
-  authors' zipped loaders (about 8x fewer steps per epoch than training batches at 8:1:1);
-  ``"every-batch"`` takes an alpha step after every training batch (recsize's earlier default);
-* in place, alpha is folded into the weights before fine-tuning (the authors keep it as a fixed
-  multiplier: the same predictions, but Adam then moves E[n, j] instead of alpha * E[n, j]); rows may keep
-  0 entries; the budget counts the CSR index, as the VLDB'24 benchmark;
-* top-k validation batches are BPR triples from the validation positives, with negatives that avoid
-  training and validation positives; the validation loss is the data term without the L2 term;
-* the per-block normalisation is applied to the whole hypergradient (the official code adds the
-  second-order term after normalising), and the unrolled step is an SGD step of size xi (the official
-  code unrolls its Adam step);
-* the search keeps the weights and alpha of its best validation epoch by NDCG@20 / AUC (the official
-  code keeps the best validation loss) and decays on that metric;
-* alpha's learning rate is 0.01 as in the paper and the official run scripts (the code's default is
-  1e-3).
+Which of these design points follow the paper and the authors' code (``SJTU-DMTai/AutoSrh``) and which
+are recsize's own, with the file each was read in and why, is the one list
+:data:`recsize.search.departures.DNIS` (rendered as Chapter 5.8's table).
 """
 from __future__ import annotations
 
@@ -133,7 +119,7 @@ class DNISConfig:
     lr_patience: int = 5                  # ... its patience in the warm start and retraining (authors: 0)
     search_lr_patience: int = 5           # ... and in the search (authors: 1)
     min_lr: float = 1e-6                  # warm start and retraining stop at this lr (authors: 1e-6)
-    search_min_lr: float = 1e-5           # the search stops at this lr (authors: 1e-5)
+    search_min_lr: float = 1e-5           # the search stops at this lr (ours: authors 1e-6, main_nas.py)
     seed: int = 0
     device: str = "cpu"
     progress: bool | None = None

@@ -6,7 +6,8 @@ Bernoulli gates on the field embeddings, stochastic during search, pushed to be 
 the deterministic mode of their gates with K-means; (3) *retrain* one model per cluster with that
 cluster's dimensions and route every sample to its cluster's model at inference.
 
-Everything below the outline is **our** reading (Chapter 7 lists it):
+Everything below the outline is **our** reading (listed, with why, in
+:data:`recsize.search.departures.IHAS`, rendered as Chapter 7.8's table):
 
 * gates per (instance, field, dimension block): the d_max dimensions of a field are cut into ``n_blocks``
   blocks of ``block = d_max / n_blocks`` dimensions; a gate closes or opens a whole block;

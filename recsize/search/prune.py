@@ -36,35 +36,22 @@ count, whose smallest kept entries (by |S(V, s)|) are dropped so the count is *e
 step: the model is retrained **from its initial weights** (saved before the PEP training), masked, with the
 mask fixed, and converted to CSR. One search serves every budget.
 
-Defaults and where they come from (stated in Chapter 4):
+PEP's defaults are the authors' code (``ssui-liu/learnable-embed-sizes-for-RecSys``): one learnable
+threshold per entry (``"feature_dim"``; ``"feature"``, ``"dimension"`` and ``"global"`` are the code's
+other choices), s = -15 at the start and scale 1 (g(s) = 1 * sigmoid(s)), Adam weight decay 1e-5, which
+recsize applies to the thresholds only. That weight decay is what makes the thresholds rise (the loss's
+gradient through sigmoid(-15) is ~3e-7 per entry), by about one learning rate per step towards s = 0,
+so at most they settle at about ``scale`` / 2 (the kept |V| may keep growing): on LightGCN (lr 0.01)
+they reach 0.5 and 64.6 % of the entries are left after 300 epochs; on NeuMF and DeepFM (lr 0.002,
+0.001) they are still near 0.009 and 0.016, out of steps (``benchmarks/pep_levels.py``). A budget the thresholds did not
+reach is met by cutting the last state by magnitude (``reached = False``, said by the command line);
+``--pep-scale`` lets the thresholds go further. The mask is checked after every step and cut to the
+budget's exact count; retraining rewinds every weight to its initial value and stops early on validation.
 
-* PEP's threshold granularity ``"feature_dim"`` (one learnable threshold per entry), threshold init
-  s = -15 and scale 1 (g(s) = 1 * sigmoid(s)): the authors' code (``ssui-liu/learnable-embed-sizes-for-RecSys``,
-  ``threshold_type='feature_dim'``, ``threshold_init=-15``, ``gk=1``). ``"feature"`` (one per row),
-  ``"dimension"`` (one per dimension, shared by the table's rows) and ``"global"`` (one per table) are
-  the code's other choices (the field-wise ones are left out: every recsize table is one field or a
-  whole role);
-* the thresholds' Adam weight decay 1e-5: the authors' code trains every parameter with Adam and weight
-  decay 1e-5; recsize applies it to the thresholds only, so that the rest of the model trains exactly as
-  the backbone does for every other method. It is what makes the thresholds rise early on (the loss's
-  gradient through sigmoid(-15) is ~3e-7 per entry), at about one learning rate per step;
-* the thresholds never exceed ``scale`` and the weight decay pulls s towards 0 only, so they settle at
-  about ``scale`` / 2 while the kept |V| may keep growing (the loss pays them back the shrinkage). PEP then
-  stops pruning short of the budgets: with the defaults, after 300 epochs LightGCN on ml-100k (lr 0.01,
-  thresholds at 0.5) still keeps 64.6 % of its entries (44.5 % at ``scale`` = 4; at 16 it reaches
-  c = 50 % at epoch 95 and 80 % at epoch 130), NeuMF (lr 0.002,
-  thresholds still rising, at 0.009) 87.7 % (``benchmarks/pep_levels.py``), while c = 50 % of the bytes
-  allows 37.5 %. Such a budget is met by cutting the last state by magnitude (``reached = False``, said by
-  the command line); raise ``scale`` (``--pep-scale``) to let the thresholds go further;
-* the mask is checked after every step (the code's ``log_interval=1``); when one step passes several
-  budgets each gets its mask (the code takes one per step). The code's snapshot keeps whatever count the
-  step produced; recsize makes it exact. The search stops when every budget has its mask, or after
-  ``search_epochs`` (then the last state is cut to the budget and marked ``reached = False``);
-* retraining rewinds the embedding *and* every other weight to their initial values (the code rebuilds the
-  model with the same seed, which gives the same initial weights); recsize retrains with the backbone's
-  trainer settings and early stopping on validation (the code stops on the test AUC);
-* MagPrune fine-tunes with the backbone's trainer settings and the same epoch cap and patience as the
-  dense training (ours: the benchmark paper fine-tunes, its settings are per dataset).
+Where PEP and MagPrune follow their authors' code and where recsize departs (initialisation, weight
+decay, training length, the features, the TOIS'25 benchmark's tuned thresholds, fine-tuning), with the
+file each point was read in, is the one list :data:`recsize.search.departures.PEP` (and ``MAGPRUNE``),
+rendered as Chapter 4.8's table.
 """
 from __future__ import annotations
 
