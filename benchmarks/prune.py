@@ -12,6 +12,13 @@ offsets and padding, so it holds slightly *more* than 1 - c of the dense bytes: 
   threshold to every budget, fine-tuned with the mask fixed (``run_magprune``, ``--prune-split``);
 * MagPrune per table (``magprune-table``): the same dense model, every table pruned to 1 - c of its own
   bytes (``prune_split="per-table"``), as ``dnis-table`` is for DNIS: the ablation of the one threshold;
+* MagPrune as the TOIS'25 benchmark runs it (``magprune-tois``, ``run_magprune_tois``): the same dense model,
+  every table pruned on its own to 1 - c of its bytes, each row's ``min_item`` largest entries protected
+  (``min_item`` by the benchmark's binary search on validation NDCG@20, AUC for CTR), no fine-tuning; the
+  cell records ``min_item`` and every value the search tried;
+* equal parameters (``magprune-params``, ``magprune-tois-params``): the same two procedures keeping 1 - c of
+  the dense *entries* (``params_budget``: the benchmark's and the papers' count; their CSR bytes exceed
+  1 - c of the dense bytes, recorded as ``bytes``), the accounting under which the benchmark compared;
 * PEP: one thresholded training per seed watches every budget still missing; each budget retrains from the
   initial weights with its mask (``pep_search`` + ``run_pep``; the authors' defaults unless changed);
 * ES at equal bytes (``es-bytes``): ES with the largest density whose compact tables (values, offsets,
@@ -82,6 +89,7 @@ from recsize.search import (
     run_baseline,
     run_baselines_stacked,
     run_magprune,
+    run_magprune_tois,
     run_pep,
     table_shapes,
     train_dense,
@@ -100,6 +108,7 @@ from recsize.search.compare import (
 from recsize.search.dnis import DNISConfig, run_dnis
 from recsize.search.dnis import search as dnis_search
 from recsize.search.ihas import IHASConfig, run_ihas
+from recsize.search.magprune_tois import params_budget
 from recsize.search.prune import prefix_density_for_bytes
 from recsize.train import default_config
 
@@ -115,7 +124,8 @@ DNIS_VARIANTS = {
     "dnis-joint": {"derive": "in-place", "prune_by": "weight", "budget_split": "global", "block_ranking": "joint"},
 }
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
-METHODS = ("magprune", "magprune-table", "pep", "es", "es-bytes", "mde-bytes", "mr-bytes", *DNIS_VARIANTS, "ciess", "ihas")
+MAGPRUNE_METHODS = ("magprune", "magprune-table", "magprune-tois", "magprune-params", "magprune-tois-params")
+METHODS = (*MAGPRUNE_METHODS, "pep", "es", "es-bytes", "mde-bytes", "mr-bytes", *DNIS_VARIANTS, "ciess", "ihas")
 PREFIX_METHODS = ("es", "es-bytes", "mde-bytes", "mr-bytes", "ciess")   # compact prefix storage
 STACKABLE = ("es", "es-bytes", "mde-bytes", "mr-bytes")   # --stacked: these cells of one seed in one pass
 
@@ -141,7 +151,24 @@ def record(method: str, sparsity: float, seed: int, run, seconds: dict, metrics=
             **extra, "budget_bytes": (1 - sparsity) * total["dense"], "dense_bytes": total["dense"],
             "kept": total["parameters"], "kept_fraction": total["density"], "best_epoch": run.result.best_epoch,
             "epochs": len(run.result.history), "seconds": seconds,
-            "spearman": None if split is None else width_correlations(run.sizes, split)}
+            "spearman": None if split is None else width_correlations(run.sizes, split),
+            **magprune_fields(run.info, metrics)}
+
+
+def magprune_fields(info: dict, metrics) -> dict:
+    """What a MagPrune cell adds: the accounting, the dense model it was pruned from (to check that every
+    MagPrune cell of a seed starts from the same model) and, for ``magprune-tois``, the chosen ``min_item``
+    with every value its search evaluated."""
+    if "dense" not in info:
+        return {}
+    dense = info["dense"]
+    out = {"accounting": info.get("accounting", "bytes"), "dense_best_epoch": dense["best_epoch"],
+           "dense_valid": dense["valid"][metrics[-1]],
+           "dense_test": {m: dense["test"][m] for m in metrics} if dense["test"] else None}
+    if "min_item" in info:
+        out.update({k: info[k] for k in ("min_item", "max_min_item", "search", "metric", "evaluations")},
+                   min_item_values=info["values"])
+    return out
 
 
 @dataclass
@@ -412,9 +439,16 @@ def main(argv=None) -> int:
                 stage = {"search": found.seconds["total"], "warm": found.seconds["warm"],
                          "search_epochs": len(found.history), "warm_epochs": found.warm["epochs"],
                          "retrain": time.perf_counter() - begin}
+            elif method.startswith("magprune-tois"):   # the benchmark's procedure, bytes or parameters
+                accounting = "params" if method.endswith("-params") else "bytes"
+                run = run_magprune_tois(args.backbone, split, density, args.dim, config, accounting, dense=dense)
+                stage = {"dense": dense.seconds, "prune": run.seconds["prune"]}
             elif method.startswith("magprune"):   # magprune-table: the per-table split, whatever --prune-split
                 rule = "per-table" if method == "magprune-table" else args.prune_split
-                run = run_magprune(args.backbone, split, density, args.dim, config, rule, dense=dense)
+                budget = params_budget(shapes, density, rule) if method == "magprune-params" else None
+                run = run_magprune(args.backbone, split, density, args.dim, config, rule, dense=dense, budget=budget)
+                if budget is not None:
+                    run.info["accounting"] = "params"
                 stage = {"dense": dense.seconds, "finetune": run.seconds["finetune"]}
             elif method == "pep":
                 run = run_pep(args.backbone, split, density, args.dim, config, searched=searched)

@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "ciess: reinforcement-learning search (one search serves every --budgets value), "
                         "ihas: instance-wise gates, K-means clusters, one model per cluster (CTR backbones), "
                         "magprune: train full width, keep the largest entries, fine-tune (CSR storage), "
+                        "magprune-tois: the TOIS'25 benchmark's MagPrune (per table, a floor of min_item "
+                        "entries per row chosen on validation, no fine-tuning), "
                         "pep: learnable soft thresholds, then retrain from the initial weights (CSR storage); "
                         "for magprune and pep the budget is a fraction of the dense bytes, CSR index included")
     budget = s.add_mutually_exclusive_group()  # required for es / mr / mde, checked in main()
@@ -285,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--prune-split", choices=list(PRUNE_SPLITS), default="global",
                    help="magprune and dnis: one threshold over all tables (global) or the same fraction of every "
                         "table's budget (per-table) (default global)")
+    m.add_argument("--min-item-search", choices=["binary", "all"], default="binary",
+                   help="magprune-tois: min_item by the benchmark's binary search on validation (default) or by "
+                        "trying every value")
     m.add_argument("--pep-granularity", choices=list(PEP_GRANULARITIES), default="feature_dim",
                    help="pep: one learnable threshold per entry (feature_dim, the authors' default), per row "
                         "(feature), per dimension (dimension) or per table (global)")
@@ -451,6 +456,7 @@ _METHOD_FLAGS = {  # flags that only one method reads, with their defaults: anyt
              "min_count": 1, "cluster_init": "scratch", "charge": "routing+linear", "layout": "per-cluster"},
     "mde": {"alpha": 0.3},
     "magprune": {"prune_split": "global"},
+    "magprune-tois": {"min_item_search": "binary"},
     "pep": {"pep_granularity": "feature_dim", "pep_init": -15.0, "pep_scale": 1.0, "pep_epochs": 300},
 }
 
@@ -736,7 +742,7 @@ def _cmd_search(args) -> int:
     config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
                          progress=False if args.quiet else None, **train_kwargs)
     split = prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet)
-    if args.method in ("magprune", "pep"):
+    if args.method in ("magprune", "pep", "magprune-tois"):
         return _cmd_prune(args, split, config, model_kwargs, train_kwargs)
     _check_memory(args, split, model_kwargs, train_kwargs, copies=2 if args.method == "dnis" else 1)
     if args.method == "dnis":
@@ -781,7 +787,7 @@ def _cmd_prune(args, split, config, model_kwargs: dict, train_kwargs: dict) -> i
     """magprune / pep after the data loaded: the exact CSR-index floor (in the user's unit), the memory
     estimate, the run, its table and JSON."""
     from .search.prune import PEPConfig, run_magprune, run_pep
-    prune_split = args.prune_split if args.method == "magprune" else "global"
+    prune_split = {"magprune": args.prune_split, "magprune-tois": "per-table"}.get(args.method, "global")
     _check_exact_index_floor(args, split, prune_split)
     _check_memory(args, split, model_kwargs, train_kwargs, copies=2)  # dense + masked; PEP: V and thresholds
     if args.method == "magprune":
@@ -789,6 +795,11 @@ def _cmd_prune(args, split, config, model_kwargs: dict, train_kwargs: dict) -> i
         stages = (f"dense best epoch {run.info['dense']['best_epoch']} ({run.seconds['dense']:.1f} s), fine-tuning "
                   f"best epoch {run.result.best_epoch} ({run.seconds['finetune']:.1f} s)")
         what = f"{prune_split} split"
+    elif args.method == "magprune-tois":
+        from .search.magprune_tois import run_magprune_tois, tois_stages
+        run = run_magprune_tois(args.backbone, split, args.density, args.dim, config, "bytes",
+                                args.min_item_search, **model_kwargs)
+        stages, what = tois_stages(run), "per table, each row's min_item largest entries kept"
     else:
         pep = PEPConfig(granularity=args.pep_granularity, threshold_init=args.pep_init, scale=args.pep_scale,
                         search_epochs=args.pep_epochs)

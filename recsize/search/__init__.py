@@ -3,7 +3,8 @@ CIESS: Chapter 6; iHAS: Chapter 7), and all of them head to head (Chapter 8).
 
 Every method produces one integer width per embedding row under a budget (see :mod:`recsize.budget`)
 and trains with the variable-size tables of :mod:`recsize.embedding`. The element-wise pruning methods
-MagPrune and PEP (Chapter 4, :mod:`recsize.search.prune`) keep a set of entries per row instead, under a
+MagPrune and PEP (Chapter 4, :mod:`recsize.search.prune`; MagPrune as the TOIS'25 benchmark runs it:
+:mod:`recsize.search.magprune_tois`) keep a set of entries per row instead, under a
 budget in bytes, and store it in CSR form.
 """
 from .baselines import (METHODS, BaselineRun, baseline_sizes, es_sizes, fit_to_total, mde_sizes, mr_sizes,
@@ -13,6 +14,7 @@ from .compare import (HeadToHeadConfig, head_to_head, pareto_front, pareto_plot,
                       summary_table)
 from .dnis import DNISConfig, DNISRun, DNISSearch, run_dnis
 from .ihas import IHASConfig, IHASRun, run_ihas
+from .magprune_tois import floor_masks, params_budget, run_magprune_tois, search_min_item, tois_budget
 from .prune import (PEP_GRANULARITIES, PRUNE_METHODS, PRUNE_SPLITS, BudgetSnapshots, PEPConfig, PEPEmbedding,
                     PEPSearch, PruneRun, Snapshot, element_budget, element_factory, element_memory_report,
                     index_floor, magnitude_masks, masked_model, pep_factory, pep_search, run_magprune, run_pep,
@@ -22,6 +24,7 @@ __all__ = ["METHODS", "BaselineRun", "baseline_sizes", "es_sizes", "fit_to_total
            "role_counts", "round_to_total", "run_baseline", "run_baselines_stacked", "CIESS", "CIESSConfig", "CIESSResult", "run_ciess",
            "DNISConfig", "DNISRun", "DNISSearch", "run_dnis",
            "IHASConfig", "IHASRun", "run_ihas",
+           "floor_masks", "params_budget", "run_magprune_tois", "search_min_item", "tois_budget",
            "PEP_GRANULARITIES", "PRUNE_METHODS", "PRUNE_SPLITS", "BudgetSnapshots", "PEPConfig", "PEPEmbedding",
            "PEPSearch", "PruneRun", "Snapshot", "element_budget", "element_factory", "element_memory_report",
            "index_floor", "magnitude_masks", "masked_model", "pep_factory", "pep_search", "run_magprune", "run_pep",

@@ -70,7 +70,7 @@ from ..embedding import ElementMaskedEmbedding, EmbeddingFactory, _init_std
 
 PRUNE_SPLITS = ("global", "per-table")
 PEP_GRANULARITIES = ("feature_dim", "feature", "dimension", "global")
-PRUNE_METHODS = ("magprune", "pep")
+PRUNE_METHODS = ("magprune", "pep", "magprune-tois")   # magprune-tois: recsize.search.magprune_tois
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -416,18 +416,20 @@ def train_dense(backbone: str, split, d_max: int = 64, config=None, **model_kwar
 
 
 def run_magprune(backbone: str, split, density: float, d_max: int = 64, config=None, prune_split: str = "global",
-                 dense=None, init: str | None = None, **model_kwargs) -> PruneRun:
+                 dense=None, init: str | None = None, budget: dict | None = None, **model_kwargs) -> PruneRun:
     """MagPrune end to end at one budget (``density`` of the dense tables' bytes): train the full-width
     model (or reuse ``dense``, a :func:`train_dense` result), keep the largest |E| entries that fit
     (:func:`magnitude_masks`, ``prune_split`` ``"global"`` or ``"per-table"``), fine-tune from the trained
     weights with the mask fixed (``config``: the backbone's trainer settings by default), convert to CSR.
-    Explained in Chapter 4."""
+    ``budget`` replaces :func:`element_budget`'s (e.g. one in parameters,
+    :func:`recsize.search.magprune_tois.params_budget`). Explained in Chapter 4."""
     from ..backbones import DEFAULTS
     from ..train import train
     backbone, density, prune_split = _check_backbone(backbone), check_budget(density), _check_split(prune_split)
     config = _config(backbone, config)
     init = init or DEFAULTS[backbone].get("init", "xavier")
-    budget = element_budget(table_shapes(backbone, split, d_max), density, prune_split)  # before any training
+    if budget is None:   # before any training
+        budget = element_budget(table_shapes(backbone, split, d_max), density, prune_split)
     dense = dense if dense is not None else train_dense(backbone, split, d_max, config, **model_kwargs)
     tables = {r: t.table().detach() for r, t in dense.model.embedding_tables().items()}
     if {r: tuple(t.shape) for r, t in tables.items()} != {r: tuple(s) for r, s in budget["shapes"].items()}:
