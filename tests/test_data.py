@@ -12,7 +12,7 @@ import pytest
 
 import recsize.data.sources as sources
 from recsize.data import manifest
-from recsize.data import (CorruptFile, DatasetUnavailable, Interactions, cache_dir, fetch, load, prepare,
+from recsize.data import (CorruptFile, DatasetUnavailable, Interactions, cache_dir, ctr_view, fetch, load, prepare,
                           read_lightgcn, read_ml1m, read_ml100k_grouplens, read_ml100k_recbole)
 from recsize.data.loaders import ML100K_GENRES
 from recsize.data.sources import atomic_write_bytes, extract_recbole_wheel
@@ -365,9 +365,11 @@ def test_prepare_ctr_view_from_cache(monkeypatch, no_network):
     folder.mkdir(parents=True)
     archive = grouplens_zip(folder / "ml-100k.zip")
     monkeypatch.setitem(sources.OFFICIAL, "ml-100k", (sources.OFFICIAL["ml-100k"][0], "md5", md5(archive)))
-    split = prepare("ml-100k-ctr", offline=True)
-    assert split.data.n_fields == 8 and len(split.data) == len(RATINGS)
-    np.testing.assert_array_equal(split.data.y, [r >= 4 for _, _, r, _ in RATINGS])
+    with pytest.raises(ValueError, match="ml-100k-ctr: 7 samples split 0.8:0.1:0.1 .* at least 18 samples"):
+        prepare("ml-100k-ctr", offline=True)  # too few for every part to hold both labels
+    data = ctr_view(load("ml-100k", offline=True))
+    assert data.n_fields == 8 and len(data) == len(RATINGS)
+    np.testing.assert_array_equal(data.y, [r >= 4 for _, _, r, _ in RATINGS])
 
 
 def test_interactions_validates_ids():

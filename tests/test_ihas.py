@@ -337,8 +337,8 @@ def test_read_avazu(tmp_path):
     assert sorted(d.vocab[0]) == ["00", "01"]         # hour of the day
     assert d.X[0, 0] == d.X[1, 0] - 1 and d.X[2, 0] == d.X[1, 0]
     assert read_ctr_file(p, "avazu", max_rows=1).X.shape == (1, 4)
-    split = split_ctr(d, seed=0)
-    assert split.data.n_features == d.n_features
+    with pytest.raises(ValueError, match="3 samples split 0.8:0.1:0.1 .* 0 valid"):  # too few to split
+        split_ctr(d, seed=0)
     bad = tmp_path / "bad.csv"
     bad.write_text("id,label\n1,0\n")
     with pytest.raises(ValueError, match="header"):

@@ -112,21 +112,49 @@ class CTRSplit:
     __repr__ = __str__
 
 
+def split_sizes(n: int, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> tuple[int, int, int]:
+    """How many of ``n`` samples :func:`split_ctr` puts into train, valid and test. Explained in Chapter 3."""
+    n_train, n_valid = int(round(ratios[0] * n)), int(round(ratios[1] * n))
+    return n_train, n_valid, n - n_train - n_valid
+
+
+def min_split_samples(ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> int:
+    """The fewest samples for which every part of :func:`split_ctr` with a share above 0 gets two, the least
+    that can hold a click and a non-click (18 for 8:1:1). Explained in Chapter 3."""
+    n = max(2, int(1 / min(r for r in ratios if r > 0)))  # no part reaches two below this
+    while any(k < 2 for k, r in zip(split_sizes(n, ratios), ratios) if r > 0):
+        n += 1
+    return n
+
+
 def split_ctr(data: CTRData, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0) -> CTRSplit:
-    """Random split of the samples. Explained in Chapter 3."""
+    """Random split of the samples. Explained in Chapter 3.
+
+    Refuses (``ValueError``, one line with the counts) data whose labels are all equal, and a split where
+    a part with a share above 0 is empty or holds one label only: training stops early on the valid AUC
+    and reports the test AUC, and AUC needs both labels.
+    """
     if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6 or ratios[0] <= 0:
         raise ValueError(f"ratios must be three non-negative numbers summing to 1 with train > 0, got {ratios}")
     perm = np.random.default_rng(seed).permutation(len(data))
-    n_train = int(round(ratios[0] * len(data)))
-    n_valid = int(round(ratios[1] * len(data)))
+    n_train, n_valid, _ = split_sizes(len(data), ratios)
     parts = np.sort(perm[:n_train]), np.sort(perm[n_train:n_train + n_valid]), np.sort(perm[n_train + n_valid:])
     labels = np.unique(data.y)
     if len(data) and len(labels) < 2:  # nothing to learn, and AUC (early stopping) is undefined
         raise ValueError(f"all {len(data):,} samples of {data.name} have label {labels[0]:g}: a CTR model needs "
                          "clicks and non-clicks; use more samples (e.g. a larger --max-rows) or check the label "
                          "column of the file")
+    for name, part, share in zip(("train", "valid", "test"), parts, ratios):
+        held = np.unique(data.y[part])
+        if share > 0 and len(held) < 2:
+            what = "are none" if not len(part) else f"all have label {held[0]:g}"
+            sizes = ", ".join(f"{len(p):,} {k}" for k, p in zip(("train", "valid", "test"), parts))
+            raise ValueError(f"{data.name}: {len(data):,} samples split {':'.join(f'{r:g}' for r in ratios)} "
+                             f"(seed {seed}) give {sizes} samples, and the {name} samples {what}: every part needs "
+                             f"clicks and non-clicks (early stopping reads the valid AUC, the result is the test "
+                             f"AUC); use at least {min_split_samples(ratios)} samples, more where clicks are rare "
+                             f"(e.g. a larger --max-rows)")
     return CTRSplit(data, *parts, seed)
-
 
 
 def make_synthetic_ctr(n: int = 20000, n_fields: int = 8, segments: int = 4, seed: int = 0,

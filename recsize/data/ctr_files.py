@@ -12,40 +12,82 @@ ask for a manual download); give the path of a file you have, or a sample of it:
   column is categorical.
 
 In both, values seen fewer than ``min_count`` times in the file share one "rare" value per field, and
-empty values are a value of their own.
+empty values are a value of their own. A line that breaks the format (a value that is not an integer, bytes
+that are not UTF-8, too few columns) raises :class:`~recsize.data.CorruptFile` naming the file, the line
+and the fix; so does a compressed file, and a ``min_count`` that leaves no field more than one value.
+The file is only read.
 """
 from __future__ import annotations
 
 import csv
 import math
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from .ctr import CTRData, encode_fields
+from .formats import CorruptFile
 
 CRITEO_FIELDS = tuple(f"I{j}" for j in range(1, 14)) + tuple(f"C{j}" for j in range(1, 27))
 RARE = "<rare>"
+_INTEGER = re.compile(r"-?[0-9]+")  # int() would also take "1_000", " 7" and other scripts' digits
+COMPRESSED = {b"\x1f\x8b": ("gzip-compressed", "gunzip -k"), b"PK\x03\x04": ("a zip archive", "unzip"),
+              b"BZh": ("bzip2-compressed", "bunzip2 -k"), b"\xfd7zXZ": ("xz-compressed", "unxz -k")}
 
 
-def _bucket(text: str) -> str:
+def _bucket(text: str, path: Path, n: int, j: int) -> str:
     if text == "":
         return ""
-    try:
-        v = int(text)
-    except ValueError:
-        raise ValueError(f"a Criteo integer feature must be an integer or empty, got {text!r}") from None
+    if not _INTEGER.fullmatch(text):
+        raise CorruptFile(f"{path}, line {n}: column {j + 2} ({CRITEO_FIELDS[j]}) is {text[:40]!r}, not an "
+                          f"integer: Criteo's I1..I13 are whole numbers or empty; fix or delete line {n}, or, if "
+                          f"this is an Avazu CSV, give --ctr-format avazu", path, n)
+    v = int(text)
     return "neg" if v < 0 else str(int(math.floor(math.log2(1 + v))))
 
 
-def _rare_to_one(columns: list[list[str]], min_count: int) -> list[np.ndarray]:
-    out = []
+def _lines(path: Path) -> Iterator[str]:
+    """The lines of a CTR file as text, decoded one by one, so that bytes that are not UTF-8 are reported
+    with their line; a compressed file is named as such before any line is read."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+        for magic, (what, tool) in COMPRESSED.items():
+            if head.startswith(magic):
+                raise CorruptFile(f"{path} is {what}, not a text file: decompress it first ({tool} "
+                                  f"{path.name}) and give the file it holds", path)
+        f.seek(0)
+        for n, raw in enumerate(f, 1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise CorruptFile(f"{path}, line {n}: byte {raw[e.start]:#04x} at column {e.start + 1} is not "
+                                  f"UTF-8 text: fix or delete line {n}, or take the file again (it may be "
+                                  f"damaged)", path, n) from None
+
+
+def _rare_to_one(columns: list[list[str]], min_count: int, names: tuple[str, ...], path: Path) -> list[np.ndarray]:
+    """Values seen fewer than ``min_count`` times become :data:`RARE`; refuses a ``min_count`` that leaves
+    every field a single value (nothing to learn from), saying which ``min_count`` would not."""
+    out, keeps, left = [], [], 0  # keeps: per field with two values, the largest min_count keeping two
     for col in columns:
         col = np.asarray(col, dtype=object).astype(str)
         if min_count > 1:
             uniq, inv, counts = np.unique(col, return_inverse=True, return_counts=True)
-            col = np.where(counts[inv] < min_count, RARE, col)
+            rare = counts < min_count
+            left += int((~rare).sum() + rare.any()) > 1  # the values kept, and one for the rare ones
+            if len(uniq) > 1:
+                keeps.append(int(counts.max()))
+            col = np.where(rare[inv], RARE, col)
         out.append(col)
+    if min_count > 1 and not left:
+        n = len(out[0]) if out else 0
+        fix = (f"use --min-count {max(keeps)} or less" if keeps
+               else "every field holds one value even without it: read more rows (--max-rows)")
+        raise ValueError(f"{path}: --min-count {min_count} leaves every one of the {len(names)} fields a single "
+                         f"value in the {n:,} rows read (values seen fewer than {min_count} times become one "
+                         f"{RARE!r} value), so nothing is left to learn from; {fix}")
     return out
 
 
@@ -60,9 +102,10 @@ def _check(path, max_rows, min_count) -> Path:
     return path
 
 
-def _label(text: str, where: str) -> float:
+def _label(text: str, path: Path, n: int) -> float:
     if text not in ("0", "1"):
-        raise ValueError(f"{where}: the label must be 0 or 1, got {text!r}")
+        raise CorruptFile(f"{path}, line {n}: the label must be 0 or 1, got {text[:40]!r}: fix or delete line {n}",
+                          path, n)
     return float(text)
 
 
@@ -70,46 +113,50 @@ def read_criteo(path, max_rows: int | None = None, min_count: int = 1) -> CTRDat
     """Read a Criteo-format file (first ``max_rows`` lines). Explained in Chapter 7."""
     path = _check(path, max_rows, min_count)
     labels, columns = [], [[] for _ in CRITEO_FIELDS]
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if max_rows is not None and n > max_rows:
-                break
-            parts = line.rstrip("\n").rstrip("\r").split("\t")
-            if len(parts) != 1 + len(CRITEO_FIELDS):
-                raise ValueError(f"{path}, line {n}: a Criteo line has 40 tab-separated columns (label, "
-                                 f"13 integers, 26 categories), got {len(parts)}")
-            labels.append(_label(parts[0], f"{path}, line {n}"))
-            for j, v in enumerate(parts[1:]):
-                columns[j].append(_bucket(v) if j < 13 else v)
+    for n, line in enumerate(_lines(path), 1):
+        if max_rows is not None and n > max_rows:
+            break
+        parts = line.rstrip("\n").rstrip("\r").split("\t")
+        if len(parts) != 1 + len(CRITEO_FIELDS):
+            raise CorruptFile(f"{path}, line {n}: a Criteo line has 40 tab-separated columns (label, 13 integers, "
+                              f"26 categories), got {len(parts)}: fix or delete line {n}, or, if this is an Avazu "
+                              f"CSV, give --ctr-format avazu", path, n)
+        labels.append(_label(parts[0], path, n))
+        for j, v in enumerate(parts[1:]):
+            columns[j].append(_bucket(v, path, n, j) if j < 13 else v)
     if not labels:
-        raise ValueError(f"{path} holds no samples")
-    return encode_fields(_rare_to_one(columns, min_count), CRITEO_FIELDS, np.asarray(labels), "criteo")
+        raise CorruptFile(f"{path} holds no samples", path)
+    columns = _rare_to_one(columns, min_count, CRITEO_FIELDS, path)
+    return encode_fields(columns, CRITEO_FIELDS, np.asarray(labels), "criteo")
 
 
 def read_avazu(path, max_rows: int | None = None, min_count: int = 1) -> CTRData:
     """Read an Avazu-format CSV (first ``max_rows`` samples). Explained in Chapter 7."""
     path = _check(path, max_rows, min_count)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header or "click" not in header or "hour" not in header:
-            raise ValueError(f"{path}: an Avazu file starts with a header naming 'click' and 'hour', "
-                             f"got {header!r}")
-        names = [h for h in header if h not in ("id", "click")]
-        where = {h: i for i, h in enumerate(header)}
-        labels, columns = [], [[] for _ in names]
-        for n, row in enumerate(reader, 2):
-            if max_rows is not None and len(labels) >= max_rows:
-                break
-            if len(row) != len(header):
-                raise ValueError(f"{path}, line {n}: {len(row)} columns, the header has {len(header)}")
-            labels.append(_label(row[where["click"]], f"{path}, line {n}"))
-            for j, h in enumerate(names):
-                v = row[where[h]]
-                columns[j].append(v[-2:] if h == "hour" else v)  # YYMMDDHH -> HH
+    reader = csv.reader(_lines(path))  # each item ends with its newline, as csv wants (newline="")
+    header = next(reader, None)
+    if not header or "click" not in header or "hour" not in header:
+        raise CorruptFile(f"{path}: an Avazu file starts with a header naming 'click' and 'hour', got "
+                          f"{str(header)[:80]}: give the Kaggle 'train' CSV, or --ctr-format criteo for a "
+                          f"Criteo file", path, 1)
+    names = [h for h in header if h not in ("id", "click")]
+    where = {h: i for i, h in enumerate(header)}
+    labels, columns = [], [[] for _ in names]
+    for row in reader:
+        if max_rows is not None and len(labels) >= max_rows:
+            break
+        n = reader.line_num  # the row's last physical line
+        if len(row) != len(header):
+            raise CorruptFile(f"{path}, line {n}: {len(row)} columns, the header has {len(header)}: fix or delete "
+                              f"line {n}", path, n)
+        labels.append(_label(row[where["click"]], path, n))
+        for j, h in enumerate(names):
+            v = row[where[h]]
+            columns[j].append(v[-2:] if h == "hour" else v)  # YYMMDDHH -> HH
     if not labels:
-        raise ValueError(f"{path} holds no samples")
-    return encode_fields(_rare_to_one(columns, min_count), tuple(names), np.asarray(labels), "avazu")
+        raise CorruptFile(f"{path} holds no samples", path)
+    columns = _rare_to_one(columns, min_count, tuple(names), path)
+    return encode_fields(columns, tuple(names), np.asarray(labels), "avazu")
 
 
 def read_ctr_file(path, fmt: str, max_rows: int | None = None, min_count: int = 1) -> CTRData:

@@ -176,11 +176,13 @@ def check_recbole_member(path: Path) -> None:
 ADJACENCY_FORMAT = "each line is 'user item item ...', non-negative integers separated by spaces"
 
 
-def read_adjacency_lists(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_adjacency_lists(path: Path, empty_users: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The (user, item) pairs of a LightGCN-format file, one line ``user item item ...`` per user.
 
-    Explained in Chapter 2. A line with a token that is not an integer, a negative id or a user with no
-    items raises :class:`CorruptFile` naming the file and the line; blank lines are skipped.
+    Explained in Chapter 2. A line with a token that is not an integer or a negative id raises
+    :class:`CorruptFile` naming the file and the line, and so does a user with no items unless
+    ``empty_users`` (the published amazon-book ``test.txt`` has four users without test items, which
+    LightGCN's own loader skips); blank lines are skipped.
     """
     path = Path(path)
     users, items = [], []
@@ -197,11 +199,11 @@ def read_adjacency_lists(path: Path) -> tuple[np.ndarray, np.ndarray]:
                                   path, n) from None
             if ids.min() < 0:
                 raise CorruptFile(f"{path}:{n}: negative id {int(ids.min())} ({ADJACENCY_FORMAT})", path, n)
-            if len(ids) < 2:
+            if len(ids) < 2 and not empty_users:
                 raise CorruptFile(f"{path}:{n}: user {ids[0]} has no items ({ADJACENCY_FORMAT})", path, n)
             users.append(np.full(len(ids) - 1, ids[0]))
             items.append(ids[1:])
-    if not users:
+    if not users or not sum(len(i) for i in items):
         raise CorruptFile(f"{path} is empty ({ADJACENCY_FORMAT})", path)
     return np.concatenate(users), np.concatenate(items)
 
@@ -229,21 +231,67 @@ class LightGCNFiles:
         n_items = int(max(self.train_item.max(), self.test_item.max())) + 1
         return n_users, n_items, len(self.train_user) + len(self.test_user)
 
+    def repeats(self) -> tuple[int, int, int]:
+        """(pairs repeated in train.txt, pairs repeated in test.txt, distinct test pairs also in train.txt).
+
+        Explained in Chapter 2. The published test files repeat none."""
+        n_items = self.sizes()[1]
+        train = self.train_user * n_items + self.train_item
+        test = self.test_user * n_items + self.test_item
+        train_set, test_set = np.unique(train), np.unique(test)
+        return (len(train) - len(train_set), len(test) - len(test_set),
+                len(np.intersect1d(train_set, test_set, assume_unique=True)))
+
+    def repeats_note(self) -> str:
+        """The :meth:`repeats` in words (``train.txt repeats 2 (user, item) pairs, ...``), or ``""``."""
+        dup_train, dup_test, overlap = self.repeats()
+        if not (dup_train or dup_test or overlap):
+            return ""
+        also = f"{overlap:,} pair of test.txt is" if overlap == 1 else f"{overlap:,} pairs of test.txt are"
+        return (f"train.txt repeats {_pairs(dup_train)}, test.txt repeats {_pairs(dup_test)}, and {also} also "
+                f"in train.txt")
+
+
+def _pairs(k: int) -> str:
+    return "none" if not k else f"{k:,} (user, item) pair" + ("s" if k > 1 else "")
+
 
 def read_lightgcn_files(folder: Path) -> LightGCNFiles:
     """Parse ``folder/train.txt`` and ``folder/test.txt``. Explained in Chapter 2."""
     tu, ti = read_adjacency_lists(Path(folder) / "train.txt")
-    su, si = read_adjacency_lists(Path(folder) / "test.txt")
+    su, si = read_adjacency_lists(Path(folder) / "test.txt", empty_users=True)
     return LightGCNFiles(tu, ti, su, si)
 
 
-def check_lightgcn_sizes(files: LightGCNFiles, name: str, want: tuple[int, int, int], folder: Path) -> None:
-    """Raise :class:`CorruptFile` unless the files hold the published (users, items, interactions).
+def check_published_sizes(got: tuple[int, int, int], want: tuple[int, int, int], what: str, unit: str,
+                          path: Path, note: str = "") -> None:
+    """Raise :class:`CorruptFile` unless ``got`` is the published (users, items, ``unit``): ``what`` names
+    the files and the verb (``ml-1m: ratings.dat in FOLDER holds``), ``note`` says what else was found.
+    Explained in Chapter 2.
+    This is what catches a truncated file where no checksum is published."""
+    if tuple(got) != tuple(want):
+        raise CorruptFile(f"{what} {got[0]:,} users, {got[1]:,} items and "
+                          f"{got[2]:,} {unit}; the published sizes are {want[0]:,} users, {want[1]:,} items and "
+                          f"{want[2]:,} {unit}" + (f" ({note})" if note else ""), path)
 
-    Explained in Chapter 2. This is what catches a truncated download: no checksum is published.
-    """
+
+def check_lightgcn_sizes(files: LightGCNFiles, name: str, want: tuple[int, int, int], folder: Path) -> None:
+    """Raise :class:`CorruptFile` unless the files hold the published (users, items, interactions), naming
+    any repeated pairs. Explained in Chapter 2. This is what catches a truncated download."""
     got = files.sizes()
     if got != tuple(want):
-        raise CorruptFile(f"{name}: train.txt and test.txt in {folder} hold {got[0]:,} users, {got[1]:,} items and "
-                          f"{got[2]:,} interactions; the published sizes are {want[0]:,} users, {want[1]:,} items "
-                          f"and {want[2]:,} interactions", folder)
+        check_published_sizes(got, want, f"{name}: train.txt and test.txt in {folder} hold", "interactions", folder,
+                              files.repeats_note())
+
+
+# ------------------------------------------------------------------------ ML-1M's ratings.dat
+
+def parse_ml1m_ratings(text: str, where: str, path: Path | None = None) -> np.ndarray:
+    """ML-1M's ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``) as a float64 array, one row per
+    rating; a bad line raises :class:`CorruptFile` naming it. Explained in Chapter 2."""
+    return parse_table(text, "::", 4, where, path=path)
+
+
+def ml1m_sizes(ratings: np.ndarray) -> tuple[int, int, int]:
+    """(users, items, ratings) of a parsed ``ratings.dat``: distinct user and movie ids, and rows."""
+    return len(np.unique(ratings[:, 0])), len(np.unique(ratings[:, 1])), len(ratings)

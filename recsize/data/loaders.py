@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats import (ML100K_GENRES, CorruptFile, check_lightgcn_sizes, parse_grouplens_items, parse_recbole_items,
-                      parse_table, parse_users, read_lightgcn_files, read_text)
+from .formats import (ML100K_GENRES, CorruptFile, check_lightgcn_sizes, parse_grouplens_items, parse_ml1m_ratings,
+                      parse_recbole_items, parse_table, parse_users, read_lightgcn_files, read_text)
 from .interactions import Interactions
 from .sources import DATASETS, LIGHTGCN_SIZES, fetch
 from .synthetic import make_synthetic
@@ -63,11 +63,16 @@ def read_ml100k_recbole(folder: Path, source: str = "") -> Interactions:
     return _ml100k_frame(inter, users, items, source)
 
 
-def read_ml1m(zip_path: Path, source: str = "") -> Interactions:
-    """Read the official ml-1m.zip (``ratings.dat``: user::item::rating::timestamp). Explained in Chapter 2."""
-    with zipfile.ZipFile(zip_path) as z:
-        text = z.read("ml-1m/ratings.dat").decode("latin-1")
-    inter = parse_table(text.replace("::", "\t"), "\t", 4, f"ratings.dat in {zip_path}", path=zip_path)
+def read_ml1m(path: Path, source: str = "") -> Interactions:
+    """Read ML-1M's ``ratings.dat`` (``user::item::rating::timestamp``, latin-1) from the official ml-1m.zip
+    or, for any other file name, from the file itself (taken out of the zip). Explained in Chapter 2."""
+    path = Path(path)
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as z:
+            text = z.read("ml-1m/ratings.dat").decode("latin-1")
+        inter = parse_ml1m_ratings(text, f"ratings.dat in {path}", path)
+    else:
+        inter = parse_ml1m_ratings(read_text(path), str(path), path)
     uid, u = _reindex(inter[:, 0].astype(np.int64))
     iid, i = _reindex(inter[:, 1].astype(np.int64))
     return Interactions("ml-1m", len(uid), len(iid), u, i, inter[:, 2].astype(np.float32),
@@ -107,6 +112,8 @@ def load(name: str, *, offline: bool = False, verbose: bool = True, **synthetic_
         raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
     got = fetch(name, offline=offline, verbose=verbose, repair=False)  # reading never moves a file
     try:
+        if got.layout == "grouplens-dat":
+            return read_ml1m(got.path / "ratings.dat", got.source)
         if got.layout == "grouplens-zip":
             zip_path = got.path / f"{name}.zip"
             return (read_ml100k_grouplens if name == "ml-100k" else read_ml1m)(zip_path, got.source)

@@ -3,20 +3,23 @@
 Explained in Chapter 2 (Data and evaluation protocol).
 
 Every dataset lives in ``cache_dir() / NAME``. Sources are tried in order and the one that served is
-reported: (1) files already in the cache, verified by checksum (LightGCN-format sets: parsed and checked
-against the published sizes); (2) the official archive, downloaded and verified; (3) for ml-100k only, the
-copy that RecBole 1.2.1 redistributes inside its wheel on PyPI, fetched with ``pip download --no-deps``
-and read from the zip without installing RecBole.
+reported: (1) files already in the cache, verified by checksum (LightGCN-format sets, and an ml-1m
+``ratings.dat`` put there by hand: parsed and checked against the published sizes); (2) the official
+archive, downloaded and verified; (3) for ml-100k only, the copy that RecBole 1.2.1 redistributes inside
+its wheel on PyPI, fetched with ``pip download --no-deps`` and read from the zip without installing
+RecBole.
 
 Files you put into the cache are inputs: recsize only reads them, and when one is wrong it stops with
 :class:`CorruptFile` naming the file, the line and the fix, leaving the file byte for byte as it was.
 Only recsize's own downloads (recorded in :mod:`.manifest`) are ever moved aside, under a name that
 never overwrites (:func:`recsize.files.move_aside`), and only by :func:`fetch` (``load``, ``prepare`` and
 ``recsize data info`` never move anything). Writes are atomic (temporary file, then rename), and a
-download never lands on a file that is not recsize's own.
+download never lands on a file that is not recsize's own. A ``$RECSIZE_DATA`` (or dataset folder) that
+is a file, a symlink loop or a link to nothing stops every command with one line before anything is read.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -30,7 +33,8 @@ from pathlib import Path
 
 from ..files import atomic_copy, atomic_write_bytes, move_aside  # noqa: F401
 from . import manifest
-from .formats import CorruptFile, check_lightgcn_sizes, check_recbole_member, read_lightgcn_files
+from .formats import (CorruptFile, check_lightgcn_sizes, check_published_sizes, check_recbole_member, ml1m_sizes,
+                      parse_ml1m_ratings, read_lightgcn_files, read_text)
 from .manifest import file_digest
 
 ENV_VAR = "RECSIZE_DATA"
@@ -63,6 +67,10 @@ LIGHTGCN_SIZES = {  # users, items, interactions (train + test)
 
 LIGHTGCN_FILES = ("train.txt", "test.txt")
 
+# ml-1m's ratings.dat (UserID::MovieID::Rating::Timestamp), taken out of ml-1m.zip and put into the cache
+# by hand: users, movies (distinct ids) and ratings, as GroupLens publishes them.
+ML1M_SIZES = (6040, 3706, 1000209)
+
 DATASETS = ("ml-100k", "ml-1m", "gowalla", "yelp2018", "amazon-book", "synthetic")
 
 
@@ -89,7 +97,7 @@ class Fetched:
 
     name: str
     path: Path
-    layout: str  # "grouplens-zip", "recbole-atomic", "lightgcn", ...
+    layout: str  # "grouplens-zip", "grouplens-dat" (ml-1m's ratings.dat), "recbole-atomic", "lightgcn"
     source: str  # human-readable description of the source that served
     tried: list[str] = field(default_factory=list)
     moved: list[tuple[Path, Path]] = field(default_factory=list)
@@ -118,6 +126,7 @@ class _Cache:
     repair: bool
     tried: list[str] = field(default_factory=list)
     moved: list[tuple[Path, Path]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def failed(self, paths: list[Path], problem: str, fix: str) -> None:
         """``paths`` failed their check. A user's file stops the fetch with :class:`CorruptFile` (``fix``
@@ -193,7 +202,9 @@ class _Cache:
             self.tried.append(f"local cache: {p.name} without {missing} in {self.folder}")
             return False
         try:
-            check_lightgcn_sizes(read_lightgcn_files(self.folder), self.name, LIGHTGCN_SIZES[self.name], self.folder)
+            files = read_lightgcn_files(self.folder)
+            check_lightgcn_sizes(files, self.name, LIGHTGCN_SIZES[self.name], self.folder)
+            self.warn_repeats(files.repeats_note())
             return True
         except CorruptFile as e:
             if e.line is not None:
@@ -204,6 +215,50 @@ class _Cache:
                        f"delete both; recsize will then download them")
             self.failed(paths, str(e), fix)
             return False
+
+    def warn_repeats(self, note: str) -> None:
+        """Keep a warning about repeated pairs in LightGCN-format files that pass the size check."""
+        if note:
+            self.warnings.append(
+                f"{self.name}: {note} ({self.folder}): recsize keeps each pair once per file, and a test pair that "
+                f"is also a training pair can never be recalled (training items are left out of the ranking); if "
+                f"these are not the files you meant, take train.txt and test.txt again from the LightGCN "
+                f"repository (Data/{self.name}/)")
+
+    def ratings_ok(self) -> bool:
+        """ml-1m: a ``ratings.dat`` in the folder (the user's, taken out of ml-1m.zip), parsed and checked
+        against the published sizes; a bad line or wrong size stops with :class:`CorruptFile`."""
+        p = self.folder / "ratings.dat"
+        if not p.exists():
+            self.tried.append(f"local cache: no ratings.dat in {self.folder}")
+            return False
+        try:
+            ratings = parse_ml1m_ratings(read_text(p), str(p), p)
+            check_published_sizes(ml1m_sizes(ratings), ML1M_SIZES, f"{self.name}: {p} holds", "ratings", p)
+            return True
+        except CorruptFile as e:
+            fix = (f"fix line {e.line} of ratings.dat, or delete it" if e.line is not None
+                   else "replace it with ratings.dat of the official ml-1m.zip, or delete it")
+            self.failed([p], str(e), fix + "; recsize will then download ml-1m.zip")
+            return False
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a folder of the data cache (a file, a symlink loop, a link to nothing, not
+    readable), or None when it is a folder or does not exist yet. Explained in Chapter 2."""
+    try:
+        if path.is_dir():  # follows links
+            return None
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"{path} is a symlink loop, not a folder"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            if os.path.islink(path):
+                return f"{path} is a symlink to {os.readlink(path)}, which does not exist"
+            return None  # created when needed
+        return f"{path} cannot be read ({e.strerror})"
+    return f"{path} is a file, not a folder"
 
 
 def _download(url: str, dest: Path, algorithm: str | None, digest: str | None, timeout: float) -> None:
@@ -223,9 +278,10 @@ def _download(url: str, dest: Path, algorithm: str | None, digest: str | None, t
         raise
 
 
-def _download_lightgcn(name: str, folder: Path, timeout: float) -> None:
+def _download_lightgcn(name: str, folder: Path, timeout: float) -> str:
     """Download train.txt and test.txt into a hidden staging folder, check them there, and only then move
-    them into ``folder`` and record them: an unchecked download never lands in the cache."""
+    them into ``folder`` and record them: an unchecked download never lands in the cache. Returns what
+    :meth:`~recsize.data.formats.LightGCNFiles.repeats_note` says of them."""
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=".download-"))
     urls = {f: LIGHTGCN_URL.format(name=name, file=f) for f in LIGHTGCN_FILES}
@@ -233,7 +289,8 @@ def _download_lightgcn(name: str, folder: Path, timeout: float) -> None:
         for f, url in urls.items():
             _download(url, staging / f, None, None, timeout)
         try:
-            check_lightgcn_sizes(read_lightgcn_files(staging), name, LIGHTGCN_SIZES[name], folder)
+            files = read_lightgcn_files(staging)
+            check_lightgcn_sizes(files, name, LIGHTGCN_SIZES[name], folder)
         except CorruptFile as e:
             raise CorruptFile("the download fails its check: " + str(e).replace(f"{staging}{os.sep}", "")) from None
         refuse_to_overwrite([folder / f for f in urls])
@@ -242,6 +299,7 @@ def _download_lightgcn(name: str, folder: Path, timeout: float) -> None:
         manifest.record(folder, urls)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return files.repeats_note()
 
 
 def extract_recbole_wheel(wheel: Path, folder: Path) -> None:
@@ -289,7 +347,8 @@ def _manual_help(name: str, folder: Path) -> str:
                 f" into {folder}/")
     if name in OFFICIAL:
         url, alg, digest = OFFICIAL[name]
-        return f"download {url} (MD5 {digest}) and put it into {folder}/"
+        return (f"download {url} (MD5 {digest}) and put it into {folder}/, or put the ratings.dat it holds "
+                f"(ml-1m/ratings.dat) there")
     if name in LIGHTGCN_SIZES:
         return (f"put train.txt and test.txt from the LightGCN repository (Data/{name}/) into {folder}/")
     return f"put the files into {folder}/"
@@ -311,9 +370,11 @@ def fetch(name: str, *, offline: bool = False, timeout: float = 30.0, verbose: b
         raise ValueError(f"unknown dataset {name!r}: choose one of {known} (or 'synthetic', which is generated)")
     root = cache_dir()
     for p in (root, root / name):
-        if p.exists() and not p.is_dir():
-            raise DatasetUnavailable(f"{p} is a file, not a folder: the data cache needs a folder there; set "
-                                     f"${ENV_VAR} to a folder (it is created if missing)")
+        problem = folder_problem(p)
+        if problem:
+            link = " (or point the link at a folder)" if os.path.islink(p) else ""
+            raise DatasetUnavailable(f"{problem}: the data cache needs a folder there; set ${ENV_VAR} to a folder "
+                                     f"(it is created if missing){link}")
     folder = root / name
     cache = _Cache(name, folder, repair)
     tried = cache.tried
@@ -322,6 +383,8 @@ def fetch(name: str, *, offline: bool = False, timeout: float = 30.0, verbose: b
         source += cache.note()
         if verbose:
             print(f"[recsize] {name}: served by {source}\n[recsize]   from {folder}", file=sys.stderr)
+        for w in cache.warnings:  # even when not verbose: the data are not what they seem
+            print(f"[recsize] warning: {w}", file=sys.stderr)
         return Fetched(name, folder, layout, source, tried, cache.moved)
 
     # 1. the local cache
@@ -331,6 +394,8 @@ def fetch(name: str, *, offline: bool = False, timeout: float = 30.0, verbose: b
         if cache.archive_ok(archive, url, alg, digest):
             return served("grouplens-zip", f"local cache ({archive.name}, {alg} verified)")
         tried.append(f"local cache: no valid {archive}")
+    if name == "ml-1m" and cache.ratings_ok():
+        return served("grouplens-dat", "local cache (ratings.dat, sizes verified)")
     if name == "ml-100k":
         if cache.recbole_ok():
             return served("recbole-atomic", "local cache (RecBole atomic files, sha256 verified)")
@@ -356,7 +421,7 @@ def fetch(name: str, *, offline: bool = False, timeout: float = 30.0, verbose: b
     if name in LIGHTGCN_SIZES:
         refuse_to_overwrite([folder / f for f in LIGHTGCN_FILES])
         try:
-            _download_lightgcn(name, folder, timeout)
+            cache.warn_repeats(_download_lightgcn(name, folder, timeout))
             return served("lightgcn", "LightGCN repository (sizes verified)")
         except Exception as e:
             tried.append(f"LightGCN repository: {type(e).__name__}: {e}")
