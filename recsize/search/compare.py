@@ -45,20 +45,21 @@ from ..budget import dense_bytes, target_parameters
 METHODS = ("es", "mr", "mde", "dnis", "ciess", "ihas")
 # the cells of benchmarks/prune.py's converged grids (equal bytes; grid_records): their own names
 GRID_METHODS = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "magprune-table", "pep", "dnis-alpha",
-                "dnis-prefix", "dnis-table")
+                "dnis-prefix", "dnis-table", "dnis-joint")
 NAMES = {"es": "ES", "mr": "MR", "mde": "MDE", "dnis": "DNIS", "ciess": "CIESS", "ihas": "iHAS",
          "es-bytes": "ES", "mde-bytes": "MDE", "mr-bytes": "MR", "magprune": "MagPrune",
          "magprune-table": "MagPrune/table", "pep": "PEP", "dnis-alpha": "DNIS |aE|",
-         "dnis-prefix": "DNIS prefix", "dnis-table": "DNIS/table"}
+         "dnis-prefix": "DNIS prefix", "dnis-table": "DNIS/table", "dnis-joint": "DNIS/joint"}
 MARKERS = {"es": "o", "mr": "s", "mde": "^", "dnis": "D", "ciess": "P", "ihas": "*", "es-bytes": "o",
            "mde-bytes": "^", "mr-bytes": "s", "magprune": "v", "magprune-table": "<", "pep": "X",
-           "dnis-alpha": "d", "dnis-prefix": ">", "dnis-table": "h"}
+           "dnis-alpha": "d", "dnis-prefix": ">", "dnis-table": "h", "dnis-joint": "H"}
 # every method in the order of tables and legends, and one colour per name (ES is ES in either accounting)
 _ALL_METHODS = ("es", "es-bytes", "mde", "mde-bytes", "mr", "mr-bytes", "magprune", "magprune-table", "pep",
-                "dnis", "dnis-alpha", "dnis-prefix", "dnis-table", "ciess", "ihas")
+                "dnis", "dnis-alpha", "dnis-prefix", "dnis-table", "dnis-joint", "ciess", "ihas")
 COLORS = {"es": "C0", "es-bytes": "C0", "mde": "C1", "mde-bytes": "C1", "mr": "C2", "mr-bytes": "C2",
           "magprune": "C3", "magprune-table": "C3", "pep": "C5", "dnis": "C4", "dnis-alpha": "C6",
-          "dnis-prefix": "C7", "dnis-table": "C4", "ciess": "C9", "ihas": "C8"}   # a variant: its parent's colour
+          "dnis-prefix": "C7", "dnis-table": "C4", "dnis-joint": "C4", "ciess": "C9",
+          "ihas": "C8"}   # a variant: its parent's colour
 TOPK_ONLY, CTR_ONLY = ("ciess",), ("ihas",)
 METRICS = {"topk": ("recall@20", "ndcg@20"), "ctr": ("auc", "logloss")}
 LOWER_IS_BETTER = ("logloss",)
@@ -67,7 +68,7 @@ SEARCHES = {"dnis": "one search for all budgets", "ciess": "one search for all b
             "ihas": "one search per budget", "magprune": "one dense model for all",
             "magprune-table": "one dense model for all", "pep": "one search for all budgets",
             "dnis-alpha": "one search for all budgets", "dnis-prefix": "one search for all budgets",
-            "dnis-table": "one search for all budgets"}
+            "dnis-table": "one search for all budgets", "dnis-joint": "one search for all budgets"}
 # settings that head_to_head sets for every method alike; the per-method dicts may not override them
 SHARED = ("d_max", "seed", "device", "progress", "train_overrides", "retrain_epochs", "patience", "budgets",
           "full_epochs")
