@@ -80,7 +80,10 @@ out.mkdir(parents=True, exist_ok=True)
 # recsize only reads them. A bad one stops it with one message that names the file, the line and the
 # fix, and the file is left as it was. Only a download of recsize's own that later fails its check is
 # moved aside, by `recsize data fetch`, under a name that never overwrites (`x.corrupt`,
-# `x.corrupt.1`, ...).
+# `x.corrupt.1`, ...). For ML-1M you may also put the `ratings.dat` of its archive
+# there: like the LightGCN-format files, it is parsed line by line and checked against
+# the published sizes. In LightGCN-format files, (user, item) pairs that repeat, or that
+# are in both train and test, are counted and reported in one warning.
 
 # %%
 data = load(dataset)

@@ -52,6 +52,22 @@ def strip_run_metadata(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+def check_declared(params: dict[str, dict], names: list[str], notebooks: Path = NOTEBOOKS) -> dict[str, dict]:
+    """Refuse, before any chapter runs, a full-run parameter that chapter's parameters cell does not declare
+    (papermill would only warn, and run the chapter on its defaults); returns ``params``. Explained in the
+    README."""
+    import difflib
+
+    import papermill as pm
+    for name in names:
+        declared = list(pm.inspect_notebook(str(notebooks / f"{name}.ipynb")))
+        for bad in sorted(set(params.get(name, {})) - set(declared)):
+            close = difflib.get_close_matches(bad, declared, n=1)
+            raise ValueError(f"{name}: {notebooks / 'full_run.json'} sets {bad!r}, which is not a parameter of the "
+                             f"chapter{f' (did you mean {close[0]}?)' if close else ''}: fix that file")
+    return params
+
+
 def _sync(path: Path) -> None:
     """Bring the other half of a chapter pair (text form and .ipynb) up to date with ``path``."""
     subprocess.run([sys.executable, "-m", "jupytext", "--sync", str(path)], check=True, cwd=path.parent)
@@ -78,6 +94,7 @@ def run_book(out_dir: str | Path | None, full: bool = False, only: list[str] | N
     if not notebooks.is_dir():
         raise FileNotFoundError(f"no notebooks folder at {notebooks}: run from a source checkout of recsize")
     names = chapters(notebooks)
+    params_full = check_declared(full_parameters(notebooks), names, notebooks) if full else {}
     if only:
         unknown = sorted(set(only) - set(names))
         if unknown:
@@ -85,7 +102,6 @@ def run_book(out_dir: str | Path | None, full: bool = False, only: list[str] | N
         names = [n for n in names if n in only]
     out = notebooks.resolve() if in_place else Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    params_full = full_parameters(notebooks) if full else {}
     rows = []
     for name in names:
         params = {} if in_place else {**params_full.get(name, {}), "out_dir": str(out / name)}

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .cli_support import INTERRUPTED, OneLineParser, StopSignals, Terminated, flush_stdout, reader_gone, say
 from .files import write_json
 
 
@@ -124,11 +125,15 @@ def metrics_table(rows: dict[str, dict], keys=None) -> str:
     return "\n".join(lines)
 
 
+PROTOCOL = "split protocol of top-k data (default random-811; CTR data: random 8:1:1 over samples)"
+VERBOSE = "errors in full: e.g. every source tried for a missing dataset"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .backbones import BACKBONES
     from .data import DATASET_CHOICES, DATASETS, PROTOCOLS
 
-    p = argparse.ArgumentParser(prog="recsize", description="Embedding-size search for recommender systems.")
+    p = OneLineParser(prog="recsize", description="Embedding-size search for recommender systems.")
     p.add_argument("--version", action="version", version=f"recsize {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -137,16 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     f = dsub.add_parser("fetch", help="download (or find in the cache) and verify a dataset")
     f.add_argument("name", choices=[d for d in DATASETS if d != "synthetic"])
     f.add_argument("--offline", action="store_true", help="only look in the local cache")
+    f.add_argument("--verbose", action="store_true", help=VERBOSE)
     i = dsub.add_parser("info", help="print dataset and split statistics")
     i.add_argument("name", choices=DATASET_CHOICES)
-    i.add_argument("--protocol", choices=list(PROTOCOLS), default="random-811")
+    i.add_argument("--protocol", choices=list(PROTOCOLS), help=PROTOCOL)
     i.add_argument("--seed", type=_seed, default=0)
+    i.add_argument("--verbose", action="store_true", help=VERBOSE)
 
     t = sub.add_parser("train", help="train one backbone and report test metrics")
     t.add_argument("--backbone", choices=list(BACKBONES), default="lightgcn")
     t.add_argument("--dataset", choices=DATASET_CHOICES, default="ml-100k")
-    t.add_argument("--protocol", choices=list(PROTOCOLS), default="random-811",
-                   help="split protocol for top-k data (default: random-811)")
+    t.add_argument("--protocol", choices=list(PROTOCOLS), help=PROTOCOL)
     t.add_argument("--dim", type=_positive_int, default=64, help="embedding width d (default 64)")
     t.add_argument("--epochs", type=_positive_int, default=300, help="maximum epochs (default 300)")
     t.add_argument("--batch-size", type=_positive_int, help="mini-batch size (backbone default)")
@@ -156,9 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=_nonneg_int, default=10, help="epochs without improvement before stopping")
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    t.add_argument("--out", type=Path, help="write metrics and history as JSON here")
-    t.add_argument("--checkpoint", type=Path, help="save the best weights here")
+    t.add_argument("--out", help="write metrics and history as JSON here")
+    t.add_argument("--checkpoint", help="save the best weights here")
     t.add_argument("--quiet", action="store_true", help="no progress bars or dataset messages")
+    t.add_argument("--verbose", action="store_true", help=VERBOSE)
 
     from .search import METHODS
     from .search.prune import PEP_GRANULARITIES, PRUNE_METHODS, PRUNE_SPLITS
@@ -302,8 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pep: cap on the thresholded training; it stops once the budget is reached (default 300)")
     s.add_argument("--backbone", choices=list(BACKBONES), default="lightgcn")
     s.add_argument("--dataset", choices=DATASET_CHOICES, default="ml-100k")
-    s.add_argument("--protocol", choices=list(PROTOCOLS), default="random-811",
-                   help="split protocol for top-k data (default: random-811)")
+    s.add_argument("--protocol", choices=list(PROTOCOLS), help=PROTOCOL)
     s.add_argument("--dim", type=_positive_int, default=64, help="full width d_max (default 64)")
     s.add_argument("--epochs", type=_positive_int,
                    help="maximum epochs (default 300; ciess: of the reference and retraining, schedule default)")
@@ -315,8 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs without improvement before stopping (default 10; ciess: schedule default)")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    s.add_argument("--out", type=Path, help="write sizes, metrics, memory and history as JSON here")
+    s.add_argument("--out", help="write sizes, metrics, memory and history as JSON here")
     s.add_argument("--quiet", action="store_true", help="no progress bars or dataset messages")
+    s.add_argument("--verbose", action="store_true", help=VERBOSE)
     p.search_parser = s  # main() checks the budget flags per method with this parser's error()
 
     e = sub.add_parser("export", help="export saved compact tables for a production library (TorchRec)",
@@ -326,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "compact lookup before the file is written. Serve it sharded with: torchrun "
                                    "--nproc-per-node 2 -m recsize.torchrec_shard OUT. Explained in Appendix A.")
     e.add_argument("--format", choices=["torchrec"], required=True, help="the target library")
-    e.add_argument("--out", type=Path, required=True, help="the export file to write (never overwritten)")
+    e.add_argument("--out", required=True, help="the export file to write (never overwritten)")
     e.add_argument("--round-to", type=_positive_int, default=4,
                    help="round widths up to a multiple of this (a multiple of 4; default 4)")
     e.add_argument("tables", nargs="+", metavar="ROLE=FILE",
@@ -556,20 +563,54 @@ def _check_search_args(parser, args) -> None:
         if ckpt.exists():
             read_checkpoint(ckpt)  # truncated or foreign: say so now, not after the data loaded
 
+    if args.budgets is None and args.density is None:
+        _check_floor("--budgets", "0.95 (a default)", 0.05, args.dim, 1, "one (CIESS widths are at least 1)")
+
+
+def _check_data_args(args) -> None:
+    """``train``, ``search``, ``data info``: CTR data takes no --protocol (it is split 8:1:1 over samples)
+    and a CTR backbone, a top-k dataset a top-k backbone; iHAS needs a CTR backbone, CIESS a top-k one.
+    Sets the default protocol."""
+    from .backbones import CTR_BACKBONES, TOPK_BACKBONES
+    name = args.name if args.command == "data" else args.dataset
+    ctr_file = getattr(args, "ctr_file", None)
+    data = f"--ctr-file {ctr_file}" if ctr_file is not None else name
+    ctr = ctr_file is not None or name.endswith("-ctr")
+    if ctr and args.protocol not in (None, "random-811"):
+        raise ValueError(f"--protocol {args.protocol} splits top-k data; CTR data ({data}) is split random 8:1:1 "
+                         "over samples: drop --protocol")
+    args.protocol = args.protocol or "random-811"
+    if args.command == "data":
+        return
+    method, backbone = getattr(args, "method", None), args.backbone
+    if method == "ihas" and backbone not in CTR_BACKBONES:
+        raise ValueError(f"iHAS searches field embeddings of a CTR model: choose --backbone "
+                         f"{' or '.join(CTR_BACKBONES)}, not {backbone}")
+    if method == "ciess" and backbone not in TOPK_BACKBONES:
+        raise ValueError(f"CIESS searches user and item widths of a top-k model: choose --backbone "
+                         f"{', '.join(TOPK_BACKBONES)}, not {backbone}")
+    if backbone in CTR_BACKBONES and not ctr:
+        raise ValueError(f"{backbone} is a CTR backbone: it needs CTR data, e.g. --dataset ml-100k-ctr or "
+                         f"synthetic-ctr, not {data}")
+    if backbone not in CTR_BACKBONES and ctr:
+        topk = name[: -len("-ctr")] if name.endswith("-ctr") and ctr_file is None else "ml-100k"
+        raise ValueError(f"{backbone} is a top-k backbone: it needs top-k data, e.g. --dataset {topk}, not {data}")
 
 def _preflight(parser, args) -> None:
-    """The checks that need no data, before anything is loaded, built or trained: the device, every
-    output path, and (``search``) the budgets and method flags. Each raises ``ValueError`` naming the flag
-    and the fix."""
+    """The checks that need no data, before anything is loaded, built or trained: the device (resolved),
+    the data against the protocol and the backbone, every output path, and (``search``) the budgets and
+    method flags. Each raises ``ValueError`` naming the flag and the fix."""
     from .files import check_output_dir, check_output_file
     from .train import resolve_device
     if getattr(args, "device", None) is not None:
-        try:
-            resolve_device(args.device)
+        try:  # resolved once, here: every method gets the device "auto" stands for
+            args.device = str(resolve_device(args.device))
         except ValueError as e:
             raise ValueError(f"--device: {e}") from None
     if args.command == "book":
         if args.out is not None:
+    if args.command in ("train", "search") or getattr(args, "data_command", None) == "info":
+        _check_data_args(args)
             check_output_dir(args.out, "--out")
         return
     if args.command in ("train", "search") and args.out is not None:
@@ -644,15 +685,12 @@ def _cmd_ciess(args, split) -> int:
 
 
 def _cmd_ihas(args) -> int:
-    from .backbones import CTR_BACKBONES, defaults_for
+    from .backbones import defaults_for
     from .budget import format_bytes
     from .data import prepare, split_ctr
     from .data.ctr_files import read_ctr_file
     from .search.ihas import IHASConfig, run_ihas
     from .train import TrainConfig
-    if args.backbone not in CTR_BACKBONES:  # before any data is loaded
-        raise ValueError(f"iHAS searches field embeddings of a CTR model: choose backbone "
-                         f"{' or '.join(CTR_BACKBONES)}, not {args.backbone!r}")
     model_kwargs, train_kwargs = defaults_for(args.backbone)
     for arg, key in (("batch_size", "batch_size"), ("lr", "lr"), ("weight_decay", "weight_decay")):
         if getattr(args, arg) is not None:
@@ -940,15 +978,9 @@ def _cmd_book_build(args) -> int:
     return 0
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised where the process is so that every write in flight cleans up."""
-
-
-def _on_signal(signum, frame):
-    raise Terminated(signal.Signals(signum).name)
-
-
 def _interrupted(args, e: KeyboardInterrupt) -> str:
+    if args is None:
+        return f"{what} while starting; nothing was done"
     what = f"stopped by {e.args[0]}" if isinstance(e, Terminated) and e.args else "interrupted"
     if getattr(args, "checkpoint_dir", None) is not None:
         return (f"{what}; the search in {args.checkpoint_dir} keeps its progress: run the same command with "
@@ -960,64 +992,76 @@ def _interrupted(args, e: KeyboardInterrupt) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line's boundary: a user's mistake (bad value, missing or unwritable file, a device
-    this machine lacks, no memory) ends in one line on stderr and exit code 2; Ctrl-C, SIGTERM and SIGHUP
-    in one line and exit code 130; a programming error keeps its traceback."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _error_line(args, e: Exception) -> str | None:
+    """The one line that reports ``e`` (a user's mistake or a missing resource), or None: a programming
+    error keeps its traceback."""
     from .data import CorruptFile, DatasetUnavailable
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        try:
-            previous[sig] = signal.signal(sig, _on_signal)
-        except ValueError:  # not the main thread: leave signals alone
-            pass
+    if isinstance(e, DatasetUnavailable):
+        if getattr(args, "verbose", False) or e.summary == str(e):
+            return str(e)
+        return f"{e.summary} (run with --verbose to see every attempt)"
+    if isinstance(e, (CorruptFile, ValueError, FloatingPointError)):
+        return str(e)
+    if isinstance(e, MemoryError):
+        return "out of memory: lower --dim or --batch-size, or use a machine with more memory"
+    if isinstance(e, OSError) and e.filename is not None:  # else not about a path the user gave
+        return f"{e.filename}: {e.strerror}: check the path and its permissions"
+    if isinstance(e, RuntimeError) and "out of memory" in str(e).lower():
+        return "the device ran out of memory: lower --dim or --batch-size"
+    return None
+
+
+def _run(parser, args) -> int:
+    _preflight(parser, args)
+    if args.command == "data":
+        return _cmd_data(args)
+    if args.command == "train":
+        return _cmd_train(args)
+    if args.command == "search":
+        return _cmd_search(args)
+    if args.command == "export":
+        return _cmd_export(args)
+    if args.command == "book" and args.book_command == "build":
+        return _cmd_book_build(args)
+    from .book import run_book
     try:
-        _preflight(parser, args)
-        if args.command == "data":
-            return _cmd_data(args)
-        if args.command == "train":
-            return _cmd_train(args)
-        if args.command == "search":
-            return _cmd_search(args)
-        if args.command == "export":
-            return _cmd_export(args)
-        if args.command == "book" and args.book_command == "build":
-            return _cmd_book_build(args)
-        if args.command == "book":
-            from .book import run_book
+        rows = run_book(args.out, full=args.full, only=args.chapters, in_place=args.in_place,
+                        publish=args.publish)
+    except (RuntimeError, FileNotFoundError) as e:  # no dev extras, no source checkout
+        raise ValueError(str(e)) from None
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+    this machine lacks, no memory) ends in one line on stderr and exit code 2, before any work where the
+    input allows; Ctrl-C, SIGTERM and SIGHUP, from the first instant (torch is imported after the handlers
+    are installed), in one line and exit code 130; a closed stdout quietly with 141
+    (:mod:`recsize.cli_support`); a programming error keeps its traceback. Explained in Chapter 3."""
+    args = None
+    with StopSignals(keep_ignoring=argv is None) as stop:
+        try:
             try:
-                rows = run_book(args.out, full=args.full, only=args.chapters, in_place=args.in_place,
-                                publish=args.publish)
-            except (RuntimeError, FileNotFoundError) as e:  # no dev extras, no source checkout
-                raise ValueError(str(e)) from None
-            return 0 if all(r["status"] == "ok" for r in rows) else 1
-    except (DatasetUnavailable, CorruptFile, ValueError, FloatingPointError) as e:
-        print(f"recsize {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        print(f"recsize {args.command}: {_interrupted(args, e)}", file=sys.stderr)
-        return 130
-    except MemoryError:
-        print(f"recsize {args.command}: error: out of memory: lower --dim or --batch-size, or use a machine "
-              "with more memory", file=sys.stderr)
-        return 2
-    except OSError as e:
-        if e.filename is None:  # not about a path the user gave: a programming or system error
-            raise
-        print(f"recsize {args.command}: error: {e.filename}: {e.strerror}: check the path and its permissions",
-              file=sys.stderr)
-        return 2
-    except RuntimeError as e:
-        if "out of memory" not in str(e).lower():
-            raise
-        print(f"recsize {args.command}: error: the device ran out of memory: lower --dim or --batch-size",
-              file=sys.stderr)
-        return 2
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    parser.error(f"unknown command {args.command}")
-    return 2
+                parser = build_parser()                      # imports torch: seconds
+                args = parser.parse_args(argv)
+                rc = _run(parser, args)
+            except SystemExit:                               # argparse: --help, --version, a bad argument
+                flush_stdout()
+                raise
+            except Exception as e:
+                line = _error_line(args, e) if args is not None else None
+                if line is None:
+                    raise
+                stop.ignore()
+                say(f"recsize {args.command}: error: {line}")
+                return 2
+            flush_stdout()
+            return rc
+        except KeyboardInterrupt as e:
+            stop.ignore()
+            say(f"recsize{'' if args is None else ' ' + args.command}: {_interrupted(args, e)}")
+            return INTERRUPTED
+        except BrokenPipeError:
+            stop.ignore()
+            return reader_gone()
 
 
 if __name__ == "__main__":

@@ -9,17 +9,26 @@ So the next cell of every chapter calls :func:`check_parameters`, with one *kind
                      seed="non-negative int", dataset="dataset", out_dir="path")
 
 A kind is one of the names in :data:`KINDS`; a one-element list ``[kind]`` means a non-empty list of
-that kind. A bad value raises :class:`ParameterError`, which Jupyter and papermill show as one line.
+that kind. A bad value raises :class:`ParameterError`, which Jupyter and papermill show as one line; so
+does a name the chapter does not declare (papermill would otherwise run the whole chapter on its defaults
+after ``-p sed 3``), and a ``path`` parameter whose name ends in ``_dir`` (an output folder) that names a
+file.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import numbers
 import os
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Callable, Mapping
+
+# What IPython (Jupyter, papermill) defines in a notebook's namespace besides the chapter's own names.
+NOTEBOOK_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 
 
 class ParameterError(ValueError):
@@ -160,16 +169,46 @@ def _problem(name: str, kind_name: str, is_list: bool, value) -> str | None:
     return f"parameter {name}: expected {expected}, got {got} ({hint})"
 
 
+def _folder_problem(name: str, value) -> str | None:
+    """An output folder parameter (``*_dir``) that names a file, or a path under a file."""
+    path = Path(value).expanduser()
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            if p.is_dir():
+                return None
+            under = "" if p == path else f" (it is under {str(p)!r})"
+            return (f"parameter {name}: {str(value)!r} is a file, not a folder{under}: give a folder for the "
+                    f"chapter's outputs, e.g. -p {name} results/run1")
+    return None
+
+
+def unknown_parameters(namespace: Mapping[str, object], declared) -> list[str]:
+    """The names in ``namespace`` (a chapter's ``globals()`` in the cell after its parameters) that are not in
+    ``declared``: IPython's own names, ``_``-names, modules, functions and classes are not parameters.
+    Explained in the Preface."""
+    return [n for n, v in namespace.items()
+            if n not in declared and not n.startswith("_") and n not in NOTEBOOK_NAMES
+            and not isinstance(v, (ModuleType, type)) and not callable(v)]
+
+
 def check_parameters(namespace: Mapping[str, object], **spec) -> None:
     """Check the chapter parameters named in ``spec`` (name = kind, see :data:`KINDS`; ``[kind]`` for a
     non-empty list) as found in ``namespace`` (a chapter passes ``globals()``). Raise :class:`ParameterError`
-    with one line for the first bad value; a spec naming a kind that does not exist, or a parameter that is
-    not defined, is a bug of the chapter (``ValueError``). Every chapter calls it in the cell after its
-    ``parameters`` cell. Explained in the Preface."""
+    with one line for a name ``spec`` does not declare (a misspelt ``papermill -p``), then for the first bad
+    value; a spec naming a kind that does not exist, or a parameter that is not defined, is a bug of the
+    chapter (``ValueError``). Every chapter calls it in the cell after its ``parameters`` cell. Explained in
+    the Preface."""
+    for name in unknown_parameters(namespace, spec):
+        close = difflib.get_close_matches(name, list(spec), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ParameterError(f"parameter {name} is not a parameter of this chapter{hint}: its parameters are "
+                             f"{', '.join(spec)}")
     for name, kind in spec.items():
         kind_name, is_list = _kind_of(name, kind)
         if name not in namespace:
             raise ValueError(f"check_parameters: {name} is not defined: is it in the parameters cell?")
         message = _problem(name, kind_name, is_list, namespace[name])
+        if message is None and kind_name == "path" and not is_list and name.endswith("_dir"):
+            message = _folder_problem(name, namespace[name])
         if message is not None:
             raise ParameterError(message)

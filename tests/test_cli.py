@@ -44,7 +44,8 @@ def test_bad_arguments_exit_2(args, message, capsys):
         main(["train", "--dataset", "synthetic", *args])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert message in err and "usage:" in err
+    assert message in err and "see recsize train --help" in err and "usage:" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_no_command_exits_2(capsys):
@@ -85,7 +86,7 @@ def test_train_without_data_or_network(monkeypatch, capsys):
 
     monkeypatch.setattr(sources, "_download", no_net)
     monkeypatch.setattr(sources, "_pip_download_recbole", no_net)
-    assert main(["train", "--backbone", "fm", "--dataset", "ml-100k-ctr", "--quiet"]) == 2
+    assert main(["train", "--backbone", "fm", "--dataset", "ml-100k-ctr", "--quiet", "--verbose"]) == 2
     err = capsys.readouterr().err
     assert "not available" in err and "official archive" in err and "PyPI" in err
 

@@ -243,7 +243,9 @@ class LightGCNFiles:
                 len(np.intersect1d(train_set, test_set, assume_unique=True)))
 
     def repeats_note(self) -> str:
-        """The :meth:`repeats` in words (``train.txt repeats 2 (user, item) pairs, ...``), or ``""``."""
+        """The :meth:`repeats` in words (``train.txt repeats 2 (user, item) pairs, ...``), or ``""``.
+
+        Explained in Chapter 2."""
         dup_train, dup_test, overlap = self.repeats()
         if not (dup_train or dup_test or overlap):
             return ""
@@ -293,5 +295,7 @@ def parse_ml1m_ratings(text: str, where: str, path: Path | None = None) -> np.nd
 
 
 def ml1m_sizes(ratings: np.ndarray) -> tuple[int, int, int]:
-    """(users, items, ratings) of a parsed ``ratings.dat``: distinct user and movie ids, and rows."""
+    """(users, items, ratings) of a parsed ``ratings.dat``: distinct user and movie ids, and rows.
+
+    Explained in Chapter 2."""
     return len(np.unique(ratings[:, 0])), len(np.unique(ratings[:, 1])), len(ratings)

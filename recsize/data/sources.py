@@ -75,7 +75,12 @@ DATASETS = ("ml-100k", "ml-1m", "gowalla", "yelp2018", "amazon-book", "synthetic
 
 
 class DatasetUnavailable(RuntimeError):
-    """No source could provide the dataset; the message lists what was tried and the manual fix."""
+    """No source could provide the dataset; the message lists what was tried and the manual fix, ``summary``
+    says it in one line (what the command line prints without ``--verbose``)."""
+
+    def __init__(self, message: str, summary: str | None = None):
+        super().__init__(message)
+        self.summary = message if summary is None else summary
 
 
 def cache_dir() -> Path:
@@ -404,7 +409,7 @@ def fetch(name: str, *, offline: bool = False, timeout: float = 30.0, verbose: b
         return served("lightgcn", "local cache (train.txt/test.txt, sizes verified)")
 
     if offline:
-        raise DatasetUnavailable(_unavailable(name, folder, tried + ["network sources skipped (offline)"]))
+        raise _unavailable(name, folder, tried + ["network sources skipped (offline)"], offline=True)
 
     # 2. the official source
     if name in OFFICIAL:
@@ -434,11 +439,13 @@ def fetch(name: str, *, offline: bool = False, timeout: float = 30.0, verbose: b
         except Exception as e:
             tried.append(f"PyPI recbole==1.2.1 wheel: {type(e).__name__}: {e}")
 
-    raise DatasetUnavailable(_unavailable(name, folder, tried))
+    raise _unavailable(name, folder, tried)
 
 
-def _unavailable(name: str, folder: Path, tried: list[str]) -> str:
+def _unavailable(name: str, folder: Path, tried: list[str], offline: bool = False) -> DatasetUnavailable:
     lines = [f"dataset {name!r} is not available. Tried:"] + [f"  - {t}" for t in tried]
     lines.append(f"Fix: {_manual_help(name, folder)}")
     lines.append(f"(the cache root is {cache_dir()}; set ${ENV_VAR} to use another folder)")
-    return "\n".join(lines)
+    where = "in the local cache (offline)" if offline else f"from any source ({len(tried)} tried)"
+    return DatasetUnavailable("\n".join(lines), f"dataset {name!r} is not available {where}. "
+                                                f"Fix: {_manual_help(name, folder)}")
