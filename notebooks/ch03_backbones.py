@@ -227,8 +227,10 @@ for d in (64, 1024, 100_000):
 # target, flushed, given the permissions your umask asks for, then renamed over the target in
 # one step. A crash, Ctrl-C or `kill` leaves the old file (or none), never half of one. With
 # `--checkpoint` the trainer writes the best weights *every time validation improves*, so an
-# interrupted run keeps its best model; and an existing `--out` that is not an earlier result
-# (a JSON object) is never overwritten.
+# interrupted run keeps its best model. recsize replaces only what it wrote: every result
+# carries a marker (`"recsize": {"format", "version"}` in JSON, a `recsize.json` entry in an
+# archive), and an existing `--out` or `--checkpoint` without it, or a device, FIFO or symlink
+# there, is refused in one line before any work (`recsize.files.check_replaceable`).
 #
 # ## Summary
 #

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from .files import MARK, check_output_file, marker, staged, write_json
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 BOOK = NOTEBOOKS.parent / "book"
@@ -44,12 +47,9 @@ def _drop_run_metadata(nb) -> None:
         cell.metadata.pop("execution", None)
 
 
-def strip_run_metadata(path: Path) -> None:
-    """Drop papermill's timing metadata so that the text form stays clean and diffs stay small."""
-    import nbformat
-    nb = nbformat.read(path, as_version=4)
-    _drop_run_metadata(nb)
-    nbformat.write(nb, path)
+def _sync(path: Path) -> None:
+    """Bring the other half of a chapter pair (text form and .ipynb) up to date with ``path``."""
+    subprocess.run([sys.executable, "-m", "jupytext", "--sync", str(path)], check=True, cwd=path.parent)
 
 
 def check_declared(params: dict[str, dict], names: list[str], notebooks: Path = NOTEBOOKS) -> dict[str, dict]:
@@ -66,11 +66,6 @@ def check_declared(params: dict[str, dict], names: list[str], notebooks: Path = 
             raise ValueError(f"{name}: {notebooks / 'full_run.json'} sets {bad!r}, which is not a parameter of the "
                              f"chapter{f' (did you mean {close[0]}?)' if close else ''}: fix that file")
     return params
-
-
-def _sync(path: Path) -> None:
-    """Bring the other half of a chapter pair (text form and .ipynb) up to date with ``path``."""
-    subprocess.run([sys.executable, "-m", "jupytext", "--sync", str(path)], check=True, cwd=path.parent)
 
 
 def run_book(out_dir: str | Path | None, full: bool = False, only: list[str] | None = None,
@@ -94,13 +89,15 @@ def run_book(out_dir: str | Path | None, full: bool = False, only: list[str] | N
     if not notebooks.is_dir():
         raise FileNotFoundError(f"no notebooks folder at {notebooks}: run from a source checkout of recsize")
     names = chapters(notebooks)
-    params_full = check_declared(full_parameters(notebooks), names, notebooks) if full else {}
     if only:
         unknown = sorted(set(only) - set(names))
         if unknown:
             raise ValueError(f"unknown chapter(s) {unknown}; chapters are {', '.join(names)}")
         names = [n for n in names if n in only]
+    params_full = check_declared(full_parameters(notebooks), names, notebooks) if full else {}
     out = notebooks.resolve() if in_place else Path(out_dir).resolve()
+    if not in_place:
+        check_run_outputs(out, names)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in names:
@@ -109,14 +106,14 @@ def run_book(out_dir: str | Path | None, full: bool = False, only: list[str] | N
             _sync(notebooks / f"{name}.py")
         start = time.perf_counter()
         status = "ok"
-        try:
-            pm.execute_notebook(str(notebooks / f"{name}.ipynb"), str(out / f"{name}.ipynb"),
-                                parameters=params, cwd=str(notebooks), progress_bar=progress,
-                                kernel_name="python3")
-        except PapermillExecutionError as e:
-            status = f"error: {e.ename}: {e.evalue}"
+        with staged(out / f"{name}.ipynb") as tmp:   # whole or not at all: papermill writes as it goes
+            try:
+                pm.execute_notebook(str(notebooks / f"{name}.ipynb"), str(tmp), parameters=params,
+                                    cwd=str(notebooks), progress_bar=progress, kernel_name="python3")
+            except PapermillExecutionError as e:
+                status = f"error: {e.ename}: {e.evalue}"
+            _finish_notebook(tmp, in_place)
         if in_place:
-            strip_run_metadata(notebooks / f"{name}.ipynb")
             _sync(notebooks / f"{name}.ipynb")
         rows.append({"chapter": name, "seconds": round(time.perf_counter() - start, 1), "status": status,
                      "parameters": params})
@@ -128,9 +125,42 @@ def run_book(out_dir: str | Path | None, full: bool = False, only: list[str] | N
     print(f"{'total':24s} {total:8.1f} s  ({'full' if full else 'CI'} parameters; outputs in {out})")
     if in_place:
         return rows
-    from .files import write_json
-    write_json({"full": full, "chapters": rows, "total_seconds": round(total, 1)}, out / "summary.json")
+    write_json({"full": full, "chapters": rows, "total_seconds": round(total, 1)}, out / "summary.json",
+               "book-summary")
     return rows
+
+
+def check_run_outputs(out: Path, names: list[str]) -> None:
+    """Before any chapter runs: ``OUT/summary.json`` and every ``OUT/NAME.ipynb`` to be written are absent
+    or recsize's own (:func:`recsize.files.check_output_file`); anything else raises ``ValueError``
+    naming it. Explained in the README."""
+    check_output_file(out / "summary.json", "--out", "json")
+    for name in names:
+        check_output_file(out / f"{name}.ipynb", "--out", "ipynb")
+
+
+def _finish_notebook(path: Path, in_place: bool) -> None:
+    """An executed notebook before it replaces its target: in place, without papermill's timing metadata
+    (the chapter's own .ipynb); otherwise with recsize's marker in its metadata."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    if in_place:
+        _drop_run_metadata(nb)
+    else:
+        nb.metadata[MARK] = marker("book-run")
+    nbformat.write(nb, path)
+
+
+def interrupted_book(args) -> str:
+    """What an interrupted ``recsize book run`` / ``build`` leaves, for the one line the command line
+    prints. Explained in the README."""
+    if args.book_command == "build":
+        return "the staged source and HTML may be incomplete: run recsize book build again"
+    if args.in_place:
+        return "the chapters that finished are updated in notebooks/; the one running was left as it was"
+    published = "; their published runs are stored" if args.publish else ""
+    return (f"the notebooks of the chapters that finished are in {Path(args.out).resolve()}{published}; the "
+            "chapter running and summary.json were not written")
 
 
 # --- the book as HTML (Jupyter Book 1.x) -------------------------------------------------------------------
@@ -186,6 +216,9 @@ def build_book(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book: Pa
     chapter in CI), staged with their provenance notes in ``OUT/_source`` (:func:`stage_book`;
     ``published`` defaults to ``book/published`` next to the table of contents). Warnings fail the build.
     Explained in the README (and in the preface)."""
+    names = chapters(notebooks)
+    for folder, old in (("_source", _old_stage(names)), ("_build", _old_build)):
+        check_made_folder(Path(out_dir).resolve() / folder, old)   # before anything: never a user's folder
     if importlib.util.find_spec("jupyter_book") is None:
         raise RuntimeError("recsize book build needs Jupyter Book 1.x (the dev extras): pip install -e '.[dev]'")
     for path in (notebooks, Path(book) / "_config.yml", Path(book) / "_toc.yml"):
@@ -199,6 +232,7 @@ def build_book(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book: Pa
     unlisted = sorted(set(chapters(notebooks)) - set(listed))
     if unlisted:
         raise BookBuildFailed(f"{', '.join(unlisted)} not in {Path(book) / '_toc.yml'}: add them in book order")
+    _claim_folder(Path(out_dir).resolve() / "_build", _old_build)
     source = stage_book(Path(out_dir).resolve() / "_source", listed, notebooks,
                         Path(book) / "published" if published is None else published,
                         static=Path(book) / "_static")
@@ -211,6 +245,42 @@ def build_book(out_dir: str | Path = BOOK, notebooks: Path = NOTEBOOKS, book: Pa
         raise BookBuildFailed(f"jupyter-book build failed (exit status {done.returncode}); the messages above "
                               "say which chapter and why")
     return index
+
+
+MADE = ".recsize-made"        # in every folder recsize made for the book: it may empty and refill it
+
+def _old_build(entries: set[str]) -> bool:
+    """An older recsize's OUT/_build (before the marker): only what jupyter-book writes, Sphinx's
+    environment (.doctrees) included."""
+    return ".doctrees" in entries and entries <= {"html", ".doctrees", "jupyter_execute"}
+
+
+def _old_stage(names: list[str]):
+    """An older recsize's OUT/_source (before the marker): only the chapters' notebooks and _static."""
+    return lambda entries: entries <= {"_static", *(f"{name}.ipynb" for name in names)}
+
+
+def check_made_folder(folder: Path, old) -> None:
+    """Raise ``ValueError`` unless ``folder`` is absent or a folder recsize made: it holds the marker file
+    :data:`MADE`, or its entries are what an older recsize wrote there (``old(entries)``). A user's
+    folder is never written into or deleted. Explained in the README."""
+    folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        return
+    entries = {p.name for p in folder.iterdir()} if folder.is_dir() and not folder.is_symlink() else None
+    if entries is None or not (MADE in entries or old(entries)):
+        raise ValueError(f"--out: {folder} exists and was not made by recsize (no {MADE} in it): recsize does "
+                         "not write into it or delete it; choose another --out folder, or delete it yourself")
+
+
+def _claim_folder(folder: Path, old, empty: bool = False) -> None:
+    """Make ``folder`` recsize's (checked by :func:`check_made_folder`; emptied with ``empty``) and record
+    it with the marker file."""
+    check_made_folder(folder, old)
+    if empty and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MADE).write_text("made by recsize book build: it empties and refills this folder\n")
 
 
 # --- published runs: what a reader sees ----------------------------------------------------------------------
@@ -324,13 +394,10 @@ def stage_book(stage: Path, names: list[str], notebooks: Path = NOTEBOOKS, publi
     outputs of its published run where that run is current (:func:`published_state`,
     :func:`with_published_outputs`), otherwise its CI-executed notebook, with the provenance note
     (:func:`provenance_note`) after its title; and the book's ``static`` files (its CSS) as ``_static``.
+    ``stage`` must be absent or a folder recsize made (:func:`check_made_folder`); it is emptied first.
     Returns ``stage``. Explained in the preface."""
-    import shutil
-
     import nbformat
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
+    _claim_folder(stage, _old_stage(names), empty=True)
     if static is not None and Path(static).is_dir():
         shutil.copytree(static, stage / "_static")
     for name in names:

@@ -396,7 +396,7 @@ def _cmd_train(args) -> int:
           f"best epoch {result.best_epoch}, {result.seconds:.1f} s")
     print(metrics_table({"valid": result.valid, "test": result.test}, keys))
     if args.out:
-        write_json(out, args.out)
+        write_json(out, args.out, "result")
         print(f"metrics written to {args.out}")
     return 0
 
@@ -473,7 +473,7 @@ def _check_search_args(parser, args) -> None:
     flags per method (es / mr / mde / dnis / ihas / magprune / pep need one --budget or --sparsity; ciess
     takes --budgets or one of them), each budget against the smallest width (magprune / pep: against the
     CSR index), flags of other methods, the CTR file and the CIESS checkpoint folder."""
-    from .files import check_output_dir
+    from .files import check_output_dir, check_output_file
     from .search.prune import PRUNE_METHODS
     for method, flags in _METHOD_FLAGS.items():
         if method == args.method:
@@ -557,11 +557,13 @@ def _check_search_args(parser, args) -> None:
         with exclusive_folder(folder, "--checkpoint-dir"):  # busy with another search: say so now
             pass
         ckpt = folder / CHECKPOINT_NAME
+        check_output_file(ckpt, "--checkpoint-dir")  # a FIFO, a symlink, a folder: refused
         if ckpt.exists() and not args.resume:
             raise ValueError(f"{ckpt} holds an earlier search: add --resume to continue it, or use another "
                              "--checkpoint-dir (or delete that file to start over)")
         if ckpt.exists():
             read_checkpoint(ckpt)  # truncated or foreign: say so now, not after the data loaded
+            check_output_file(ckpt, "--checkpoint-dir", "zip")  # it will be replaced: recsize's own only
 
     if args.budgets is None and args.density is None:
         _check_floor("--budgets", "0.95 (a default)", 0.05, args.dim, 1, "one (CIESS widths are at least 1)")
@@ -679,7 +681,7 @@ def _cmd_ciess(args, split) -> int:
     print("(test split, best retrained mask per budget chosen on validation; compact: bytes of the compact "
           "tables; projected: no searched mask met the budget, the thinnest one was scaled down to it)")
     if args.out:
-        write_json({"dataset": args.dataset, "protocol": args.protocol, **result.to_dict()}, args.out)
+        write_json({"dataset": args.dataset, "protocol": args.protocol, **result.to_dict()}, args.out, "result")
         print(f"search, sizes, metrics and memory written to {args.out}")
     return 0
 
@@ -747,7 +749,7 @@ def _cmd_ihas(args) -> int:
           f"= the budget's {b['target_parameters']:,} (non-embedding parameters, {'one copy' if shared else 'K copies'}: "
           f"{b['non_embedding_parameters']:,})")
     if args.out:
-        write_json({"backbone": args.backbone, "dataset": dataset, **run.to_dict()}, args.out)
+        write_json({"backbone": args.backbone, "dataset": dataset, **run.to_dict()}, args.out, "result")
         print(f"sizes, metrics and budget written to {args.out}")
     return 0
 
@@ -813,7 +815,7 @@ def _cmd_search(args) -> int:
     if args.method == "dnis":
         print(f"\n{_dnis_stages(dnis)}")
     if args.out:
-        write_json(out, args.out)
+        write_json(out, args.out, "result")
         print(f"sizes, metrics and memory written to {args.out}")
         if args.method == "dnis":
             dnis.save_arrays(args.out.with_suffix(".npz"))
@@ -882,7 +884,7 @@ def _report_element_run(args, run, what: str, stages: str, dnis=None) -> int:
           f"measured {run.memory['total']['csr_measured']:,} B; int32 CSR: the VLDB'24 accounting)")
     if args.out:
         write_json({"backbone": args.backbone, "dataset": args.dataset, "protocol": protocol,
-                    **(dnis.to_dict() if dnis is not None else run.to_dict())}, args.out)
+                    **(dnis.to_dict() if dnis is not None else run.to_dict())}, args.out, "result")
         print(f"sizes, metrics and memory written to {args.out}")
         if dnis is not None:
             dnis.save_arrays(args.out.with_suffix(".npz"))
@@ -923,11 +925,8 @@ def _cmd_export(args) -> int:
     from .budget import format_bytes
     from .embedding import CompactEmbedding
     from .torchrec_export import KERNEL_MULTIPLE, export_tables, require_torchrec
-    out = args.out.expanduser()
-    if out.exists() or out.is_symlink():
-        raise ValueError(f"--out {out} exists: recsize does not overwrite it; choose another name")
     from .files import check_output_file
-    check_output_file(out, "--out")
+    out = check_output_file(args.out, "--out", "none")
     if args.round_to % KERNEL_MULTIPLE:
         raise ValueError(f"--round-to {args.round_to}: TorchRec's kernels want widths divisible by "
                          f"{KERNEL_MULTIPLE}; use a multiple of {KERNEL_MULTIPLE}")
@@ -987,6 +986,9 @@ def _interrupted(args, e: KeyboardInterrupt) -> str:
                 "--resume to continue")
     if getattr(args, "checkpoint", None) is not None:
         return f"{what}; {args.checkpoint} holds the best weights so far (if an epoch finished)"
+    if args.command == "book":
+        from .book import interrupted_book
+        return f"{what}; {interrupted_book(args)}"
     return f"{what}; nothing was written"
 
 

@@ -351,7 +351,7 @@ def test_data_root_is_a_file(tmp_path, monkeypatch, capsys):
 def test_out_that_is_not_a_result_is_never_overwritten(tmp_path, no_work, capsys):
     mine = tmp_path / "notes.md"
     mine.write_text("# my notes\n")
-    one_line_error(capsys, main([*TRAIN, "--out", str(mine)]), "not a JSON object", "does not overwrite")
+    one_line_error(capsys, main([*TRAIN, "--out", str(mine)]), "not written by recsize", "does not overwrite")
     pt = tmp_path / "weights.pt"
     pt.write_text("not a checkpoint")
     one_line_error(capsys, main([*TRAIN, "--checkpoint", str(pt)]), "--checkpoint", "does not overwrite")
@@ -364,7 +364,7 @@ def test_out_that_is_not_a_result_is_never_overwritten(tmp_path, no_work, capsys
 
 def test_an_earlier_result_is_replaced(tmp_path, capsys):
     out = tmp_path / "r.json"
-    out.write_text('{"old": true}')
+    write_json({"old": True}, out, "result")          # an earlier result: it carries recsize's marker
     assert main([*TRAIN, "--out", str(out)]) == 0
     assert json.loads(out.read_text())["backbone"] == "mf"
 

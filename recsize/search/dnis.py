@@ -77,7 +77,7 @@ from tqdm import tqdm
 
 from ..budget import check_budget, memory_report, target_parameters
 from ..data import BPRSampler
-from ..files import atomic_write
+from ..files import save_npz
 from .baselines import BaselineRun, role_counts
 
 GRAD_EPS = 1e-8  # keeps the per-block normalisation finite when a block got no gradient
@@ -766,7 +766,8 @@ class DNISRun:
 
     def save_arrays(self, path: str | os.PathLike) -> None:
         """Write alpha, the frequency blocks, the training frequencies and the final widths of every
-        table to one ``.npz`` file, atomically (temporary file, then rename). Explained in Chapter 5."""
+        table to one ``.npz`` file, atomically (temporary file, then rename), with recsize's marker
+        entry (:func:`recsize.files.save_npz`). Explained in Chapter 5."""
         arrays = {}
         for role in self.sizes:
             arrays[f"alpha_{role}"] = self.search.alphas[role]
@@ -776,8 +777,7 @@ class DNISRun:
             masks = getattr(self.run, "masks", None)
             if masks is not None:
                 arrays[f"mask_{role}"] = masks[role].numpy()
-        with atomic_write(path, "wb") as f:
-            np.savez(f, **arrays)
+        save_npz(path, **arrays)
 
 
 def fine_tune_in_place(backbone: str, split, searched: DNISSearch, density: float,
