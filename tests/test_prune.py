@@ -395,6 +395,33 @@ def test_top_k_backbone_on_ctr_data_is_one_line(no_model, capsys):
                                  "--budget", "0.5", "--quiet", "--epochs", "1"]), "top-k backbone")
 
 
+def test_pep_table_init_xavier_uniform_is_the_authors(tiny_split):
+    """``table_init="xavier_uniform"`` initialises V as the authors' pep_embedding.py (uniform within
+    sqrt(6 / (rows + d))); the default keeps the backbone's normal initialisation; the ticket rewinds to
+    whichever V the training started from."""
+    import math
+    from recsize.search.prune import pep_factory
+    uniform = PEPEmbedding(500, 16, init="xavier_uniform").weight.detach()
+    bound = math.sqrt(6 / (500 + 16))
+    assert uniform.abs().max() <= bound and uniform.abs().max() > 0.9 * bound
+    assert abs(uniform.std().item() - bound / math.sqrt(3)) < 0.05 * bound   # uniform, not normal
+    normal = PEPEmbedding(500, 16, init="normal").weight.detach()
+    assert normal.abs().max() > 0.3                                          # N(0, 0.1): tails past 0.3
+    config = cfg("lightgcn", lr=0.05, batch_size=64)
+    searched = pep_search("lightgcn", tiny_split, [0.4], DIM, config, quick_pep(table_init="xavier_uniform"))
+    table = searched.initial_state["user.weight"]
+    assert table.abs().max() <= math.sqrt(6 / (table.shape[0] + DIM))
+    default = pep_search("lightgcn", tiny_split, [0.4], DIM, config, quick_pep())
+    assert default.initial_state["user.weight"].abs().max() > math.sqrt(6 / (table.shape[0] + DIM))
+    ticket = ticket_model(searched, tiny_split, 0.4)
+    mask = searched.snapshots[0.4].masks["user"]
+    assert torch.equal(ticket.state_dict()["user.weight"], table * mask)
+    with pytest.raises(ValueError, match="table_init must be one of"):
+        PEPConfig(table_init="xavier_normal")
+    assert pep_factory(PEPConfig(table_init="xavier_uniform"), "normal")("user", 4, 2).weight.abs().max() \
+        <= math.sqrt(6 / 6)
+
+
 def test_pep_settings_are_checked():
     for bad in ({"granularity": "row"}, {"threshold_init": float("nan")}, {"scale": 0}, {"threshold_decay": -1},
                 {"search_epochs": 0}):

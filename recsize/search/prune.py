@@ -70,6 +70,7 @@ from ..embedding import ElementMaskedEmbedding, EmbeddingFactory, _init_std
 
 PRUNE_SPLITS = ("global", "per-table")
 PEP_GRANULARITIES = ("feature_dim", "feature", "dimension", "global")
+PEP_TABLE_INITS = ("backbone", "xavier_uniform")
 PRUNE_METHODS = ("magprune", "pep", "magprune-tois")   # magprune-tois: recsize.search.magprune_tois
 
 
@@ -464,7 +465,7 @@ class PEPEmbedding(nn.Module):
     ``granularity``: ``"feature_dim"`` (one threshold per entry, the authors' default), ``"feature"`` (one
     per row), ``"dimension"`` (one per dimension, shared by all rows) or ``"global"`` (one for the table).
     s starts at ``threshold_init`` (-15: g = 3e-7, nothing pruned); V is initialised like the plain table
-    (``init``). ``num_parameters()`` counts the nonzero entries of S(V, s); ``num_bytes()`` what is stored
+    (``init``), or with ``init="xavier_uniform"`` as the authors' ``pep_embedding.py``. ``num_parameters()`` counts the nonzero entries of S(V, s); ``num_bytes()`` what is stored
     (V and s): PEP prunes while training, it saves memory only after the retraining, in CSR form.
     """
 
@@ -481,7 +482,10 @@ class PEPEmbedding(nn.Module):
             raise ValueError(f"scale must be > 0, got {scale}")
         self.num_rows, self.dim, self.granularity, self.scale = int(num_rows), int(d_max), granularity, float(scale)
         self.weight = nn.Parameter(torch.empty(self.num_rows, self.dim))
-        nn.init.normal_(self.weight, std=_init_std(self.num_rows, self.dim, init))
+        if init == "xavier_uniform":   # the authors' pep_embedding.py
+            nn.init.xavier_uniform_(self.weight)
+        else:
+            nn.init.normal_(self.weight, std=_init_std(self.num_rows, self.dim, init))
         shape = {"feature_dim": (self.num_rows, self.dim), "feature": (self.num_rows, 1),
                  "dimension": (1, self.dim), "global": (1, 1)}[granularity]
         self.threshold = nn.Parameter(torch.full(shape, float(threshold_init)))
@@ -529,6 +533,7 @@ class PEPConfig:
     scale: float = 1.0                 # g(s) = scale * sigmoid(s) (the code's gk)
     threshold_decay: float = 1e-5      # Adam weight decay of the thresholds (the code's l2_regularization)
     search_epochs: int = 300           # cap on the PEP training; it stops when every budget has its mask
+    table_init: str = "backbone"       # V's initialisation: the backbone's; "xavier_uniform": the authors'
 
     def __post_init__(self):
         if self.granularity not in PEP_GRANULARITIES:
@@ -541,14 +546,18 @@ class PEPConfig:
             raise ValueError(f"threshold_decay must be >= 0, got {self.threshold_decay}")
         if int(self.search_epochs) < 1:
             raise ValueError(f"search_epochs must be >= 1, got {self.search_epochs}")
+        if self.table_init not in PEP_TABLE_INITS:
+            raise ValueError(f"table_init must be one of {', '.join(PEP_TABLE_INITS)}, got {self.table_init!r}")
 
 
 def pep_factory(pep: PEPConfig | None = None, init: str = "xavier") -> EmbeddingFactory:
-    """An embedding factory of :class:`PEPEmbedding` tables with ``pep``'s settings. Chapter 4."""
+    """An embedding factory of :class:`PEPEmbedding` tables with ``pep``'s settings; ``init`` is the
+    backbone's, replaced by ``"xavier_uniform"`` when ``pep.table_init`` says so. Chapter 4."""
     pep = pep or PEPConfig()
     _init_std(1, 1, init)
+    table_init = init if pep.table_init == "backbone" else pep.table_init
     def factory(role: str, num_rows: int, dim: int) -> nn.Module:
-        return PEPEmbedding(num_rows, dim, pep.granularity, pep.threshold_init, pep.scale, init)
+        return PEPEmbedding(num_rows, dim, pep.granularity, pep.threshold_init, pep.scale, table_init)
     return factory
 
 
