@@ -8,17 +8,19 @@ optionally, an optimizer fused into the backward pass (FBGEMM's kernels).
 
 Run as a program under ``torchrun`` it serves a saved export (``recsize export --format torchrec``) with
 the tables sharded over the processes and prints each rank's share of a full ranking (top-k models with
-``user`` and ``item`` tables: score = <e_u, e_i>)::
+``user`` and ``item`` tables: score = <e_u, e_i>); any number of users over any number of ranks
+(:func:`rank_share`), rank 0 gathering the whole ranking::
 
     torchrun --nproc-per-node 2 -m recsize.torchrec_shard EXPORT.pt --top 20 --out DIR
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .torchrec_export import BucketExport, require_torchrec
@@ -111,12 +113,30 @@ def local_weights(dmp) -> dict[str, list[tuple[int, int, torch.Tensor]]]:
     return out
 
 
-def rank_users(dmp, n_users: int, n_items: int, top: int, rank: int, world: int):
-    """This rank's users (every ``world``-th from ``rank``) and their ``top`` items by <e_u, e_i> through
-    the sharded tables (each rank asks for every item). Explained in Appendix A."""
-    users = torch.arange(rank, n_users, world)
+def rank_share(n_users: int, rank: int, world: int) -> torch.Tensor:
+    """This rank's users: the ``rank``-th of ``world`` contiguous shares of ``range(n_users)``, as
+    ``np.array_split`` cuts them (the first ``n_users % world`` ranks one user more; a rank may get none
+    when there are fewer users than ranks). Explained in Appendix A."""
+    return torch.from_numpy(np.array_split(np.arange(n_users), world)[rank])
+
+
+def _served_rows(dmp, users: torch.Tensor, n_items: int, n_users: int, world: int) -> dict[str, torch.Tensor]:
+    """The sharded tables' rows of ``users`` and of every item. The users are padded (with user 0) to
+    the largest share, so that every rank sends TorchRec's collectives the same batch (what they expect
+    unless told about variable batches; on the CPU, where tables are sharded table-wise, unequal batches
+    happen to work too), and the padding's rows are dropped again."""
+    padded = torch.cat([users, users.new_zeros(-(-n_users // world) - len(users))])
     with torch.no_grad():
-        rows = dmp({"user": users, "item": torch.arange(n_items)})
+        rows = dmp({"user": padded, "item": torch.arange(n_items)})
+    return {"user": rows["user"][: len(users)], "item": rows["item"]}
+
+
+def rank_users(dmp, n_users: int, n_items: int, top: int, rank: int, world: int):
+    """This rank's users (:func:`rank_share`: any number of users over any number of ranks) and their
+    ``top`` items by <e_u, e_i> through the sharded tables (each rank asks for every item). Explained in
+    Appendix A."""
+    users = rank_share(n_users, rank, world)
+    rows = _served_rows(dmp, users, n_items, n_users, world)
     return users, (rows["user"] @ rows["item"].T).topk(top, dim=1).indices
 
 
@@ -150,48 +170,110 @@ def check_step(export: BucketExport, pg, lr: float = 0.5, batch: int = 32, seed:
     return worst
 
 
-def main(argv=None) -> int:
-    """``torchrun --nproc-per-node N -m recsize.torchrec_shard EXPORT.pt``: shard, rank, report;
-    ``--check`` also compares the sharded forward and one training step with one process. Explained in
-    Appendix A."""
-    p = argparse.ArgumentParser(prog="python -m recsize.torchrec_shard")
-    p.add_argument("export", type=Path)
-    p.add_argument("--top", type=int, default=20)
-    p.add_argument("--out", type=Path, help="write each rank's users and top items here as JSON")
-    p.add_argument("--check", action="store_true", help="compare forward and one SGD step with one process")
-    args = p.parse_args(argv)
-    import torch.distributed as dist
-    dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    export = BucketExport.load(args.export)
+PROG = "python -m recsize.torchrec_shard"
+STEP_TOLERANCE = 1e-5  # --check: the largest weight difference one SGD step may leave (summation order)
+
+
+def _prepare(args) -> BucketExport:
+    """Everything checked before a process group starts: TorchRec, ``--out``, the export and ``--top``;
+    ``ValueError`` naming the problem and the fix."""
+    from .files import check_output_dir
+    require_torchrec()
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
+    made = "give a file written by recsize export --format torchrec"
+    try:
+        export = BucketExport.load(args.export)
+    except FileNotFoundError:
+        raise ValueError(f"{args.export}: no such file; {made}") from None
+    except (ValueError, OSError) as e:
+        reason = str(e).strip().splitlines()[0]
+        raise ValueError(f"{reason if len(reason) <= 160 else reason.split(' (')[0]}; {made}") from None
     if {"user", "item"} - set(export.tables_of):
-        raise SystemExit("a full ranking needs an export with 'user' and 'item' tables")
+        raise ValueError(f"a full ranking needs an export with 'user' and 'item' tables, {args.export} has "
+                         f"{sorted(export.tables_of)}; export both: recsize export --format torchrec "
+                         f"--out FILE user=USER.pt item=ITEM.pt")
+    n_items = len(export.sizes["item"])
+    if not 1 <= args.top <= n_items:
+        raise ValueError(f"--top must be between 1 and the {n_items} items of the export, got {args.top}")
+    return export
+
+
+def _serve(args, export: BucketExport) -> int:
+    """Shard, rank this rank's users, report; rank 0 gathers every rank's ranking. 0, or 1 where
+    ``--check`` found a difference."""
+    import torch.distributed as dist
+    from .files import write_json
+    rank, world = dist.get_rank(), dist.get_world_size()
     n_users, n_items = len(export.sizes["user"]), len(export.sizes["item"])
-    if n_users % world:
-        raise SystemExit(f"{n_users} users do not split evenly over {world} ranks")
     dmp, plan = shard(BucketLookup(export), dist.group.WORLD)
     if rank == 0:
         print(plan, flush=True)
     users, top = rank_users(dmp, n_users, n_items, args.top, rank, world)
     report = {"rank": rank, "world": world, "users": users.tolist(), "top": top.tolist()}
-    print(f"rank {rank}/{world}: top-{args.top} of {len(users)} users; user {int(users[0])}: "
-          f"{top[0, :5].tolist()} ...", flush=True)
+    first = f"user {int(users[0])}: {top[0, :5].tolist()} ..." if len(users) else "no users here"
+    print(f"rank {rank}/{world}: top-{args.top} of {len(users)} users; {first}", flush=True)
+    ok = True
     if args.check:
-        single = BucketLookup(export)
+        sharded = _served_rows(dmp, users, n_items, n_users, world)
         with torch.no_grad():
-            ids = {"user": users, "item": torch.arange(n_items)}
-            sharded, alone = dmp(ids), single(ids)
-        report["forward_equal"] = all(torch.equal(sharded[r], alone[r]) for r in ids)
+            alone = BucketLookup(export)({"user": users, "item": torch.arange(n_items)})
+        report["forward_equal"] = all(torch.equal(sharded[r], alone[r]) for r in sharded)
         report["step_max_diff"] = check_step(export, dist.group.WORLD)
+        ok = report["forward_equal"] and report["step_max_diff"] <= STEP_TOLERANCE
         print(f"rank {rank}: sharded forward equals one process: {report['forward_equal']}; one SGD step, "
               f"largest weight difference {report['step_max_diff']:.3g}", flush=True)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        tmp = args.out / f".rank{rank}.json.tmp"
-        tmp.write_text(json.dumps(report))
-        os.replace(tmp, args.out / f"rank{rank}.json")
-    dist.destroy_process_group()
-    return 0
+        write_json(report, args.out / f"rank{rank}.json")
+    reports = [None] * world if rank == 0 else None
+    dist.gather_object(report, reports, dst=0)
+    device = torch.device("cpu") if dist.get_backend() == "gloo" else torch.device("cuda")
+    passed = torch.tensor([int(ok)], device=device)
+    dist.all_reduce(passed, op=dist.ReduceOp.MIN)
+    if rank == 0:
+        full = [None] * n_users
+        for r in reports:
+            for user, items in zip(r["users"], r["top"]):
+                full[user] = items
+        assert all(items is not None for items in full), "a user was ranked by no rank"
+        verdict = ("" if not args.check else "; --check: every rank equals one process" if passed.item()
+                   else "; --check FAILED: a rank differs from one process (see its line above)")
+        print(f"{n_users} users ranked over {world} ranks (shares "
+              f"{', '.join(str(len(r['users'])) for r in reports)}){verdict}", flush=True)
+        if args.out:
+            write_json({"users": n_users, "items": n_items, "top_k": args.top, "top": full},
+                       args.out / "top.json")
+    return 0 if passed.item() else 1
+
+
+def main(argv=None) -> int:
+    """``torchrun --nproc-per-node N -m recsize.torchrec_shard EXPORT.pt``: shard, rank, report; any
+    number of users over any number of ranks (:func:`rank_share`), rank 0 gathering the full ranking
+    (``--out DIR``: ``rankR.json`` from every rank, ``top.json`` from rank 0). ``--check`` also compares
+    the sharded forward and one training step with one process (exit 1 where they differ). Bad input
+    ends in one line on stderr (from rank 0) and exit 2 before a process group starts. Explained in
+    Appendix A."""
+    p = argparse.ArgumentParser(prog=PROG)
+    p.add_argument("export", type=Path)
+    p.add_argument("--top", type=int, default=20)
+    p.add_argument("--out", type=Path, help="write each rank's users and top items (rankR.json) and rank 0's "
+                   "gathered ranking (top.json) here as JSON")
+    p.add_argument("--check", action="store_true", help="compare forward and one SGD step with one process")
+    args = p.parse_args(argv)
+    try:
+        export = _prepare(args)
+    except ValueError as e:
+        if os.environ.get("RANK", "0") == "0":  # one line for the whole run, not one per rank
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    import torch.distributed as dist
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+    try:
+        return _serve(args, export)
+    finally:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

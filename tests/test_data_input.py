@@ -85,6 +85,26 @@ def test_a_compressed_ctr_file_is_named_as_such(fmt, tmp_path, no_model, capsys)
     assert f.read_bytes() == before
 
 
+def test_lines_past_max_rows_are_not_read(tmp_path):
+    f = tmp_path / "c.txt"
+    f.write_bytes(criteo_text(4).encode() + b"\xff broken tail\n")
+    assert len(read_criteo(f, max_rows=4)) == 4
+    with pytest.raises(CorruptFile, match="line 5: byte 0xff at column 1 is not UTF-8"):
+        read_criteo(f, max_rows=5)
+    a = tmp_path / "a.csv"
+    a.write_bytes(b"id,click,hour,C1\n1,0,14102100,a\n2,1,14102101,b\n\xff\n")
+    assert len(read_avazu(a, max_rows=2)) == 2
+    with pytest.raises(CorruptFile, match="line 4: byte 0xff"):
+        read_avazu(a)
+
+
+def test_an_unclosed_quote_in_avazu_is_named(tmp_path, no_model, capsys):
+    f = tmp_path / "a.csv"
+    f.write_text('id,click,hour,C1\n1,0,14102100,"a\n' + "2,1,14102101,b\n" * 20000)  # runs on to the end
+    one_line_error(capsys, main(ihas(f, "--ctr-format", "avazu")), f"{f}, line 2: field larger than field limit",
+                   "a quote opened on line 2 is never closed", "fix or delete line 2")
+
+
 def test_avazu_line_numbers_count_physical_lines(tmp_path):
     f = tmp_path / "a.csv"
     f.write_text('id,click,hour,C1\n1,0,14102100,"two\nlines"\n2,1,14102101\n')  # record 2 is on line 4
@@ -288,5 +308,5 @@ def test_a_dataset_folder_that_is_a_symlink_loop(network, capsys):
     link = cache_dir() / "ml-100k"
     os.symlink("ml-100k", link)
     line = one_line_error(capsys, main(["data", "info", "ml-100k"]), f"{link} is a symlink loop")
-    assert "remove the link" in line or "point" in line
+    assert "point the link at a folder, or set $RECSIZE_DATA to a folder" in line
     assert os.path.islink(link) and network[0] == []

@@ -144,7 +144,8 @@ def split_ctr(data: CTRData, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1
         raise ValueError(f"all {len(data):,} samples of {data.name} have label {labels[0]:g}: a CTR model needs "
                          "clicks and non-clicks; use more samples (e.g. a larger --max-rows) or check the label "
                          "column of the file")
-    for name, part, share in zip(("train", "valid", "test"), parts, ratios):
+    named = sorted(zip(("train", "valid", "test"), parts, ratios), key=lambda p: len(p[1]) > 0)  # empty first
+    for name, part, share in named:
         held = np.unique(data.y[part])
         if share > 0 and len(held) < 2:
             what = "are none" if not len(part) else f"all have label {held[0]:g}"

@@ -48,9 +48,9 @@ def _bucket(text: str, path: Path, n: int, j: int) -> str:
     return "neg" if v < 0 else str(int(math.floor(math.log2(1 + v))))
 
 
-def _lines(path: Path) -> Iterator[str]:
-    """The lines of a CTR file as text, decoded one by one, so that bytes that are not UTF-8 are reported
-    with their line; a compressed file is named as such before any line is read."""
+def _lines(path: Path, limit: int | None = None) -> Iterator[str]:
+    """The first ``limit`` (default: all) lines of a CTR file as text, decoded one by one, so that bytes that
+    are not UTF-8 are reported with their line; a compressed file is named as such before any is read."""
     with open(path, "rb") as f:
         head = f.read(6)
         for magic, (what, tool) in COMPRESSED.items():
@@ -59,6 +59,8 @@ def _lines(path: Path) -> Iterator[str]:
                                   f"{path.name}) and give the file it holds", path)
         f.seek(0)
         for n, raw in enumerate(f, 1):
+            if limit is not None and n > limit:
+                return
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -113,9 +115,7 @@ def read_criteo(path, max_rows: int | None = None, min_count: int = 1) -> CTRDat
     """Read a Criteo-format file (first ``max_rows`` lines). Explained in Chapter 7."""
     path = _check(path, max_rows, min_count)
     labels, columns = [], [[] for _ in CRITEO_FIELDS]
-    for n, line in enumerate(_lines(path), 1):
-        if max_rows is not None and n > max_rows:
-            break
+    for n, line in enumerate(_lines(path, max_rows), 1):
         parts = line.rstrip("\n").rstrip("\r").split("\t")
         if len(parts) != 1 + len(CRITEO_FIELDS):
             raise CorruptFile(f"{path}, line {n}: a Criteo line has 40 tab-separated columns (label, 13 integers, "
@@ -130,11 +130,22 @@ def read_criteo(path, max_rows: int | None = None, min_count: int = 1) -> CTRDat
     return encode_fields(columns, CRITEO_FIELDS, np.asarray(labels), "criteo")
 
 
+def _next_row(reader, path: Path) -> list[str] | None:
+    """The next row of a CSV ``reader`` (None at the end); the csv module's own errors (a field over its
+    size limit, as an unclosed quote makes) become :class:`CorruptFile` naming the line."""
+    n = reader.line_num + 1  # where the row starts
+    try:
+        return next(reader, None)
+    except csv.Error as e:
+        raise CorruptFile(f"{path}, line {n}: {e} by line {reader.line_num} (a quote opened on line {n} is never "
+                          f"closed?): fix or delete line {n}", path, n) from None
+
+
 def read_avazu(path, max_rows: int | None = None, min_count: int = 1) -> CTRData:
     """Read an Avazu-format CSV (first ``max_rows`` samples). Explained in Chapter 7."""
     path = _check(path, max_rows, min_count)
     reader = csv.reader(_lines(path))  # each item ends with its newline, as csv wants (newline="")
-    header = next(reader, None)
+    header = _next_row(reader, path)
     if not header or "click" not in header or "hour" not in header:
         raise CorruptFile(f"{path}: an Avazu file starts with a header naming 'click' and 'hour', got "
                           f"{str(header)[:80]}: give the Kaggle 'train' CSV, or --ctr-format criteo for a "
@@ -142,8 +153,9 @@ def read_avazu(path, max_rows: int | None = None, min_count: int = 1) -> CTRData
     names = [h for h in header if h not in ("id", "click")]
     where = {h: i for i, h in enumerate(header)}
     labels, columns = [], [[] for _ in names]
-    for row in reader:
-        if max_rows is not None and len(labels) >= max_rows:
+    while max_rows is None or len(labels) < max_rows:  # a row past max_rows is never read
+        row = _next_row(reader, path)
+        if row is None:
             break
         n = reader.line_num  # the row's last physical line
         if len(row) != len(header):

@@ -377,9 +377,9 @@ def fetch(name: str, *, offline: bool = False, timeout: float = 30.0, verbose: b
     for p in (root, root / name):
         problem = folder_problem(p)
         if problem:
-            link = " (or point the link at a folder)" if os.path.islink(p) else ""
-            raise DatasetUnavailable(f"{problem}: the data cache needs a folder there; set ${ENV_VAR} to a folder "
-                                     f"(it is created if missing){link}")
+            link = "point the link at a folder, or " if os.path.islink(p) else ""
+            raise DatasetUnavailable(f"{problem}: the data cache needs a folder there; {link}set ${ENV_VAR} to a "
+                                     f"folder (it is created if missing)")
     folder = root / name
     cache = _Cache(name, folder, repair)
     tried = cache.tried
