@@ -563,7 +563,11 @@ PRUNE_NAMES = {"dnis": "DNIS in place, \\|E\\| (authors)", "dnis-alpha": "DNIS i
                "dnis-joint": "DNIS in place, users and items in joint blocks (the authors')",
                "dnis-prefix": "DNIS prefix widths, retrained (1 - c of the parameters)",
                "dnis-prefix-old": "DNIS prefix, \\|alpha E\\| per table (recsize before; parameters)",
-               "magprune": "MagPrune (no alpha)", "magprune-table": "MagPrune, per table", "pep": "PEP", "es-bytes": "ES, equal bytes",
+               "magprune": "MagPrune (recsize: global threshold, fine-tuned)", "magprune-table": "MagPrune, per table",
+               "magprune-tois": "MagPrune as TOIS'25 (per table, min_item floor, no fine-tuning)",
+               "magprune-params": "MagPrune (recsize), equal parameters (more bytes)",
+               "magprune-tois-params": "MagPrune as TOIS'25, equal parameters (more bytes)", "pep": "PEP",
+               "es-bytes": "ES, equal bytes",
                "mde-bytes": "MDE, equal bytes", "mr-bytes": "MR, equal bytes",
                "ciess": "CIESS (faithful defaults), equal bytes",
                "ihas": "iHAS, es-bytes parameters (more bytes: K tables + router)",
@@ -609,7 +613,7 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
         if m not in AT_PARAMETERS and row["mean"] == max(rivals):
             mean = f"**{mean}**"
         retrain = [r["seconds"].get("retrain") or r["seconds"].get("finetune") or r["seconds"].get("train")
-                   for r in mine]
+                   or r["seconds"].get("prune") for r in mine]   # magprune-tois: pruning and its search only
         lines.append(f"| {_pct(c)} | {PRUNE_NAMES[m]} | " + " | ".join(cells)
                      + f" | {mean} | {delta} | {np.mean([r['kept'] for r in mine]):,.0f} | "
                      f"{_kib(np.mean([r['bytes'] for r in mine]))} | "
@@ -635,6 +639,7 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
     if dense:
         lines += ["", "MagPrune's full-width training, once per seed: " + "; ".join(
             f"seed {s}: {v / 60:.1f} min" for s, v in sorted(dense.items())) + "."]
+    lines += _magprune_notes(runs)
     pep = {}
     for r in runs:
         if r["method"] == "pep" and "search" in r["seconds"]:
@@ -685,7 +690,35 @@ def _rho(cells: list[dict]) -> str:
     return f" {mean('user')} / {mean('item')} |"
 
 
-AT_PARAMETERS = ("es", "dnis-prefix", "dnis-prefix-old")   # budgeted in parameters: more bytes than the rest
+AT_PARAMETERS = ("es", "dnis-prefix", "dnis-prefix-old", "magprune-params", "magprune-tois-params")   # more bytes
+
+
+def _magprune_notes(runs: list[dict]) -> list[str]:
+    """MagPrune as TOIS'25's chosen ``min_item`` per budget and seed, and what equal parameters buy over
+    equal bytes: the kept entries and stored bytes of ``magprune-params`` over ``magprune``'s."""
+    lines = []
+    for method in ("magprune-tois", "magprune-tois-params"):
+        mine = sorted((r for r in runs if r["method"] == method), key=lambda r: (r["sparsity"], r["seed"]))
+        if mine:
+            per_c = {}
+            for r in mine:
+                per_c.setdefault(r["sparsity"], []).append(f"{r['min_item']} (of 0-{r['max_min_item']})")
+            lines += ["", f"{PRUNE_NAMES[method]}: min_item chosen by the benchmark's binary search on validation "
+                      f"{mine[0]['metric']}, seeds {', '.join(str(s) for s in sorted({r['seed'] for r in mine}))}: "
+                      + "; ".join(f"{_pct(c)}: {', '.join(v)}" for c, v in sorted(per_c.items())) + "."]
+    by = {(r["method"], r["sparsity"], r["seed"]): r for r in runs}
+    ratios = []
+    for c in sorted({c for (m, c, _) in by if m == "magprune-params"}):
+        pairs = [(by["magprune-params", c, s], by["magprune", c, s]) for (m, cc, s) in by
+                 if m == "magprune-params" and cc == c and ("magprune", c, s) in by]
+        if pairs:
+            ratios.append(f"{_pct(c)}: {np.mean([p['kept'] / b['kept'] for p, b in pairs]):.2f}x the entries, "
+                          f"{np.mean([p['bytes'] / b['bytes'] for p, b in pairs]):.2f}x the bytes")
+    if ratios:
+        lines += ["", "Equal parameters (1 - c of the dense entries, as the TOIS'25 benchmark and the papers count) "
+                  "against equal bytes (1 - c of the dense bytes, CSR index included), MagPrune: "
+                  + "; ".join(ratios) + ". A deployment pays the bytes."]
+    return lines
 # one block per protocol: prune_lightgcn20_*.json are LightGCN at patience 20 (patience 10 stopped ES on the
 # plateau narrow tables sit on for ~20 epochs: two of three seeds at c = 90 %), prune_lightgcn_*.json at 10
 MERGED = {f"prune_{b}": (lambda out, b=b: render_prune(*load_prune(f"prune_{b}", out)))
@@ -697,7 +730,7 @@ MERGED["verdict_runs"] = render_verdict_runs
 HEADLINE_PRUNE = ("lightgcn20", "neumf", "deepfm")   # the protocol each backbone's headline shows
 
 
-HEADLINE_METHODS = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "ciess", "ihas")
+HEADLINE_METHODS = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "magprune-tois", "pep", "dnis", "ciess", "ihas")
 
 
 def render_headline_prune(out: Path = OUT) -> str:
@@ -705,7 +738,8 @@ def render_headline_prune(out: Path = OUT) -> str:
     method at equal bytes, and its paired difference to ES at equal bytes (* where the 95 % interval
     excludes 0). The full tables are in benchmarks/README.md."""
     from recsize.search.compare import LABELS, LOWER_IS_BETTER, aukc, grid_metric, paired_summary
-    names = {"es-bytes": "ES", "mde-bytes": "MDE", "mr-bytes": "MR", "magprune": "MagPrune", "pep": "PEP",
+    names = {"es-bytes": "ES", "mde-bytes": "MDE", "mr-bytes": "MR", "magprune": "MagPrune",
+             "magprune-tois": "MagPrune/TOIS", "pep": "PEP",
              "dnis": "DNIS in place", "ciess": "CIESS", "ihas": "iHAS"}
     lines, machines = [], set()
     for prefix in HEADLINE_PRUNE:

@@ -23,8 +23,13 @@ settings, early stopping on validation), keep the largest |E| entries under ONE 
 together (``"global"``) or per table (``"per-table"``), exactly the budget's count (ties: the earlier
 table, row and column first, :func:`top_entries`), then fine-tune with the mask fixed, starting from the
 trained weights (pruned entries set to 0, where they stay: their gradient is exactly 0), convert to CSR and
-report quality and exact bytes. The TOIS 2025 benchmark of lightweight embeddings (Tran et al., arXiv
-2406.17335) found that this simple baseline rivals every complex method.
+report quality and exact bytes. This is recsize's own recipe (the classic one: global threshold, then
+fine-tuning), NOT the procedure of the TOIS 2025 benchmark of lightweight embeddings (Tran et al., arXiv
+2406.17335), which prunes every table on its own, protects each row's top ``min_item`` entries (searched
+on validation) and does not fine-tune: that one is ``magprune-tois``
+(:func:`recsize.search.magprune_tois.run_magprune_tois`). The benchmark found MagPrune rivals the complex
+methods when every method keeps the same number of *parameters*; at equal bytes the CSR index costs
+element-wise methods entries (Chapters 4 and 8 show both accountings).
 
 **PEP** (Liu et al., "Learnable Embedding Sizes for Recommender Systems", ICLR 2021; :func:`pep_search`,
 :func:`run_pep`): every table is reparameterised as S(V, s) = sign(V) * relu(|V| - g(s)) with g = sigmoid
