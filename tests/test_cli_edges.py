@@ -293,3 +293,27 @@ def test_book_run_refuses_unknown_full_run_parameters_before_running(tmp_path):
         from recsize.book import run_book
         run_book(tmp_path / "out", full=True, notebooks=nbs)
     assert not (tmp_path / "out" / "ch01_a.ipynb").exists(), "no chapter ran"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("params, line", [
+    ({"sed": 3}, "ParameterError: parameter sed is not a parameter of this chapter (did you mean seed?): its "
+                 "parameters are dataset, topk_backbones, ctr_backbones, dim, ctr_dim, epochs, seed, out_dir"),
+    ({"out_dir": "AFILE"}, "ParameterError: parameter out_dir: 'AFILE' is a file, not a folder: give a folder "
+                           "for the chapter's outputs, e.g. -p out_dir results/run1"),
+])
+def test_papermill_refuses_a_misspelt_parameter_or_a_file_as_out_dir(params, line, tmp_path, monkeypatch):
+    """`papermill notebooks/ch03_backbones.ipynb out.ipynb -p sed 3` used to run the chapter on its defaults."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    from recsize.book import NOTEBOOKS
+    monkeypatch.setenv("RECSIZE_DATA", str(tmp_path / "cache"))
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    params = {k: str(afile) if v == "AFILE" else v for k, v in params.items()}
+    with pytest.raises(PapermillExecutionError) as info:
+        pm.execute_notebook(str(NOTEBOOKS / "ch03_backbones.ipynb"), str(tmp_path / "out.ipynb"),
+                            cwd=str(NOTEBOOKS), parameters=params, progress_bar=False, kernel_name="python3")
+    assert info.value.traceback == [line.replace("AFILE", str(afile))]
+    assert afile.read_text() == "mine"
