@@ -409,7 +409,8 @@ def fetch(name: str, *, offline: bool = False, timeout: float = 30.0, verbose: b
         return served("lightgcn", "local cache (train.txt/test.txt, sizes verified)")
 
     if offline:
-        raise _unavailable(name, folder, tried + ["network sources skipped (offline)"], offline=True)
+        raise _unavailable(name, folder, tried + ["network sources skipped (offline)"], offline=True,
+                           moved=cache.note())
 
     # 2. the official source
     if name in OFFICIAL:
@@ -439,13 +440,16 @@ def fetch(name: str, *, offline: bool = False, timeout: float = 30.0, verbose: b
         except Exception as e:
             tried.append(f"PyPI recbole==1.2.1 wheel: {type(e).__name__}: {e}")
 
-    raise _unavailable(name, folder, tried)
+    raise _unavailable(name, folder, tried, moved=cache.note())
 
 
-def _unavailable(name: str, folder: Path, tried: list[str], offline: bool = False) -> DatasetUnavailable:
+def _unavailable(name: str, folder: Path, tried: list[str], offline: bool = False,
+                 moved: str = "") -> DatasetUnavailable:
+    """The error listing every source ``tried``; its one-line summary keeps what was moved aside
+    (``moved``, :meth:`_Cache.note`), so that a user always learns where a file went."""
     lines = [f"dataset {name!r} is not available. Tried:"] + [f"  - {t}" for t in tried]
     lines.append(f"Fix: {_manual_help(name, folder)}")
     lines.append(f"(the cache root is {cache_dir()}; set ${ENV_VAR} to use another folder)")
     where = "in the local cache (offline)" if offline else f"from any source ({len(tried)} tried)"
-    return DatasetUnavailable("\n".join(lines), f"dataset {name!r} is not available {where}. "
+    return DatasetUnavailable("\n".join(lines), f"dataset {name!r} is not available {where}{moved}. "
                                                 f"Fix: {_manual_help(name, folder)}")
