@@ -563,7 +563,6 @@ def _check_search_args(parser, args) -> None:
         if ckpt.exists():
             read_checkpoint(ckpt)  # truncated or foreign: say so now, not after the data loaded
             check_output_file(ckpt, "--checkpoint-dir", "zip")  # it will be replaced: recsize's own only
-
     if args.budgets is None and args.density is None:
         _check_floor("--budgets", "0.95 (a default)", 0.05, args.dim, 1, "one (CIESS widths are at least 1)")
 
@@ -597,6 +596,7 @@ def _check_data_args(args) -> None:
         topk = name[: -len("-ctr")] if name.endswith("-ctr") and ctr_file is None else "ml-100k"
         raise ValueError(f"{backbone} is a top-k backbone: it needs top-k data, e.g. --dataset {topk}, not {data}")
 
+
 def _preflight(parser, args) -> None:
     """The checks that need no data, before anything is loaded, built or trained: the device (resolved),
     the data against the protocol and the backbone, every output path, and (``search``) the budgets and
@@ -608,10 +608,10 @@ def _preflight(parser, args) -> None:
             args.device = str(resolve_device(args.device))
         except ValueError as e:
             raise ValueError(f"--device: {e}") from None
-    if args.command == "book":
-        if args.out is not None:
     if args.command in ("train", "search") or getattr(args, "data_command", None) == "info":
         _check_data_args(args)
+    if args.command == "book":
+        if args.out is not None:
             check_output_dir(args.out, "--out")
         return
     if args.command in ("train", "search") and args.out is not None:
@@ -977,9 +977,9 @@ def _cmd_book_build(args) -> int:
 
 
 def _interrupted(args, e: KeyboardInterrupt) -> str:
+    what = f"stopped by {e.args[0]}" if isinstance(e, Terminated) and e.args else "interrupted"
     if args is None:
         return f"{what} while starting; nothing was done"
-    what = f"stopped by {e.args[0]}" if isinstance(e, Terminated) and e.args else "interrupted"
     if getattr(args, "checkpoint_dir", None) is not None:
         return (f"{what}; the search in {args.checkpoint_dir} keeps its progress: run the same command with "
                 "--resume to continue")
@@ -991,8 +991,6 @@ def _interrupted(args, e: KeyboardInterrupt) -> str:
     return f"{what}; nothing was written"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The command line's boundary: a user's mistake (bad value, missing or unwritable file, a device
 def _error_line(args, e: Exception) -> str | None:
     """The one line that reports ``e`` (a user's mistake or a missing resource), or None: a programming
     error keeps its traceback."""
@@ -1033,6 +1031,8 @@ def _run(parser, args) -> int:
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The command line's boundary: a user's mistake (bad value, missing or unwritable file, a device
     this machine lacks, no memory) ends in one line on stderr and exit code 2, before any work where the
     input allows; Ctrl-C, SIGTERM and SIGHUP, from the first instant (torch is imported after the handlers
     are installed), in one line and exit code 130; a closed stdout quietly with 141

@@ -400,7 +400,7 @@ def test_os_errors_at_the_boundary_are_one_line(tmp_path, monkeypatch, capsys):
     import errno
     import recsize.cli as cli
 
-    def full(obj, path):
+    def full(obj, path, *kind):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
     monkeypatch.setattr(cli, "write_json", full)
     line = one_line_error(capsys, main([*TRAIN, "--out", str(tmp_path / "r.json")]), "No space left on device")

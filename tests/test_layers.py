@@ -85,7 +85,8 @@ def test_no_import_circles():
 
 def test_files_is_the_lowest_layer():
     graph = import_graph()
-    assert graph["recsize.files"] == set()
+    # the package root holds only the version (recsize/__init__.py imports nothing of its own)
+    assert graph["recsize.files"] <= {"recsize"} and graph.get("recsize", set()) == set()
     for writer in ("recsize.train", "recsize.embedding", "recsize.book", "recsize.data.sources",
                    "recsize.search.ciess", "recsize.search.dnis"):
         assert "recsize.files" in graph[writer], writer
