@@ -386,3 +386,14 @@ def test_cli_ihas_on_the_synthetic_segment_data(tmp_path, capsys):
     res, printed = json.loads(out.read_text()), capsys.readouterr().out
     assert res["config"]["layout"] == "shared" and res["budget"]["layout"] == "shared"
     assert "shared table" in printed and "one table, every row as wide as its widest cluster" in printed
+
+
+def test_search_resolves_the_device_itself(ctr_split):
+    """Called from the library with ``device="auto"`` (or a device this machine lacks), the search resolves
+    it as the trainer does instead of failing inside torch."""
+    from recsize.search.ihas import search
+    model, gates, _ = search("fm", ctr_split, 0.5, 8, small_config(search_epochs=1), seed=0, device="auto")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert next(model.parameters()).device.type == expected == next(gates.parameters()).device.type
+    with pytest.raises(ValueError, match="not a device name"):
+        search("fm", ctr_split, 0.5, 8, small_config(search_epochs=1), seed=0, device="gpu0")

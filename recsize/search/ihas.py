@@ -242,9 +242,10 @@ def search(backbone: str, split, density: float, d_max: int = 64, config: IHASCo
 
     from ..backbones import DEFAULTS, build_backbone, defaults_for
     from ..embedding import masked_factory
-    from ..train import seed_everything, show_progress
+    from ..train import resolve_device, seed_everything, show_progress
     _check_ctr(backbone, split)
     density = check_budget(density)
+    device = resolve_device(device)  # "auto" and a device this machine lacks, as the trainer does
     config = config or IHASConfig()
     seed_everything(seed)
     kwargs = {**defaults_for(backbone)[0], **model_kwargs}
