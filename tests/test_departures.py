@@ -1,6 +1,7 @@
 """The one list of departures per method (recsize.search.departures) and the chapters that render it."""
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
@@ -11,19 +12,22 @@ from recsize.search.ciess import CIESSConfig
 from recsize.search.departures import (AS_THE_AUTHORS, DEPARTURES, NO_PUBLIC_CODE, OURS, Departure, departures,
                                        departures_table)
 from recsize.search.dnis import DNISConfig
+from recsize.search.magprune_tois import run_magprune_tois
 from recsize.search.prune import PEPConfig
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 CHAPTER_OF = {"pep": "ch04_variable_size", "magprune": "ch04_variable_size", "dnis": "ch05_dnis",
+              "magprune-tois": "ch04_variable_size",
               "ciess": "ch06_ciess", "ihas": "ch07_ihas"}
 # the repository each method's files were read in (iHAS: none)
 AUTHORS = {"dnis": "SJTU-DMTai/AutoSrh", "pep": "ssui-liu/learnable-embed-sizes-for-RecSys",
-           "magprune": "chenxing1999/recsys-benchmark", "ciess": "yorkequ98/CIESS"}
+           "magprune": "chenxing1999/recsys-benchmark", "magprune-tois": "chenxing1999/recsys-benchmark",
+           "ciess": "yorkequ98/CIESS"}
 FILE = re.compile(r"^([\w.\-/]+\.(py|sh|ipynb|yaml)|main)$")
 
 
 def test_every_method_has_a_list():
-    assert set(DEPARTURES) == {"dnis", "pep", "magprune", "ciess", "ihas"}
+    assert set(DEPARTURES) == {"dnis", "pep", "magprune", "magprune-tois", "ciess", "ihas"}
     for method, rows in DEPARTURES.items():
         assert len(rows) >= 3, method
         assert len({r.point for r in rows}) == len(rows), f"{method}: a design point listed twice"
@@ -85,6 +89,12 @@ def test_rows_agree_with_the_defaults_they_name():
     assert (pep.granularity, pep.threshold_init, pep.scale) == ("feature_dim", -15.0, 1.0)
     assert "s0 = -15, scale 1" in pep_rows["threshold"].recsize
     assert pep.threshold_decay == 1e-5 and "1e-5 on the thresholds" in pep_rows["weight decay"].recsize
+    tois = {r.point: r for r in departures("magprune-tois")}
+    sig = inspect.signature(run_magprune_tois).parameters
+    assert sig["accounting"].default == "bytes" and '`accounting="bytes"`' in tois["budget"].recsize
+    assert sig["search"].default == "binary" and '`search="binary"`' in tois["min_item search"].recsize
+    assert all(r.verdict == AS_THE_AUTHORS for p, r in tois.items() if p in ("threshold", "protected entries",
+                                                                          "min_item search", "after pruning"))
     ciess_rows = {r.point: r for r in departures("ciess")}
     c = CIESSConfig()
     for point, name in (("exploration", "exploration"), ("training per iteration", "training"),

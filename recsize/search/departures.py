@@ -1,5 +1,6 @@
 """Where recsize follows each method's paper and its authors' code, and where it departs: one list per
-method, the single source of the departures tables of Chapters 4 (PEP, MagPrune), 5 (DNIS), 6 (CIESS)
+method, the single source of the departures tables of Chapters 4 (PEP, MagPrune, MagPrune as the TOIS'25
+benchmark runs it), 5 (DNIS), 6 (CIESS)
 and 7 (iHAS). The module docstrings of :mod:`.dnis`, :mod:`.prune`, :mod:`.ciess` and :mod:`.ihas`
 explain the methods and point here instead of repeating the list.
 
@@ -134,18 +135,52 @@ PEP = [
 ]
 
 # ---------------------------------------------------------------------------------------------------
-# MagPrune (Chapter 4.8): the TOIS'25 benchmark, chenxing1999/recsys-benchmark
+# MagPrune (Chapter 4.8): recsize's own recipe (`magprune`) against the TOIS'25 benchmark's code,
+# chenxing1999/recsys-benchmark (files under scripts/ and src/); the benchmark's procedure itself is
+# `magprune-tois` (MAGPRUNE_TOIS below)
 # ---------------------------------------------------------------------------------------------------
 MAGPRUNE = [
     D("threshold", "magnitude, per table", "each table pruned separately", "src/utils.py",
       "one threshold over all tables (`prune_split=\"global\"`)", O,
-      "the classic recipe; `magprune-table` is the per-table ablation"),
+      "recsize's own, the classic recipe; `magprune-table` is the per-table ablation, `magprune-tois` the "
+      "benchmark's procedure"),
     D("protected entries", "not stated", "each row's top `min_item` kept (searched on validation)",
-      "lightgcn/run_mag_prune.py", "none: a row may keep 0 entries", O,
-      "one budget, no second search"),
-    D("after pruning", "not stated", "evaluated as pruned, no fine-tuning", "lightgcn/run_mag_prune.py",
+      "scripts/lightgcn/run_mag_prune.py", "none: a row may keep 0 entries", O,
+      "one budget, no second search; `magprune-tois` keeps the floor"),
+    D("after pruning", "not stated", "evaluated as pruned, no fine-tuning", "scripts/lightgcn/run_mag_prune.py",
       "fine-tuned with the mask fixed (cap 300, early stopping)", O,
-      "the classic recipe; settings the backbone's"),
+      "the classic recipe; settings the backbone's; `magprune-tois` does not fine-tune"),
+    D("budget", "50 / 80 / 95 % compression of the parameters", "p of each table's entries pruned, index not counted",
+      "src/utils.py", "1 - c of the dense bytes, CSR index included; `magprune-params`: 1 - c of the entries",
+      O, "a deployment pays bytes; both accountings are in the grids (Chapters 4.8, 8.7)"),
+]
+
+# ---------------------------------------------------------------------------------------------------
+# MagPrune as the TOIS'25 benchmark runs it (`magprune-tois`, Chapter 4.8): recsize.search.magprune_tois
+# ---------------------------------------------------------------------------------------------------
+MAGPRUNE_TOIS = [
+    D("threshold", "magnitude, per table", "each table on its own: the int(p * entries) smallest |E| pruned",
+      "src/utils.py", "per table (`tois_budget`, `floor_masks`)", A),
+    D("protected entries", "not stated", "each row's top `min_item` |E| set to +inf before the sort",
+      "src/utils.py", "the same (`floor_masks`)", A),
+    D("min_item search", "not stated",
+      "binary search over 0 .. int(d (1 - p)) on validation NDCG, towards a rising neighbour; 0 if it runs out",
+      "scripts/lightgcn/run_mag_prune.py", "`search=\"binary\"` (`search_min_item`); `\"all\"`: every value",
+      A),
+    D("after pruning", "not stated", "evaluated as pruned, no fine-tuning", "scripts/lightgcn/run_mag_prune.py",
+      "the same", A),
+    D("budget", "50 / 80 / 95 % compression of the parameters", "p of each table's entries pruned, index not counted",
+      "src/utils.py", "1 - c of every table's bytes, CSR index included (`accounting=\"bytes\"`); "
+      "`\"params\"`: the code's count", O,
+      "the grids compare every method at equal bytes; min_item's bound becomes the kept entries per row"),
+    D("min_item bound", "not stated", "int(hidden_size * (1 - p)), hidden_size hard-coded (NeuMF: 32)",
+      "scripts/cf_train/run_mag_prune.py", "the model's d_max (or the kept entries per row, in bytes)", O,
+      "the hard-coded width is not the model's at d_max = 64"),
+    D("CTR models", "not stated", "`min_item` given by hand (`--num_min_item`), no search",
+      "scripts/deepfm/run_l2_benchmark.py", "searched on validation AUC, the trainer's metric", O,
+      "one procedure for every backbone"),
+    D("ties", "not stated", "`topk` / `argsort`: order unspecified", "src/utils.py",
+      "stable: the earlier column in a row, then the earlier row", O, "same seed, same numbers"),
 ]
 
 # ---------------------------------------------------------------------------------------------------
@@ -223,12 +258,12 @@ IHAS = [
 del D, A, O
 
 DEPARTURES: dict[str, list[Departure]] = {
-    "dnis": DNIS, "pep": PEP, "magprune": MAGPRUNE, "ciess": CIESS, "ihas": IHAS,
+    "dnis": DNIS, "pep": PEP, "magprune": MAGPRUNE, "magprune-tois": MAGPRUNE_TOIS, "ciess": CIESS, "ihas": IHAS,
 }
 
 
 def departures(method: str) -> list[Departure]:
-    """The design points of ``method`` (dnis, pep, magprune, ciess, ihas), each with the paper, the
+    """The design points of ``method`` (dnis, pep, magprune, magprune-tois, ciess, ihas), each with the paper, the
     authors' code, recsize's default and the verdict. Explained in Chapters 4-7."""
     key = str(method).lower()
     if key not in DEPARTURES:
