@@ -370,7 +370,8 @@ def provenance_note(name: str, state: str, run: dict | None = None) -> str:
 def with_published_outputs(chapter, run):
     """The chapter notebook ``chapter`` with the outputs of its published ``run`` (same code cells, in order):
     its prose as it stands now, the full run's outputs, and papermill's injected-parameters cell after the
-    parameters cell so that a reader sees the values the run used."""
+    parameters cell so that a reader sees the values the run used (less ``out_dir``, the absolute folder
+    of the machine that published it)."""
     import copy
     nb = copy.deepcopy(chapter)
     ran = [c for c in run.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
@@ -382,7 +383,10 @@ def with_published_outputs(chapter, run):
             cell.outputs, cell.execution_count = copy.deepcopy(out.outputs), out.get("execution_count")
         cells.append(cell)
         if injected and "parameters" in cell.metadata.get("tags", []):
-            cells.append(copy.deepcopy(injected[0]))
+            shown = copy.deepcopy(injected[0])  # the run's values, not the publishing machine's folders
+            shown.source = "\n".join(line for line in shown.source.splitlines()
+                                      if not line.startswith("out_dir ="))
+            cells.append(shown)
     nb.cells = cells
     nb.metadata["recsize_run"] = run.metadata["recsize_run"]
     return nb

@@ -129,7 +129,8 @@ def test_a_page_shows_the_values_the_published_run_used():
     chapter = new_notebook(cells=[nbformat.v4.new_markdown_cell("# T\n\nNew prose."), params, work])
     ran_work = new_code_cell("print(epochs)")
     ran_work.outputs = [nbformat.v4.new_output("stream", name="stdout", text="300\n")]
-    injected = new_code_cell("# Parameters\nepochs = 300", metadata={"tags": ["injected-parameters"]})
+    injected = new_code_cell("# Parameters\nepochs = 300\nout_dir = \"/home/publisher/results/ch\"",
+                             metadata={"tags": ["injected-parameters"]})
     run = new_notebook(cells=[nbformat.v4.new_markdown_cell("# T\n\nOld prose."), params, injected, ran_work],
                        metadata={"recsize_run": {"parameters": {"epochs": 300}}})
     page = with_published_outputs(chapter, run)
