@@ -152,7 +152,7 @@ def record(method: str, sparsity: float, seed: int, run, seconds: dict, metrics=
             "kept": total["parameters"], "kept_fraction": total["density"], "best_epoch": run.result.best_epoch,
             "epochs": len(run.result.history), "seconds": seconds,
             "spearman": None if split is None else width_correlations(run.sizes, split),
-            **magprune_fields(run.info, metrics)}
+            **magprune_fields(getattr(run, "info", None) or {}, metrics)}
 
 
 def magprune_fields(info: dict, metrics) -> dict:
