@@ -243,6 +243,33 @@ def test_ihas_breakdown_merges_the_seed_files_and_pairs_them_with_es(tmp_path):
         report.render("ihas_breakdown", out=tmp_path)
 
 
+def test_chapter_5_quotes_the_stored_joint_block_run():
+    """Chapter 5.8's joint-ranking paragraph quotes the LightGCN grid's dnis-joint and dnis cells (three
+    seeds each, paired), rounded as quoted, and every paired interval spans 0 as the text says."""
+    from recsize.search.compare import merge_runs, paired_summary, run_files
+    text = " ".join(_prose("ch05_dnis").split())
+    runs, _ = merge_runs(run_files(ROOT / "benchmarks" / "out", "prune_lightgcn20"))
+    cs = (0.5, 0.8, 0.9, 0.95)
+    rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "dnis", "recall@20")}
+    assert all(len(rows["dnis-joint", c]["cells"]) == 3 for c in cs)
+    quoted = " / ".join(f"{rows['dnis-joint', c]['mean']:.4f}" for c in cs) + " against " + \
+        " / ".join(f"{rows['dnis', c]['mean']:.4f}" for c in cs)
+    assert quoted in text
+    deltas = [rows["dnis-joint", c]["delta"] for c in cs]
+    assert all(d["low"] < 0 < d["high"] for d in deltas), "every interval spans 0"
+    a, b, c, d = (f"{d['mean']:+.4f}" for d in deltas)
+    assert f"paired differences {a}, {b}, {c} and {d}" in text
+    es = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20")}
+    d = es["dnis-joint", 0.8]["delta"]
+    assert f"behind at 80 %, {d['mean']:.3f} [{d['low']:.3f}, {d['high']:.3f}]" in text
+    assert d["high"] < 0 and all(es["dnis-joint", c]["delta"]["low"] < 0 < es["dnis-joint", c]["delta"]["high"]
+                                 for c in (0.5, 0.9, 0.95))
+    # Chapter 8's verdict quotes the same comparison
+    assert max(abs(d["mean"]) for d in deltas) < 0.002
+    ch8 = " ".join(_prose("ch08_head_to_head").split())
+    assert "every paired difference within 0.002 Recall@20, Chapter 5.8" in ch8
+
+
 def test_chapter_5_quotes_the_stored_pep_deepfm_and_alpha_runs():
     """Chapter 5's PEP, DeepFM and alpha bullets quote the merged prune_* runs (three seeds), rounded as quoted."""
     from recsize.search.compare import merge_runs, paired_difference, paired_summary, run_files
