@@ -689,8 +689,8 @@ for d in (16, 64):
 # reading of both codes (issue 32) reports that its Gowalla configuration, run on ml-100k, passes every target
 # with a model that has learned nothing (the BPR loss stays at $\ln 2 = 0.693$): thresholds that climb
 # fast enough prune whatever the loss says. A budget PEP "reaches" is worth only what its retrained
-# ticket scores. The table below lists every design point of PEP (and MagPrune) against the authors'
-# code, rendered from `recsize.search.departures`.
+# ticket scores. The table below lists every design point of PEP against the authors' code,
+# rendered from `recsize.search.departures` (MagPrune's follow, further on).
 
 # %%
 from IPython.display import Markdown
