@@ -454,6 +454,21 @@ def _cells(path):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in runs]
 
 
+def test_prune_script_dnis_joint_runs_its_own_search(tiny_split, monkeypatch, tmp_path, capsys):
+    """``dnis-joint`` (the authors' joint user + item blocks) gets its own search per seed, beside the
+    per-table search that ``dnis`` shares with the other derivations; same warm start, other blocks."""
+    prune = _prune_script(monkeypatch, tiny_split)
+    out = tmp_path / "j.json"
+    assert prune.main(["--quick", "--backbone", "mf", "--methods", "dnis", "dnis-joint", "--sparsities", "0.8",
+                       "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "DNIS (per-table blocks)" in printed and "DNIS (joint blocks)" in printed
+    runs = {r["method"]: r for r in json.loads(out.read_text())["runs"]}
+    assert set(runs) == {"dnis", "dnis-joint"}
+    assert runs["dnis"]["seconds"]["warm_epochs"] == runs["dnis-joint"]["seconds"]["warm_epochs"]
+    assert runs["dnis"]["kept"] == runs["dnis-joint"]["kept"]          # the same byte budget
+
+
 def test_prune_script_mr_and_ciess_are_resumable_and_deterministic(tiny_split, monkeypatch, tmp_path, capsys):
     prune = _prune_script(monkeypatch, tiny_split)
     args = ["--quick", "--backbone", "mf", "--methods", "es-bytes", "mr-bytes", "ciess", "ihas"]
