@@ -41,7 +41,7 @@ epochs = 3  # full run: 300 (early stopping on validation NDCG@20)
 patience = 10  # full run: 40 (narrow tables plateau for ~20 epochs, see Section 4.6)
 seed = 0
 out_dir = "results/ch04"  # figures and JSON go here
-stored_runs = "../benchmarks/out"  # the stored grids of benchmarks/prune.py (Section 4.8)
+stored_runs = "../benchmarks/out"  # full run: the same (the stored grids, Section 4.8)
 
 # %%
 # A bad value stops the chapter here, in one line, before any work (see the Preface).

@@ -424,15 +424,16 @@ for name in ("lightgcn20", "neumf", "deepfm"):
     print(f"\n{settings[0]['backbone']}, test {metric}: vs ES at equal bytes")
     for row in paired_summary(runs, "es-bytes", metric, ("es-bytes", *both)):
         d, cells = row["delta"], row["cells"]
-        if d is None or d["low"] is None:
+        if d is None:   # ES itself
             continue
+        ci = "one seed" if d["low"] is None else f"[{d['low']:+.3f}, {d['high']:+.3f}]"
         base = {s: es[row["sparsity"], s] for s in cells}
         over = [(r["kept"] / base[s]["kept"], r["bytes"] / base[s]["bytes"])
                 for s, r in cells.items()]
         kept, size = np.mean(over, axis=0)
         print(
-            f"c = {row['sparsity']:.0%} {both[row['method']]:16s}{row['mean']:.3f} "
-            f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] n={d['n']} "
+            f"c = {row['sparsity']:.0%} {both[row['method']]:17s}{row['mean']:.3f} "
+            f"{d['mean']:+.3f} {ci:16s} n={d['n']} "
             f"{kept:.2f}x entries {size:.2f}x bytes"
         )
 
