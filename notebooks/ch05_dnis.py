@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -36,12 +36,12 @@ dataset = "ml-100k"  # full run: "ml-100k"
 backbone = "mf"  # full run: "lightgcn"
 d_max = 64  # full run: 64
 blocks = 10  # full run: 10 (ten frequency blocks of 10 %, as the official scripts)
-warm_epochs = 3  # full run: 300 (cap; early stopping, lr decay on plateau)
-search_epochs = 3  # full run: 300 (cap of the alternating epochs; early stopping)
+warm_epochs = 3  # full run: 20 (cap; early stopping, lr decay on plateau)
+search_epochs = 3  # full run: 20 (cap of the alternating epochs; early stopping)
 alpha_lr = 0.01  # full run: 0.01 (the paper and the official run scripts)
 l1 = 1e-5  # full run: 1e-5 (lambda of the L1 term on alpha)
 sparsity = 0.9  # full run: 0.9 (benchmarks/dnis.py: 0.8, 0.9 and 0.95)
-retrain_epochs = 5  # full run: 300 (fine-tuning, retraining, baselines; patience 10)
+retrain_epochs = 5  # full run: 100 (fine-tuning, retraining, baselines; patience 10)
 seed = 0
 out_dir = "results/ch05"
 
@@ -75,6 +75,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.ticker import NullFormatter
+from myst_nb import glue  # numbers of this run quoted in the text
 
 from recsize import budget
 from recsize.backbones import build_backbone
@@ -228,6 +229,9 @@ for h in searched.history:
         f"{h['valid_loss']:.4f}, "
         f"valid NDCG@20 {h['ndcg@20']:.4f}"
     )
+glue("warm_epochs_run", searched.warm["epochs"] if searched.warm else 0, display=False)
+glue("best_search_epoch", searched.best_epoch, display=False)
+glue("search_minutes", searched.seconds["total"] / 60, display=False)
 print(
     f"kept the state of search epoch {searched.best_epoch}; search took "
     f"{searched.seconds['total']:.1f} s "
@@ -258,6 +262,11 @@ for role, alpha in searched.alphas.items():
         f"{role:5s} mean alpha per block:\n  "
         + np.array2string(alpha.mean(1), precision=3, max_line_width=86)
     )
+    glue(f"alpha_mean_{role}", float(alpha.mean()), display=False)
+    glue(f"alpha_min_{role}", float(alpha.min()), display=False)
+    glue(f"alpha_below_half_{role}", float((alpha < 0.5).mean()), display=False)
+    glue(f"alpha_first_block_{role}", float(alpha[0].mean()), display=False)
+    glue(f"alpha_last_block_{role}", float(alpha[-1].mean()), display=False)
 
 # %% [markdown]
 # ## 5.5 From the search to a model under the budget
@@ -329,6 +338,8 @@ block_sizes, _ = dnis.budget_sizes(
 for prune_by in ("weight", "alpha-weight"):
     masks, byte_budget, thresholds = dnis.in_place_masks(searched, density, prune_by)
     kept = {role: int(m.sum()) for role, m in masks.items()}
+    for r, k in kept.items():
+        glue(f"kept_{prune_by}_{r}", k / masks[r].numel(), display=False)
     print(
         f"|{'alpha x ' if prune_by == 'alpha-weight' else ''}E|: "
         f"{byte_budget['entries']:,} entries fit in "
@@ -399,6 +410,10 @@ for role in ("user", "item"):
         "  mean row norm |E_n| per block:\n    "
         + np.array2string(per_block, precision=3, max_line_width=84)
     )
+    for label, widths in (("row", sizes), ("block", block_sizes)):
+        rho = spearman(counts[role], widths[role])
+        glue(f"spearman_{label}_{role}", float(rho), display=False)
+    glue(f"norm_ratio_{role}", float(per_block[-1] / per_block[0]), display=False)
 
 # %% [markdown]
 # How to read it. MDE's widths grow with popularity by construction. DNIS's need not: its importance is a
@@ -479,6 +494,9 @@ for r in table:
         f"{r['entries']:>9,}{r['kib']:>7.1f}{r['seconds']:>8.1f}"
     )
 print(f"DNIS search: {searched.seconds['total']:.1f} s, once for every budget")
+for i, r in enumerate(table):  # row i of the table: recall_i, ndcg_i, kib_i
+    for key in ("recall@20", "ndcg@20", "kib"):
+        glue(f"{key.split('@')[0]}_{i}", float(r[key]), display=False)
 _ = (out / "dnis.json").write_text(
     json.dumps(
         {
