@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -26,8 +26,8 @@
 # frequency rule of mixed-dimension embeddings (MDE).
 #
 # **What you need.** Chapters 1 to 3 (the memory arithmetic, the protocol, the backbones) and
-# MovieLens-100K in the cache. About a minute at the default parameters; the full run (all three budgets,
-# every model to convergence) takes about ten minutes on a 2-core CPU.
+# MovieLens-100K in the cache. A few minutes at the default parameters; the full run (all three budgets,
+# every model to convergence) takes longer: the note under the title gives the published run's wall time.
 
 # %% tags=["parameters"]
 # Parameters (papermill): CI defaults; the full run is noted on each line.
@@ -345,8 +345,9 @@ for bad in (10, 0, 1.5):
 # A search method is only interesting if it beats simple rules at the same budget. recsize implements
 # three, all giving every row at least one dimension (`recsize.search.baselines`):
 #
-# * **ES, equal sizes**: every row gets the same width, total $/ N$; the remainder goes one dimension each
-#   to the most frequent rows. This is the uniform width of Chapter 1, at the budget.
+# * **ES, equal sizes**: every row gets the same width, $\lfloor B / N \rfloor$ for a budget of $B$
+#   parameters over $N$ rows; the remainder goes one dimension each to the most frequent rows. This is
+#   the uniform width of Chapter 1, at the budget.
 # * **MR, mixed random sizes**: widths proportional to seeded uniform random scores, so they spread from 1 to
 #   about twice the mean. It tells us what *any* non-uniform assignment costs or gains.
 # * **MDE, the frequency rule** of mixed-dimension embeddings (Ginart et al., 2019): $d_n \propto
@@ -499,7 +500,7 @@ _ = (out / "baselines.json").write_text(json.dumps(summary, indent=2))
 # in memory, the same as the full model's for every budget):
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
 for ax, metric in zip(axes, ("recall@20", "ndcg@20")):
     for method, marker in zip(methods, "o^s"):
         mine = sorted(
@@ -539,15 +540,18 @@ for ax, metric in zip(axes, ("recall@20", "ndcg@20")):
     ax.set_xlabel("embedding bytes, users + items (log scale)")
     ax.set_ylabel(f"test {metric.replace('recall', 'Recall').replace('ndcg', 'NDCG')}")
     ax.grid(alpha=0.3)
-axes[0].legend(fontsize=7)
+# one legend for both panels, below them, in a size that reads
+handles, labels = axes[0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
 fig.suptitle(f"Quality against bytes, {backbone} on {dataset}, d_max = {d_max}")
-fig.tight_layout()
+fig.tight_layout(rect=(0, 0.13, 1, 1))
 fig.savefig(out / "quality_vs_bytes.png", dpi=120)
 plt.show()
 
 # %% [markdown]
-# Read the shape, not the values, at the CI defaults (a few epochs). For the full run (`epochs=300`,
-# the three budgets) the CIESS paper gives an ordering to compare with, on another protocol (ML-1M,
+# Read the shape, not the values, where the note under the title says this page shows a CI run (a few
+# epochs). For the full run (`epochs=300`, the three budgets) the CIESS paper gives an ordering to
+# compare with, on another protocol (ML-1M,
 # 50/25/25 split, $d_{max} = 128$, LightGCN): ES ahead of MR at every budget, for example Recall@20
 # 0.2248 against 0.2004 at $c = 80$ %. The published run of this page (one seed, patience 40) agrees:
 # ES is ahead of MR at every budget. A random assignment wastes
@@ -720,7 +724,8 @@ for c in sparsities:
     print(line)
 
 # %% [markdown]
-# At the CI defaults (a few epochs) these numbers only show that the path runs. In the published run
+# In a CI run (a few epochs; the note under the title says which run a page shows) these numbers only
+# show that the path runs. In the published run
 # (one seed, patience 40) MagPrune stays below ES at every budget, though in fewer bytes; the converged,
 # three-seed comparison at equal bytes is the benchmark's job (`python benchmarks/prune.py`). There,
 # on LightGCN with patience 20, PEP's rewound tickets keep 0.380 / 0.346 / 0.296 / 0.213 Recall@20 at
