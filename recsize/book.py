@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -108,8 +109,10 @@ def run_book(out_dir: str | Path | None, full: bool = False, only: list[str] | N
         status = "ok"
         with staged(out / f"{name}.ipynb") as tmp:   # whole or not at all: papermill writes as it goes
             try:
-                pm.execute_notebook(str(notebooks / f"{name}.ipynb"), str(tmp), parameters=params,
-                                    cwd=str(notebooks), progress_bar=progress, kernel_name="python3")
+                with warnings.catch_warnings():  # the staged name ends in .part, not .ipynb: expected
+                    warnings.filterwarnings("ignore", "The specified file .* does not end in one of")
+                    pm.execute_notebook(str(notebooks / f"{name}.ipynb"), str(tmp), parameters=params,
+                                        cwd=str(notebooks), progress_bar=progress, kernel_name="python3")
             except PapermillExecutionError as e:
                 status = f"error: {e.ename}: {e.evalue}"
             _finish_notebook(tmp, in_place)
