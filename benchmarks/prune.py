@@ -156,9 +156,10 @@ def record(method: str, sparsity: float, seed: int, run, seconds: dict, metrics=
 
 
 def magprune_fields(info: dict, metrics) -> dict:
-    """What a MagPrune cell adds: the accounting, the dense model it was pruned from (to check that every
-    MagPrune cell of a seed starts from the same model) and, for ``magprune-tois``, the chosen ``min_item``
-    with every value its search evaluated."""
+    """What a MagPrune cell adds: the accounting, the dense model it was pruned from (its best epoch, its
+    validation value of the cell's last metric, NDCG@20 or log loss, as ``valid_*``, and its test metrics:
+    every MagPrune cell of a seed must start from the same model) and, for ``magprune-tois``, the chosen
+    ``min_item`` with every value its search evaluated."""
     if "dense" not in info:
         return {}
     dense = info["dense"]
