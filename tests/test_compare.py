@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 
 from recsize import budget  # noqa: E402
 from recsize.data import make_split, make_synthetic, make_synthetic_ctr, split_ctr  # noqa: E402
+from recsize.plots import covered_texts, overlapping_texts  # noqa: E402
 from recsize.search import compare  # noqa: E402
 from recsize.search.baselines import es_sizes  # noqa: E402
 from recsize.search.compare import (HeadToHeadConfig, applicable_methods, check_methods, head_to_head,  # noqa: E402
@@ -206,6 +207,9 @@ def test_pareto_plot_draws_one_marker_per_method_and_the_front(tmp_path):
     assert len(set(markers.values())) == 3
     front = [p for p in compare.pareto_points(records, "recall@20") if p["on_front"]]
     assert {(p["method"], p["sparsity"]) for p in front} == {("dnis", 0.9), ("es", 0.8)}
+    # the budget labels stand clear of the points (once at the bottom of the axes, under ES at c = 90 %)
+    assert [t.get_text() for t in ax.texts] == ["c = 80 %", "c = 90 %"]
+    assert covered_texts(ax.figure) == [] and overlapping_texts(ax.figure) == []
     ax.figure.savefig(tmp_path / "pareto.png")
     assert (tmp_path / "pareto.png").stat().st_size > 0
     other = [{**r, "backbone": "neumf"} for r in records]

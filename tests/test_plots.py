@@ -1,4 +1,5 @@
-"""recsize.plots: the texts of a figure that overlap, and the figure hook that fails a chapter on them."""
+"""recsize.plots: the texts of a figure that overlap, the labels its data covers, and the figure hook that
+fails a chapter on them."""
 from __future__ import annotations
 
 import io
@@ -12,7 +13,9 @@ import pytest  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
 from recsize.plots import (  # noqa: E402
+    Covered,
     OverlappingTexts,
+    covered_texts,
     describe,
     drawn_texts,
     fail_on_overlapping_texts,
@@ -177,3 +180,126 @@ def test_stacked_texts_that_touch():
     assert _texts(overlapping_texts(fig)) == {frozenset(("3x10^1", "4x10^1"))}
     high.set_y((top + 4) / fig.bbox.height)  # 4 px (2.9 pt): apart
     assert overlapping_texts(fig) == []
+
+
+# -- labels the data covers ------------------------------------------------------------------------------
+
+def _covers(fig) -> set[tuple[str, str, str]]:
+    """(label text, artist label, how) per label the data covers."""
+    return {(c.label.get_text() if hasattr(c.label, "get_text") else "legend", c.artist.get_label(), c.how)
+            for c in covered_texts(fig)}
+
+
+def _data_figure():
+    """One dotted line with markers from (0, 0) to (4, 4) and a dashed line without markers at y = 3."""
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    ax.plot([0, 1, 2, 3, 4], [0, 1, 2, 3, 4], "o:", ms=8, label="ES")
+    ax.axhline(3, ls="--", color="k", label="reference")
+    ax.set(xlim=(-0.5, 4.5), ylim=(-0.5, 4.5))
+    return fig, ax
+
+
+def test_a_label_under_a_marker_is_covered():
+    """The Chapter 8 Pareto plots once: a 'c = 95 %' label at the bottom of the axes under the lowest
+    point of a method."""
+    fig, ax = _data_figure()
+    ax.annotate("c = 95 %", (0, 0), xycoords="data", ha="center", va="center", fontsize=7)
+    assert _covers(fig) == {("c = 95 %", "ES", "marker")}
+    (hit,) = covered_texts(fig)
+    assert isinstance(hit, Covered) and hit.at == (0.0, 0.0)
+    assert describe([hit]) == "'c = 95 %' (text in axes 1) is covered by a marker of line 'ES' at (0, 0)"
+
+
+def test_a_marker_counts_at_its_drawn_size():
+    """A marker covers what its outline, at its size in points, reaches: a label 10 px from the centre
+    of a point is under a 20 pt marker (13.9 px across at 100 dpi... and a half edge), clear of a 4 pt one."""
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    (line,) = ax.plot([0.5], [0.5], "s", ms=20, label="big")
+    ax.set(xlim=(0, 1), ylim=(0, 1))
+    fig.canvas.draw()
+    x, y = ax.transData.transform((0.5, 0.5))
+    ax.text(*ax.transData.inverted().transform((x + 10, y)), "label", va="center")
+    assert _covers(fig) == {("label", "big", "marker")}
+    line.set_markersize(4)
+    assert covered_texts(fig) == []
+
+
+def test_a_label_crossed_by_a_line():
+    fig, ax = _data_figure()
+    ax.text(0.8, 3, "on the reference line", ha="center", va="center")
+    assert _covers(fig) == {("on the reference line", "reference", "line")}
+    assert describe(covered_texts(fig)) == \
+        "'on the reference line' (text in axes 1) is crossed by line 'reference'"
+    ax.text(1.5, 1.5, "dotted", ha="center", va="center")   # between two markers
+    assert ("dotted", "ES", "line") in _covers(fig)
+
+
+def test_a_label_clear_of_the_data_passes():
+    fig, ax = _data_figure()
+    ax.text(0.2, 2.5, "clear of the data", ha="center", va="center")
+    ax.annotate("an annotation", (2, 2), xytext=(3, 1.2), arrowprops={"arrowstyle": "->"})  # its arrow
+    ax.grid(True)                                                                     # crosses no text
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    assert covered_texts(fig) == []
+    assert overlapping_texts(fig) == []
+
+
+def test_only_the_part_of_a_label_inside_the_axes_counts():
+    """The data is clipped to the axes: a label above the axes, where the line would run on, is clear."""
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    ax.plot([0, 10], [0, 10], "o-", label="diagonal")
+    ax.set(xlim=(0, 4), ylim=(0, 4))
+    label = ax.text(4.4, 4.4, "beyond", ha="center", va="center", clip_on=False)
+    assert covered_texts(fig) == []
+    label.set_position((3.9, 3.9))   # astride the corner of the axes: its part inside is crossed
+    assert _covers(fig) == {("beyond", "diagonal", "line")}
+
+
+def test_a_line_breaks_at_nan_and_a_step_line_steps():
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    ax.plot([0, 1, np.nan, 3, 4], [0, 1, np.nan, 3, 4], label="gap")
+    ax.text(2, 2, "in the gap", ha="center", va="center")
+    ax.set(xlim=(-0.5, 4.5), ylim=(-0.5, 4.5))
+    assert covered_texts(fig) == []
+    ax.step([0, 2, 4], [0.5, 2, 4], where="post", label="step")   # horizontal at y = 2 from x = 2 to 4
+    ax.text(3, 0.5, "under the diagonal", ha="center", va="center")  # the straight segment would cross it
+    assert _covers(fig) == {("in the gap", "step", "line")}
+
+
+def test_scatter_points_at_their_size():
+    """The Pareto front's rings: scatter points of 260 pt^2 (16 pt across)."""
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    ax.scatter([1, 3], [1, 3], s=260, facecolors="none", edgecolors="k", label="Pareto front")
+    ax.set(xlim=(0, 4), ylim=(0, 4))
+    fig.canvas.draw()
+    x, y = ax.transData.transform((3, 3))
+    label = ax.text(*ax.transData.inverted().transform((x + 10, y)), "ring", va="center")
+    assert _covers(fig) == {("ring", "Pareto front", "marker")}
+    assert "is covered by a marker of scatter 'Pareto front' at (3, 3)" in describe(covered_texts(fig))
+    label.set_position(ax.transData.inverted().transform((x + 14, y)))   # 16 pt = 22 px: radius 11 px + edge
+    assert covered_texts(fig) == []
+
+
+def test_a_legend_over_a_marker():
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    ax.plot([0, 1, 2], [2, 1, 0], "o", label="points")
+    ax.plot([0, 2], [1.9, 1.9], label="a line under the legend")
+    ax.legend(loc="upper left")
+    assert _covers(fig) == {("legend", "points", "marker")}
+    assert describe(covered_texts(fig)).startswith("the legend of axes 1 covers a marker of line 'points' at (0, 2)")
+    ax.legend(loc="best")   # matplotlib finds the free corner: passes
+    assert covered_texts(fig) == []
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))   # outside the axes, as pareto_plot's
+    assert covered_texts(fig) == []
+
+
+def test_the_figure_hook_fails_savefig_on_a_covered_label():
+    with matplotlib.rc_context({"figure.hooks": ["recsize.plots:fail_on_overlapping_texts"]}):
+        fig, ax = _data_figure()
+        label = ax.text(1, 1, "on a point", ha="center", va="center")
+        with pytest.raises(OverlappingTexts, match=r"1 label\(s\) the data covers in the figure:\n"
+                                                   r"'on a point' \(text in axes 1\) is covered by a marker"):
+            fig.savefig(io.BytesIO(), format="png")
+        label.set_position((3.2, 0.5))
+        fig.savefig(io.BytesIO(), format="png")

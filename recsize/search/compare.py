@@ -783,16 +783,17 @@ def pareto_plot(records: list[dict], metric: str | None = None, backbone: str | 
             lw=1, zorder=0)
     ax.scatter([p["compact_bytes"] for p in front], [p[metric] for p in front], s=260, facecolors="none",
                edgecolors="k", lw=1, label="Pareto front", zorder=0)
-    if annotate:
+    if annotate:   # a row of budget labels above the axes, clear of the points (recsize.plots checks)
         for c in sorted({p["sparsity"] for p in points}):
             xs = [p["compact_bytes"] for p in points if p["sparsity"] == c]
-            ax.annotate(f"c = {100 * c:g} %", (float(np.median(xs)), 0), xycoords=("data", "axes fraction"),
-                        xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7, color="grey")
+            ax.annotate(f"c = {100 * c:g} %", (float(np.median(xs)), 1), xycoords=("data", "axes fraction"),
+                        xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7,
+                        color="grey")
     ax.margins(x=0.1)
     log_axis(ax.xaxis)   # labels at 1 / 2 / 5 x 10^k (matplotlib's minor labels collide over one decade)
     ax.set_xlabel("compact bytes of the embedding tables (log scale)")
     ax.set_ylabel(f"test {LABELS.get(metric, metric)}" + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
-    ax.set_title(title or f"{backbone} on {mine[0]['dataset']}")
+    ax.set_title(title or f"{backbone} on {mine[0]['dataset']}", pad=14 if annotate else None)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: clear of the points
     return ax
