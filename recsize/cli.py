@@ -114,6 +114,12 @@ def _unit_float(text: str) -> float:
     return v
 
 
+def _progress(args):
+    """How a command shows progress: bars on a terminal, plain lines every 30 s when stderr is a log or a
+    pipe (a long run is never silent), nothing with --quiet (:func:`recsize.train.progress_bar`)."""
+    return False if args.quiet else (None if sys.stderr.isatty() else "log")
+
+
 def metrics_table(rows: dict[str, dict], keys=None) -> str:
     """A small fixed-width table: one line per row name, one column per metric."""
     keys = keys or sorted({k for r in rows.values() for k in r if isinstance(r[k], float)})
@@ -381,7 +387,7 @@ def _cmd_train(args) -> int:
     if args.reg is not None:
         model_kwargs["reg"] = args.reg
     config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
-                         progress=False if args.quiet else None,
+                         progress=_progress(args),
                          checkpoint=str(args.checkpoint) if args.checkpoint else None, **train_kwargs)
     split = prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet)
     _check_memory(args, split, model_kwargs, train_kwargs)
@@ -657,7 +663,7 @@ def _cmd_ciess(args, split) -> int:
                                   d_max=args.dim, selection=args.selection, exploration=args.exploration,
                                   noise=args.noise, rescale=not args.no_rescale, state=args.state,
                                   pace=args.pace, random_walk=not args.no_random_walk, seed=args.seed,
-                                  device=args.device, progress=False if args.quiet else None,
+                                  device=args.device, progress=_progress(args),
                                   train_overrides=train_overrides, **overrides)
     model_kwargs = {"reg": args.reg} if args.reg is not None else {}
     result = run_ciess(args.backbone, split, config, args.checkpoint_dir, args.resume, model_kwargs)
@@ -699,7 +705,7 @@ def _cmd_ihas(args) -> int:
     if args.reg is not None:
         model_kwargs["reg"] = args.reg
     config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
-                         progress=False if args.quiet else None, **train_kwargs)
+                         progress=_progress(args), **train_kwargs)
     ihas = IHASConfig(clusters=args.clusters, n_blocks=args.gate_blocks, route_dim=args.route_dim,
                       search_epochs=20 if args.search_epochs is None else args.search_epochs,
                       sparsity_weight=args.sparsity_weight,
@@ -716,7 +722,7 @@ def _cmd_ihas(args) -> int:
         split, dataset = prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet), args.dataset
     _check_memory(args, split, model_kwargs, train_kwargs, copies=args.clusters + 1)
     run = run_ihas(args.backbone, split, args.density, args.dim, ihas, config, seed=args.seed,
-                   progress=False if args.quiet else None, **model_kwargs)
+                   progress=_progress(args), **model_kwargs)
     b = run.budget
     shared, K = args.layout == "shared", len(run.sizes)
     print(f"iHAS, K = {args.clusters} ({K} used), density {run.density:.3f} (sparsity c = "
@@ -779,7 +785,7 @@ def _cmd_search(args) -> int:
     if args.reg is not None:
         model_kwargs["reg"] = args.reg
     config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
-                         progress=False if args.quiet else None, **train_kwargs)
+                         progress=_progress(args), **train_kwargs)
     split = prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet)
     if args.method in ("magprune", "pep", "magprune-tois"):
         return _cmd_prune(args, split, config, model_kwargs, train_kwargs)
@@ -901,7 +907,7 @@ def _run_dnis(args, split, model_kwargs):
                         prune_by=args.prune_by, budget_split=args.prune_split, alternation=args.alternation,
                         lr_decay=args.lr_decay, retrain_epochs=args.epochs,
                         patience=args.patience, seed=args.seed, device=args.device,
-                        progress=False if args.quiet else None, train_overrides=train_overrides)
+                        progress=_progress(args), train_overrides=train_overrides)
     return run_dnis(args.backbone, split, args.density, config, **model_kwargs)
 
 

@@ -53,7 +53,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from . import backbones
 from .backbones import live_columns  # noqa: F401  (part of this module's API)
@@ -62,7 +61,7 @@ from .data import BPRSampler
 from .embedding import masked_factory
 from .evaluate import evaluate_topk
 from .train import (TrainConfig, TrainResult, default_config, lr_spent, plateau_scheduler, resolve_device,
-                    seed_everything, show_progress)
+                    progress_bar, seed_everything)
 
 ROLES = ("user", "item")
 SUPPORTED = ("lightgcn",)
@@ -214,8 +213,8 @@ def train_models_stacked(models, split, config: TrainConfig | None = None, trim:
     active = list(range(k_all))
     settings = {**asdict(config), "metric": metric, "model": "LightGCN", "stacked": k_all}
     start = time.perf_counter()
-    bar = tqdm(range(1, config.epochs + 1), desc=f"train {k_all} LightGCN stacked", unit="epoch",
-               disable=not show_progress(config.progress), leave=False)
+    bar = progress_bar(range(1, config.epochs + 1), config.progress,
+                       desc=f"train {k_all} LightGCN stacked", unit="epoch", leave=False)
     for epoch in bar:
         group = [models[j] for j in active]
         live = [widths[j] for j in active]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 import sys
 import time
@@ -57,9 +58,44 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def show_progress(progress: bool | None) -> bool:
-    """Progress bars are shown when asked, or by default only when stderr is a terminal."""
+def show_progress(progress: bool | str | None) -> bool:
+    """Progress bars are shown when asked, or by default only when stderr is a terminal (``"log"``: no bar,
+    plain lines instead, :func:`progress_bar`). Explained in Chapter 3."""
+    if progress == "log":
+        return False
     return sys.stderr.isatty() if progress is None else bool(progress)
+
+
+LOG_SECONDS = 30.0  # one progress line at most this often when stderr is not a terminal
+
+
+class _LogLines:
+    """A file for tqdm where stderr is a log or a pipe: a refresh becomes one plain line (no carriage
+    returns), the first at once and then at most one every :data:`LOG_SECONDS`."""
+
+    def __init__(self, stream):
+        self.stream, self.last = stream, -math.inf
+
+    def write(self, s: str) -> None:
+        text = s.replace("\r", "").strip()
+        now = time.monotonic()
+        if text and now - self.last >= LOG_SECONDS:
+            self.stream.write(text + "\n")
+            self.last = now
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress_bar(iterable=None, progress: bool | str | None = None, **kwargs):
+    """tqdm as recsize shows progress: a bar when ``progress`` is True (or None and stderr is a terminal),
+    nothing when False (or None and stderr is not a terminal), and with ``"log"`` (the command line's
+    choice when stderr is not a terminal, so that a long run is not silent in a log or a pipe) one plain
+    line on stderr at once and then at most every 30 s. Explained in Chapter 3."""
+    if progress == "log":
+        return tqdm(iterable, file=_LogLines(sys.stderr), **{"ascii": True, "ncols": 100, "mininterval": 1.0,
+                                                            **kwargs, "leave": False})
+    return tqdm(iterable, disable=not show_progress(progress), **kwargs)
 
 
 @dataclass
@@ -76,7 +112,7 @@ class TrainConfig:
     ks: tuple[int, ...] = (5, 10, 20)
     seed: int = 0
     device: str = "cpu"
-    progress: bool | None = None
+    progress: bool | str | None = None  # "log": plain lines (the command line, stderr not a terminal)
     checkpoint: str | None = None
     test: bool = True
     lr_decay: float = 1.0        # ReduceLROnPlateau factor on the validation metric (1: constant lr)
@@ -181,8 +217,8 @@ def train(model: torch.nn.Module, split, config: TrainConfig | None = None, **ov
     best, best_epoch, best_state, bad_rounds = -np.inf, 0, None, 0
     history = []
     start = time.perf_counter()
-    bar = tqdm(range(1, config.epochs + 1), desc=f"train {type(model).__name__}", unit="epoch",
-               disable=not show_progress(config.progress), leave=False)
+    bar = progress_bar(range(1, config.epochs + 1), config.progress, desc=f"train {type(model).__name__}",
+                       unit="epoch", leave=False)
     for epoch in bar:
         model.train()
         total = torch.zeros((), device=device)

@@ -28,6 +28,17 @@ def test_train_writes_json(tmp_path, capsys):
     assert "[recsize]" not in printed.err  # --quiet
 
 
+def test_train_shows_plain_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    """A long run in a log or a pipe is not silent: one plain line (no carriage return) per 30 s; none
+    with --quiet."""
+    args = ["train", "--backbone", "mf", "--dataset", "synthetic", "--epochs", "2", "--dim", "8"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "train MF:" in err and "\r" not in err
+    assert main([*args, "--quiet"]) == 0
+    assert "train MF" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--dim", "0"], "positive integer"),
     (["--dim", "x"], "positive integer"),

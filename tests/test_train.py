@@ -257,3 +257,23 @@ def test_fast_paths_train_bit_identically(case, speed_split, ctr_split, monkeypa
         assert new.best_epoch == other.best_epoch and new.valid == other.valid and new.test == other.test
         assert new_state.keys() == other_state.keys()
         assert all(torch.equal(new_state[k], other_state[k]) for k in new_state)
+
+
+def test_log_progress_is_plain_lines_at_most_every_log_seconds(monkeypatch, capsys):
+    """Where stderr is a log or a pipe the command line asks for progress="log": plain lines, no carriage
+    returns, the first at once and then at most one every LOG_SECONDS."""
+    import recsize.train as tr
+    for item in tr.progress_bar(range(5), "log", desc="work", unit="step"):
+        pass
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.count("\n") == 1 and err.startswith("work:"), repr(err)
+    monkeypatch.setattr(tr, "LOG_SECONDS", 0.0)
+    bar = tr.progress_bar(range(3), "log", desc="work", unit="step", mininterval=0, miniters=1)
+    for item in bar:
+        bar.set_postfix(item=item)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= 3 and all(line.startswith("work:") for line in lines) and "item=2" in lines[-1]
+    assert not tr.show_progress("log")
+    for item in tr.progress_bar(range(3), False, desc="work"):
+        pass
+    assert capsys.readouterr().err == ""

@@ -66,7 +66,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..budget import memory_report
 from ..files import exclusive_folder, load_plain, save_plain
@@ -739,7 +738,7 @@ class CIESS:
             return self._run(resume, max_iterations, budgets)
 
     def _run(self, resume: bool, max_iterations: int | None, retrain: tuple) -> CIESSResult | None:
-        from ..train import show_progress
+        from ..train import progress_bar
         c, st = self.config, self.state
         if resume:
             self.load()
@@ -753,8 +752,8 @@ class CIESS:
             st["seconds"]["reference"] = time.perf_counter() - t0
             self.save()
         total = c.episodes * c.iterations
-        bar = tqdm(total=total, initial=st["done"], desc="CIESS search", unit="it",
-                   disable=not show_progress(c.progress), leave=False)
+        bar = progress_bar(None, c.progress, total=total, initial=st["done"], desc="CIESS search",
+                           unit="it", leave=False)
         ran = 0
         while st["done"] < total:
             if max_iterations is not None and ran >= max_iterations:

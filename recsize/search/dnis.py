@@ -73,7 +73,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..budget import check_budget, memory_report, target_parameters
 from ..data import BPRSampler
@@ -493,7 +492,7 @@ def search(backbone: str, split, config: DNISConfig | None = None, **model_kwarg
     from ..backbones import DEFAULTS, build_backbone, defaults_for
     from ..embedding import masked_factory
     from ..evaluate import evaluate_ctr, evaluate_topk
-    from ..train import lr_spent, plateau_scheduler, resolve_device, seed_everything, show_progress, train
+    from ..train import lr_spent, plateau_scheduler, progress_bar, resolve_device, seed_everything, train
 
     config = config or DNISConfig()
     backbone = _check_backbone(backbone)
@@ -533,8 +532,8 @@ def search(backbone: str, split, config: DNISConfig | None = None, **model_kwarg
     metric = "ndcg@20" if model.task == "topk" else "auc"
 
     history, best, best_epoch, best_state, bad_rounds = [], -np.inf, 0, None, 0
-    bar = tqdm(range(1, config.search_epochs + 1), desc=f"DNIS {backbone}", unit="epoch",
-               disable=not show_progress(config.progress), leave=False)
+    bar = progress_bar(range(1, config.search_epochs + 1), config.progress, desc=f"DNIS {backbone}",
+                       unit="epoch", leave=False)
     for epoch in bar:
         model.train()
         train_loss = valid_loss = 0.0

@@ -238,11 +238,9 @@ def search(backbone: str, split, density: float, d_max: int = 64, config: IHASCo
     the mean open fraction of the deterministic gates on the validation split and their mean |mu - 0.5|.
     Explained in Chapter 7.
     """
-    from tqdm import tqdm
-
     from ..backbones import DEFAULTS, build_backbone, defaults_for
     from ..embedding import masked_factory
-    from ..train import resolve_device, seed_everything, show_progress
+    from ..train import progress_bar, resolve_device, seed_everything
     _check_ctr(backbone, split)
     density = check_budget(density)
     device = resolve_device(device)  # "auto" and a device this machine lacks, as the trainer does
@@ -261,8 +259,8 @@ def search(backbone: str, split, density: float, d_max: int = 64, config: IHASCo
                if config.weight_by_rows else None)
     rng = np.random.default_rng(seed)
     history, lam = [], float(config.sparsity_weight)
-    for epoch in tqdm(range(1, config.search_epochs + 1), desc="iHAS search", unit="epoch",
-                      disable=not show_progress(progress), leave=False):
+    for epoch in progress_bar(range(1, config.search_epochs + 1), progress, desc="iHAS search",
+                              unit="epoch", leave=False):
         model.train()
         gates.train()
         total, n_batches = 0.0, 0

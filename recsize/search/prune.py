@@ -67,7 +67,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ..budget import (FLOAT_BYTES, INDEX_BYTES, check_budget, csr_bytes, csr_int32_bytes, dense_bytes,
                       element_masked_bytes, entries_for_bytes)
@@ -679,7 +678,7 @@ def pep_search(backbone: str, split, densities, d_max: int = 64, config=None, pe
     ``pep.search_epochs`` have passed. The initial weights are saved first. Explained in Chapter 4."""
     from ..backbones import DEFAULTS, build_backbone, defaults_for
     from ..data import BPRSampler
-    from ..train import resolve_device, seed_everything, show_progress
+    from ..train import progress_bar, resolve_device, seed_everything
     backbone, pep = _check_backbone(backbone), pep or PEPConfig()
     config = _config(backbone, config)
     densities = [check_budget(d) for d in np.atleast_1d(np.asarray(densities, dtype=np.float64))]
@@ -713,8 +712,8 @@ def pep_search(backbone: str, split, densities, d_max: int = 64, config=None, pe
     step, epoch, history = 0, 0, []
     watcher.observe(margins(), step, epoch)
     start = time.perf_counter()
-    bar = tqdm(range(1, int(pep.search_epochs) + 1), desc=f"PEP {backbone}", unit="epoch",
-               disable=not show_progress(config.progress), leave=False)
+    bar = progress_bar(range(1, int(pep.search_epochs) + 1), config.progress, desc=f"PEP {backbone}",
+                       unit="epoch", leave=False)
     for epoch in bar:
         if watcher.done:
             break
