@@ -75,6 +75,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from myst_nb import glue  # numbers of this run quoted in the text
 
 from recsize.data import make_synthetic_ctr, split_ctr
 from recsize.search import run_baseline
@@ -191,6 +192,7 @@ ihas_config = IHASConfig(
     search_epochs=search_epochs,
     lr=3e-3,
     batch_size=512,
+    layout="shared",  # one table, read per cluster (7.6); "per-cluster" in 7.7
 )
 run = run_ihas(backbone, split, density, d_max, ihas_config, train_config, seed=seed)
 print(
@@ -198,6 +200,7 @@ print(
     f"{run.test['logloss']:.4f}"
 )
 print("samples per cluster (train):", run.cluster_sizes["train"])
+glue("n_clusters", len(run.cluster_sizes["train"]), display=False)
 
 # %%
 hist = run.search_history
@@ -246,10 +249,16 @@ fig.suptitle("Gate patterns of the training samples (PCA, jittered)")
 fig.tight_layout()
 fig.savefig(out / "clusters_pca.png", dpi=120)
 plt.show()
-table = np.zeros((len(run.models), segments), dtype=int)
+table = np.zeros((len(run.cluster_sizes["train"]), segments), dtype=int)
 np.add.at(table, (run.labels["train"], data.X[split.train, 0] - data.offsets[0]), 1)
 print("training samples, cluster (rows) x segment (columns):")
 print(table)
+majority = table.max(axis=0).sum() / table.sum()  # each segment's largest cluster
+glue("segment_majority", float(majority), display=False)
+big = table > 0.05 * table.sum(0)  # a cluster holds more than 5 % of a segment
+glue("segments_split", int((big.sum(0) > 1).sum()), display=False)
+big = table > 0.05 * table.sum(1)[:, None]  # a segment is more than 5 % of a cluster
+glue("clusters_mixed", int((big.sum(1) > 1).sum()), display=False)
 
 # %% [markdown]
 # ## 7.5 Per-cluster widths
@@ -313,28 +322,22 @@ print(
     f"{data.n_features:,} rows x {d_max})"
 )
 for k, p in enumerate(b["cluster_parameters"]):
-    print(
-        f"  cluster {k}: {p:>8,} parameters  {b['cluster_bytes'][k]:>8,} bytes "
-        "(compact)"
-    )
+    print(f"  cluster {k}: reads {p:>8,} parameters of the table")
+print(
+    f"  table:     {b['models_parameters']:>8,} parameters  "
+    f"{sum(b['cluster_bytes']):>8,} bytes (compact, each row its widest cluster's)"
+)
 print(
     f"  routing:   {r['total']:>8,} parameters  (router table {r['router_table']:,}, "
-    "gate network "
-    f"{r['gate_network']:,}, centroids {r['centroids']:,})"
-)
-charged = "charged" if b["charge"] == "routing+linear" else "stored, not charged"
-print(
-    f"  1st order: {r['first_order']:>8,} parameters  (the {len(run.models) - 1} extra "
-    f"first-order tables, {charged})"
+    f"gate network {r['gate_network']:,},\n{'':14s}centroids {r['centroids']:,}, "
+    f"cluster widths {r['cluster_widths']:,})"
 )
 print(
     f"  total:     {b['total_parameters']:>8,} parameters  {b['total_bytes']:>8,} bytes"
 )
-print(
-    f"non-embedding parameters across the {len(run.models)} models: "
-    f"{b['non_embedding_parameters']:,}"
-)
+print(f"non-embedding parameters of the model: {b['non_embedding_parameters']:,}")
 assert b["total_parameters"] == b["target_parameters"]
+glue("routing_share", r["charged"] / b["target_parameters"], display=False)
 
 # %% [markdown]
 # ## 7.7 The comparison at equal total parameters
@@ -361,10 +364,28 @@ one = run_ihas(
     seed=seed,
 )
 rows["iHAS K=1"] = {**one.test, "parameters": one.budget["total_parameters"]}
-rows[f"iHAS K={clusters}"] = {**run.test, "parameters": b["total_parameters"]}
+paper = run_ihas(
+    backbone,
+    split,
+    density,
+    d_max,
+    IHASConfig(**{**ihas_config.__dict__, "layout": "per-cluster"}),
+    train_config,
+    seed=seed,
+)
+pb = paper.budget
+rows[f"K={clusters} models"] = {**paper.test, "parameters": pb["total_parameters"]}
+rows[f"K={clusters} shared"] = {**run.test, "parameters": b["total_parameters"]}
 print(f"{'method':12s}{'AUC':>8s}{'log loss':>10s}{'parameters':>12s}")
 for name, m in rows.items():
     print(f"{name:12s}{m['auc']:8.4f}{m['logloss']:10.4f}{m['parameters']:12,}")
+for i, m in enumerate(rows.values()):  # auc_0 ... auc_4, in the table's order
+    glue(f"auc_{i}", float(m["auc"]), display=False)
+glue("paper_clusters", len(paper.cluster_sizes["train"]), display=False)
+charged = pb["routing_parameters"]["charged"] / pb["target_parameters"]
+glue("paper_charged_share", charged, display=False)
+glue("paper_first_order", pb["routing_parameters"]["first_order"], display=False)
+glue("paper_tables", pb["models_parameters"], display=False)
 _ = (out / "comparison.json").write_text(
     json.dumps(
         {"density": density, "d_max": d_max, "rows": rows, "ihas": run.to_dict()},
@@ -374,9 +395,10 @@ _ = (out / "comparison.json").write_text(
 )
 
 # %%
-fig, ax = plt.subplots(figsize=(6, 3))
+fig, ax = plt.subplots(figsize=(7, 3))
 names = list(rows)
-ax.bar(names, [rows[n]["auc"] for n in names], color=["#999", "#999", "#6a9", "#2a7"])
+colours = ["#999", "#999", "#6a9", "#8bc", "#2a7"]
+ax.bar(names, [rows[n]["auc"] for n in names], color=colours)
 lo = min(rows[n]["auc"] for n in names)
 ax.set_ylim(max(0.5, lo - 0.05), None)
 ax.set_ylabel("test AUC")
