@@ -393,7 +393,7 @@ for c in all_sparsities:
 # %%
 density = budget.density_from_sparsity(0.9)
 popularity = counts["item"]
-fig, ax = plt.subplots(figsize=(7, 4))
+fig, ax = plt.subplots(figsize=(8.5, 4))
 for method, marker in zip(methods, "o^s"):
     s = baseline_sizes(method, popularity, d_max, density, seed=seed, alpha=alpha)
     ax.scatter(
@@ -410,7 +410,7 @@ ax.set_xlabel("item training interactions + 1 (log scale)")
 ax.set_ylabel("width $d_n$")
 ax.set_title(f"Width against popularity, {dataset} items, c = 90 % (d_max = {d_max})")
 ax.grid(alpha=0.3)
-ax.legend()
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the cloud, not on it
 fig.tight_layout()
 fig.savefig(out / "width_vs_popularity.png", dpi=120)
 plt.show()
