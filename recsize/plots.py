@@ -254,6 +254,8 @@ def covered_texts(fig, renderer=None) -> list[Covered]:
         legend = ax.get_legend()
         if legend is not None and legend.get_visible():
             labels.append((legend, legend.get_window_extent(renderer)))
+        if not labels:
+            continue
         markers, lines = list(_markers(ax, renderer)), list(_lines(ax, renderer))
         for label, box in labels:
             box = Bbox.intersection(box, ax.bbox)  # the data is clipped to the axes
