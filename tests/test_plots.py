@@ -274,11 +274,24 @@ def test_scatter_points_at_their_size():
     ax.set(xlim=(0, 4), ylim=(0, 4))
     fig.canvas.draw()
     x, y = ax.transData.transform((3, 3))
-    label = ax.text(*ax.transData.inverted().transform((x + 10, y)), "ring", va="center")
+    label = ax.text(*ax.transData.inverted().transform((x + 8, y)), "ring", va="center")
     assert _covers(fig) == {("ring", "Pareto front", "marker")}
     assert "is covered by a marker of scatter 'Pareto front' at (3, 3)" in describe(covered_texts(fig))
-    label.set_position(ax.transData.inverted().transform((x + 14, y)))   # 16 pt = 22 px: radius 11 px + edge
+    label.set_position(ax.transData.inverted().transform((x + 14, y)))   # 16 pt = 22 px: radius 11 px, edge
+    assert covered_texts(fig) == []                                       # 0.7 px, less the 1 pt inset
+
+
+def test_a_line_that_grazes_the_box_of_a_text_touches_no_letter():
+    """The preface's figure: "one 80 GiB accelerator" sits on its dashed line, 0.3 pt into its box (the
+    room for descenders it does not have); 2 pt into the box the line runs through the letters."""
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    ax.axhline(1, ls="--", lw=1, label="80 GiB")   # drawn 0.5 pt either side of y = 1
+    ax.set(xlim=(0, 4), ylim=(0, 2))
+    label = ax.annotate("one 80 GiB accelerator", (1, 1), xytext=(0, 0.5 - 0.3), textcoords="offset points",
+                        va="bottom")
     assert covered_texts(fig) == []
+    label.xyann = (0, 0.5 - 2)
+    assert _covers(fig) == {("one 80 GiB accelerator", "80 GiB", "line")}
 
 
 def test_a_legend_over_a_marker():
