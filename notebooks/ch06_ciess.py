@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -84,6 +84,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from myst_nb import glue  # numbers of this run quoted in the text
 
 from recsize.data import prepare
 from recsize.plots import log_axis
@@ -249,6 +250,7 @@ print(
     f"{result.seconds['search']:.1f}, "
     f"retraining {result.seconds['retrain']:.1f}"
 )
+glue("search_minutes", result.seconds["search"] / 60, display=False)
 
 # %%
 hist = result.history
@@ -277,6 +279,14 @@ axes[0].legend()
 fig.tight_layout()
 fig.savefig(out / "search_curve.png", dpi=120)
 plt.show()
+visited = [h["density"] for h in hist]
+glue("density_first", float(per_episode["density"][0]), display=False)
+glue("density_last", float(per_episode["density"][-1]), display=False)
+glue("density_min", float(min(visited)), display=False)
+glue("density_max", float(max(visited)), display=False)
+projected = [result.budgets[str(d)]["best"]["projected"] for d in densities]
+glue("n_projected", int(sum(projected)), display=False)
+glue("n_reached", len(densities) - int(sum(projected)), display=False)
 
 # %% [markdown]
 # The dashed lines are the budgets. The budget is not part of the reward. The authors' selection
@@ -315,10 +325,9 @@ for side, counts in (
 ):
     sizes = np.asarray(loosest[f"{side}_sizes"])
     rank_c, rank_s = np.argsort(np.argsort(counts)), np.argsort(np.argsort(sizes))
-    print(
-        f"{side}s: Spearman correlation of width and frequency "
-        f"{np.corrcoef(rank_c, rank_s)[0, 1]:+.2f}"
-    )
+    rho = float(np.corrcoef(rank_c, rank_s)[0, 1])
+    print(f"{side}s: Spearman correlation of width and frequency {rho:+.2f}")
+    glue(f"spearman_{side}", rho, display=False)
 
 # %% [markdown]
 # MDE (Chapter 4) *imposes* wider rows for popular entities. CIESS has the frequency in its state but is
@@ -369,6 +378,9 @@ for r in table:
         f"{r['method']:18s}{r['recall@20']:>10.4f}{r['ndcg@20']:>10.4f}"
         f"{r['parameters']:>12,}{r['compact_bytes'] / 1024:>13.1f}"
     )
+for r in table:  # recall_ciess_80, recall_es_80, ...: c in %, the method's first word
+    key = f"recall_{r['method'].split()[0]}_{100 * r['c']:.0f}"
+    glue(key, float(r["recall@20"]), display=False)
 _ = (out / "ciess.json").write_text(
     json.dumps({"result": result.to_dict(), "table": table}, indent=1)
 )
