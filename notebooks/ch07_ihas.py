@@ -113,11 +113,12 @@ split = split_ctr(data, seed=seed)
 print(data)
 print(split)
 relevant = 2
-for s in range(segments):
-    fields = [
-        data.fields[1 + (s * relevant + j) % (n_fields - 1)] for j in range(relevant)
-    ]
-    print(f"segment {s}: labels depend on {', '.join(fields)}")
+segment_fields = [  # the value fields (column numbers) each segment's labels depend on
+    [1 + (s * relevant + j) % (n_fields - 1) for j in range(relevant)]
+    for s in range(segments)
+]
+for s, fields in enumerate(segment_fields):
+    print(f"segment {s}: labels depend on {', '.join(data.fields[f] for f in fields)}")
 
 # %% [markdown]
 # ## 7.2 Gates and their regularisers
@@ -282,6 +283,13 @@ fig.colorbar(im, ax=ax, label="mean width")
 fig.tight_layout()
 fig.savefig(out / "cluster_widths.png", dpi=120)
 plt.show()
+own = []  # the share of a cluster's value-field widths on its segment's fields
+for k, s in enumerate(table.argmax(axis=1)):  # s: the segment cluster k serves most
+    own.append(widths[k, segment_fields[s]].sum() / max(widths[k, 1:].sum(), 1e-12))
+print("share of each cluster's value-field width on its segment's fields:")
+print(np.round(own, 2))
+glue("own_share_mean", float(np.mean(own)), display=False)
+glue("own_share_min", float(np.min(own)), display=False)
 
 # %% [markdown]
 # ## 7.6 Counting the budget with K models and a router
