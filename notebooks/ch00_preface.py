@@ -162,9 +162,11 @@ plt.show()
 # `jupytext-config set-default-viewer python`; saving writes both halves of the pair.
 #
 # The figures are checked as well: `recsize.plots.overlapping_texts(fig)` lists the texts of a figure
-# (tick labels, axis labels, titles, legends) that overlap or run into each other, and the tests run every
-# chapter with a matplotlib figure hook, `recsize.plots.fail_on_overlapping_texts`, that stops the
-# chapter at the `savefig` of such a figure.
+# (tick labels, axis labels, titles, legends) that overlap or run into each other,
+# `recsize.plots.covered_texts(fig)` the labels that its data hides (a text inside a plot under a marker
+# or crossed by a line, a legend over a marker), and the tests run every chapter with a matplotlib figure
+# hook, `recsize.plots.fail_on_overlapping_texts`, that stops the chapter at the `savefig` of such a
+# figure.
 #
 # ## Reproducibility
 #
