@@ -24,8 +24,9 @@
 # this chapter says plainly which design choices are ours.
 #
 # **What you need.** Chapters 3 (FM and DeepFM) and 4 (the budget language, masked and compact tables,
-# ES and MDE). Under a minute at the default parameters, on synthetic CTR data whose field importance
-# differs by segment; the full run adds more epochs and `benchmarks/ihas.py` runs ml-100k-ctr over seeds.
+# ES and MDE). About a minute at the default parameters, on synthetic CTR data whose field importance
+# differs by segment; the full run adds more epochs (two minutes on a shared 2-core CPU) and
+# `benchmarks/ihas.py` runs ml-100k-ctr over seeds.
 
 # %% tags=["parameters"]
 # Parameters (papermill): CI defaults; the full run is noted on each line.
