@@ -26,9 +26,10 @@
 #
 # **What you need.** Chapter 4 (masked and compact tables, budgets as densities, the ES / MR / MDE
 # baselines, element-wise masks and CSR storage, MagPrune in Section 4.8). MovieLens-100K in the cache.
-# About a minute at the default (CI) parameters with MF; the full run (LightGCN, warm start, search and
-# fine-tuning to convergence) takes about 25 minutes on one CPU thread, and `benchmarks/prune.py`
-# repeats it over seeds and budgets against MagPrune and ES at equal bytes.
+# About a minute at the default (CI) parameters with MF; the full run (LightGCN, a 20-epoch warm start
+# and search, fine-tuning for up to 100 epochs) takes much longer on one CPU thread (the note under the
+# title gives a published run's wall time), and `benchmarks/prune.py` repeats it over seeds and budgets,
+# to convergence, against MagPrune and ES at equal bytes.
 
 # %% tags=["parameters"]
 # Parameters (papermill): CI defaults; the full run is noted on each line.
