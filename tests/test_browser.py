@@ -342,6 +342,10 @@ def test_chapter_page(browser, book_html, chapter):
 
     found = [m for m in ERROR_MARKERS if m in page.html]
     assert not found, f"error output in the page: {found}"
+    # a Markdown table left as text, not rendered: a paragraph of pipes with a separator row (--- or, after
+    # smartquotes, an em dash) in it
+    raw_tables = re.findall(r"<p>\|[^<]*\|\s*(?:\u2014|-{3,})\s*\|", page.html)
+    assert not raw_tables, f"Markdown tables shown as raw text: {raw_tables[:2]}"
     assert not page.js_errors, f"JavaScript errors: {page.js_errors}"
     if page.math is not None:  # the formulas are typeset offline, not left as raw TeX
         total, typeset = page.math
