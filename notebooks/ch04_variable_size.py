@@ -766,23 +766,18 @@ Markdown(departures_table("magprune-tois"))
 # and `min_item` per seed. This cell runs nothing.
 
 # %%
-from recsize.search.compare import (
-    LABELS, grid_metric, merge_runs, paired_summary, run_files,
-)
+from recsize.search.compare import LABELS, load_grids, paired_summary
 
 mag = {"es-bytes": "ES, equal bytes", "magprune": "MagPrune, equal bytes",
        "magprune-tois": "TOIS, equal bytes",
        "magprune-params": "MagPrune, equal params",
        "magprune-tois-params": "TOIS, equal params"}
-for name in ("lightgcn20", "neumf", "deepfm"):
-    files = run_files(Path(stored_runs), f"prune_{name}")
-    if not files:
-        print(f"no stored grid prune_{name}_*.json in {stored_runs}")
-        continue
-    grid, settings = merge_runs(files)
-    metric = grid_metric(settings)
-    print(f"\n{settings[0]['backbone']}: test {LABELS[metric]}, mean over the seeds")
-    for row in paired_summary(grid, "es-bytes", metric, mag):
+grids = load_grids(Path(stored_runs), ("lightgcn20", "neumf", "deepfm"))
+if not grids:
+    print(f"no stored grid prune_*.json in {stored_runs}")
+for g in grids.values():
+    print(f"\n{g.backbone}: test {LABELS[g.metric]}, mean over the seeds")
+    for row in paired_summary(g.runs, "es-bytes", g.metric, mag):
         cells = list(row["cells"].values())
         kib = np.mean([r["bytes"] for r in cells]) / 1024
         kept = np.mean([r["kept"] for r in cells])

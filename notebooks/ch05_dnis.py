@@ -69,6 +69,7 @@ check_parameters(
 # %%
 import inspect
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -522,9 +523,10 @@ for r in table:
         f"{r['entries']:>9,}{r['kib']:>7.1f}{r['seconds']:>8.1f}"
     )
 print(f"DNIS search: {searched.seconds['total']:.1f} s, once for every budget")
-for i, r in enumerate(table):  # row i of the table: recall_i, ndcg_i, kib_i
+for r in table:  # glued as recall_<method>, e.g. recall_es_equal_bytes
+    name = re.sub(r"[^a-z0-9]+", "_", r["method"].lower()).strip("_")
     for key in ("recall@20", "ndcg@20", "kib"):
-        glue(f"{key.split('@')[0]}_{i}", float(r[key]), display=False)
+        glue(f"{key.split('@')[0]}_{name}", float(r[key]), display=False)
 _ = (out / "dnis.json").write_text(
     json.dumps(
         {
@@ -540,9 +542,11 @@ _ = (out / "dnis.json").write_text(
 # %% [markdown]
 # One seed and one budget, with every training capped (at CI parameters a handful of epochs, in the
 # full run 100): an illustration, not evidence. In the run on this page DNIS in place (the authors'
-# $|E|$) keeps {glue:text}`recall_0:.3f` Recall@20 in {glue:text}`kib_0:.1f` KiB, by $|\alpha E|$
-# {glue:text}`recall_1:.3f`, MagPrune {glue:text}`recall_4:.3f`, and ES at equal bytes
-# {glue:text}`recall_6:.3f` in {glue:text}`kib_6:.1f` KiB. The full runs below
+# $|E|$) keeps {glue:text}`recall_dnis_in_place_e_authors:.3f` Recall@20 in
+# {glue:text}`kib_dnis_in_place_e_authors:.1f` KiB, by $|\alpha E|$
+# {glue:text}`recall_dnis_in_place_alpha_e_hetu:.3f`, MagPrune
+# {glue:text}`recall_magprune_no_alpha:.3f`, and ES at equal bytes
+# {glue:text}`recall_es_equal_bytes:.3f` in {glue:text}`kib_es_equal_bytes:.1f` KiB. The full runs below
 # (`benchmarks/prune.py`: LightGCN and NeuMF on ml-100k, 8:1:1, and DeepFM on its CTR view;
 # $d_{max} = 64$, every training to convergence with early stopping, three seeds that share their splits across
 # methods) give the evidence; the cell reads the stored results and prints, per backbone and budget, each
@@ -550,20 +554,17 @@ _ = (out / "dnis.json").write_text(
 # at equal bytes with a 95 % interval.
 
 # %%
-from recsize.search.compare import grid_metric, merge_runs, paired_summary, run_files
+from recsize.search.compare import load_grids, paired_summary
 
 stored = Path("..") / "benchmarks" / "out"
 shown = ("dnis", "dnis-alpha", "dnis-table", "dnis-prefix", "magprune")
 shown += ("magprune-table", "pep")
 shown += ("mde-bytes", "es-bytes", "es")
-for name in ("lightgcn20", "lightgcn", "neumf", "deepfm"):  # lightgcn20: patience 20
-    files = run_files(stored, f"prune_{name}")
-    if not files:
-        continue
-    runs, settings = merge_runs(files)
-    metric = grid_metric(settings)
-    patience = settings[0]["patience"]
-    print(f"\n{name} on {settings[0]['dataset']}, test {metric}, patience {patience}")
+# lightgcn20: patience 20
+for name, g in load_grids(stored, ("lightgcn20", "lightgcn", "neumf", "deepfm")).items():
+    runs, metric, first = g.runs, g.metric, g.settings[0]
+    patience = first["patience"]
+    print(f"\n{name} on {first['dataset']}, test {metric}, patience {patience}")
     head = f"{'c':>4s} {'method':14s}{'per seed':>20s}{'mean':>8s}"
     print(head + "  vs es-bytes [95 % CI]")
     for row in paired_summary(runs, "es-bytes", metric, shown):

@@ -305,26 +305,25 @@ print(format_costs(search_costs(records)))
 # into the records of 8.3, so the same plot and cost table read them; this cell runs nothing.
 
 # %%
-from recsize.search.compare import grid_records, merge_runs, metrics_of, run_files
+from recsize.search.compare import grid_records, load_grids, metrics_of
 
 stored = Path(stored_runs)
+grids = load_grids(stored, ("lightgcn20", "neumf", "deepfm"))  # each read once
 shown = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "dnis-alpha")
-grids = {}
-for name in ("lightgcn20", "neumf", "deepfm"):
-    files = run_files(stored, f"prune_{name}")
-    if files:
-        runs, settings = merge_runs(files)
-        mine = grid_records(runs, settings)
-        grids[name] = [r for r in mine if r["method"] in (*shown, "ciess", "ihas")]
-if not grids:
+measured = {
+    name: [r for r in grid_records(g.runs, g.settings)
+           if r["method"] in (*shown, "ciess", "ihas")]
+    for name, g in grids.items()
+}
+if not measured:
     print(f"no stored grid in {stored}: run benchmarks/prune.py (Chapter 5)")
 else:
     fig, axes = plt.subplots(
-        len(grids), 1, figsize=(7.5, 4 * len(grids)), squeeze=False
+        len(measured), 1, figsize=(7.5, 4 * len(measured)), squeeze=False
     )
-    for ax, (name, mine) in zip(axes[:, 0], grids.items()):
-        n = len({r["seed"] for r in mine})
-        pareto_plot(mine, ax=ax, title=f"{mine[0]['backbone']}: {n} seeds, converged")
+    for ax, (name, mine) in zip(axes[:, 0], measured.items()):
+        n = len(grids[name].seeds)
+        pareto_plot(mine, ax=ax, title=f"{grids[name].backbone}: {n} seeds, converged")
     fig.tight_layout()
     fig.savefig(out / "pareto_measured.png", dpi=120)
     plt.show()
@@ -335,14 +334,14 @@ else:
 # four budgets. The runs shared two cores with up to four others, so the times compare only roughly.
 
 # %%
-if grids:
-    every = [r for mine in grids.values() for r in mine]
+if measured:
+    every = [r for mine in measured.values() for r in mine]
     print(format_costs(search_costs(every)))
-    for name, mine in grids.items():
+    for name, mine in measured.items():
         seconds = sum(r["search_seconds"] + r["retrain_seconds"] for r in mine)
-        n = len({r["seed"] for r in mine})
+        n = len(grids[name].seeds)
         print(
-            f"{mine[0]['backbone']}: these methods' grid {seconds / 3600:.1f} h "
+            f"{grids[name].backbone}: these methods' grid {seconds / 3600:.1f} h "
             f"of one core ({seconds / 60 / n:.0f} min per seed)"
         )
 
@@ -350,13 +349,13 @@ if grids:
 # Which points are on the front, per backbone (mean over seeds; Recall@20 for top-k, AUC for CTR):
 
 # %%
-for name, mine in grids.items():
+for name, mine in measured.items():
     metric = metrics_of(mine)[0]
     on = sorted(
         (p for p in pareto_points(mine, metric) if p["on_front"]),
         key=lambda p: p["compact_bytes"],
     )
-    print(mine[0]["backbone"])
+    print(grids[name].backbone)
     for p in on:
         c = 100 * p["sparsity"]
         kib = p["compact_bytes"] / 1024
@@ -372,20 +371,14 @@ for name, mine in grids.items():
 # reads the stored outputs; it runs nothing.
 
 # %%
-from recsize.search.compare import grid_metric, within_noise
+from recsize.search.compare import within_noise
 
 short = {"es-bytes": "ES", "mde-bytes": "MDE", "mr-bytes": "MR", "magprune": "MagPrune",
          "magprune-tois": "MagPrune/TOIS", "pep": "PEP", "dnis": "DNIS|E|",
          "dnis-alpha": "DNIS|aE|", "ciess": "CIESS", "ihas": "iHAS"}
-for name in ("lightgcn20", "neumf", "deepfm"):
-    files = run_files(stored, f"prune_{name}")
-    if not files:
-        continue
-    runs, settings = merge_runs(files)
-    metric = grid_metric(settings)
-    seeds = len({r["seed"] for r in runs})
-    print(f"\n{settings[0]['backbone']}, test {metric}, {seeds} seeds")
-    for row in within_noise(runs, metric, tuple(short)):
+for g in grids.values():
+    print(f"\n{g.backbone}, test {g.metric}, {len(g.seeds)} seeds")
+    for row in within_noise(g.runs, g.metric, tuple(short)):
         best = row["rows"][0]
         tied = [short[r["method"]] for r in row["rows"][1:] if r["tied"]]
         behind = [
@@ -414,15 +407,10 @@ from recsize.search.compare import paired_summary
 
 both = {"magprune": "MagPrune, bytes", "magprune-params": "MagPrune, params",
         "magprune-tois": "TOIS, bytes", "magprune-tois-params": "TOIS, params"}
-for name in ("lightgcn20", "neumf", "deepfm"):
-    files = run_files(stored, f"prune_{name}")
-    if not files:
-        continue
-    runs, settings = merge_runs(files)
-    metric = grid_metric(settings)
-    es = {(r["sparsity"], r["seed"]): r for r in runs if r["method"] == "es-bytes"}
-    print(f"\n{settings[0]['backbone']}, test {metric}: vs ES at equal bytes")
-    for row in paired_summary(runs, "es-bytes", metric, ("es-bytes", *both)):
+for g in grids.values():
+    es = {(r["sparsity"], r["seed"]): r for r in g.runs if r["method"] == "es-bytes"}
+    print(f"\n{g.backbone}, test {g.metric}: vs ES at equal bytes")
+    for row in paired_summary(g.runs, "es-bytes", g.metric, ("es-bytes", *both)):
         d, cells = row["delta"], row["cells"]
         if d is None:   # ES itself
             continue
@@ -567,13 +555,11 @@ for method, run in found.items():
 # the planted widths, for users and items, and the test Recall@20.
 
 # %%
-from recsize.search.compare import merge_runs, run_files
-
-planted_files = run_files(stored, "prune_planted_lightgcn")
-if not planted_files:
+planted = load_grids(stored, ("planted_lightgcn",))
+if not planted:
     print("no stored planted-truth run: run benchmarks/prune.py --dataset planted-100k")
 else:
-    p_runs, _ = merge_runs(planted_files)
+    p_runs = planted["planted_lightgcn"].runs
     head = f"{'c':>4s} {'method':10s}{'seeds':>6s}{'users':>8s}{'items':>8s}"
     print(head + f"{'Recall@20':>11s}")
     for key in sorted({(r["sparsity"], r["method"]) for r in p_runs}):

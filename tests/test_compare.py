@@ -330,6 +330,19 @@ def test_merge_runs_first_file_wins_and_refuses_other_protocols(tmp_path):
         merge_runs([a, c])
 
 
+def test_load_grids_merges_each_named_grid_once_and_leaves_out_missing_ones(tmp_path):
+    from recsize.search.compare import load_grids
+    _prune_file(tmp_path / "prune_x_a.json", 10, [("es", 0.9, 0, 0.30), ("es", 0.8, 2, 0.35)])
+    _prune_file(tmp_path / "prune_x_b.json", 10, [("es", 0.9, 1, 0.32)])
+    _prune_file(tmp_path / "prune_y_a.json", 10, [("es", 0.9, 0, 0.20)])
+    grids = load_grids(tmp_path, ("y", "none", "x"))
+    assert list(grids) == ["y", "x"]
+    x = grids["x"]
+    assert (x.name, x.backbone, x.metric, x.seeds) == ("x", "lightgcn", "recall@20", [0, 1, 2])
+    assert len(x.runs) == 3 and len(x.settings) == 2
+    assert load_grids(tmp_path / "absent", ("x",)) == {}
+
+
 def test_merge_reads_settings_older_files_lack_as_their_defaults(tmp_path):
     """A file written before the CIESS / iHAS settings existed merges with a new one run at their defaults,
     not with one run at other values, where both hold that method's cells: a method's own settings bind

@@ -586,6 +586,39 @@ def merge_runs(paths) -> tuple[list[dict], list[dict]]:
     return runs, settings
 
 
+@dataclass(frozen=True)
+class Grid:
+    """One stored ``benchmarks/prune.py`` grid, its files merged (:func:`merge_runs`): the cells
+    (``runs``), each file's ``settings``, and what every reader of it needs (headline metric, backbone,
+    seeds). Explained in Chapter 8."""
+    name: str
+    runs: list
+    settings: list
+
+    @property
+    def metric(self) -> str:
+        return grid_metric(self.settings)
+
+    @property
+    def backbone(self) -> str:
+        return self.settings[0]["backbone"]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({r["seed"] for r in self.runs})
+
+
+def load_grids(folder, names) -> dict[str, Grid]:
+    """The stored grids ``folder/prune_NAME_*.json`` (:func:`run_files`, :func:`merge_runs`) of ``names``,
+    in that order; a name without files is left out. Explained in Chapter 8."""
+    grids = {}
+    for name in names:
+        files = run_files(folder, f"prune_{name}")
+        if files:
+            grids[name] = Grid(name, *merge_runs(files))
+    return grids
+
+
 # a grid cell's wall times (benchmarks/prune.py): the stages its one search per seed spends, counted once
 # per seed (DNIS's "warm" is inside its "search"; iHAS searches per budget), and the per-cell retraining
 _SHARED_STAGES = ("dense", "reference", "search")
