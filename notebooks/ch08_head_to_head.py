@@ -94,6 +94,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from myst_nb import glue  # numbers of this run quoted in the text
 
 from recsize import budget
 from recsize.data import prepare
@@ -546,20 +547,29 @@ for method, run in found.items():
         f"{method:10s}{r.get('user', np.nan):>8.3f}{r.get('item', np.nan):>8.3f}"
         f"{test['recall@20']:>11.4f}"
     )
+    for side in ("user", "item"):
+        glue(f"truth_{method}_{side}", float(r.get(side, np.nan)), display=False)
+glue("planted_epochs", epochs, display=False)
 
 # %% [markdown]
-# ES's widths are equal (up to rounding) and MDE's follow popularity, so both sit near 0 here. At these
-# CI parameters the trained models are too short for the magnitudes to mean much; the full runs
+# ES's widths are equal (up to rounding) and MDE's follow popularity, so both sit near 0 here
+# (users {glue:text}`truth_es_user:+.3f` and {glue:text}`truth_mde_user:+.3f`, items
+# {glue:text}`truth_es_item:+.3f` and {glue:text}`truth_mde_item:+.3f` in the run on this page).
+# MagPrune's, read from the trained magnitudes, correlate with the planted ones by
+# {glue:text}`truth_magprune_user:+.3f` over users and {glue:text}`truth_magprune_item:+.3f` over
+# items, after trainings capped at
+# {glue:text}`planted_epochs:d` epochs (at CI parameters a few, where the magnitudes mean little):
+# one seed, one budget. The full runs
 # (`benchmarks/prune.py --dataset planted-100k`, LightGCN, every training to convergence) are read back
 # below: per budget and method, the mean Spearman correlation of the widths (kept entries per row) with
 # the planted widths, for users and items, and the test Recall@20.
 
 # %%
-planted = load_grids(stored, ("planted_lightgcn",))
-if not planted:
+planted_grid = load_grids(stored, ("planted_lightgcn",))
+if not planted_grid:
     print("no stored planted-truth run: run benchmarks/prune.py --dataset planted-100k")
 else:
-    p_runs = planted["planted_lightgcn"].runs
+    p_runs = planted_grid["planted_lightgcn"].runs
     head = f"{'c':>4s} {'method':10s}{'seeds':>6s}{'users':>8s}{'items':>8s}"
     print(head + f"{'Recall@20':>11s}")
     for key in sorted({(r["sparsity"], r["method"]) for r in p_runs}):
