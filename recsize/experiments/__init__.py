@@ -1,0 +1,15 @@
+"""Evidence as code: every grid the book quotes, declared once, stored as one record per cell, computed and
+reported by one runner. Explained in Chapter 8.
+
+* :mod:`~recsize.experiments.declare`: :class:`Experiment` and the registry :data:`EXPERIMENTS`;
+* :mod:`~recsize.experiments.records`: :class:`Cell`, one record per (method, budget, seed);
+* :mod:`~recsize.experiments.store`: ``evidence/NAME.jsonl``, read, write, add, missing;
+* :mod:`~recsize.experiments.migrate`: the benchmark outputs of ``benchmarks/out`` into the store;
+* :mod:`~recsize.experiments.cells`: how a seed's cells are computed (one dense model, one search per seed);
+* :mod:`~recsize.experiments.runner`: :func:`run`, resumable, seeds in parallel processes;
+* :mod:`~recsize.experiments.report`: :func:`report`, the per-budget table of an experiment.
+"""
+from .declare import EXPERIMENTS, Experiment, get, list_experiments
+from .records import Cell
+
+__all__ = ["EXPERIMENTS", "Cell", "Experiment", "get", "list_experiments"]
