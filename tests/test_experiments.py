@@ -142,3 +142,170 @@ def test_the_evidence_gives_the_tables_of_the_benchmark_files_exactly(name):
     fresh = stored_cells(name)           # the declaration still agrees with every file's settings
     assert _same([c.to_dict() for c in sorted(fresh, key=lambda c: c.key)], [c.to_dict() for c in cells])
     assert all(c.provenance["source"].startswith("benchmarks/out/" + name) for c in cells)
+
+
+def test_declaring_imports_no_torch_and_knows_every_backbone():
+    import subprocess
+    import sys
+
+    from recsize.backbones import CTR_BACKBONES, TOPK_BACKBONES
+    from recsize.experiments.declare import TASKS
+    assert TASKS == {**{b: "topk" for b in TOPK_BACKBONES}, **{b: "ctr" for b in CTR_BACKBONES}}
+    code = "import sys, recsize.experiments as e; e.cli_list(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+# --- runner: the cells of benchmarks/prune.py, bit for bit -------------------------------------------------
+
+def _without_seconds(runs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in runs]
+
+
+def _split_of(name, tiny_split, ctr_split):
+    return ctr_split if BEFORE["grids"][name]["settings"]["backbone"] == "fm" else tiny_split
+
+
+@pytest.mark.parametrize("name", ["mf", "lightgcn", "fm"])
+def test_the_runner_computes_the_cells_benchmarks_prune_computed_before_the_move(name, tiny_split, ctr_split,
+                                                                                 tmp_path):
+    """tests/data/experiments_prune_before.json holds the cells of benchmarks/prune.py before its cell logic
+    moved to recsize/experiments (mf: 9 methods, lightgcn stacked: 8, fm with iHAS: 2; 2 budgets, 2 epochs):
+    the runner gives the same cells, every value bit for bit, in the same order; a second run computes nothing."""
+    grid = BEFORE["grids"][name]
+    experiment = Experiment.from_settings(name, grid["settings"])
+    split = _split_of(name, tiny_split, ctr_split)
+    hooks = {"prepare": lambda *a, **k: split}
+    from recsize.experiments.runner import run
+    done = run(experiment, store=tmp_path, progress=False, stacked="--stacked" in grid["argv"], hooks=hooks)
+    assert json.dumps(_without_seconds([c.to_prune_run() for c in done])) == json.dumps(grid["runs"])
+    stored = store.read(experiment, tmp_path)
+    assert _same(sorted(_without_seconds([c.to_prune_run() for c in stored]), key=lambda r: (r["method"],
+                 r["sparsity"])), sorted(grid["runs"], key=lambda r: (r["method"], r["sparsity"])))
+    import torch
+
+    import recsize
+    prov = stored[0].provenance
+    assert prov["torch"] == torch.__version__ and prov["recsize"] == recsize.__version__ and prov["date"]
+    from recsize.experiments.records import code_commit
+    assert prov["device"] == "cpu" and prov["machine"] and prov["commit"] == code_commit() and prov["source"] is None
+    assert run(experiment, store=tmp_path, progress=False, hooks=hooks) == []     # resumed: nothing left
+
+
+def test_benchmarks_prune_is_a_wrapper_with_the_same_cells(ctr_split, monkeypatch, tmp_path):
+    import importlib
+    import sys
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    sys.modules.pop("prune", None)
+    prune = importlib.import_module("prune")
+    monkeypatch.setattr(prune, "prepare", lambda *a, **k: ctr_split)
+    grid = BEFORE["grids"]["fm"]
+    assert prune.main([*grid["argv"], "--out", str(tmp_path / "fm.json")]) == 0
+    data = json.loads((tmp_path / "fm.json").read_text())
+    assert json.dumps(_without_seconds(data["runs"])) == json.dumps(grid["runs"])
+    assert data["settings"] == grid["settings"]
+    assert len((ROOT / "benchmarks" / "prune.py").read_text().splitlines()) < 300
+
+
+def test_a_stopped_run_resumes_cell_by_cell(tiny_split, tmp_path):
+    from recsize.experiments.runner import run
+    grid = BEFORE["grids"]["mf"]
+    experiment = Experiment.from_settings("mf", {**grid["settings"], "methods": ["es-bytes", "magprune"]})
+    hooks = {"prepare": lambda *a, **k: tiny_split}
+    first = run(experiment, budgets=[0.9], store=tmp_path, progress=False, hooks=hooks)
+    assert [c.key for c in first] == [("es-bytes", 0.9, 0), ("magprune", 0.9, 0)]
+    rest = run(experiment, store=tmp_path, progress=False, hooks=hooks)
+    assert [c.key for c in rest] == [("es-bytes", 0.8, 0), ("magprune", 0.8, 0)]
+    want = [r for r in grid["runs"] if r["method"] in ("es-bytes", "magprune")]
+    got = [c.to_prune_run() for c in store.read(experiment, tmp_path)]
+    assert _same(sorted(_without_seconds(got), key=lambda r: (r["method"], r["sparsity"])),
+                 sorted(want, key=lambda r: (r["method"], r["sparsity"])))
+
+
+def tiny_prepare(dataset, protocol, seed, verbose=False):
+    """The tests' tiny split for every seed (a module function: the runner's worker processes import it)."""
+    from recsize.data import make_split, make_synthetic
+    return make_split(make_synthetic(n_users=60, n_items=80, mean_per_user=10, d_true=8, seed=0), "random-811", seed=0)
+
+
+def test_parallel_seeds_give_the_cells_of_one_process(tmp_path, capsys):
+    from recsize.experiments.runner import run
+    experiment = Experiment("two", "mf", "ml-100k", ("es-bytes",), sparsities=(0.9,), seeds=(0, 1), epochs=2,
+                            patience=1)
+    hooks = {"prepare": tiny_prepare}
+    alone = run(experiment, store=tmp_path / "one", progress=False, hooks=hooks)
+    both = run(experiment, jobs=2, store=tmp_path / "two", progress=False, hooks=hooks)
+    assert sorted(c.key for c in both) == [c.key for c in alone] == [("es-bytes", 0.9, 0), ("es-bytes", 0.9, 1)]
+    strip = lambda cells: [{**c.to_dict(), "seconds": None, "provenance": None} for c in cells]   # noqa: E731
+    assert _same(strip(store.read(experiment, tmp_path / "two")), strip(store.read(experiment, tmp_path / "one")))
+    assert alone[0].metrics != alone[1].metrics                       # two seeds, two initialisations
+
+
+def test_the_runner_refuses_bad_input_before_any_work(tmp_path):
+    from recsize.experiments.runner import run
+    with pytest.raises(ValueError, match="seed list is empty"):
+        run(TINY, seeds=[], store=tmp_path)
+    with pytest.raises(ValueError, match="method pep not declared by experiment tiny"):
+        run(TINY, methods=["pep"], store=tmp_path)
+    with pytest.raises(ValueError, match="seed 7 not declared"):
+        run(TINY, seeds=[7], store=tmp_path)
+    with pytest.raises(ValueError, match="jobs must be"):
+        run(TINY, jobs=0, store=tmp_path)
+    with pytest.raises(ValueError, match="LightGCN models only"):
+        run(TINY, stacked=True, store=tmp_path)
+    with pytest.raises(ValueError, match="not replaceable"):
+        run(TINY, hooks={"train": print}, store=tmp_path)
+    with pytest.raises(ValueError, match="unknown experiment"):
+        run("nope", store=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+# --- report and the command line's functions ---------------------------------------------------------------
+
+def test_the_report_names_the_experiment_and_pairs_the_seeds():
+    from recsize.experiments.report import report
+    text = report("prune_lightgcn20")
+    assert text.startswith("experiment prune_lightgcn20, 132 cells (132 declared, 0 missing), code commit not "
+                           "recorded (132 cells migrated from benchmarks/out)")
+    runs = [c.to_prune_run() for c in store.read("prune_lightgcn20")]
+    row = next(r for r in paired_summary(runs, "es-bytes", "recall@20") if (r["method"], r["sparsity"]) ==
+               ("magprune", 0.8))
+    d = row["delta"]
+    line = next(x for x in text.splitlines() if x.startswith("| 80 % | magprune |"))
+    assert f"{row['mean']:.4f}" in line and f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] (n = 3)" in line
+    assert "| 50 % | es-bytes | 0.3813 | 0.3856 | 0.3844 | 0.3838 |  |" in text
+    assert "test AUC" in report("prune_deepfm") and "no Δ: the experiment holds no es-bytes" in report(
+        "prune_cap1000_lightgcn")
+
+
+def test_the_report_of_computed_cells_names_their_commit(tiny_split, tmp_path):
+    from recsize.experiments.records import code_commit
+    from recsize.experiments.report import report
+    from recsize.experiments.runner import run
+    experiment = Experiment("one", "mf", "ml-100k", ("es-bytes",), sparsities=(0.9,), seeds=(0,), epochs=2)
+    assert "no cells stored" in report(experiment, tmp_path)
+    run(experiment, store=tmp_path, progress=False, hooks={"prepare": lambda *a, **k: tiny_split})
+    text = report(experiment, tmp_path)
+    commit = code_commit()
+    assert text.startswith("experiment one, 1 cells (1 declared, 0 missing), code commit "
+                           + (f"{commit[:10]} (1 cells)" if commit else "not recorded"))
+
+
+def test_the_command_line_functions(capsys):
+    from recsize.experiments import cli_list, cli_report, cli_run
+    listed = cli_list()
+    assert all(name in listed for name in EXPERIMENTS) and "132 of 132 cells stored" in listed
+    with pytest.raises(ValueError, match="unknown experiment 'nope': choose one of prune_lightgcn20"):
+        cli_run("nope")
+    with pytest.raises(ValueError, match="seed list is empty"):
+        cli_run("prune_planted1m", seeds=[])
+    with pytest.raises(ValueError, match="unknown method pepp for experiment prune_planted1m: choose from es-bytes"):
+        cli_run("prune_planted1m", methods=["pepp"])
+    with pytest.raises(ValueError, match="seed 5 not declared by experiment prune_planted1m"):
+        cli_run("prune_planted1m", seeds=[5])
+    assert cli_run("prune_planted1m") == 0            # every cell stored: nothing to compute
+    assert "prune_planted1m: 0 cells computed" in capsys.readouterr().out
+    everything = cli_report()
+    assert all(f"experiment {name}," in everything for name in EXPERIMENTS)
+    assert cli_report("prune_neumf").startswith("experiment prune_neumf, 169 cells")
+    with pytest.raises(ValueError, match="unknown experiment"):
+        cli_report("neumf")

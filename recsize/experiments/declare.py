@@ -18,6 +18,10 @@ MAGPRUNE_METHODS = ("magprune", "magprune-table", "magprune-tois", "magprune-par
 DNIS_METHODS = ("dnis", "dnis-alpha", "dnis-table", "dnis-prefix", "dnis-prefix-old", "dnis-joint")
 METHODS = (*MAGPRUNE_METHODS, "pep", "es", "es-bytes", "mde-bytes", "mr-bytes", *DNIS_METHODS, "ciess", "ihas")
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
+# each backbone's task (recsize.backbones' TOPK_BACKBONES / CTR_BACKBONES, named here so that declaring an
+# experiment imports no torch) and the method that applies to one task only
+TASKS = {"mf": "topk", "neumf": "topk", "ngcf": "topk", "lightgcn": "topk", "fm": "ctr", "deepfm": "ctr"}
+ONE_TASK = {"ciess": "topk", "ihas": "ctr"}
 # the keys of benchmarks/prune.py's settings, in its order; "dim" is Experiment.d_max
 SETTING_KEYS = ("dataset", "backbone", "seeds", "sparsities", "methods", "dim", "epochs", "patience", "prune_split",
                 "pep_epochs", "pep_init", "pep_scale", "pep_granularity", "quick", "ciess_episodes",
@@ -69,9 +73,8 @@ class Experiment:
     note: str = ""                   # what the grid is quoted for
 
     def __post_init__(self):
-        from ..search.compare import applicable_methods
-        from ..search.compare import _task as task
-        task(self.backbone)          # an unknown backbone: ValueError naming the known ones
+        if self.backbone not in TASKS:
+            raise ValueError(f"unknown backbone {self.backbone!r}: choose one of {', '.join(TASKS)}")
         set_ = lambda name, value: object.__setattr__(self, name, value)   # noqa: E731 (frozen)
         set_("methods", _names(self.methods, "methods"))
         set_("seeds", _seeds(self.seeds))
@@ -79,7 +82,7 @@ class Experiment:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(METHODS)}")
-        wrong = [m for m in self.methods if m in ("ciess", "ihas") and m not in applicable_methods(self.backbone)]
+        wrong = [m for m in self.methods if ONE_TASK.get(m, self.task) != self.task]
         if wrong:
             raise ValueError(f"{', '.join(wrong)} does not apply to backbone {self.backbone}: CIESS searches a "
                              "top-k model's widths, iHAS a CTR model's fields; drop it from methods")
@@ -100,6 +103,11 @@ class Experiment:
         if int(self.patience) != self.patience or self.patience < 0:
             raise ValueError(f"patience must be an integer >= 0, got {self.patience}")
 
+    @property
+    def task(self) -> str:
+        """``"topk"`` (Recall@20 / NDCG@20 by full ranking) or ``"ctr"`` (AUC / log loss)."""
+        return TASKS[self.backbone]
+
     def cells(self) -> list[tuple]:
         """Every declared cell as (method, sparsity, seed), seeds outermost, then budgets, then methods
         (the order in which :func:`~recsize.experiments.runner.run` computes them). Chapter 8."""
@@ -117,6 +125,17 @@ class Experiment:
     def to_dict(self) -> dict:
         """The declaration as plain JSON values (the header of its evidence file). Chapter 8."""
         return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_settings(cls, name: str, settings: dict, **fields_) -> Experiment:
+        """An experiment declared from the settings of a ``benchmarks/prune.py`` output (or its flags):
+        the inverse of :meth:`settings`; ``fields_`` adds others (``note``, ``subsets``). Chapter 8."""
+        values = {k: settings[k] for k in SETTING_KEYS if k in settings}
+        values["d_max"] = values.pop("dim", 64)
+        for key in ("methods", "sparsities", "seeds"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(name=name, **values, **fields_)
 
     @classmethod
     def from_dict(cls, data: dict) -> Experiment:

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 from ..files import MARK, NotReplaceable, UnreadableFile, atomic_write, check_replaceable
-from ..search.compare import differing_settings, run_setting
 from .declare import Experiment, get
 from .records import Cell
 
@@ -110,6 +109,7 @@ def write(experiment, cells, folder=None) -> Path:
     path = path_of(experiment, folder)
     head = _check_header(path, _lines(path), experiment.name, writing=True)
     if head is not None:
+        from ..search.compare import differing_settings, run_setting
         old = Experiment.from_dict(head["declaration"]).settings()
         differ = differing_settings(old, experiment.settings(), {c.method for c in cells})
         if differ:
