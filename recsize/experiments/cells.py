@@ -127,7 +127,7 @@ def ciess_run(found: dict) -> tuple[Stored, dict]:
 def ihas_run(run, dense: int) -> tuple[Stored, dict]:
     """An :class:`~recsize.search.ihas.IHASRun` as a :class:`Stored`: bytes and kept parameters as
     ``run_ihas`` counts them (K cluster tables, router, extra first-order tables; ``charge`` says which of
-    them the budget counted), best epoch and epochs the largest over the cluster models. Chapter 8."""
+    them the budget counted), best epoch and epochs the largest over the cluster models. Explained in Chapter 8."""
     b = run.budget
     total = {"dense": dense, "parameters": b["total_parameters"],
              "density": b["total_parameters"] * dense_bytes(1, 1) / dense}
@@ -140,7 +140,7 @@ def ihas_run(run, dense: int) -> tuple[Stored, dict]:
 
 
 def pep_config(experiment: Experiment) -> PEPConfig:
-    """PEP's settings of ``experiment`` (the authors' defaults unless it changes them). Chapter 8."""
+    """PEP's settings of ``experiment`` (the authors' defaults unless it changes them). Explained in Chapter 8."""
     return PEPConfig(granularity=experiment.pep_granularity, threshold_init=experiment.pep_init,
                      scale=experiment.pep_scale, search_epochs=experiment.pep_epochs)
 

@@ -105,12 +105,12 @@ class Experiment:
 
     @property
     def task(self) -> str:
-        """``"topk"`` (Recall@20 / NDCG@20 by full ranking) or ``"ctr"`` (AUC / log loss)."""
+        """``"topk"`` (Recall@20 / NDCG@20 by full ranking) or ``"ctr"`` (AUC / log loss). Explained in Chapter 8."""
         return TASKS[self.backbone]
 
     def cells(self) -> list[tuple]:
         """Every declared cell as (method, sparsity, seed), seeds outermost, then budgets, then methods
-        (the order in which :func:`~recsize.experiments.runner.run` computes them). Chapter 8."""
+        (the order in which :func:`~recsize.experiments.runner.run` computes them). Explained in Chapter 8."""
         narrow = {m: (c, s) for m, c, s in self.subsets}
         return [(m, c, s) for s in self.seeds for c in self.sparsities for m in self.methods
                 if m not in narrow or (c in narrow[m][0] and s in narrow[m][1])]
@@ -123,13 +123,13 @@ class Experiment:
         return {k: values[k] for k in SETTING_KEYS}
 
     def to_dict(self) -> dict:
-        """The declaration as plain JSON values (the header of its evidence file). Chapter 8."""
+        """The declaration as plain JSON values (the header of its evidence file). Explained in Chapter 8."""
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_settings(cls, name: str, settings: dict, **fields_) -> Experiment:
         """An experiment declared from the settings of a ``benchmarks/prune.py`` output (or its flags):
-        the inverse of :meth:`settings`; ``fields_`` adds others (``note``, ``subsets``). Chapter 8."""
+        the inverse of :meth:`settings`; ``fields_`` adds others (``note``, ``subsets``). Explained in Chapter 8."""
         values = {k: settings[k] for k in SETTING_KEYS if k in settings}
         values["d_max"] = values.pop("dim", 64)
         for key in ("methods", "sparsities", "seeds"):

@@ -47,7 +47,7 @@ def stored_cells(experiment, out=OUT) -> list[Cell]:
     """The cells of ``out/NAME_*.json`` (:func:`~recsize.search.compare.run_files`, merged by
     :func:`~recsize.search.compare.merge_runs`) as :class:`~recsize.experiments.records.Cell` of the
     declared ``experiment``, in the merged order, each with its file's provenance. A file computed with
-    other settings than the declaration, or a cell outside it, raises ValueError. Chapter 8."""
+    other settings than the declaration, or a cell outside it, raises ValueError. Explained in Chapter 8."""
     experiment = experiment if isinstance(experiment, Experiment) else get(experiment)
     files = run_files(out, experiment.name)
     if not files:
@@ -75,7 +75,7 @@ def stored_cells(experiment, out=OUT) -> list[Cell]:
 
 def migrate(experiment, out=OUT, folder=None) -> list[Cell]:
     """Write ``experiment``'s stored benchmark cells (:func:`stored_cells`) to its evidence file
-    (:func:`recsize.experiments.store.write`, the whole file at once) and return them. Chapter 8."""
+    (:func:`recsize.experiments.store.write`, the whole file at once) and return them. Explained in Chapter 8."""
     cells = stored_cells(experiment, out)
     store.write(experiment, cells, folder)
     return cells
@@ -92,6 +92,8 @@ def migrate_all(names=None, out=OUT, folder=None) -> dict[str, int]:
 
 
 def main(argv=None) -> int:
+    """``python -m recsize.experiments.migrate [NAME ...]``: migrate and say how many cells each grid has.
+    Explained in Chapter 8."""
     names = list(sys.argv[1:] if argv is None else argv) or None
     for name, n in migrate_all(names).items():
         print(f"{name}: {n} cells -> {store.path_of(name)}")

@@ -50,7 +50,7 @@ class Cell:
 
     @property
     def key(self) -> tuple:
-        """(method, sparsity, seed): what identifies the cell in its experiment."""
+        """(method, sparsity, seed): what identifies the cell in its experiment. Explained in Chapter 8."""
         return (self.method, self.sparsity, self.seed)
 
     def to_dict(self) -> dict:
@@ -59,7 +59,7 @@ class Cell:
 
     @classmethod
     def from_dict(cls, data: dict) -> Cell:
-        """The inverse of :meth:`to_dict`; a missing or unknown field raises ValueError. Chapter 8."""
+        """The inverse of :meth:`to_dict`; a missing or unknown field raises ValueError. Explained in Chapter 8."""
         names = [f.name for f in fields(cls)]
         unknown = sorted(set(data) - set(names))
         missing = [n for n in names[:9] if n not in data]

@@ -23,7 +23,7 @@ def _pct(c: float) -> str:
 
 
 def metric_of(experiment: Experiment) -> str:
-    """The headline metric of an experiment's cells: Recall@20 (top-k), AUC (CTR). Chapter 8."""
+    """The headline metric of an experiment's cells: Recall@20 (top-k), AUC (CTR). Explained in Chapter 8."""
     from ..search.compare import METRICS
     return METRICS[experiment.task][0]
 

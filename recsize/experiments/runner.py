@@ -28,9 +28,11 @@ class Evidence:
         self.folder = None if folder is None else Path(folder)
 
     def read(self, experiment) -> list[Cell]:
+        """The stored cells (:func:`recsize.experiments.store.read`). Explained in Chapter 8."""
         return evidence.read(experiment, self.folder)
 
     def add(self, experiment, cell: Cell) -> None:
+        """Store one cell at once (:func:`recsize.experiments.store.add`). Explained in Chapter 8."""
         evidence.add(experiment, cell, self.folder)
 
 
@@ -108,7 +110,7 @@ def run(experiment, seeds=None, methods=None, budgets=None, device: str = "cpu",
     settings = {**experiment.settings(), **provenance(device)}
     done: list[Cell] = []
 
-    def keep(r: dict) -> None:
+    def _keep(r: dict) -> None:
         cell = Cell.from_prune_run(r, settings, experiment)
         store.add(experiment, cell)
         done.append(cell)
@@ -119,7 +121,7 @@ def run(experiment, seeds=None, methods=None, budgets=None, device: str = "cpu",
         if jobs == 1 or len(todo) <= 1:
             for seed, pending in todo.items():
                 for r in seed_cells(experiment, seed, pending, device, stacked, progress, hooks):
-                    keep(r)
+                    _keep(r)
             return done
         context = multiprocessing.get_context("spawn")
         with context.Manager() as manager, ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context) as pool:
@@ -128,13 +130,13 @@ def run(experiment, seeds=None, methods=None, budgets=None, device: str = "cpu",
                        for seed, pending in todo.items()]
             while True:
                 try:
-                    keep(out.get(timeout=0.5)[1])
+                    _keep(out.get(timeout=0.5)[1])
                 except queues.Empty:
                     if all(f.done() for f in futures):
                         break
             wait(futures)
             while not out.empty():   # whatever arrived after the last look
-                keep(out.get()[1])
+                _keep(out.get()[1])
             for f in futures:        # a failed seed: its finished cells are stored, then its error is raised
                 f.result()
         return done
