@@ -45,7 +45,7 @@ offsets and padding, so it holds slightly *more* than 1 - c of the dense bytes: 
   leave no room in is skipped with one line.
 
 The full comparison of issue 14 (Chapter 8), one command per backbone, resumable and mergeable (each
-file a protocol, ``recsize.search.compare.RUN_SETTINGS``; ``benchmarks/report.py`` merges
+file a protocol, ``recsize.experiments.declare.RUN_SETTINGS``; ``benchmarks/report.py`` merges
 ``out/PREFIX_*.json``, pairs the seeds against es-bytes and adds each method's AUKC,
 ``recsize.search.compare.aukc``):
 
@@ -86,12 +86,11 @@ from common import machine
 from recsize.data import prepare
 from recsize.experiments import Cell, Experiment
 from recsize.experiments.cells import pep_config
-from recsize.experiments.declare import METHODS, SPARSITIES
+from recsize.experiments.declare import METHODS, SPARSITIES, differing_settings, run_setting
 from recsize.experiments.runner import run
 from recsize.files import write_json
 from recsize.search.ciess import run_ciess
-from recsize.search.compare import LABELS, LOWER_IS_BETTER, METRICS, _task, applicable_methods, differing_settings, \
-    run_setting
+from recsize.search.compare import LABELS, LOWER_IS_BETTER, METRICS, _task, applicable_methods
 
 OUT = Path(__file__).resolve().parent / "out" / "prune.json"
 # the settings (flags) that make an experiment (Experiment.from_settings), in the order of its output's

@@ -577,7 +577,7 @@ PRUNE_NAMES = {"dnis": "DNIS in place, \\|E\\| (authors)", "dnis-alpha": "DNIS i
 def load_prune(prefix: str, out: Path = OUT) -> tuple[list[dict], list[dict]]:
     """Every cell of ``out/PREFIX_*.json`` (the parallel runs of ``benchmarks/prune.py``; the first file
     holding a (method, c, seed) cell wins; ``*_seed0.json`` probes are left out) and their settings."""
-    from recsize.search.compare import merge_runs, run_files
+    from recsize.experiments.migrate import merge_runs, run_files
     return merge_runs(run_files(out, prefix))
 
 

@@ -2,8 +2,6 @@
 Pareto front, the plot, progress and bad inputs. Tiny synthetic data and tiny schedules only."""
 from __future__ import annotations
 
-import json
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -304,67 +302,6 @@ def test_width_correlations_against_the_planted_truth_and_popularity():
     assert by_popularity["popularity"] == pytest.approx({"item": 1.0, "item_mlp": 1.0})
     assert abs(by_popularity["truth"]["item"]) < 0.3                   # popularity does not give the truth
     assert width_correlations({"item": counts["item"][:-1]}, split) == {"truth": {}, "popularity": {}}
-
-
-def _prune_file(path, patience, cells):
-    settings = {"backbone": "lightgcn", "dataset": "ml-100k", "dim": 64, "epochs": 300, "patience": patience,
-                "prune_split": "global", "pep_epochs": 300, "pep_init": -15.0, "pep_scale": 1.0,
-                "pep_granularity": "feature_dim", "quick": False}
-    runs = [{"method": m, "sparsity": c, "seed": s, "recall@20": v} for m, c, s, v in cells]
-    path.write_text(json.dumps({"settings": settings, "machine": "test", "runs": runs}))
-    return path
-
-
-def test_merge_runs_first_file_wins_and_refuses_other_protocols(tmp_path):
-    from recsize.search.compare import merge_runs, run_files
-    a = _prune_file(tmp_path / "prune_x_a.json", 10, [("es", 0.9, 0, 0.30), ("magprune", 0.9, 0, 0.31)])
-    b = _prune_file(tmp_path / "prune_x_b.json", 10, [("es", 0.9, 0, 0.99), ("es", 0.9, 1, 0.32)])
-    _prune_file(tmp_path / "prune_x_seed0.json", 10, [("es", 0.9, 2, 0.5)])     # a probe: left out
-    assert run_files(tmp_path, "prune_x") == [a, b]
-    runs, settings = merge_runs([a, b])
-    assert sorted((r["method"], r["seed"], r["recall@20"]) for r in runs) == [
-        ("es", 0, 0.30), ("es", 1, 0.32), ("magprune", 0, 0.31)]
-    assert [s["file"] for s in settings] == ["prune_x_a.json", "prune_x_b.json"]
-    c = _prune_file(tmp_path / "prune_x_c.json", 20, [("es", 0.9, 2, 0.33)])
-    with pytest.raises(ValueError, match=r"prune_x_c.json .*patience 10 vs 20"):
-        merge_runs([a, c])
-
-
-def test_load_grids_merges_each_named_grid_once_and_leaves_out_missing_ones(tmp_path):
-    from recsize.search.compare import load_grids
-    _prune_file(tmp_path / "prune_x_a.json", 10, [("es", 0.9, 0, 0.30), ("es", 0.8, 2, 0.35)])
-    _prune_file(tmp_path / "prune_x_b.json", 10, [("es", 0.9, 1, 0.32)])
-    _prune_file(tmp_path / "prune_y_a.json", 10, [("es", 0.9, 0, 0.20)])
-    grids = load_grids(tmp_path, ("y", "none", "x"))
-    assert list(grids) == ["y", "x"]
-    x = grids["x"]
-    assert (x.name, x.backbone, x.metric, x.seeds) == ("x", "lightgcn", "recall@20", [0, 1, 2])
-    assert len(x.runs) == 3 and len(x.settings) == 2
-    assert load_grids(tmp_path / "absent", ("x",)) == {}
-
-
-def test_merge_reads_settings_older_files_lack_as_their_defaults(tmp_path):
-    """A file written before the CIESS / iHAS settings existed merges with a new one run at their defaults,
-    not with one run at other values, where both hold that method's cells: a method's own settings bind
-    only files that hold it."""
-    from recsize.search.compare import SETTING_DEFAULTS, merge_runs, setting_method
-    old = _prune_file(tmp_path / "prune_x_a.json", 10, [("es-bytes", 0.9, 0, 0.30), ("ciess", 0.8, 0, 0.2)])
-    new = _prune_file(tmp_path / "prune_x_b.json", 10, [("ciess", 0.9, 0, 0.31)])
-    data = json.loads(new.read_text())
-    data["settings"].update(SETTING_DEFAULTS)
-    new.write_text(json.dumps(data))
-    runs, _ = merge_runs([old, new])
-    assert [r["method"] for r in runs] == ["es-bytes", "ciess", "ciess"]
-    data["settings"]["ciess_episodes"] = 2
-    new.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"ciess_episodes 30 vs 2"):
-        merge_runs([old, new])
-    data["settings"]["ihas_charge"] = "embeddings"           # neither file holds iHAS cells: no conflict
-    data["settings"]["ciess_episodes"] = 30
-    new.write_text(json.dumps(data))
-    assert len(merge_runs([old, new])[0]) == 3
-    assert (setting_method("pep_init"), setting_method("ihas_charge"), setting_method("patience")) == ("pep", "ihas",
-                                                                                                      None)
 
 
 def _aukc_runs():

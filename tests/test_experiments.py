@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from recsize.experiments import EXPERIMENTS, Cell, Experiment, get, list_experiments, store
-from recsize.experiments.migrate import OUT, stored_cells
+from recsize.experiments.migrate import OUT, merge_runs, run_files, stored_cells
 from recsize.files import NotReplaceable
-from recsize.search.compare import aukc, grid_metric, merge_runs, paired_summary, run_files, within_noise
+from recsize.search.compare import aukc, grid_metric, paired_summary, within_noise
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = json.loads((ROOT / "tests" / "data" / "experiments_prune_before.json").read_text())
@@ -143,6 +143,74 @@ def test_the_evidence_gives_the_tables_of_the_benchmark_files_exactly(name):
     undated = lambda cs: [{**c.to_dict(), "provenance": {**c.provenance, "date": None}} for c in cs]  # noqa: E731
     assert _same(undated(sorted(fresh, key=lambda c: c.key)), undated(cells))   # re-migrate when this fails
     assert all(c.provenance["source"].startswith("benchmarks/out/" + name) for c in cells)
+
+
+def _prune_file(path, patience, cells):
+    settings = {"backbone": "lightgcn", "dataset": "ml-100k", "dim": 64, "epochs": 300, "patience": patience,
+                "prune_split": "global", "pep_epochs": 300, "pep_init": -15.0, "pep_scale": 1.0,
+                "pep_granularity": "feature_dim", "quick": False}
+    runs = [{"method": m, "sparsity": c, "seed": s, "recall@20": v} for m, c, s, v in cells]
+    path.write_text(json.dumps({"settings": settings, "machine": "test", "runs": runs}))
+    return path
+
+
+def test_merge_runs_first_file_wins_and_refuses_other_protocols(tmp_path):
+    a = _prune_file(tmp_path / "prune_x_a.json", 10, [("es", 0.9, 0, 0.30), ("magprune", 0.9, 0, 0.31)])
+    b = _prune_file(tmp_path / "prune_x_b.json", 10, [("es", 0.9, 0, 0.99), ("es", 0.9, 1, 0.32)])
+    _prune_file(tmp_path / "prune_x_seed0.json", 10, [("es", 0.9, 2, 0.5)])     # a probe: left out
+    assert run_files(tmp_path, "prune_x") == [a, b]
+    runs, settings = merge_runs([a, b])
+    assert sorted((r["method"], r["seed"], r["recall@20"]) for r in runs) == [
+        ("es", 0, 0.30), ("es", 1, 0.32), ("magprune", 0, 0.31)]
+    assert [s["file"] for s in settings] == ["prune_x_a.json", "prune_x_b.json"]
+    c = _prune_file(tmp_path / "prune_x_c.json", 20, [("es", 0.9, 2, 0.33)])
+    with pytest.raises(ValueError, match=r"prune_x_c.json .*patience 10 vs 20"):
+        merge_runs([a, c])
+
+
+def test_merge_reads_settings_older_files_lack_as_their_defaults(tmp_path):
+    """A file written before the CIESS / iHAS settings existed merges with a new one run at their defaults,
+    not with one run at other values, where both hold that method's cells: a method's own settings bind
+    only files that hold it."""
+    from recsize.experiments.declare import SETTING_DEFAULTS, setting_method
+    old = _prune_file(tmp_path / "prune_x_a.json", 10, [("es-bytes", 0.9, 0, 0.30), ("ciess", 0.8, 0, 0.2)])
+    new = _prune_file(tmp_path / "prune_x_b.json", 10, [("ciess", 0.9, 0, 0.31)])
+    data = json.loads(new.read_text())
+    data["settings"].update(SETTING_DEFAULTS)
+    new.write_text(json.dumps(data))
+    runs, _ = merge_runs([old, new])
+    assert [r["method"] for r in runs] == ["es-bytes", "ciess", "ciess"]
+    data["settings"]["ciess_episodes"] = 2
+    new.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"ciess_episodes 30 vs 2"):
+        merge_runs([old, new])
+    data["settings"]["ihas_charge"] = "embeddings"           # neither file holds iHAS cells: no conflict
+    data["settings"]["ciess_episodes"] = 30
+    new.write_text(json.dumps(data))
+    assert len(merge_runs([old, new])[0]) == 3
+    assert (setting_method("pep_init"), setting_method("ihas_charge"), setting_method("patience")) == ("pep", "ihas",
+                                                                                                      None)
+
+
+# --- grids: what the chapters, the README tables and the tests read ---------------------------------------
+
+def test_load_grids_reads_the_store_and_leaves_out_experiments_without_cells(tmp_path):
+    from recsize.experiments import load_grids
+    migrated = {"machine": "old box", "source": "benchmarks/out/tiny_b.json"}
+    cells = [cell("magprune", 0.9, 1), cell("es-bytes", 0.8, 0), cell("es-bytes", 0.9, 0)]
+    cells[0].provenance.update(migrated)
+    cells[2].provenance.update({**migrated, "source": "benchmarks/out/tiny_a.json"})
+    store.write(TINY, cells, tmp_path)
+    grids = load_grids(("tiny", "absent"), tmp_path)
+    assert list(grids) == ["tiny"] and load_grids("absent", tmp_path) == {}
+    g = grids["tiny"]
+    assert (g.name, g.backbone, g.metric, g.seeds, g.experiment) == ("tiny", "mf", "recall@20", [0, 1], TINY)
+    assert g.runs == [c.to_prune_run() for c in (cells[2], cells[0], cells[1])]     # by origin: the files first
+    assert [(s["file"], s["machine"]) for s in g.settings] == [("tiny_a.json", "old box"), ("tiny_b.json", "old box"),
+                                                               (None, "here")]
+    assert all(s["patience"] == 1 and s["dim"] == 64 and s["dataset"] == "ml-100k" for s in g.settings)
+    light = load_grids(["prune_lightgcn20"])["prune_lightgcn20"]      # the repository's evidence/
+    assert (light.metric, light.backbone, light.seeds, len(light.runs)) == ("recall@20", "lightgcn", [0, 1, 2], 132)
 
 
 def test_declaring_imports_no_torch_and_knows_every_backbone():

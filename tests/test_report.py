@@ -145,7 +145,8 @@ def test_chapter_5_quotes_the_stored_neumf_mf_and_overlap_runs():
     """The numbers of Chapter 5's NeuMF / MF bullet are the stored runs' (prune_neumf_*.json means over
     seeds, prune_mf_seed0.json, overlap.json), rounded as quoted."""
     import numpy as np
-    from recsize.search.compare import merge_runs, paired_summary, run_files
+    from recsize.search.compare import paired_summary
+    from recsize.experiments.migrate import merge_runs, run_files
     text = _prose("ch05_dnis")
     out = ROOT / "benchmarks" / "out"
     runs, _ = merge_runs(run_files(out, "prune_neumf"))
@@ -246,7 +247,8 @@ def test_ihas_breakdown_merges_the_seed_files_and_pairs_them_with_es(tmp_path):
 def test_chapter_5_quotes_the_stored_joint_block_run():
     """Chapter 5.8's joint-ranking paragraph quotes the LightGCN grid's dnis-joint and dnis cells (three
     seeds each, paired), rounded as quoted, and every paired interval spans 0 as the text says."""
-    from recsize.search.compare import merge_runs, paired_summary, run_files
+    from recsize.search.compare import paired_summary
+    from recsize.experiments.migrate import merge_runs, run_files
     text = " ".join(_prose("ch05_dnis").split())
     runs, _ = merge_runs(run_files(ROOT / "benchmarks" / "out", "prune_lightgcn20"))
     cs = (0.5, 0.8, 0.9, 0.95)
@@ -272,7 +274,8 @@ def test_chapter_5_quotes_the_stored_joint_block_run():
 
 def test_chapter_5_quotes_the_stored_pep_deepfm_and_alpha_runs():
     """Chapter 5's PEP, DeepFM and alpha bullets quote the merged prune_* runs (three seeds), rounded as quoted."""
-    from recsize.search.compare import merge_runs, paired_difference, paired_summary, run_files
+    from recsize.search.compare import paired_difference, paired_summary
+    from recsize.experiments.migrate import merge_runs, run_files
     text = " ".join(_prose("ch05_dnis").split())
     out = ROOT / "benchmarks" / "out"
 
@@ -303,7 +306,8 @@ def test_chapter_5_quotes_the_stored_pep_deepfm_and_alpha_runs():
 def test_chapter_4_quotes_the_stored_pep_levels_and_prune_runs():
     """Chapter 4's PEP paragraph quotes benchmarks/out/pep_levels.json (kept fractions at the authors'
     scale, the 50 % budget's fraction) and the LightGCN patience-20 grid (three seeds), rounded as quoted."""
-    from recsize.search.compare import merge_runs, paired_summary, run_files
+    from recsize.search.compare import paired_summary
+    from recsize.experiments.migrate import merge_runs, run_files
     text = " ".join(_prose("ch04_variable_size").split())
     out = ROOT / "benchmarks" / "out"
     levels = {r["backbone"]: r for r in json.loads((out / "pep_levels.json").read_text())["runs"] if r["scale"] == 1}
@@ -326,7 +330,8 @@ def test_chapter_4_quotes_the_stored_pep_levels_and_prune_runs():
 def test_chapter_8_verdict_counts_come_from_the_stored_grids():
     """Chapter 8's "what to use when" counts (best free baseline per cell, the other within the noise) are
     what ``within_noise`` reads off the stored three-seed grids."""
-    from recsize.search.compare import grid_metric, merge_runs, run_files, within_noise
+    from recsize.search.compare import grid_metric, within_noise
+    from recsize.experiments.migrate import merge_runs, run_files
     text = " ".join(_prose("ch08_head_to_head").split())
     out = ROOT / "benchmarks" / "out"
     fair = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "magprune-tois", "pep", "dnis", "dnis-alpha",
@@ -348,7 +353,8 @@ def test_chapter_8_verdict_counts_come_from_the_stored_grids():
 def test_chapter_8_quotes_the_stored_grid_costs_and_the_stacked_speedups():
     """Chapter 8's cost paragraph: the grids' hours of one core as Section 8.6 computes them from the stored
     runs (grid_records, the methods it shows), and benchmarks/out/stacked.json's speed-ups, as quoted."""
-    from recsize.search.compare import grid_records, merge_runs, run_files
+    from recsize.search.compare import grid_records
+    from recsize.experiments.migrate import merge_runs, run_files
     text = " ".join(_prose("ch08_head_to_head").split())
     out = ROOT / "benchmarks" / "out"
     shown = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "dnis-alpha", "ciess", "ihas")
@@ -408,7 +414,8 @@ def test_chapter_8_and_the_benchmarks_readme_quote_ciess_on_the_planted_data():
     """CIESS in the planted-truth grid (prune_planted_lightgcn_*): its Spearman with the truth, AUKC and its
     90 % cell against ES, as Chapter 8.8 and benchmarks/README.md quote them."""
     import numpy as np
-    from recsize.search.compare import aukc, merge_runs, paired_summary, run_files
+    from recsize.search.compare import aukc, paired_summary
+    from recsize.experiments.migrate import merge_runs, run_files
     runs, _ = merge_runs(run_files(ROOT / "benchmarks" / "out", "prune_planted_lightgcn"))
     ciess = [r for r in runs if r["method"] == "ciess"]
     assert len(ciess) == 12 and {r["seed"] for r in ciess} == {0, 1, 2}
@@ -451,7 +458,7 @@ def test_the_planted_1m_probe_is_quoted_as_stored():
 def test_the_timed_verdict_seeds_are_quoted_as_stored():
     """benchmarks/README.md's reading of out/verdictrun_*.json: CPU minutes per seed, the LightGCN seed equal
     to the stored grid, the DeepFM differences as quoted."""
-    from recsize.search.compare import merge_runs, run_files
+    from recsize.experiments.migrate import merge_runs, run_files
     out = ROOT / "benchmarks" / "out"
     runs = {f.stem: json.loads(f.read_text()) for f in sorted(out.glob("verdictrun_*.json"))}
     cpu = [d["process"]["cpu_seconds"] / 60 for d in runs.values()]
@@ -480,7 +487,7 @@ def test_the_timed_verdict_seeds_are_quoted_as_stored():
 def test_the_capped_cells_quote_their_1000_epoch_reruns():
     """Every cell of the LightGCN patience-20 grid that ran to the 300-epoch cap was rerun with a cap of 1,000
     (prune_cap1000_lightgcn_*.json): each stopped by patience below 1,000, and the CIESS one as quoted."""
-    from recsize.search.compare import merge_runs, run_files
+    from recsize.experiments.migrate import merge_runs, run_files
     out = ROOT / "benchmarks" / "out"
     grid, settings = merge_runs(run_files(out, "prune_lightgcn20"))
     capped = {(r["method"], r["sparsity"], r["seed"]) for r in grid if r["epochs"] >= settings[0]["epochs"]}
@@ -515,7 +522,8 @@ def _ciess_runs(out, pattern):
 def _ciess_against_es(prefix: str):
     """A converged grid's cells (``out/PREFIX_*.json``), CIESS's and ES's rows paired against ES, and their
     means at c = 50 / 80 / 90 / 95 % as quoted ("a / b / c / d")."""
-    from recsize.search.compare import merge_runs, paired_summary, run_files
+    from recsize.search.compare import paired_summary
+    from recsize.experiments.migrate import merge_runs, run_files
     runs, _ = merge_runs(run_files(ROOT / "benchmarks" / "out", prefix))
     rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20", ("ciess", "es-bytes"))}
     quote = lambda m: " / ".join(f"{rows[m, c]['mean']:.3f}" for c in (0.5, 0.8, 0.9, 0.95))   # noqa: E731
@@ -608,7 +616,8 @@ def test_chapter_8_quotes_the_stored_ciess_and_ihas_grid_cells():
     """Chapter 8's "no search beats them" bullet: CIESS and iHAS in the converged grids (prune_lightgcn20_*,
     prune_deepfm_*), paired against ES at equal bytes, rounded as quoted."""
     import numpy as np
-    from recsize.search.compare import merge_runs, paired_summary, run_files
+    from recsize.search.compare import paired_summary
+    from recsize.experiments.migrate import merge_runs, run_files
     text = " ".join(_prose("ch08_head_to_head").split())
     out = ROOT / "benchmarks" / "out"
     _, rows, ciess, es = _ciess_against_es("prune_lightgcn20")
@@ -675,7 +684,8 @@ def test_chapter_6_quotes_the_stored_paper_schedule_run():
 
 def _magprune_cells(out, name: str) -> tuple[dict, str]:
     """Mean test metric per (method, sparsity) and the per-seed cells of a stored grid (Chapter 4.8)."""
-    from recsize.search.compare import grid_metric, merge_runs, paired_summary, run_files
+    from recsize.search.compare import grid_metric, paired_summary
+    from recsize.experiments.migrate import merge_runs, run_files
     runs, settings = merge_runs(run_files(out, f"prune_{name}"))
     metric = grid_metric(settings)
     rows = paired_summary(runs, "es-bytes", metric)

@@ -28,6 +28,41 @@ SETTING_KEYS = ("dataset", "backbone", "seeds", "sparsities", "methods", "dim", 
                 "ciess_iterations", "ciess_iteration_batches", "ciess_top_l", "ciess_reward", "ciess_lam",
                 "ihas_charge", "ihas_clusters", "ihas_search_epochs", "ihas_layout", "ihas_cluster_init")
 
+# the settings that change a cell's numbers: two sets of cells (files, a declaration and its stored cells)
+# agree on them or are not the same protocol
+RUN_SETTINGS = ("backbone", "dataset", "dim", "epochs", "patience", "prune_split", "pep_epochs", "pep_init",
+                "pep_scale", "pep_granularity", "quick", "ciess_episodes", "ciess_iterations",
+                "ciess_iteration_batches", "ciess_top_l", "ciess_reward", "ciess_lam", "ihas_charge", "ihas_clusters",
+                "ihas_search_epochs", "ihas_layout", "ihas_cluster_init")
+# settings added after outputs existed: a file without one was run at this value (CIESSConfig's and
+# IHASConfig's defaults; such files hold no CIESS or iHAS cells), so old files still resume and merge
+SETTING_DEFAULTS = {"ciess_episodes": 30, "ciess_iterations": 10, "ciess_iteration_batches": None,
+                    "ciess_top_l": 3, "ciess_reward": "code", "ciess_lam": None, "ihas_charge": "routing",
+                    "ihas_clusters": 4, "ihas_search_epochs": 10, "ihas_layout": "per-cluster",
+                    "ihas_cluster_init": "scratch"}
+# settings that only shape one method's cells: they matter only where both sides hold that method
+SETTING_METHOD = {"pep_": "pep", "ciess_": "ciess", "ihas_": "ihas"}
+
+
+def run_setting(settings: dict, key: str):
+    """``settings[key]`` (an experiment's :meth:`Experiment.settings` or a ``benchmarks/prune.py``
+    output's), or :data:`SETTING_DEFAULTS`' value for a key an older file lacks. Explained in Chapter 8."""
+    return settings.get(key, SETTING_DEFAULTS.get(key))
+
+
+def setting_method(key: str) -> str | None:
+    """The method whose cells a setting shapes (``pep_init`` -> ``pep``), None for the shared ones.
+    Explained in Chapter 8."""
+    return next((m for prefix, m in SETTING_METHOD.items() if key.startswith(prefix)), None)
+
+
+def differing_settings(a: dict, b: dict, methods=None) -> list[str]:
+    """The :data:`RUN_SETTINGS` in which two settings dicts differ (absent keys read as their default).
+    With ``methods`` (the methods both sides hold cells of), a method's own settings (``pep_*``,
+    ``ciess_*``, ``ihas_*``) count only when that method is among them. Explained in Chapter 8."""
+    keep = (lambda k: True) if methods is None else (lambda k: setting_method(k) in (None, *methods))
+    return [k for k in RUN_SETTINGS if keep(k) and run_setting(a, k) != run_setting(b, k)]
+
 
 @dataclass(frozen=True)
 class Experiment:

@@ -1,9 +1,9 @@
 """From the benchmark outputs to the evidence store: each declared grid's ``benchmarks/out/NAME_*.json``
-files, merged as the reports merge them, become ``evidence/NAME.jsonl``. Explained in Chapter 8.
+files (``benchmarks/prune.py --out``), merged, become ``evidence/NAME.jsonl``. Explained in Chapter 8.
 
-The files are merged by :func:`recsize.search.compare.merge_runs` (the first file holding a cell wins, as
-``benchmarks/report.py`` and the chapters read them); every file's settings must agree with the
-declaration (:func:`recsize.search.compare.differing_settings`: a method's own settings where the file
+The files are merged by :func:`merge_runs` (the first file holding a cell wins, as ``benchmarks/report.py``
+and the chapters read them before the store existed); every file's settings must agree with the
+declaration (:func:`recsize.experiments.declare.differing_settings`: a method's own settings where the file
 holds that method), and every stored cell must be a declared one. A migrated cell's provenance is its
 file's: the machine, the device where the file says it, the file as ``source`` and, as ``date``, when git
 last committed that file; the code's commit and the library versions were not recorded then (None).
@@ -17,13 +17,47 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..search.compare import differing_settings, merge_runs, run_files, run_setting
 from . import store
-from .declare import EXPERIMENTS, Experiment, get
+from .declare import EXPERIMENTS, Experiment, differing_settings, get, run_setting
 from .records import Cell
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "benchmarks" / "out"
+
+
+def run_files(folder, prefix: str) -> list[Path]:
+    """The outputs ``folder/PREFIX_*.json`` of parallel ``benchmarks/prune.py`` runs, sorted, without the
+    single-seed probes (``*_seed0.json``). Explained in Chapter 8."""
+    return [p for p in sorted(Path(folder).glob(f"{prefix}_*.json")) if not p.stem.endswith("_seed0")]
+
+
+def merge_runs(paths) -> tuple[list[dict], list[dict]]:
+    """The cells (``runs``) of several benchmark outputs of ``benchmarks/prune.py`` run in parallel, each
+    (method, sparsity, seed) once (the first file holding it wins), and each file's settings and machine.
+    Explained in Chapter 8.
+
+    Files whose settings would change a cell's numbers (:data:`~recsize.experiments.declare.RUN_SETTINGS`: data, backbone, d_max, epoch
+    cap, patience, ...) cannot be merged: a ValueError names the first file that differs and how. A
+    method's own settings (PEP's, CIESS's, iHAS's) bind only files that both hold cells of it."""
+    runs, seen, settings, held = [], set(), [], []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        mine = {**data["settings"], "machine": data["machine"], "file": Path(path).name}
+        methods = {r["method"] for r in data["runs"]}
+        for other, theirs in zip(settings, held):
+            differ = [f"{k} {run_setting(other, k)!r} vs {run_setting(mine, k)!r}"
+                      for k in differing_settings(other, mine, methods & theirs)]
+            if differ:
+                raise ValueError(f"{mine['file']} was run with other settings than {other['file']} "
+                                 f"({'; '.join(differ)}): merge only runs of one protocol (rename one file)")
+        settings.append(mine)
+        held.append(methods)
+        for r in data["runs"]:
+            key = (r["method"], r["sparsity"], r["seed"])
+            if key not in seen:
+                seen.add(key)
+                runs.append(r)
+    return runs, settings
 
 
 def _committed(path: Path) -> str | None:
@@ -44,9 +78,8 @@ def _source(path: Path) -> str:
 
 
 def stored_cells(experiment, out=OUT) -> list[Cell]:
-    """The cells of ``out/NAME_*.json`` (:func:`~recsize.search.compare.run_files`, merged by
-    :func:`~recsize.search.compare.merge_runs`) as :class:`~recsize.experiments.records.Cell` of the
-    declared ``experiment``, in the merged order, each with its file's provenance. A file computed with
+    """The cells of ``out/NAME_*.json`` (:func:`run_files`, merged by :func:`merge_runs`) as
+    :class:`~recsize.experiments.records.Cell` of the declared ``experiment``, in the merged order, each with its file's provenance. A file computed with
     other settings than the declaration, or a cell outside it, raises ValueError. Explained in Chapter 8."""
     experiment = experiment if isinstance(experiment, Experiment) else get(experiment)
     files = run_files(out, experiment.name)

@@ -73,7 +73,7 @@ class Cell:
         of ``experiment`` (an :class:`~recsize.experiments.declare.Experiment` or its name), every field
         kept: the test metrics into ``metrics``, the fields every method has into their own, the rest into
         ``extra``. ``settings`` is the file's (as
-        :func:`recsize.search.compare.merge_runs` returns them: with ``machine`` and ``file``) or a
+        :func:`recsize.experiments.migrate.merge_runs` returns them: with ``machine`` and ``file``) or a
         computing run's; its ``machine``, ``device``, ``commit``, ``torch``, ``recsize``, ``date`` and
         ``file`` (as ``source``) become the provenance, None where unknown. Explained in Chapter 8."""
         missing = [k for k in ("method", "sparsity", "seed", *_CORE) if k not in run]

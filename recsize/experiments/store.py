@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from ..files import MARK, NotReplaceable, UnreadableFile, atomic_write, check_replaceable
-from .declare import Experiment, get
+from .declare import Experiment, differing_settings, get, run_setting
 from .records import Cell
 
 EVIDENCE = Path(__file__).resolve().parents[2] / "evidence"
@@ -109,7 +109,6 @@ def write(experiment, cells, folder=None) -> Path:
     path = path_of(experiment, folder)
     head = _check_header(path, _lines(path), experiment.name, writing=True)
     if head is not None:
-        from ..search.compare import differing_settings, run_setting
         old = Experiment.from_dict(head["declaration"]).settings()
         differ = differing_settings(old, experiment.settings(), {c.method for c in cells})
         if differ:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -515,110 +514,6 @@ def paired_difference(a, b, confidence: float = 0.95) -> dict:
     return out
 
 
-def run_files(folder, prefix: str) -> list[Path]:
-    """The outputs ``folder/PREFIX_*.json`` of parallel ``benchmarks/prune.py`` runs, sorted, without the
-    single-seed probes (``*_seed0.json``). Explained in Chapter 5."""
-    return [p for p in sorted(Path(folder).glob(f"{prefix}_*.json")) if not p.stem.endswith("_seed0")]
-
-
-# the settings of benchmarks/prune.py that change a cell's numbers: merged files must agree on them
-RUN_SETTINGS = ("backbone", "dataset", "dim", "epochs", "patience", "prune_split", "pep_epochs", "pep_init",
-                "pep_scale", "pep_granularity", "quick", "ciess_episodes", "ciess_iterations",
-                "ciess_iteration_batches", "ciess_top_l", "ciess_reward", "ciess_lam", "ihas_charge", "ihas_clusters",
-                "ihas_search_epochs", "ihas_layout", "ihas_cluster_init")
-# settings added after outputs existed: a file without one was run at this value (CIESSConfig's and
-# IHASConfig's defaults; such files hold no CIESS or iHAS cells), so old files still resume and merge
-SETTING_DEFAULTS = {"ciess_episodes": 30, "ciess_iterations": 10, "ciess_iteration_batches": None,
-                    "ciess_top_l": 3, "ciess_reward": "code", "ciess_lam": None, "ihas_charge": "routing",
-                    "ihas_clusters": 4, "ihas_search_epochs": 10, "ihas_layout": "per-cluster",
-                    "ihas_cluster_init": "scratch"}
-
-
-def run_setting(settings: dict, key: str):
-    """``settings[key]`` of a ``benchmarks/prune.py`` output, or :data:`SETTING_DEFAULTS`' value for a key
-    the file predates. Explained in Chapter 5."""
-    return settings.get(key, SETTING_DEFAULTS.get(key))
-
-
-# settings that only shape one method's cells: they matter only where both sides hold that method
-SETTING_METHOD = {"pep_": "pep", "ciess_": "ciess", "ihas_": "ihas"}
-
-
-def setting_method(key: str) -> str | None:
-    """The method whose cells a setting shapes (``pep_init`` -> ``pep``), None for the shared ones."""
-    return next((m for prefix, m in SETTING_METHOD.items() if key.startswith(prefix)), None)
-
-
-def differing_settings(a: dict, b: dict, methods=None) -> list[str]:
-    """The :data:`RUN_SETTINGS` in which two runs' settings differ (absent keys read as their default).
-    With ``methods`` (the methods both sides hold cells of), a method's own settings (``pep_*``,
-    ``ciess_*``, ``ihas_*``) count only when that method is among them. Explained in Chapter 5."""
-    keep = (lambda k: True) if methods is None else (lambda k: setting_method(k) in (None, *methods))
-    return [k for k in RUN_SETTINGS if keep(k) and run_setting(a, k) != run_setting(b, k)]
-
-
-def merge_runs(paths) -> tuple[list[dict], list[dict]]:
-    """The cells (``runs``) of several benchmark outputs of ``benchmarks/prune.py`` run in parallel, each
-    (method, sparsity, seed) once (the first file holding it wins), and each file's settings and machine.
-    Explained in Chapter 5.
-
-    Files whose settings would change a cell's numbers (:data:`RUN_SETTINGS`: data, backbone, d_max, epoch
-    cap, patience, ...) cannot be merged: a ValueError names the first file that differs and how. A
-    method's own settings (PEP's, CIESS's, iHAS's) bind only files that both hold cells of it."""
-    runs, seen, settings, held = [], set(), [], []
-    for path in paths:
-        data = json.loads(Path(path).read_text())
-        mine = {**data["settings"], "machine": data["machine"], "file": Path(path).name}
-        methods = {r["method"] for r in data["runs"]}
-        for other, theirs in zip(settings, held):
-            differ = [f"{k} {run_setting(other, k)!r} vs {run_setting(mine, k)!r}"
-                      for k in differing_settings(other, mine, methods & theirs)]
-            if differ:
-                raise ValueError(f"{mine['file']} was run with other settings than {other['file']} "
-                                 f"({'; '.join(differ)}): merge only runs of one protocol (rename one file)")
-        settings.append(mine)
-        held.append(methods)
-        for r in data["runs"]:
-            key = (r["method"], r["sparsity"], r["seed"])
-            if key not in seen:
-                seen.add(key)
-                runs.append(r)
-    return runs, settings
-
-
-@dataclass(frozen=True)
-class Grid:
-    """One stored ``benchmarks/prune.py`` grid, its files merged (:func:`merge_runs`): the cells
-    (``runs``), each file's ``settings``, and what every reader of it needs (headline metric, backbone,
-    seeds). Explained in Chapter 8."""
-    name: str
-    runs: list
-    settings: list
-
-    @property
-    def metric(self) -> str:
-        return grid_metric(self.settings)
-
-    @property
-    def backbone(self) -> str:
-        return self.settings[0]["backbone"]
-
-    @property
-    def seeds(self) -> list[int]:
-        return sorted({r["seed"] for r in self.runs})
-
-
-def load_grids(folder, names) -> dict[str, Grid]:
-    """The stored grids ``folder/prune_NAME_*.json`` (:func:`run_files`, :func:`merge_runs`) of ``names``,
-    in that order; a name without files is left out. Explained in Chapter 8."""
-    grids = {}
-    for name in names:
-        files = run_files(folder, f"prune_{name}")
-        if files:
-            grids[name] = Grid(name, *merge_runs(files))
-    return grids
-
-
 # a grid cell's wall times (benchmarks/prune.py): the stages its one search per seed spends, counted once
 # per seed (DNIS's "warm" is inside its "search"; iHAS searches per budget), and the per-cell retraining
 _SHARED_STAGES = ("dense", "reference", "search")
@@ -626,7 +521,8 @@ _CELL_STAGES = ("train", "finetune", "retrain")
 
 
 def grid_records(runs: list[dict], settings: list[dict]) -> list[dict]:
-    """The cells of a merged ``benchmarks/prune.py`` grid (:func:`merge_runs`) as :func:`head_to_head`
+    """The cells of a stored grid (the ``runs`` and ``settings`` of a
+    :class:`recsize.experiments.grids.Grid`: ``benchmarks/prune.py`` cells) as :func:`head_to_head`
     records, so that :func:`summary_table`, :func:`search_costs`, :func:`pareto_plot` and
     :func:`format_costs` read the converged runs: the stored bytes as ``compact_bytes`` (CSR for the
     element-wise methods, compact prefix tables for the others), the kept entries as ``parameters``, and
@@ -660,8 +556,8 @@ def _grid_task(settings: list[dict]) -> str:
 
 
 def grid_metric(settings: list[dict]) -> str:
-    """The headline metric of a merged ``benchmarks/prune.py`` grid (``settings`` as :func:`merge_runs`
-    returns them): AUC on CTR data, Recall@20 on top-k data. Explained in Chapter 5."""
+    """The headline metric of a stored grid (``settings`` as :class:`recsize.experiments.grids.Grid`
+    holds them): AUC on CTR data, Recall@20 on top-k data. Explained in Chapter 5."""
     return METRICS[_grid_task(settings)][0]
 
 
