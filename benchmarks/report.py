@@ -1,4 +1,5 @@
-"""The result tables of README.md and benchmarks/README.md, generated from ``benchmarks/out/*.json``.
+"""The result tables of README.md and benchmarks/README.md, generated from ``benchmarks/out/*.json`` and,
+for the converged grids, from the evidence store ``evidence/NAME.jsonl`` (``recsize.experiments``).
 
 The front README shows the headline tables (``headline_*``); benchmarks/README.md has every full table.
 Every table sits between two markers,
@@ -7,7 +8,9 @@ Every table sits between two markers,
     ...
     <!-- end generated: NAME -->
 
-and is rendered here from ``benchmarks/out/NAME.json``, the file the benchmark script ``NAME.py`` writes.
+and is rendered here from ``benchmarks/out/NAME.json``, the file the benchmark script ``NAME.py`` writes,
+or, for a table that quotes a grid (``prune_*``, ``headline_prune``, ``stackedgrid_*``, ``verdict_runs``),
+from its experiment's stored cells (``load_grid``), and names that experiment.
 Nothing in those tables is typed by hand: rerun a benchmark, then
 
     python benchmarks/report.py            # rewrite the tables in README.md and benchmarks/README.md
@@ -31,6 +34,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
+EVIDENCE = HERE.parent / "evidence"   # the evidence store: one evidence/NAME.jsonl per declared experiment
 README = HERE.parent / "README.md"
 READMES = (README, HERE / "README.md")   # the front door (headlines) and the full tables
 
@@ -446,21 +450,22 @@ def _cell(r: dict) -> tuple:
     return r["method"], r["sparsity"], r["seed"]
 
 
-def _stored_cells(grid: str, out: Path = OUT) -> dict:
-    """The stored cells of grid ``grid`` (every ``out/prune_GRID_*.json``, :func:`load_prune`) by :func:`_cell`."""
-    return {_cell(r): r for r in load_prune(f"prune_{grid}", out)[0]}
+def _stored_cells(name: str) -> dict:
+    """The stored cells of experiment ``name`` (:func:`load_grid`) by :func:`_cell`."""
+    return {_cell(r): r for r in load_grid(name).runs}
 
 
 def render_stacked_grid(out: Path = OUT) -> str:
     """One seed's ES / MDE / MR cells of the LightGCN grid trained in one stacked pass (``prune.py --stacked``)
-    against the same cells one by one, and against the grid's stored cells (Chapter 8)."""
+    against the same cells one by one, and against the stored cells of experiment prune_lightgcn20 (Chapter 8)."""
     stacked = json.loads((out / "stackedgrid_lightgcn20_s0.json").read_text())
     alone = json.loads((out / "stackedgrid_onebyone_lightgcn20_s0.json").read_text())
-    stored = _stored_cells("lightgcn20", out)
+    stored = _stored_cells("prune_lightgcn20")
     mine = {_cell(r): r for r in alone["runs"]}
     st = stacked["settings"]
     lines = [f"LightGCN on {st['dataset']}, seed {', '.join(map(str, st['seeds']))}, the grid's protocol (cap "
-             f"{st['epochs']}, patience {st['patience']}); `prune.py --stacked` against the same command without it. "
+             f"{st['epochs']}, patience {st['patience']}); `prune.py --stacked` against the same command without it and "
+             "the stored cells of experiment prune_lightgcn20. "
              f"Machine: {stacked['machine']}, other benchmark processes running alongside.", "",
              "| c | method | Recall@20 stacked | one by one | stored grid cell | best epoch / epochs | one by one CPU s |",
              "|---|---|---|---|---|---|---|"]
@@ -490,18 +495,18 @@ def render_stacked_grid(out: Path = OUT) -> str:
 def render_verdict_runs(out: Path = OUT) -> str:
     """One seed of a converged grid run again as ``benchmarks/verdict.py`` runs it (``out/verdictrun_*.json``:
     the command's output with its process times): its CPU and wall time, and how many of its cells equal the
-    stored grid's bit for bit (Chapter 8)."""
+    stored cells of the grid's experiment bit for bit (Chapter 8)."""
     files = sorted(out.glob("verdictrun_*.json"))
     if not files:
         raise FileNotFoundError(f"no {out}/verdictrun_*.json: time one command of benchmarks/verdict.py --dry-run")
-    lines = ["| grid | seed | methods | cells | equal to the stored grid | not in the stored grid | different: where "
+    lines = ["| experiment | seed | methods | cells | equal to the stored grid | not in the stored grid | different: where "
              "(largest difference of the headline metric) | CPU min | wall min |", "|---|---|---|---|---|---|---|---|---|"]
     fields = ("best_epoch", "epochs", "bytes", "kept")
     machines = set()
     for f in files:
         data = json.loads(f.read_text())
-        grid = f.stem[len("verdictrun_"):].rsplit("_s", 1)[0]
-        stored = _stored_cells(grid, out)
+        grid = "prune_" + f.stem[len("verdictrun_"):].rsplit("_s", 1)[0]
+        stored = _stored_cells(grid)
         metrics = [m for m in ("recall@20", "ndcg@20", "auc", "logloss") if m in data["runs"][0]]
         same = new = 0
         differ, largest = [], 0.0
@@ -574,18 +579,23 @@ PRUNE_NAMES = {"dnis": "DNIS in place, \\|E\\| (authors)", "dnis-alpha": "DNIS i
                "es": "ES (1 - c of the parameters)"}
 
 
-def load_prune(prefix: str, out: Path = OUT) -> tuple[list[dict], list[dict]]:
-    """Every cell of ``out/PREFIX_*.json`` (the parallel runs of ``benchmarks/prune.py``; the first file
-    holding a (method, c, seed) cell wins; ``*_seed0.json`` probes are left out) and their settings."""
-    from recsize.experiments.migrate import merge_runs, run_files
-    return merge_runs(run_files(out, prefix))
+def load_grid(name: str, evidence: Path | None = None):
+    """The stored cells of experiment ``name`` (``evidence/NAME.jsonl``), a ``recsize.experiments.Grid``:
+    ``runs`` (``benchmarks/prune.py`` cells), ``settings`` (one per origin, with the machine)."""
+    from recsize.experiments import load_grids
+    grids = load_grids([name], evidence)
+    if not grids:
+        raise FileNotFoundError(f"no stored cells of experiment {name} in {evidence or EVIDENCE}: run recsize "
+                                f"experiment run {name}")
+    return grids[name]
 
 
-def render_prune(runs: list[dict], settings: list[dict]) -> str:
+def render_prune(runs: list[dict], settings: list[dict], experiment: str | None = None) -> str:
     """Element-wise methods, DNIS's derivations, ES and MDE at equal bytes (``benchmarks/prune.py``): per
     budget and method, the per-seed test quality (Recall@20 for top-k backbones, AUC for CTR ones), the mean
     and the paired difference to ES at equal bytes with its 95 % t interval (the seeds share their splits),
-    kept entries, stored bytes, best epoch of the final training and its wall time."""
+    kept entries, stored bytes, best epoch of the final training and its wall time; ``experiment``: the
+    name of the experiment the cells are stored as, said first."""
     from recsize.search.compare import LABELS, grid_metric, paired_summary
     first = settings[0]
     metric = grid_metric(settings)
@@ -595,7 +605,7 @@ def render_prune(runs: list[dict], settings: list[dict]) -> str:
                 else "random 8:1:1 per user, full ranking")
     truth = any((r.get("spearman") or {}).get("truth") for r in runs)   # planted data: widths vs the truth
     rho_head = " ρ truth, users / items |" if truth else ""
-    lines = [f"{first['backbone']} on {first['dataset']} ({protocol}), d_max "
+    lines = [(f"Experiment {experiment}: " if experiment else "") + f"{first['backbone']} on {first['dataset']} ({protocol}), d_max "
              f"{first['dim']}; every training capped at {first['epochs']} epochs with patience {first['patience']}. "
              f"Machine: {first['machine']}. Test {label} with the stored tables; Δ: paired difference to "
              "ES at equal bytes, mean [95 % interval] over the seeds both ran; bold: best mean per budget at equal "
@@ -719,33 +729,39 @@ def _magprune_notes(runs: list[dict]) -> list[str]:
                   "against equal bytes (1 - c of the dense bytes, CSR index included), MagPrune: "
                   + "; ".join(ratios) + ". A deployment pays the bytes."]
     return lines
-# one block per protocol: prune_lightgcn20_*.json are LightGCN at patience 20 (patience 10 stopped ES on the
-# plateau narrow tables sit on for ~20 epochs: two of three seeds at c = 90 %), prune_lightgcn_*.json at 10
-MERGED = {f"prune_{b}": (lambda out, b=b: render_prune(*load_prune(f"prune_{b}", out)))
-          for b in ("lightgcn20", "lightgcn", "neumf", "deepfm", "planted_lightgcn", "planted1m")}
+# one block per experiment: prune_lightgcn20 is LightGCN at patience 20 (patience 10 stopped ES on the
+# plateau narrow tables sit on for ~20 epochs: two of three seeds at c = 90 %), prune_lightgcn at 10
+def _render_grid(name: str) -> str:
+    grid = load_grid(name)
+    return render_prune(grid.runs, grid.settings, name)
+
+
+MERGED = {name: (lambda out, name=name: _render_grid(name))
+          for name in ("prune_lightgcn20", "prune_lightgcn", "prune_neumf", "prune_deepfm", "prune_planted_lightgcn",
+                       "prune_planted1m")}
 MERGED["ihas_breakdown"] = render_ihas_breakdown
 MERGED["ciess_experiments"] = render_ciess_experiments
 MERGED["stackedgrid_lightgcn20"] = render_stacked_grid
 MERGED["verdict_runs"] = render_verdict_runs
-HEADLINE_PRUNE = ("lightgcn20", "neumf", "deepfm")   # the protocol each backbone's headline shows
+HEADLINE_PRUNE = ("prune_lightgcn20", "prune_neumf", "prune_deepfm")   # the experiment each backbone's headline shows
 
 
 HEADLINE_METHODS = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "magprune-tois", "pep", "dnis", "ciess", "ihas")
 
 
-def render_headline_prune(out: Path = OUT) -> str:
+def render_headline_prune(evidence: Path | None = None) -> str:
     """The headline of the pruning benchmark: per backbone and budget, the mean quality over seeds of every
     method at equal bytes, and its paired difference to ES at equal bytes (* where the 95 % interval
-    excludes 0). The full tables are in benchmarks/README.md."""
+    excludes 0), read from each experiment's stored cells (``evidence``: default the repository's evidence/).
+    The full tables are in benchmarks/README.md."""
     from recsize.search.compare import LABELS, LOWER_IS_BETTER, aukc, grid_metric, paired_summary
     names = {"es-bytes": "ES", "mde-bytes": "MDE", "mr-bytes": "MR", "magprune": "MagPrune",
              "magprune-tois": "MagPrune/TOIS", "pep": "PEP",
              "dnis": "DNIS in place", "ciess": "CIESS", "ihas": "iHAS"}
     lines, machines = [], set()
-    for prefix in HEADLINE_PRUNE:
-        runs, settings = load_prune(f"prune_{prefix}", out)
-        if not runs:
-            continue
+    from recsize.experiments import load_grids
+    for name, grid in load_grids(HEADLINE_PRUNE, evidence).items():
+        runs, settings = grid.runs, grid.settings
         backbone = settings[0]["backbone"]
         machines |= {s["machine"] for s in settings}
         metric = grid_metric(settings)
@@ -755,7 +771,7 @@ def render_headline_prune(out: Path = OUT) -> str:
         areas = {m: aukc(runs, m, metric) for m in methods}
         heads = [names[m] + ("" if areas[m] is None else f" (AUKC {areas[m]['ratio']['mean']:.3f})")
                  for m in methods]
-        lines += [f"**{backbone}** on {settings[0]['dataset']}, test {LABELS[metric]}, patience "
+        lines += [f"**{backbone}** on {settings[0]['dataset']} (experiment {name}), test {LABELS[metric]}, patience "
                   f"{settings[0]['patience']}, seeds {', '.join(map(str, seeds))} (a cell shows the mean over the "
                   "seeds it ran and, in brackets, its paired difference to ES):", "",
                   "| c | " + " | ".join(heads) + " |", "|---|" + "---|" * len(methods)]
@@ -779,7 +795,8 @@ def render_headline_prune(out: Path = OUT) -> str:
             lines.append(f"| {_pct(c)} | " + " | ".join(cells) + " |")
         lines.append("")
     if not lines:
-        raise FileNotFoundError(f"no {out}/prune_*.json: run python benchmarks/prune.py first")
+        raise FileNotFoundError(f"no stored cells of {', '.join(HEADLINE_PRUNE)} in {evidence or EVIDENCE}: run "
+                                "recsize experiment run NAME")
     lines.append("Bold: best mean per budget; *: the 95 % interval of the paired difference excludes 0; AUKC: the "
                  "area under the quality curve over the kept fraction, over ES's on the same seed (mean over seeds; "
                  "ERASE, KDD'24). "
@@ -906,7 +923,7 @@ def render_overlap(data: dict) -> str:
     return "\n".join(lines)
 
 
-HEADLINES = {"headline_prune": render_headline_prune, "headline_embedding": render_headline_embedding,
+HEADLINES = {"headline_prune": lambda out: render_headline_prune(), "headline_embedding": render_headline_embedding,
              "torchrec_planning": render_torchrec_planning}
 
 

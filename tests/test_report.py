@@ -42,6 +42,21 @@ def test_every_generated_table_names_the_machine(readme):
         assert "Machine: " in report.render(name), name
 
 
+def test_every_table_that_quotes_a_grid_reads_the_store_and_names_its_experiment():
+    """The converged grids are read from the evidence store (evidence/NAME.jsonl), never from benchmarks/out,
+    and every generated table quoting one names its experiment."""
+    from recsize.experiments import EXPERIMENTS
+    grids = [name for name in report.MERGED if name in EXPERIMENTS]
+    assert grids
+    for name in grids:
+        assert report.render(name).startswith(f"Experiment {name}: "), name
+    head = report.render("headline_prune")
+    assert all(f"(experiment {name})" in head for name in report.HEADLINE_PRUNE)
+    assert "the stored cells of experiment prune_lightgcn20" in report.render("stackedgrid_lightgcn20")
+    verdict = report.render("verdict_runs")
+    assert verdict.startswith("| experiment |") and "| prune_lightgcn20 | 0 |" in verdict
+
+
 def test_a_changed_figure_changes_the_table(tmp_path):
     data = json.loads((report.OUT / "backbones.json").read_text())
     before = report.render_backbones(data)
@@ -106,6 +121,13 @@ def test_prune_table_of_a_ctr_backbone_reads_auc():
     assert "**0.7800**" in next(line for line in text.splitlines() if "| ES, equal bytes |" in line)
 
 
+def _grid(name: str) -> tuple[list[dict], list[dict]]:
+    """The cells and settings of a stored experiment (``evidence/NAME.jsonl``, ``recsize.experiments.load_grids``)."""
+    from recsize.experiments import load_grids
+    grid = load_grids([name])[name]
+    return grid.runs, grid.settings
+
+
 def _prose(chapter: str) -> str:
     """The markdown of a chapter's text form, as one line per paragraph (numbers split over lines join)."""
     lines = (ROOT / "notebooks" / f"{chapter}.py").read_text().splitlines()
@@ -142,14 +164,13 @@ def test_appendix_a_quotes_the_stored_torchrec_runs():
 
 
 def test_chapter_5_quotes_the_stored_neumf_mf_and_overlap_runs():
-    """The numbers of Chapter 5's NeuMF / MF bullet are the stored runs' (prune_neumf_*.json means over
-    seeds, prune_mf_seed0.json, overlap.json), rounded as quoted."""
+    """The numbers of Chapter 5's NeuMF / MF bullet are the stored runs' (experiment prune_neumf's means over
+    seeds, benchmarks/out/prune_mf_seed0.json, overlap.json), rounded as quoted."""
     import numpy as np
     from recsize.search.compare import paired_summary
-    from recsize.experiments.migrate import merge_runs, run_files
     text = _prose("ch05_dnis")
     out = ROOT / "benchmarks" / "out"
-    runs, _ = merge_runs(run_files(out, "prune_neumf"))
+    runs, _ = _grid("prune_neumf")
     mean = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20")}
     for method, c in (("magprune", 0.8), ("dnis", 0.8), ("es-bytes", 0.8), ("magprune", 0.95), ("dnis", 0.95),
                       ("es-bytes", 0.95), ("magprune-table", 0.8)):
@@ -203,20 +224,28 @@ def test_chapter_6_quotes_the_stored_official_ciess_run():
 
 
 def test_prune_block_and_headline_carry_the_aukc(tmp_path):
-    """MR at 1.1 x ES's Recall@20 at both budgets: AUKC 1.1 in the block's AUKC table and the headline."""
+    """MR at 1.1 x ES's Recall@20 at both budgets: AUKC 1.1 in the block's AUKC table and the headline, which
+    reads the evidence store and names the experiment."""
+    from recsize.experiments import Cell, get, store
+
     def cell(method, c, seed, recall):
         return {"method": method, "sparsity": c, "seed": seed, "recall@20": recall, "kept": 100, "bytes": 2048,
-                "best_epoch": 10, "seconds": {"train": 5.0}}
+                "dense_bytes": 4096, "best_epoch": 10, "seconds": {"train": 5.0}}
     runs = [cell("es-bytes", c, s, v) for s in (0, 1) for c, v in ((0.5, 0.3), (0.8, 0.2))]
     runs += [cell("mr-bytes", c, s, 1.1 * v) for s in (0, 1) for c, v in ((0.5, 0.3), (0.8, 0.2))]
     settings = {"backbone": "lightgcn", "dataset": "ml-100k", "dim": 64, "epochs": 300, "patience": 20}
     text = report.render_prune(runs, [{**settings, "machine": "test machine"}])
     row = next(line for line in text.splitlines() if line.startswith("| MR, equal bytes | 1.100"))
     assert "1.100 [1.100, 1.100] (n = 2) | 50 %, 80 % |" in row
-    (tmp_path / "prune_lightgcn20_a.json").write_text(json.dumps({"settings": settings, "machine": "test machine",
-                                                                  "runs": runs}))
+    store.write("prune_lightgcn20", [Cell.from_prune_run(r, {"machine": "test machine"}, "prune_lightgcn20")
+                                     for r in runs], tmp_path)
     head = report.render_headline_prune(tmp_path)
     assert "| c | ES (AUKC 1.000) | MR (AUKC 1.100) |" in head and "AUKC:" in head
+    assert "**lightgcn** on ml-100k (experiment prune_lightgcn20), test Recall@20, patience 20" in head
+    assert "Machine: test machine." in head and "neumf" not in head            # only what the store holds
+    with pytest.raises(FileNotFoundError, match="recsize experiment run"):
+        report.render_headline_prune(tmp_path / "empty")
+    assert get("prune_lightgcn20").patience == settings["patience"]
 
 
 def test_ihas_breakdown_merges_the_seed_files_and_pairs_them_with_es(tmp_path):
@@ -248,9 +277,8 @@ def test_chapter_5_quotes_the_stored_joint_block_run():
     """Chapter 5.8's joint-ranking paragraph quotes the LightGCN grid's dnis-joint and dnis cells (three
     seeds each, paired), rounded as quoted, and every paired interval spans 0 as the text says."""
     from recsize.search.compare import paired_summary
-    from recsize.experiments.migrate import merge_runs, run_files
     text = " ".join(_prose("ch05_dnis").split())
-    runs, _ = merge_runs(run_files(ROOT / "benchmarks" / "out", "prune_lightgcn20"))
+    runs, _ = _grid("prune_lightgcn20")
     cs = (0.5, 0.8, 0.9, 0.95)
     rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "dnis", "recall@20")}
     assert all(len(rows["dnis-joint", c]["cells"]) == 3 for c in cs)
@@ -273,14 +301,12 @@ def test_chapter_5_quotes_the_stored_joint_block_run():
 
 
 def test_chapter_5_quotes_the_stored_pep_deepfm_and_alpha_runs():
-    """Chapter 5's PEP, DeepFM and alpha bullets quote the merged prune_* runs (three seeds), rounded as quoted."""
+    """Chapter 5's PEP, DeepFM and alpha bullets quote the stored experiments (three seeds), rounded as quoted."""
     from recsize.search.compare import paired_difference, paired_summary
-    from recsize.experiments.migrate import merge_runs, run_files
     text = " ".join(_prose("ch05_dnis").split())
-    out = ROOT / "benchmarks" / "out"
 
-    def means(prefix, metric):
-        runs, _ = merge_runs(run_files(out, prefix))
+    def means(name, metric):
+        runs, _ = _grid(name)
         rows = paired_summary(runs, "es-bytes", metric)
         assert all(len(r["cells"]) == 3 for r in rows if r["method"] in ("pep", "magprune", "es-bytes"))
         return runs, {(r["method"], r["sparsity"]): r for r in rows}
@@ -307,7 +333,6 @@ def test_chapter_4_quotes_the_stored_pep_levels_and_prune_runs():
     """Chapter 4's PEP paragraph quotes benchmarks/out/pep_levels.json (kept fractions at the authors'
     scale, the 50 % budget's fraction) and the LightGCN patience-20 grid (three seeds), rounded as quoted."""
     from recsize.search.compare import paired_summary
-    from recsize.experiments.migrate import merge_runs, run_files
     text = " ".join(_prose("ch04_variable_size").split())
     out = ROOT / "benchmarks" / "out"
     levels = {r["backbone"]: r for r in json.loads((out / "pep_levels.json").read_text())["runs"] if r["scale"] == 1}
@@ -321,7 +346,7 @@ def test_chapter_4_quotes_the_stored_pep_levels_and_prune_runs():
     quoted = f"{levels['neumf']['final_threshold']:.3f} and {levels['deepfm']['final_threshold']:.3f}"
     assert f"climbing, at {quoted}" in text and f"still near {quoted} after 300 epochs" in text
     assert all(levels[b]["final_threshold"] < 0.05 for b in ("neumf", "deepfm"))
-    runs, _ = merge_runs(run_files(out, "prune_lightgcn20"))
+    runs, _ = _grid("prune_lightgcn20")
     rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20")}
     for method in ("pep", "magprune", "es-bytes"):
         assert " / ".join(f"{rows[method, c]['mean']:.3f}" for c in (0.5, 0.8, 0.9, 0.95)) in text, method
@@ -331,14 +356,12 @@ def test_chapter_8_verdict_counts_come_from_the_stored_grids():
     """Chapter 8's "what to use when" counts (best free baseline per cell, the other within the noise) are
     what ``within_noise`` reads off the stored three-seed grids."""
     from recsize.search.compare import grid_metric, within_noise
-    from recsize.experiments.migrate import merge_runs, run_files
     text = " ".join(_prose("ch08_head_to_head").split())
-    out = ROOT / "benchmarks" / "out"
     fair = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "magprune-tois", "pep", "dnis", "dnis-alpha",
             "ciess", "ihas")
     cells = free_best = other_tied = 0
     for name in ("lightgcn20", "neumf", "deepfm"):
-        runs, settings = merge_runs(run_files(out, f"prune_{name}"))
+        runs, settings = _grid(f"prune_{name}")
         metric = grid_metric(settings)
         for row in within_noise(runs, metric, fair):
             cells += 1
@@ -354,13 +377,12 @@ def test_chapter_8_quotes_the_stored_grid_costs_and_the_stacked_speedups():
     """Chapter 8's cost paragraph: the grids' hours of one core as Section 8.6 computes them from the stored
     runs (grid_records, the methods it shows), and benchmarks/out/stacked.json's speed-ups, as quoted."""
     from recsize.search.compare import grid_records
-    from recsize.experiments.migrate import merge_runs, run_files
     text = " ".join(_prose("ch08_head_to_head").split())
     out = ROOT / "benchmarks" / "out"
     shown = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "dnis-alpha", "ciess", "ihas")
     hours, minutes = [], []
     for name in ("lightgcn20", "neumf", "deepfm"):
-        records = [r for r in grid_records(*merge_runs(run_files(out, f"prune_{name}"))) if r["method"] in shown]
+        records = [r for r in grid_records(*_grid(f"prune_{name}")) if r["method"] in shown]
         seconds = sum(r["search_seconds"] + r["retrain_seconds"] for r in records)
         hours.append(seconds / 3600)
         minutes.append(seconds / 60 / len({r["seed"] for r in records}))
@@ -386,7 +408,7 @@ def test_chapter_8_quotes_the_stored_grid_costs_and_the_stacked_speedups():
     stacked = json.loads((out / "stackedgrid_lightgcn20_s0.json").read_text())["runs"]
     alone = json.loads((out / "stackedgrid_onebyone_lightgcn20_s0.json").read_text())["runs"]
     key = lambda r: (r["method"], r["sparsity"])   # noqa: E731
-    grid, _ = merge_runs(run_files(out, "prune_lightgcn20"))
+    grid, _ = _grid("prune_lightgcn20")
     stored = sum(r["seconds"]["train"] for r in grid if r["seed"] == 0 and key(r) in {key(x) for x in stacked})
     assert f"trains seed 0's {len(stacked)} ES / MDE / MR LightGCN cells in " \
            f"{stacked[0]['seconds']['stacked_pass_cpu'] / 60:.1f} minutes of CPU against " \
@@ -411,12 +433,11 @@ def test_benchmarks_readme_quotes_where_the_time_goes():
 
 
 def test_chapter_8_and_the_benchmarks_readme_quote_ciess_on_the_planted_data():
-    """CIESS in the planted-truth grid (prune_planted_lightgcn_*): its Spearman with the truth, AUKC and its
+    """CIESS in the planted-truth grid (experiment prune_planted_lightgcn): its Spearman with the truth, AUKC and its
     90 % cell against ES, as Chapter 8.8 and benchmarks/README.md quote them."""
     import numpy as np
     from recsize.search.compare import aukc, paired_summary
-    from recsize.experiments.migrate import merge_runs, run_files
-    runs, _ = merge_runs(run_files(ROOT / "benchmarks" / "out", "prune_planted_lightgcn"))
+    runs, _ = _grid("prune_planted_lightgcn")
     ciess = [r for r in runs if r["method"] == "ciess"]
     assert len(ciess) == 12 and {r["seed"] for r in ciess} == {0, 1, 2}
     users = np.nanmean([r["spearman"]["truth"]["user"] for r in ciess])   # NaN: one width for every row
@@ -438,9 +459,8 @@ def test_chapter_8_and_the_benchmarks_readme_quote_ciess_on_the_planted_data():
 
 
 def test_the_planted_1m_probe_is_quoted_as_stored():
-    """benchmarks/README.md and Chapter 8.8 quote prune_planted1m_probe.json (one seed, c = 90 %) as stored."""
-    runs = {r["method"]: r for r in json.loads((ROOT / "benchmarks" / "out" / "prune_planted1m_probe.json")
-                                                .read_text())["runs"]}
+    """benchmarks/README.md and Chapter 8.8 quote experiment prune_planted1m (one seed, c = 90 %) as stored."""
+    runs = {r["method"]: r for r in _grid("prune_planted1m")[0]}
     mag, es, mde = runs["magprune"], runs["es-bytes"], runs["mde-bytes"]
     rho = mag["spearman"]["truth"]
     assert all(abs(r["spearman"]["truth"][t]) < 0.1 for r in (es, mde) for t in ("user", "item"))
@@ -458,7 +478,6 @@ def test_the_planted_1m_probe_is_quoted_as_stored():
 def test_the_timed_verdict_seeds_are_quoted_as_stored():
     """benchmarks/README.md's reading of out/verdictrun_*.json: CPU minutes per seed, the LightGCN seed equal
     to the stored grid, the DeepFM differences as quoted."""
-    from recsize.experiments.migrate import merge_runs, run_files
     out = ROOT / "benchmarks" / "out"
     runs = {f.stem: json.loads(f.read_text()) for f in sorted(out.glob("verdictrun_*.json"))}
     cpu = [d["process"]["cpu_seconds"] / 60 for d in runs.values()]
@@ -472,11 +491,11 @@ def test_the_timed_verdict_seeds_are_quoted_as_stored():
     assert f"are about {hours:.1f} hours of CPU, about {hours / 2:.1f} hours on both cores" in readme
     key = lambda r: (r["method"], r["sparsity"], r["seed"])   # noqa: E731
     light = runs["verdictrun_lightgcn20_s0"]["runs"]
-    stored = {key(r): r for r in merge_runs(run_files(out, "prune_lightgcn20"))[0]}
+    stored = {key(r): r for r in _grid("prune_lightgcn20")[0]}
     assert all(stored[key(r)]["recall@20"] == r["recall@20"] for r in light if key(r) in stored)
     assert sorted({r["method"] for r in light if key(r) not in stored}) == ["dnis-alpha"]
     deep = {key(r): r for r in runs["verdictrun_deepfm_s0"]["runs"]}
-    stored = {key(r): r for r in merge_runs(run_files(out, "prune_deepfm"))[0]}
+    stored = {key(r): r for r in _grid("prune_deepfm")[0]}
     gaps = {k: abs(stored[k]["auc"] - r["auc"]) for k, r in deep.items()}
     assert all(g == 0 for k, g in gaps.items() if not k[0].startswith("dnis"))
     worst = max(gaps, key=gaps.get)
@@ -486,16 +505,14 @@ def test_the_timed_verdict_seeds_are_quoted_as_stored():
 
 def test_the_capped_cells_quote_their_1000_epoch_reruns():
     """Every cell of the LightGCN patience-20 grid that ran to the 300-epoch cap was rerun with a cap of 1,000
-    (prune_cap1000_lightgcn_*.json): each stopped by patience below 1,000, and the CIESS one as quoted."""
-    from recsize.experiments.migrate import merge_runs, run_files
-    out = ROOT / "benchmarks" / "out"
-    grid, settings = merge_runs(run_files(out, "prune_lightgcn20"))
+    (experiment prune_cap1000_lightgcn): each stopped by patience below 1,000, and the CIESS one as quoted."""
+    from recsize.experiments import load_grids
+    grid, settings = _grid("prune_lightgcn20")
     capped = {(r["method"], r["sparsity"], r["seed"]) for r in grid if r["epochs"] >= settings[0]["epochs"]}
-    reruns = {}
-    for f in sorted(out.glob("prune_cap1000_lightgcn_*.json")):
-        data = json.loads(f.read_text())
-        assert data["settings"]["epochs"] == 1000 and data["settings"]["patience"] == 20
-        reruns.update({(r["method"], r["sparsity"], r["seed"]): r for r in data["runs"]})
+    rerun = load_grids(["prune_cap1000_lightgcn"])["prune_cap1000_lightgcn"]
+    assert (rerun.experiment.epochs, rerun.experiment.patience) == (1000, 20)
+    assert all((s["epochs"], s["patience"]) == (1000, 20) for s in rerun.settings)
+    reruns = {(r["method"], r["sparsity"], r["seed"]): r for r in rerun.runs}
     assert capped and capped <= set(reruns)
     assert all(r["epochs"] < 1000 and r["epochs"] - r["best_epoch"] > 20 - 1 for r in reruns.values())
     ciess = reruns["ciess", 0.8, 0]
@@ -519,12 +536,11 @@ def _ciess_runs(out, pattern):
     return runs, timings
 
 
-def _ciess_against_es(prefix: str):
-    """A converged grid's cells (``out/PREFIX_*.json``), CIESS's and ES's rows paired against ES, and their
+def _ciess_against_es(name: str):
+    """A stored experiment's cells (``evidence/NAME.jsonl``), CIESS's and ES's rows paired against ES, and their
     means at c = 50 / 80 / 90 / 95 % as quoted ("a / b / c / d")."""
     from recsize.search.compare import paired_summary
-    from recsize.experiments.migrate import merge_runs, run_files
-    runs, _ = merge_runs(run_files(ROOT / "benchmarks" / "out", prefix))
+    runs, _ = _grid(name)
     rows = {(r["method"], r["sparsity"]): r for r in paired_summary(runs, "es-bytes", "recall@20", ("ciess", "es-bytes"))}
     quote = lambda m: " / ".join(f"{rows[m, c]['mean']:.3f}" for c in (0.5, 0.8, 0.9, 0.95))   # noqa: E731
     return runs, rows, quote("ciess"), quote("es-bytes")
@@ -575,7 +591,7 @@ def test_chapter_6_quotes_the_stored_search_experiments():
 
 def test_chapter_6_quotes_the_stored_allocation_training_and_grid_runs():
     """Chapter 6.8's experiment 1 (ciess_allocation.json), the 2,000-batch run (ciess_official2000_s0.json
-    against ciess_official200.json) and the converged equal-bytes grid (prune_lightgcn20_*: CIESS against
+    against ciess_official200.json) and the converged equal-bytes grid (experiment prune_lightgcn20: CIESS against
     ES, paired, AUKC, budgets met), rounded as quoted."""
     import numpy as np
     from recsize.search.compare import aukc
@@ -613,18 +629,16 @@ def test_chapter_6_quotes_the_stored_allocation_training_and_grid_runs():
 
 
 def test_chapter_8_quotes_the_stored_ciess_and_ihas_grid_cells():
-    """Chapter 8's "no search beats them" bullet: CIESS and iHAS in the converged grids (prune_lightgcn20_*,
-    prune_deepfm_*), paired against ES at equal bytes, rounded as quoted."""
+    """Chapter 8's "no search beats them" bullet: CIESS and iHAS in the converged grids (experiments
+    prune_lightgcn20, prune_deepfm), paired against ES at equal bytes, rounded as quoted."""
     import numpy as np
     from recsize.search.compare import paired_summary
-    from recsize.experiments.migrate import merge_runs, run_files
     text = " ".join(_prose("ch08_head_to_head").split())
-    out = ROOT / "benchmarks" / "out"
     _, rows, ciess, es = _ciess_against_es("prune_lightgcn20")
     cs = (0.5, 0.8, 0.9, 0.95)
     assert f"equal bytes ({ciess} against {es} at 50 / 80 / 90 / 95 %, every interval spanning 0" in text
     assert all(rows["ciess", c]["delta"]["low"] < 0 < rows["ciess", c]["delta"]["high"] for c in cs)
-    runs, _ = merge_runs(run_files(out, "prune_deepfm"))
+    runs, _ = _grid("prune_deepfm")
     ihas = {r["sparsity"]: r for r in paired_summary(runs, "es-bytes", "auc", ("ihas",))}
     assert sorted(ihas) == [0.5, 0.8] and all(r["delta"]["high"] < 0 for r in ihas.values())
     assert f"it trails by {-ihas[0.5]['delta']['mean']:.3f} AUC at 50 % and {-ihas[0.8]['delta']['mean']:.3f} at 80 %" in text
@@ -647,7 +661,7 @@ def test_chapter_6_quotes_the_stored_run_at_the_papers_protocol():
 
 
 def test_chapter_6_quotes_the_stored_neumf_grid_cells():
-    """Chapter 6.8's NeuMF bullet: CIESS against ES at equal bytes in prune_neumf_* (three seeds)."""
+    """Chapter 6.8's NeuMF bullet: CIESS against ES at equal bytes in experiment prune_neumf (three seeds)."""
     from recsize.search.compare import aukc
     text = " ".join(_prose("ch06_ciess").split())
     runs, rows, ciess, es = _ciess_against_es("prune_neumf")
@@ -682,11 +696,10 @@ def test_chapter_6_quotes_the_stored_paper_schedule_run():
     assert f"against ES's {' / '.join(f'{es[d]:.3f}' for d in (0.2, 0.1, 0.05))} (retraining" in text
 
 
-def _magprune_cells(out, name: str) -> tuple[dict, str]:
-    """Mean test metric per (method, sparsity) and the per-seed cells of a stored grid (Chapter 4.8)."""
+def _magprune_cells(name: str) -> tuple[dict, str]:
+    """Mean test metric per (method, sparsity) and the per-seed cells of experiment prune_NAME (Chapter 4.8)."""
     from recsize.search.compare import grid_metric, paired_summary
-    from recsize.experiments.migrate import merge_runs, run_files
-    runs, settings = merge_runs(run_files(out, f"prune_{name}"))
+    runs, settings = _grid(f"prune_{name}")
     metric = grid_metric(settings)
     rows = paired_summary(runs, "es-bytes", metric)
     return {(r["method"], r["sparsity"]): r for r in rows}, metric
@@ -697,9 +710,8 @@ def test_chapter_4_magprune_tois_claims_hold_on_the_stored_grids():
     recsize's fine-tuned one on LightGCN and DeepFM from 80 % on, ahead on NeuMF at 90 and 95 % and behind
     ES there; on LightGCN the bytes leave a floor of at most 3 at 90 % (where the search stops at 0) and
     none at 95 %; equal parameters keep more entries and score higher than equal bytes."""
-    out = ROOT / "benchmarks" / "out"
     text = " ".join(_prose("ch04_variable_size").split())
-    grids = {name: _magprune_cells(out, name)[0] for name in ("lightgcn20", "neumf", "deepfm")}
+    grids = {name: _magprune_cells(name)[0] for name in ("lightgcn20", "neumf", "deepfm")}
     for name in ("lightgcn20", "deepfm"):
         for c in (0.8, 0.9, 0.95):
             assert grids[name]["magprune-tois", c]["mean"] < grids[name]["magprune", c]["mean"], (name, c)
@@ -731,11 +743,10 @@ def test_chapter_8_magprune_accounting_claims_hold_on_the_stored_grids():
     budget of the three grids, ahead of recsize's MagPrune on NeuMF at 90 and 95 % and below it everywhere
     else, below ES in mean even at equal parameters; the
     quoted ranges of entries and bytes at equal parameters over ES's at equal bytes."""
-    out = ROOT / "benchmarks" / "out"
     text = " ".join(_prose("ch08_head_to_head").split())
     kept, size = [], []
     for name in ("lightgcn20", "neumf", "deepfm"):
-        grid, _ = _magprune_cells(out, name)
+        grid, _ = _magprune_cells(name)
         for c in (0.5, 0.8, 0.9, 0.95):
             tois = grid["magprune-tois", c]
             assert tois["delta"]["high"] < 0, (name, c)
@@ -751,7 +762,7 @@ def test_chapter_8_magprune_accounting_claims_hold_on_the_stored_grids():
             assert all(grid["magprune-tois", c]["mean"] > grid["magprune", c]["mean"] for c in (0.9, 0.95))
     # recsize's MagPrune at equal parameters: ahead of ES (interval above 0) on LightGCN at 90 and 95 %,
     # level (interval spans 0) at 50 and 80 % and on DeepFM, behind in mean on NeuMF from 80 % on
-    lgcn, deepfm, neumf = (_magprune_cells(out, n)[0] for n in ("lightgcn20", "deepfm", "neumf"))
+    lgcn, deepfm, neumf = (_magprune_cells(n)[0] for n in ("lightgcn20", "deepfm", "neumf"))
     assert all(lgcn["magprune-params", c]["delta"]["low"] > 0 for c in (0.9, 0.95))
     level = [lgcn["magprune-params", c]["delta"] for c in (0.5, 0.8)] + \
         [deepfm["magprune-params", c]["delta"] for c in (0.5, 0.8, 0.9, 0.95)]
