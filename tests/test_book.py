@@ -147,6 +147,13 @@ def test_every_published_run_matches_its_chapter():
                        f"recsize book run --full --publish --chapters {' '.join(stale)}")
 
 
+def test_every_chapter_of_the_book_has_a_published_run():
+    """Every page of the book shows its chapter's full run, not its CI run (issue 28)."""
+    missing = [name for name in toc_chapters() if not (PUBLISHED / f"{name}.ipynb").exists()]
+    assert not missing, (f"chapters without a published full run: {missing}; run "
+                         f"recsize book run --full --publish --chapters {' '.join(missing)}")
+
+
 def test_every_published_output_fits_the_books_column():
     """What a reader sees must not scroll sideways: every printed line of a published run fits."""
     wide = {p.stem: wide_output_lines(nbformat.read(p, as_version=4)) for p in sorted(PUBLISHED.glob("*.ipynb"))}
