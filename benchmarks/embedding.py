@@ -25,7 +25,9 @@ For an ml-100k-sized table (943 users + 1682 items = 2,625 rows) and a 1M-row ta
     they are (no zero padding); and, forward only, the buckets as served: ``BucketLookup`` over TorchRec's
     quantised collection with float32 weights (FBGEMM's inference kernel), padded d_max rows;
 * the element-wise form (``CSREmbedding``) at the same kept total, its mask from global magnitude
-  pruning of the dense table: its bytes (values, uint8 column indices, offsets) and lookup speed.
+  pruning of the dense table: its bytes (values, uint8 column indices, offsets) and lookup speed;
+* the compact table row-wise quantised to int8 and int4 (``QuantizedCompactEmbedding``, Chapter 8: codes,
+  a float16 scale and bias per row, the offsets): its bytes and, forward only (a serving form), its speed.
 
 Without TorchRec / FBGEMM the FBGEMM columns are skipped (one line says so).
 
@@ -52,13 +54,16 @@ from recsize import native
 from recsize.budget import csr_bytes, format_bytes, masked_bytes
 from recsize.files import write_json
 from recsize.embedding import CompactEmbedding, CSREmbedding, MaskedEmbedding
+from recsize.quantize import QuantizedCompactEmbedding, quantized_compact_bytes
 from recsize.search import mde_sizes
 from recsize.torchrec_export import TorchRecMissing, export_tables, require_torchrec
 from recsize.torchrec_lookup import BucketLookup, quantise
 
 DENSE = ("dense", "dense_sparse", "dense_fused")           # the dense baselines of the full d_max table
 BUCKETS = ("buckets_padded", "buckets_unassembled", "buckets_served")   # through FBGEMM (served: forward only)
-PER_DENSITY = ("compact", "compact_torch", "csr") + BUCKETS
+QUANTISED = ("qcompact8", "qcompact4")   # the compact table row-wise quantised (forward only: a serving form)
+PER_DENSITY = ("compact", "compact_torch", "csr") + BUCKETS + QUANTISED
+INFERENCE_ONLY = ("buckets_served",) + QUANTISED
 
 
 def steady_allocator() -> bool:
@@ -222,13 +227,17 @@ def bench_case(num_rows: int, d_max: int, densities, args, say) -> list[dict]:
             assert torch.equal(csr(batches[0]), (masked.weight * keep)[batches[0]]), "CSR lookups differ"
         assert csr.num_bytes() == csr_bytes(keep.sum(1), d_max)
         assert masked.num_bytes() == masked_bytes(num_rows, d_max)
+        quantised = {f"qcompact{b}": QuantizedCompactEmbedding.from_compact(compact, b) for b in (8, 4)}
+        for name, table in quantised.items():
+            assert table.num_bytes() == quantized_compact_bytes(sizes, d_max, table.bits)
         ideal = int(sizes.sum()) * 4 + (num_rows + 1) * 8
         dense_bytes = weight.numel() * weight.element_size()
         row = {"rows": num_rows, "d_max": d_max, "density": density, "mean_width": float(sizes.mean()),
                "dense_bytes": dense_bytes, "masked_bytes": masked.num_bytes(), "compact_bytes": compact.num_bytes(),
                "ideal_bytes": ideal, "overhead": compact.num_bytes() / ideal - 1,
-               "compact_vs_dense": compact.num_bytes() / dense_bytes, "csr_bytes": csr.num_bytes(), **speed}
-        forms = {"compact": compact, "csr": csr}
+               "compact_vs_dense": compact.num_bytes() / dense_bytes, "csr_bytes": csr.num_bytes(),
+               **{f"{name}_bytes": table.num_bytes() for name, table in quantised.items()}, **speed}
+        forms = {"compact": compact, "csr": csr, **quantised}
         for name, table in shape_forms.items():
             row[f"fwd_{name}"] = throughput(table, batches, args.repeats, False)
         if args.fbgemm:
@@ -237,7 +246,7 @@ def bench_case(num_rows: int, d_max: int, densities, args, say) -> list[dict]:
         for key in ("fwd", "fwd_bwd"):
             backward = key == "fwd_bwd"
             for name, table in forms.items():
-                if not (backward and name == "buckets_served"):  # served: inference only
+                if not (backward and name in INFERENCE_ONLY):
                     row[f"{key}_{name}"] = throughput(table, batches, args.repeats, backward)
             with native.disabled():  # the three-pass PyTorch path, for comparison
                 row[f"{key}_compact_torch"] = throughput(compact, batches, args.repeats, backward)
@@ -253,9 +262,10 @@ def best_dense(row: dict, key: str) -> tuple[str, float]:
 
 COLUMNS = (("dense", "dense"), ("sparse", "dense_sparse"), ("fused", "dense_fused"), ("masked", "masked"),
            ("compact", "compact"), ("torch", "compact_torch"), ("csr", "csr"), ("b.pad", "buckets_padded"),
-           ("b.unas", "buckets_unassembled"), ("b.serv", "buckets_served"))
+           ("b.unas", "buckets_unassembled"), ("b.serv", "buckets_served"), ("q8", "qcompact8"), ("q4", "qcompact4"))
 HEADER = (f"{'rows':>9s} {'d_max':>5s} {'dens':>5s} {'dense':>10s} {'compact':>10s} {'vs ideal':>8s} "
-          f"{'csr':>10s} | pass    " + "".join(f"{h:>8s}" for h, _ in COLUMNS) + " | compact / best dense")
+          f"{'csr':>10s} {'q8':>10s} {'q4':>10s} | pass    " + "".join(f"{h:>8s}" for h, _ in COLUMNS)
+          + " | compact / best dense")
 
 
 def format_row(r: dict) -> str:
@@ -264,7 +274,8 @@ def format_row(r: dict) -> str:
     for key in ("fwd", "fwd_bwd"):
         head = (f"{r['rows']:>9,} {r['d_max']:>5d} {100 * r['density']:>4.0f}% {format_bytes(r['dense_bytes']):>10s} "
                 f"{format_bytes(r['compact_bytes']):>10s} {100 * r['overhead']:>+7.2f}% "
-                f"{format_bytes(r['csr_bytes']):>10s}") if key == "fwd" else " " * 63
+                f"{format_bytes(r['csr_bytes']):>10s} {format_bytes(r['qcompact8_bytes']):>10s} "
+                f"{format_bytes(r['qcompact4_bytes']):>10s}") if key == "fwd" else " " * 85
         cells = "".join(f"{r[f'{key}_{c}'] / 1e6:>8.2f}" if f"{key}_{c}" in r else f"{'-':>8s}" for _, c in COLUMNS)
         name, best = best_dense(r, key)
         lines.append(f"{head} | {key.replace('_', '+'):7s} {cells} | {r[f'{key}_compact'] / best:.2f}x ({name})")
@@ -278,7 +289,11 @@ def summary(rows: list[dict]) -> list[str]:
     lines = [f"compact bytes vs sum(d_n) * 4 + (n + 1) * 8: worst {100 * worst:.3f} % "
              f"({'within' if worst <= 0.01 else 'NOT within'} 1 %)"]
     at_10 = [r for r in rows if abs(r["density"] - 0.1) < 1e-9]
-    forms = [("compact", "compact"), ("compact_torch", "compact (PyTorch path)"), ("csr", "CSR")]
+    for bits in (8, 4):
+        lines.append(f"compact int{bits} bytes / compact float32 at 10 % density: "
+                     + ", ".join(f"{r[f'qcompact{bits}_bytes'] / r['compact_bytes']:.3f}" for r in at_10))
+    forms = [("compact", "compact"), ("compact_torch", "compact (PyTorch path)"), ("csr", "CSR"),
+             ("qcompact8", "compact int8"), ("qcompact4", "compact int4")]
     forms += [(b, b.replace("_", " ")) for b in BUCKETS if all(f"fwd_{b}" in r for r in at_10)]
     for key in ("fwd", "fwd_bwd"):
         for form, what in forms:
