@@ -398,11 +398,11 @@ def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
 
 def test_os_errors_at_the_boundary_are_one_line(tmp_path, monkeypatch, capsys):
     import errno
-    import recsize.cli as cli
+    import recsize.cli.commands as commands  # where `recsize train` writes its result
 
     def full(obj, path, *kind):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
-    monkeypatch.setattr(cli, "write_json", full)
+    monkeypatch.setattr(commands, "write_json", full)
     line = one_line_error(capsys, main([*TRAIN, "--out", str(tmp_path / "r.json")]), "No space left on device")
     assert str(tmp_path / "r.json") in line
 
