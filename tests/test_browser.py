@@ -174,7 +174,12 @@ class PlaywrightBrowser:
               cut: Object.fromEntries([['code', 'div.cell div.cell_input div.highlight pre'],
                                         ['output', 'div.cell div.cell_output div.output pre']].map(([k, sel]) =>
                 [k, Array.from(main.querySelectorAll(sel)).filter(e => e.scrollWidth > e.clientWidth + 1)
-                      .map(e => e.textContent.split('\\n').reduce((a, b) => a.length >= b.length ? a : b))])),
+                      .map(e => e.textContent.split('\\n').reduce((a, b) => a.length >= b.length ? a : b))]).concat(
+                // a table wider than the column scrolls sideways (its last columns out of sight)
+                [['table', Array.from(main.querySelectorAll('table'))
+                   .filter(t => t.getBoundingClientRect().right > main.getBoundingClientRect().right + 1
+                                || (t.parentElement && t.parentElement.scrollWidth > t.parentElement.clientWidth + 1))
+                   .map(t => (t.querySelector('th, td') || t).textContent.trim())]])),
             };
         }""")
         return Page(p.url, p.title(), data["h1"], [tuple(i) for i in data["images"]], p.content(),
@@ -353,6 +358,7 @@ def test_chapter_page(browser, book_html, chapter):
 
     if page.cut is not None:  # chapter code (<= 88 columns) shows whole in the book's column
         assert not page.cut["code"], f"code cells cut off in the column (widest lines): {page.cut['code']}"
+        assert not page.cut.get("table"), f"tables wider than the column (first cells): {page.cut['table']}"
 
     if i > 0:
         assert _same(page.prev, _url(book_html, CHAPTERS[i - 1])), f"previous link: {page.prev}"
