@@ -10,6 +10,7 @@
     recsize search --method magprune --backbone lightgcn --dataset ml-100k --sparsity 0.9   (Chapter 4)
     recsize search --method pep --backbone lightgcn --dataset ml-100k --budget 0.1   (Chapter 4)
     recsize export --format torchrec --out export.pt user=user.pt item=item.pt   (Appendix A)
+    recsize experiment list / run NAME / report NAME   (Chapter 8: the stored grids, evidence/NAME.jsonl)
     recsize book run --out results/book       (README: every chapter through papermill)
     recsize book build                        (README: the HTML book in book/_build/html)
 
@@ -17,7 +18,7 @@ The package, by command (each module imports only those below it):
 
     __init__.py   main: the boundary (one-line errors, signals, closed pipes) and the dispatch
     search.py     recsize search: every method's run and table (Chapters 4 to 7)
-    commands.py   recsize data, train, export, book
+    commands.py   recsize data, train, export, experiment, book
     checks.py     the checks before the work: devices, data, outputs, budgets, method flags, memory
     parser.py     build_parser: every command, flag and help text; the argparse types
     report.py     progress and the metrics tables
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 from ..cli_support import INTERRUPTED, StopSignals, Terminated, flush_stdout, reader_gone, say
 from .checks import _preflight
-from .commands import _cmd_book_build, _cmd_book_run, _cmd_data, _cmd_export, _cmd_train
+from .commands import _cmd_book_build, _cmd_book_run, _cmd_data, _cmd_experiment, _cmd_export, _cmd_train
 from .parser import build_parser
 from .report import metrics_table
 from .search import _cmd_search
@@ -82,6 +83,8 @@ def _run(parser, args) -> int:
         return _cmd_search(args)
     if args.command == "export":
         return _cmd_export(args)
+    if args.command == "experiment":
+        return _cmd_experiment(args)
     if args.command == "book" and args.book_command == "build":
         return _cmd_book_build(args)
     return _cmd_book_run(args)

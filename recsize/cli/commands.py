@@ -129,3 +129,17 @@ def _cmd_book_run(args) -> int:
     except (RuntimeError, FileNotFoundError) as e:  # no dev extras, no source checkout
         raise ValueError(str(e)) from None
     return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def _cmd_experiment(args) -> int:
+    """``recsize experiment list / run / report`` (:mod:`recsize.experiments.commands`). Explained in
+    Chapter 8."""
+    from ..experiments import commands
+    if args.experiment_command == "list":
+        print(commands.cli_list())
+        return 0
+    if args.experiment_command == "report":
+        print(commands.cli_report(args.name))
+        return 0
+    return commands.cli_run(args.name, seeds=args.seeds, device=args.device, jobs=args.jobs, quiet=args.quiet,
+                            methods=args.methods)

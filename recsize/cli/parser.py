@@ -315,6 +315,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("tables", nargs="+", metavar="ROLE=FILE",
                    help="a saved compact table per embedding role, e.g. user=results/chA1/user.pt")
 
+    x = sub.add_parser("experiment", help="the experiments the book quotes: list, compute, report",
+                       description="Every grid the book and the READMEs quote is an experiment declared once "
+                                   "(recsize.experiments.EXPERIMENTS) whose cells are stored one per line in "
+                                   "evidence/NAME.jsonl. Explained in Chapter 8.")
+    xsub = x.add_subparsers(dest="experiment_command", required=True, metavar="ACTION")
+    xsub.add_parser("list", help="every declared experiment and how many of its cells are stored")
+    xr = xsub.add_parser("run", help="compute the cells of an experiment still missing from its evidence file "
+                                     "(resumable: stop and run again)")
+    xr.add_argument("name", metavar="NAME", help="an experiment of `recsize experiment list`")
+    xr.add_argument("--seeds", nargs="+", type=_seed, help="only these of its seeds (default: every one)")
+    xr.add_argument("--methods", nargs="+", help="only these of its methods (default: every one)")
+    xr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    xr.add_argument("--jobs", type=_positive_int, default=1, help="seeds computed at once, one process each")
+    xr.add_argument("--quiet", action="store_true", help="no line per cell")
+    xp = xsub.add_parser("report", help="the tables of an experiment's stored cells (every experiment without NAME)")
+    xp.add_argument("name", metavar="NAME", nargs="?", help="an experiment of `recsize experiment list`")
     book = sub.add_parser("book", help="run the book's chapters, or build the book as HTML")
     bsub = book.add_subparsers(dest="book_command", required=True, metavar="ACTION")
     r = bsub.add_parser("run", help="execute every chapter through papermill and summarise wall times")
