@@ -41,7 +41,7 @@ epochs = 3  # full run: 300 (early stopping on validation NDCG@20)
 patience = 10  # full run: 40 (narrow tables plateau for ~20 epochs, see Section 4.6)
 seed = 0
 out_dir = "results/ch04"  # figures and JSON go here
-stored_runs = "../benchmarks/out"  # full run: the same (the stored grids, Section 4.8)
+stored_runs = "../evidence"  # full run: the same (the evidence store of the grids, 4.8)
 
 # %%
 # A bad value stops the chapter here, in one line, before any work (see the Preface).
@@ -727,13 +727,14 @@ for c in sparsities:
 # In a CI run (a few epochs; the note under the title says which run a page shows) these numbers only
 # show that the path runs. In the published run
 # (one seed, patience 40) MagPrune stays below ES at every budget, though in fewer bytes; the converged,
-# three-seed comparison at equal bytes is the benchmark's job (`python benchmarks/prune.py`). There,
-# on LightGCN with patience 20, PEP's rewound tickets keep 0.380 / 0.346 / 0.296 / 0.213 Recall@20 at
-# $c$ = 50 / 80 / 90 / 95 %, MagPrune's fine-tuned masks 0.379 / 0.351 / 0.317 / 0.270 and ES at equal
-# bytes 0.384 / 0.370 / 0.329 / 0.252: on LightGCN, rewinding costs more than fine-tuning as the
-# budget tightens (on DeepFM it is the other way round, Chapter 5). On MF and
-# NeuMF, whose scores are dot products of the stored rows, MagPrune collapses from 80 % on: Chapter 5
-# shows why (a user's and an item's pruned rows share almost no dimensions).
+# three-seed comparison at equal bytes is an experiment's job (`recsize experiment run prune_lightgcn20`,
+# stored in `evidence/prune_lightgcn20.jsonl`). There, on LightGCN with patience 20, PEP's rewound
+# tickets keep 0.380 / 0.346 / 0.296 / 0.213 Recall@20 at $c$ = 50 / 80 / 90 / 95 %, MagPrune's
+# fine-tuned masks 0.379 / 0.351 / 0.317 / 0.270 and ES at equal bytes 0.384 / 0.370 / 0.329 / 0.252:
+# on LightGCN, rewinding costs more than fine-tuning as the budget tightens (on DeepFM it is the other
+# way round, Chapter 5). On MF and NeuMF, whose scores are dot products of the stored rows, MagPrune
+# collapses from 80 % on: Chapter 5 shows why (a user's and an item's pruned rows share almost no
+# dimensions).
 #
 # ### MagPrune as the TOIS'25 benchmark runs it, and what a budget counts
 #
@@ -760,21 +761,24 @@ Markdown(departures_table("magprune"))
 Markdown(departures_table("magprune-tois"))
 
 # %% [markdown]
-# The stored three-seed grids of `benchmarks/prune.py` (LightGCN with patience 20,
-# NeuMF, DeepFM on the CTR view), both MagPrunes in both accountings, next to ES at
-# equal bytes: mean test quality over the seeds, the stored CSR bytes, the kept entries,
-# and `min_item` per seed. This cell runs nothing.
+# The stored three-seed grids, read from the evidence store (`evidence/NAME.jsonl`,
+# printed in full by `recsize experiment report NAME`): `prune_lightgcn20` (LightGCN
+# with patience 20), `prune_neumf` and `prune_deepfm` (DeepFM on the CTR view). Both
+# MagPrunes in both accountings, next to ES at equal bytes: mean test quality over the
+# seeds, the stored CSR bytes, the kept entries, and `min_item` per seed. This cell
+# runs nothing.
 
 # %%
-from recsize.search.compare import LABELS, load_grids, paired_summary
+from recsize.experiments import load_grids
+from recsize.search.compare import LABELS, paired_summary
 
 mag = {"es-bytes": "ES, equal bytes", "magprune": "MagPrune, equal bytes",
        "magprune-tois": "TOIS, equal bytes",
        "magprune-params": "MagPrune, equal params",
        "magprune-tois-params": "TOIS, equal params"}
-grids = load_grids(Path(stored_runs), ("lightgcn20", "neumf", "deepfm"))
+grids = load_grids(("prune_lightgcn20", "prune_neumf", "prune_deepfm"), stored_runs)
 if not grids:
-    print(f"no stored grid prune_*.json in {stored_runs}")
+    print(f"no stored grid in {stored_runs}: recsize experiment run NAME")
 for g in grids.values():
     print(f"\n{g.backbone}: test {LABELS[g.metric]}, mean over the seeds")
     for row in paired_summary(g.runs, "es-bytes", g.metric, mag):

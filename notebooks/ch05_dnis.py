@@ -548,22 +548,26 @@ _ = (out / "dnis.json").write_text(
 # {glue:text}`recall_es_equal_bytes:.3f` in {glue:text}`kib_es_equal_bytes:.1f` KiB. A row that
 # trained for only a few seconds stopped early: narrow LightGCN tables sit on a plateau for about
 # 20 epochs, longer than patience 10 waits (in the published run ES at equal bytes stopped there),
-# which is why the LightGCN grids below use patience 20. The full runs below
-# (`benchmarks/prune.py`: LightGCN and NeuMF on ml-100k, 8:1:1, and DeepFM on its CTR view;
-# $d_{max} = 64$, every training to convergence with early stopping, three seeds that share their splits across
-# methods) give the evidence; the cell reads the stored results and prints, per backbone and budget, each
-# method's per-seed test quality (Recall@20; AUC for DeepFM), its mean, and its paired difference to ES
-# at equal bytes with a 95 % interval.
+# which is why the LightGCN grids below use patience 20. The full runs below (the experiments
+# `prune_lightgcn20`, `prune_lightgcn`, `prune_neumf` and `prune_deepfm`: LightGCN and NeuMF on ml-100k,
+# 8:1:1, and DeepFM on its CTR view; $d_{max} = 64$, every training to convergence with early stopping,
+# three seeds that share their splits across methods) give the evidence. Their cells are stored in
+# `evidence/NAME.jsonl` (`recsize experiment run NAME` computes them, `recsize experiment report NAME`
+# prints them); the cell reads them and prints, per experiment and budget, each method's per-seed test
+# quality (Recall@20; AUC for DeepFM), its mean, and its paired difference to ES at equal bytes with a
+# 95 % interval.
 
 # %%
-from recsize.search.compare import load_grids, paired_summary
+from recsize.experiments import load_grids
+from recsize.search.compare import paired_summary
 
-stored = Path("..") / "benchmarks" / "out"
+stored = Path("..") / "evidence"
 shown = ("dnis", "dnis-alpha", "dnis-table", "dnis-prefix", "magprune")
 shown += ("magprune-table", "pep")
 shown += ("mde-bytes", "es-bytes", "es")
-# lightgcn20: patience 20
-for name, g in load_grids(stored, ("lightgcn20", "lightgcn", "neumf", "deepfm")).items():
+# prune_lightgcn20: patience 20, prune_lightgcn: 10
+names = ("prune_lightgcn20", "prune_lightgcn", "prune_neumf", "prune_deepfm")
+for name, g in load_grids(names, stored).items():
     runs, metric, first = g.runs, g.metric, g.settings[0]
     patience = first["patience"]
     print(f"\n{name} on {first['dataset']}, test {metric}, patience {patience}")
@@ -584,10 +588,10 @@ for name, g in load_grids(stored, ("lightgcn20", "lightgcn", "neumf", "deepfm"))
 # table above shows fewer; Recall@20; `benchmarks/README.md` has the same numbers with stored bytes and
 # epochs):
 #
-# * **Patience decides the verdict.** With patience 10 (the `lightgcn` rows), ES at equal bytes stopped
+# * **Patience decides the verdict.** With patience 10 (`prune_lightgcn`), ES at equal bytes stopped
 #   on the plateau narrow LightGCN tables sit on for about 20 epochs: two of three seeds peaked at epoch
-#   19 at $c$ = 90 %, and the pruned tables seemed 0.036 ahead. With patience 20 for every method (the
-#   `lightgcn20` rows) the same seeds reach 0.326 and 0.338, and the order turns.
+#   19 at $c$ = 90 %, and the pruned tables seemed 0.036 ahead. With patience 20 for every method
+#   (`prune_lightgcn20`) the same seeds reach 0.326 and 0.338, and the order turns.
 # * **Equal widths win from 50 to 90 %.** At patience 20, ES at equal bytes has the best mean at 50, 80
 #   and 90 %; DNIS in place and MagPrune lose 0.019 Recall@20 at 80 %, with 95 % intervals below 0, and
 #   about 0.01 at 90 % (intervals spanning 0). Only at 95 %, where the 8-byte row offsets of prefix

@@ -27,9 +27,10 @@
 # the full run of the chapter (LightGCN and NeuMF on ml-100k, DeepFM on its CTR view, one seed, the
 # reduced search schedules, 30-epoch caps) takes about half an hour on a 2-core CPU:
 # `recsize book run --full --chapters ch08_head_to_head --out results/ch08-full`. The evidence of
-# Sections 8.6 to 8.8 is different: converged grids over three seeds, hours of CPU per backbone, run by
-# `benchmarks/prune.py` (its commands are in `benchmarks/README.md`) and stored with the repository;
-# the chapter reads them back.
+# Sections 8.6 to 8.8 is different: converged grids over three seeds, hours of CPU per backbone, each
+# declared once as an experiment (`recsize experiment list`), computed by `recsize experiment run NAME`
+# and stored with the repository in `evidence/NAME.jsonl`; the chapter reads them back
+# (`recsize experiment report NAME` prints one).
 
 # %% tags=["parameters"]
 # Parameters (papermill): CI defaults; the full run is noted on each line.
@@ -55,8 +56,8 @@ clusters = 4  # full run: 4 (iHAS K)
 ihas_search_epochs = 2  # full run: 10 (iHAS)
 seed = 0  # full run: 0
 n_seeds = 1  # full run: 1 (benchmarks/head_to_head.py --seeds 0 1 2 for three)
-# full run: the same folder (the stored converged runs, Sections 8.6-8.8)
-stored_runs = "../benchmarks/out"
+# full run: the same folder (the evidence store of the grids, Sections 8.6-8.8)
+stored_runs = "../evidence"
 out_dir = "results/ch08"
 
 # %%
@@ -296,20 +297,22 @@ print(format_costs(search_costs(records)))
 # %% [markdown]
 # ## 8.6 The measured runs
 #
-# The evidence is not the CI run above but the converged grids of `benchmarks/prune.py` (Chapters 4
-# and 5): LightGCN and NeuMF on ml-100k (random 8:1:1 per user, full ranking) and DeepFM on the ml-100k
-# CTR view, $c$ = 50 / 80 / 90 / 95 %, every method at the same **bytes** of its stored form, every
-# model trained to convergence (cap 300 epochs, patience 20 for LightGCN and 10 for the others), three
-# seeds that share their splits. CIESS runs its authors' settings at the reduced schedule of Chapter 6
+# The evidence is not the CI run above but the converged grids of Chapters 4 and 5, the experiments
+# `prune_lightgcn20`, `prune_neumf` and `prune_deepfm` (`evidence/NAME.jsonl`): LightGCN and NeuMF on
+# ml-100k (random 8:1:1 per user, full ranking) and DeepFM on the ml-100k CTR view, $c$ = 50 / 80 /
+# 90 / 95 %, every method at the same **bytes** of its stored form, every model trained to convergence
+# (cap 300 epochs, patience 20 for LightGCN and 10 for the others), three seeds that share their splits. CIESS runs its authors' settings at the reduced schedule of Chapter 6
 # (6 x 5 iterations of 200 batches of 10,000), iHAS its defaults of Chapter 7 (K = 4, one model per
 # cluster, the router and the extra first-order tables charged). `grid_records` turns the stored cells
 # into the records of 8.3, so the same plot and cost table read them; this cell runs nothing.
 
 # %%
-from recsize.search.compare import grid_records, load_grids, metrics_of
+from recsize.experiments import load_grids
+from recsize.search.compare import grid_records, metrics_of
 
 stored = Path(stored_runs)
-grids = load_grids(stored, ("lightgcn20", "neumf", "deepfm"))  # each read once
+names = ("prune_lightgcn20", "prune_neumf", "prune_deepfm")
+grids = load_grids(names, stored)  # each read once
 shown = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "dnis-alpha")
 measured = {
     name: [r for r in grid_records(g.runs, g.settings)
@@ -317,7 +320,7 @@ measured = {
     for name, g in grids.items()
 }
 if not measured:
-    print(f"no stored grid in {stored}: run benchmarks/prune.py (Chapter 5)")
+    print(f"no stored grid in {stored}: recsize experiment run NAME")
 else:
     fig, axes = plt.subplots(
         len(measured), 1, figsize=(7.5, 4 * len(measured)), squeeze=False
@@ -559,17 +562,17 @@ glue("planted_epochs", epochs, display=False)
 # {glue:text}`truth_magprune_user:+.3f` over users and {glue:text}`truth_magprune_item:+.3f` over
 # items, after trainings capped at
 # {glue:text}`planted_epochs:d` epochs (at CI parameters a few, where the magnitudes mean little):
-# one seed, one budget. The full runs
-# (`benchmarks/prune.py --dataset planted-100k`, LightGCN, every training to convergence) are read back
+# one seed, one budget. The full runs (experiment `prune_planted_lightgcn` on `planted-100k`,
+# `evidence/prune_planted_lightgcn.jsonl`; LightGCN, every training to convergence) are read back
 # below: per budget and method, the mean Spearman correlation of the widths (kept entries per row) with
 # the planted widths, for users and items, and the test Recall@20.
 
 # %%
-planted_grid = load_grids(stored, ("planted_lightgcn",))
+planted_grid = load_grids("prune_planted_lightgcn", stored)
 if not planted_grid:
-    print("no stored planted-truth run: run benchmarks/prune.py --dataset planted-100k")
+    print("no stored planted-truth run: recsize experiment run prune_planted_lightgcn")
 else:
-    p_runs = planted_grid["planted_lightgcn"].runs
+    p_runs = planted_grid["prune_planted_lightgcn"].runs
     head = f"{'c':>4s} {'method':10s}{'seeds':>6s}{'users':>8s}{'items':>8s}"
     print(head + f"{'Recall@20':>11s}")
     for key in sorted({(r["sparsity"], r["method"]) for r in p_runs}):
