@@ -44,37 +44,29 @@ offsets and padding, so it holds slightly *more* than 1 - c of the dense bytes: 
   ``--ihas-cluster-init`` pick the variants of Chapter 7, and a budget the router (and first-order tables)
   leave no room in is skipped with one line.
 
-The full comparison of issue 14 (Chapter 8), one command per backbone, resumable and mergeable (each
-file a protocol, ``recsize.experiments.declare.RUN_SETTINGS``; ``benchmarks/report.py`` merges
-``out/PREFIX_*.json``, pairs the seeds against es-bytes and adds each method's AUKC,
-``recsize.search.compare.aukc``):
+The grids the book quotes (Chapter 8) are declared in ``recsize/experiments/declare.py`` and stored in
+``evidence/NAME.jsonl``, which the README tables, the chapters and the tests read. By default this script
+adds the cells missing from the store of the experiment its flags name (``--experiment NAME``, or the one
+whose settings the flags give; ``--seeds``, ``--sparsities``, ``--methods`` narrow the run):
 
-    python benchmarks/prune.py --backbone lightgcn --patience 20 --methods es-bytes mde-bytes mr-bytes magprune \
-        pep dnis dnis-prefix ciess --out benchmarks/out/prune_lightgcn20_all.json
-    (likewise --backbone neumf, --backbone deepfm with ihas instead of ciess, --dataset planted-100k)
+    python benchmarks/prune.py --experiment prune_lightgcn20 --seeds 0 --jobs 1
+    python benchmarks/prune.py --backbone neumf --seeds 2 --methods es-bytes magprune   # prune_neumf
 
 Every training uses the backbone's trainer settings, the same epoch cap (``--epochs``) and patience
 (``--patience``, default 10). Reported per cell: test Recall@20 / NDCG@20 with the stored (CSR or compact)
 tables, bytes (CSR, its VLDB'24 int32 accounting, compact for ES), kept entries, best epoch, wall times.
-Resumable: the JSON is written atomically after every (method, sparsity, seed) cell and cells already in
-``--out`` are skipped (with the same settings). One thread (``torch.set_num_threads(1)``).
+Resumable: the store (or ``--out``) is written atomically after every cell; stored cells are skipped. One thread.
 
-    python benchmarks/prune.py                               # 3 seeds x 4 sparsities x every method (long)
-    python benchmarks/prune.py --seeds 0 --epochs 100        # one seed, shorter cap
-    python benchmarks/prune.py --quick --out /tmp/prune.json # smoke run: 2 epochs, one seed, c = 90 %
-    python benchmarks/prune.py --backbone deepfm --out benchmarks/out/prune_deepfm_all.json
-    python benchmarks/prune.py --dataset planted-100k --out benchmarks/out/prune_planted_lightgcn_all.json
+    python benchmarks/prune.py --quick --out /tmp/prune.json # ad hoc, any flags: smoke run, 2 epochs, c = 90 %
 
-Writes benchmarks/out/prune.json (or --out). The cells are computed by the package, not here: this script
-declares an ad-hoc ``recsize.experiments.Experiment`` from its flags and calls ``recsize.experiments.runner.run``
-(``recsize/experiments/cells.py`` holds every method's procedure above), with the ``--out`` file as its store;
-the grids the book quotes are declared once in ``recsize/experiments/declare.py`` and stored in
-``evidence/NAME.jsonl``. ``--jobs N`` computes N seeds at once in parallel processes.
+The package computes the cells (``recsize/experiments/cells.py``): ``recsize.experiments.runner.run`` on the
+declared experiment, or on an ``Experiment`` of the flags with ``--out`` as its store; ``--jobs N``: N seeds at once.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -84,15 +76,14 @@ import torch
 from common import machine
 
 from recsize.data import prepare
-from recsize.experiments import Cell, Experiment
+from recsize.experiments import EXPERIMENTS, Cell, Experiment, get, store
 from recsize.experiments.cells import pep_config
 from recsize.experiments.declare import METHODS, SPARSITIES, differing_settings, run_setting
-from recsize.experiments.runner import run
+from recsize.experiments.runner import plan, run
 from recsize.files import write_json
 from recsize.search.ciess import run_ciess
 from recsize.search.compare import LABELS, LOWER_IS_BETTER, METRICS, _task, applicable_methods
 
-OUT = Path(__file__).resolve().parent / "out" / "prune.json"
 # the settings (flags) that make an experiment (Experiment.from_settings), in the order of its output's
 # settings, after the dataset (ml-100k-ctr for the CTR backbones)
 KEYS = ("backbone", "seeds", "sparsities", "methods", "dim", "epochs", "patience", "prune_split", "pep_epochs",
@@ -158,6 +149,24 @@ def load(path: Path, settings: dict) -> list[dict]:
     return list(data.get("runs", []))
 
 
+def declared(settings: dict, given: set, name: str | None) -> Experiment:
+    """The declared experiment ``name``, or the one whose settings the flags give and which declares the cells
+    asked for; a flag given (``given``) that contradicts it raises ValueError naming the fix."""
+    asked = {k: settings[k] for k in ("methods", "sparsities", "seeds") if k in given}
+    fits = [get(name)] if name else [e for e in EXPERIMENTS.values() if not differing_settings(
+        settings, e.settings(), set(asked.get("methods", e.methods)) & set(e.methods))
+        and all(set(v) <= set(getattr(e, k)) for k, v in asked.items())]
+    if len(fits) != 1:
+        raise ValueError(f"the flags name {'no' if not fits else 'more than one'} declared experiment "
+                         f"({', '.join(e.name for e in fits) or 'recsize/experiments/declare.py'}): name one with "
+                         "--experiment NAME, or write an ad-hoc JSON with --out FILE")
+    differ = [k for k in differing_settings(settings, fits[0].settings(), fits[0].methods) if k in given]
+    if differ:
+        raise ValueError(f"{fits[0].name} declares other settings than --{' --'.join(differ).replace('_', '-')}: "
+                         "drop those flags, or write an ad-hoc JSON with --out FILE")
+    return fits[0]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backbone", default="lightgcn", choices=["lightgcn", "mf", "neumf", "ngcf", "fm", "deepfm"])
@@ -203,8 +212,12 @@ def main(argv=None) -> int:
                    "(recsize.stacked; the same numbers as one by one, faster; saved when the pass ends)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 epochs of everything, first seed, c = 90 %%")
     p.add_argument("--jobs", type=int, default=1, help="seeds computed at once, in parallel processes (default 1)")
-    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--experiment", help="the declared experiment to compute (default: the one the flags name)")
+    p.add_argument("--evidence", type=Path, default=None, help="the evidence folder (default: evidence/)")
+    p.add_argument("--out", type=Path, default=None, help="an ad-hoc JSON file instead of the evidence store")
     args = p.parse_args(argv)
+    flags = [a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv)]
+    given = {a.dest for a in p._actions if set(a.option_strings) & set(flags)}
     torch.set_num_threads(1)
     if args.quick:
         args.seeds, args.sparsities = args.seeds[:1], [0.9]
@@ -216,46 +229,64 @@ def main(argv=None) -> int:
     if args.stacked and args.backbone != "lightgcn":
         p.error(f"--stacked trains LightGCN models only (its propagation is linear), not {args.backbone}: drop "
                 "--stacked")
-    task = _task(args.backbone)
-    metrics = METRICS[task]
     for method in [m for m in ("ciess", "ihas") if m in args.methods and m not in applicable_methods(args.backbone)]:
-        print(f"{method}: skipped, it applies to {'top-k' if method == 'ciess' else 'CTR'} backbones only, not "
-              f"{args.backbone}", flush=True)
+        if args.out is not None or "methods" in given:
+            print(f"{method}: skipped, it applies to {'top-k' if method == 'ciess' else 'CTR'} backbones only, not "
+                  f"{args.backbone}", flush=True)
         args.methods = [m for m in args.methods if m != method]
-    settings = {"dataset": "ml-100k-ctr" if task == "ctr" else args.dataset, **{k: getattr(args, k) for k in KEYS}}
-    runs = load(args.out, settings)
+    settings = {"dataset": "ml-100k-ctr" if _task(args.backbone) == "ctr" else args.dataset,
+                **{k: getattr(args, k) for k in KEYS}}
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
-    try:
-        experiment = Experiment.from_settings(args.out.stem, settings) if args.methods else None
-    except ValueError as e:
-        p.error(str(e))
+    hooks = {"prepare": prepare, "run_ciess": run_ciess}   # this module's, so that tests can replace them
     start_all = time.perf_counter()
+    if args.out is None:   # the evidence store of the declared experiment the flags name
+        narrow = [getattr(args, k) if k in given else None for k in ("seeds", "methods", "sparsities")]
+        try:
+            experiment = declared(settings, given, args.experiment)
+            plan(experiment, [], *narrow)          # refuses seeds, methods, budgets it does not declare
+        except ValueError as e:
+            p.error(str(e))
+        run(experiment, *narrow, device=args.device, jobs=args.jobs, store=args.evidence, stacked=args.stacked,
+            hooks=hooks)
+        runs = [c.to_prune_run() for c in store.read(experiment, args.evidence)]
+        settings = experiment.settings()
+        args.backbone, args.dim, args.prune_split = experiment.backbone, experiment.d_max, experiment.prune_split
+        args.seeds, args.sparsities = narrow[0] or experiment.seeds, narrow[2] or experiment.sparsities
+    else:                  # an ad-hoc JSON: an experiment of the flags, the --out file as its store
+        runs = load(args.out, settings)
+        try:
+            experiment = Experiment.from_settings(args.out.stem, settings) if args.methods else None
+        except ValueError as e:
+            p.error(str(e))
 
-    def save(partial: bool = True):
-        write_json({"settings": settings, "machine": machine(), "device": args.device,
-                    "pep_config": asdict(pep_config(experiment)) if experiment else None, "runs": runs,
-                    "partial": partial}, args.out)
+        def save(partial: bool = True):
+            write_json({"settings": settings, "machine": machine(), "device": args.device,
+                        "pep_config": asdict(pep_config(experiment)) if experiment else None, "runs": runs,
+                        "partial": partial}, args.out)
 
-    class OutFile:
-        """The --out file as the runner's store: its cells, and one more saved at once."""
-        def read(self, _):
-            return [Cell.from_prune_run(r, settings, experiment) for r in runs]
+        class OutFile:
+            """The --out file as the runner's store: its cells, and one more saved at once."""
+            def read(self, _):
+                return [Cell.from_prune_run(r, settings, experiment) for r in runs]
 
-        def add(self, _, cell):
-            runs.append(cell.to_prune_run())
-            save()
+            def add(self, _, cell):
+                runs.append(cell.to_prune_run())
+                save()
 
-    if experiment is not None:   # prepare and run_ciess are this module's, so tests can replace them
-        run(experiment, device=args.device, jobs=args.jobs, store=OutFile(), stacked=args.stacked,
-            hooks={"prepare": prepare, "run_ciess": run_ciess})
+        if experiment is not None:
+            run(experiment, device=args.device, jobs=args.jobs, store=OutFile(), stacked=args.stacked, hooks=hooks)
     wall = time.perf_counter() - start_all
+    metrics = METRICS[_task(args.backbone)]
     rows = summarise([r for r in runs if r["seed"] in args.seeds and r["sparsity"] in args.sparsities], metrics)
     print(f"\n{args.backbone} on {settings['dataset']}, d_max = {args.dim}: MagPrune ({args.prune_split}) and PEP at 1 - c of the "
           f"dense bytes (CSR), ES at 1 - c of the parameters and es-bytes at 1 - c of the dense bytes (compact); "
-          f"test split, mean ± std over seeds "
-          f"{args.seeds} (* best {metrics[-1]} per c); {machine()}; this run {wall / 60:.1f} min")
+          f"test split, mean ± std over seeds {list(args.seeds)} (* best {metrics[-1]} per c); {machine()}; this run "
+          f"{wall / 60:.1f} min")
     print(table(rows))
+    if args.out is None:
+        print(f"experiment {experiment.name}: stored in {store.path_of(experiment, args.evidence)}")
+        return 0
     save(partial=False)
     data = json.loads(args.out.read_text())
     data["summary"] = rows

@@ -1,6 +1,6 @@
-"""recsize.experiments (Chapter 8, issue 30): declarations, one record per cell, the evidence store, the
-migration of benchmarks/out, the runner (bit for bit the numbers of benchmarks/prune.py before its cells
-moved), the report and the functions the command line calls."""
+"""recsize.experiments (Chapter 8, issue 30): declarations, one record per cell, the evidence store and what
+it gives the tables, the migration of benchmark files, the runner (bit for bit the numbers of
+benchmarks/prune.py before its cells moved), the report and the functions the command line calls."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from recsize.experiments import EXPERIMENTS, Cell, Experiment, get, list_experiments, store
-from recsize.experiments.migrate import OUT, merge_runs, run_files, stored_cells
+from recsize.experiments.migrate import merge_runs, run_files
 from recsize.files import NotReplaceable
 from recsize.search.compare import aukc, grid_metric, paired_summary, within_noise
 
@@ -74,11 +74,11 @@ def test_a_cell_round_trips_and_a_prune_cell_loses_nothing():
     with pytest.raises(ValueError, match="missing fields"):
         Cell.from_dict({"experiment": "x"})
     for name in ("prune_lightgcn20", "prune_deepfm"):
-        runs, settings = merge_runs(run_files(OUT, name))
-        for run in runs:
-            back = Cell.from_prune_run(run, settings[0], name).to_prune_run()
-            assert _same(back, run) and list(back) == list(run)        # every field, in its order
-    ihas = next(r for r in merge_runs(run_files(OUT, "prune_deepfm"))[0] if r["method"] == "ihas")
+        for stored in store.read(name):
+            run = stored.to_prune_run()
+            again = Cell.from_prune_run(run, {**stored.provenance, "file": stored.provenance["source"]}, name)
+            assert again == stored and list(again.to_prune_run()) == list(run)    # every field, in its order
+    ihas = next(c.to_prune_run() for c in store.read("prune_deepfm") if c.method == "ihas")
     c = Cell.from_prune_run(ihas, {"machine": "m", "file": "f.json"}, get("prune_deepfm"))
     assert set(c.metrics) == {"auc", "logloss"} and "cluster_bytes" in c.extra and c.experiment == "prune_deepfm"
     assert c.provenance["machine"] == "m" and c.provenance["source"] == "f.json" and c.provenance["commit"] is None
@@ -121,28 +121,61 @@ def test_the_store_writes_sorted_lines_resumes_and_refuses_what_it_did_not_write
 
 # --- migrate ----------------------------------------------------------------------------------------------
 
+SUMMARIES = json.loads((ROOT / "tests" / "data" / "evidence_summaries.json").read_text())
+
+
+def _summary(runs: list[dict], metric: str, methods) -> dict:
+    """What the tables quote of a grid: per (method, budget) the mean, seeds and paired difference to ES
+    at equal bytes; each method's AUKC; per budget the best method and those within the noise."""
+    rows = paired_summary(runs, "es-bytes", metric, methods)
+    return {
+        "metric": metric, "cells": len(runs),
+        "means": [[r["method"], r["sparsity"], r["mean"], len(r["cells"]),
+                   None if r["delta"] is None else [r["delta"][k] for k in ("mean", "low", "high", "n")]]
+                  for r in rows],
+        "aukc": {m: [a["ratio"][k] for k in ("mean", "low", "high", "n")]
+                 for m in methods if (a := aukc(runs, m, metric)) is not None},
+        "verdicts": [[w["sparsity"], w["best"], [r["method"] for r in w["rows"] if r["tied"]]]
+                     for w in within_noise(runs, metric, methods)]}
+
+
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
-def test_the_evidence_gives_the_tables_of_the_benchmark_files_exactly(name):
-    """evidence/NAME.jsonl is benchmarks/out/NAME_*.json merged (first file wins): the same paired summary,
-    the same AUKC and the same verdicts, bit for bit; every stored cell is declared, nothing is missing
-    beyond what the files miss."""
+def test_the_evidence_gives_the_stored_summaries_exactly(name):
+    """evidence/NAME.jsonl gives, bit for bit, the paired summaries, AUKC and verdicts of
+    tests/data/evidence_summaries.json, computed from benchmarks/out/NAME_*.json (merged, the first file
+    holding a cell winning) before those files were removed, when the store gave the same; every stored
+    cell is declared and none is missing; each migrated cell names the file it came from."""
+    from recsize.experiments import load_grids
     experiment = get(name)
-    runs, settings = merge_runs(run_files(OUT, name))
+    grid = load_grids([name])[name]
     cells = store.read(name)
-    assert store.declaration(name) == experiment
-    mine = [c.to_prune_run() for c in cells]
-    metric = grid_metric(settings)
-    assert _same(paired_summary(mine, "es-bytes", metric, experiment.methods),
-                 paired_summary(runs, "es-bytes", metric, experiment.methods))
-    assert _same(within_noise(mine, metric, experiment.methods), within_noise(runs, metric, experiment.methods))
-    for method in experiment.methods:
-        assert _same(aukc(mine, method, metric), aukc(runs, method, metric))
-    assert len(cells) == len(runs) and store.missing(experiment, cells) == []
+    assert store.declaration(name) == experiment == grid.experiment
+    assert _same(_summary(grid.runs, grid.metric, experiment.methods), SUMMARIES[name])
+    assert grid.metric == grid_metric(grid.settings) and store.missing(experiment, cells) == []
     assert [c.key for c in cells] == sorted(c.key for c in cells)
-    fresh = stored_cells(name)           # the declaration still agrees with every file's settings
-    undated = lambda cs: [{**c.to_dict(), "provenance": {**c.provenance, "date": None}} for c in cs]  # noqa: E731
-    assert _same(undated(sorted(fresh, key=lambda c: c.key)), undated(cells))   # re-migrate when this fails
     assert all(c.provenance["source"].startswith("benchmarks/out/" + name) for c in cells)
+
+
+def test_migrate_merges_benchmark_files_into_the_store(tmp_path):
+    """benchmarks/prune.py outputs (first file holding a cell wins) become an experiment's evidence file, each
+    cell with its file as provenance; a file run with other settings than the declaration is refused."""
+    from recsize.experiments.migrate import migrate
+
+    def write(path, cells, **settings):
+        runs = [{"method": m, "sparsity": c, "seed": s, "recall@20": v, "bytes": 10, "dense_bytes": 100, "kept": 2,
+                 "best_epoch": 1, "seconds": {"train": 1.0}} for m, c, s, v in cells]
+        path.write_text(json.dumps({"settings": {**TINY.settings(), **settings}, "machine": "box", "runs": runs}))
+    write(tmp_path / "tiny_a.json", [("es-bytes", 0.9, 0, 0.3), ("magprune", 0.8, 1, 0.2)])
+    write(tmp_path / "tiny_b.json", [("es-bytes", 0.9, 0, 0.9), ("es-bytes", 0.8, 1, 0.4)])
+    cells = migrate(TINY, tmp_path, tmp_path / "evidence")
+    assert [(c.key, c.metrics["recall@20"], c.provenance["source"]) for c in store.read(TINY, tmp_path / "evidence")] \
+        == [(("es-bytes", 0.8, 1), 0.4, str(tmp_path / "tiny_b.json")),
+            (("es-bytes", 0.9, 0), 0.3, str(tmp_path / "tiny_a.json")),
+            (("magprune", 0.8, 1), 0.2, str(tmp_path / "tiny_a.json"))]
+    assert len(cells) == 3 and all(c.provenance["machine"] == "box" for c in cells)
+    write(tmp_path / "tiny_c.json", [("es-bytes", 0.8, 0, 0.5)], patience=5)
+    with pytest.raises(ValueError, match="tiny_c.json was run with other settings"):
+        migrate(TINY, tmp_path, tmp_path / "evidence")
 
 
 def _prune_file(path, patience, cells):
@@ -273,6 +306,35 @@ def test_benchmarks_prune_is_a_wrapper_with_the_same_cells(ctr_split, monkeypatc
     assert json.dumps(_without_seconds(data["runs"])) == json.dumps(grid["runs"])
     assert data["settings"] == grid["settings"]
     assert len((ROOT / "benchmarks" / "prune.py").read_text().splitlines()) < 300
+
+
+def test_benchmarks_prune_adds_the_cells_of_the_experiment_its_flags_name_to_the_store(ctr_split, monkeypatch,
+                                                                                      tmp_path, capsys):
+    """Without --out, benchmarks/prune.py computes into the evidence store: the declared experiment named by
+    --experiment, or the one whose settings its flags give; flags that contradict it are refused."""
+    import importlib
+    import sys
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    sys.modules.pop("prune", None)
+    prune = importlib.import_module("prune")
+    monkeypatch.setattr(prune, "prepare", lambda *a, **k: ctr_split)
+    grid = BEFORE["grids"]["fm"]
+    tiny = Experiment.from_settings("tiny_fm", grid["settings"])
+    monkeypatch.setitem(EXPERIMENTS, "tiny_fm", tiny)
+    assert prune.main([*grid["argv"], "--evidence", str(tmp_path)]) == 0            # the flags name tiny_fm
+    assert "experiment tiny_fm: stored in " in capsys.readouterr().out
+    runs = [c.to_prune_run() for c in store.read(tiny, tmp_path)]
+    key = lambda r: (r["method"], r["sparsity"])   # noqa: E731
+    assert _same(sorted(_without_seconds(runs), key=key), sorted(grid["runs"], key=key))
+    assert prune.main(["--experiment", "tiny_fm", "--evidence", str(tmp_path)]) == 0   # every cell stored
+    for argv, why in ((["--experiment", "tiny_fm", "--patience", "3"], "tiny_fm declares other settings than "
+                                                                        "--patience"),
+                      (["--experiment", "tiny_fm", "--seeds", "5"], "seed 5 not declared by experiment tiny_fm"),
+                      (["--backbone", "fm"], "the flags name no declared experiment")):
+        with pytest.raises(SystemExit):
+            prune.main([*argv, "--evidence", str(tmp_path)])
+        assert why in capsys.readouterr().err
+    assert len(store.read(tiny, tmp_path)) == len(grid["runs"])
 
 
 def test_a_stopped_run_resumes_cell_by_cell(tiny_split, tmp_path):
