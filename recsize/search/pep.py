@@ -63,8 +63,9 @@ class PEPEmbedding(nn.Module):
     ``granularity``: ``"feature_dim"`` (one threshold per entry, the authors' default), ``"feature"`` (one
     per row), ``"dimension"`` (one per dimension, shared by all rows) or ``"global"`` (one for the table).
     s starts at ``threshold_init`` (-15: g = 3e-7, nothing pruned); V is initialised like the plain table
-    (``init``), or with ``init="xavier_uniform"`` as the authors' ``pep_embedding.py``. ``num_parameters()`` counts the nonzero entries of S(V, s); ``num_bytes()`` what is stored
-    (V and s): PEP prunes while training, it saves memory only after the retraining, in CSR form.
+    (``init``), or with ``init="xavier_uniform"`` as the authors' ``pep_embedding.py``. ``num_parameters()``
+    counts the nonzero entries of S(V, s); ``num_bytes()`` what is stored (V and s): PEP prunes while training,
+    it saves memory only after the retraining, in CSR form.
     """
 
     def __init__(self, num_rows: int, d_max: int, granularity: str = "feature_dim", threshold_init: float = -15.0,
