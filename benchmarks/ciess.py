@@ -177,7 +177,7 @@ def allocation(paths, out: Path, device: str = "cpu", retrain_epochs: int | None
     at once to ``out``."""
     import json
     from recsize.search.baselines import round_to_total
-    from recsize.search.ciess import project_to_budget
+    from recsize.search.ciess_env import project_to_budget
     stored = json.loads(out.read_text()) if out.exists() else {}
     for key, value in (("retrain_epochs", retrain_epochs), ("patience", patience)):
         if stored and stored.get(key) != value and value is not None:

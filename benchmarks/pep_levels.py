@@ -1,7 +1,7 @@
 """Where PEP's learned thresholds leave the kept fraction: does the search itself reach the budgets?
 
 Chapter 4. PEP (Liu et al., ICLR 2021) prunes while it trains: an entry v survives while |v| > g(s) =
-scale * sigmoid(s), the thresholds s learned with the loss (``recsize.search.prune.pep_search``). Its mask
+scale * sigmoid(s), the thresholds s learned with the loss (``recsize.search.pep.pep_search``). Its mask
 for a budget is meant to be the one the training reaches when the kept count first falls to it. This
 benchmark runs PEP's training alone (no retraining) for ``--epochs`` epochs and records, per epoch, the
 kept fraction of all table entries and the mean threshold g(s), for every backbone (ml-100k 8:1:1 for the
@@ -29,7 +29,7 @@ from common import machine
 from recsize.data import prepare
 from recsize.files import write_json
 from recsize.search import element_budget, table_shapes
-from recsize.search.prune import PEPConfig, pep_search
+from recsize.search.pep import PEPConfig, pep_search
 from recsize.train import default_config
 
 OUT = Path(__file__).resolve().parent / "out" / "pep_levels.json"

@@ -60,7 +60,7 @@ def _choices(kind: str) -> tuple[str, ...]:
         from .search.baselines import METHODS
         return tuple(METHODS)
     if kind == "reward form":
-        from .search.ciess import REWARDS
+        from .search.ciess_env import REWARDS
         return tuple(REWARDS)
     from .backbones import BACKBONES, CTR_BACKBONES, TOPK_BACKBONES
     return tuple({"backbone": BACKBONES, "top-k backbone": TOPK_BACKBONES,

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from .budget import round_widths
-from .embedding import CompactEmbedding, Embedding, MaskedEmbedding, _load_blob
+from .embedding import CompactEmbedding, Embedding, MaskedEmbedding
 from .files import atomic_save
+from .storage import _load_blob
 
 INSTALL = 'pip install -e ".[torchrec]" && pip install --no-deps torchrec==1.8.0'
 KERNEL_MULTIPLE = 4  # FBGEMM's kernels want table widths divisible by 4 (torchrec issue #1495)

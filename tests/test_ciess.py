@@ -12,9 +12,10 @@ from conftest import one_line_error, untimed
 from recsize.cli import main
 from recsize.data import make_split, make_synthetic
 from recsize.search import ciess as ciess_module
-from recsize.search.ciess import (CIESS, CIESSConfig, combined_density, item_quality, make_state,
-                                  normalised_frequency, project_to_budget, quality_ratio, reward,
-                                  update_candidates, user_quality)
+from recsize.search.ciess import CIESS, CIESSConfig
+from recsize.search.ciess_env import (CIESSEnvironment, budget_bands, combined_density, item_quality, make_state,
+                                      normalised_frequency, project_to_budget, quality_ratio, reward, update_candidates,
+                                      user_quality)
 from recsize.search.td3 import TD3, ReplayBuffer, exploration_noise, random_walk, walk_probabilities
 
 
@@ -201,17 +202,17 @@ def test_checkpoint_resume_equals_uninterrupted(split, tmp_path, monkeypatch):
     assert untimed(resumed.to_dict()) == whole
     # interrupted by a crash inside iteration 4: iterations 0-3 are kept, only the one in flight is lost
     calls = {"n": 0}
-    real_step = ciess_module.CIESSEnvironment.step
+    real_step = CIESSEnvironment.step
 
     def crashing_step(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt
         return real_step(self, *args, **kwargs)
-    monkeypatch.setattr(ciess_module.CIESSEnvironment, "step", crashing_step)
+    monkeypatch.setattr(CIESSEnvironment, "step", crashing_step)
     with pytest.raises(KeyboardInterrupt):
         CIESS("mf", split, config, tmp_path / "b").run()
-    monkeypatch.setattr(ciess_module.CIESSEnvironment, "step", real_step)
+    monkeypatch.setattr(CIESSEnvironment, "step", real_step)
     saved = torch.load(tmp_path / "b" / "ciess.pt", weights_only=True)  # plain tensors and numbers only
     assert saved["state"]["done"] == 4
     assert untimed(CIESS("mf", split, config, tmp_path / "b").run(resume=True).to_dict()) == whole
@@ -402,7 +403,7 @@ def test_lambda_per_budget_bisects_towards_the_band(split):
     assert list(out) == [0.6, 0.3]
     for b, got in out.items():
         trace = got["trace"]
-        assert 1 <= len(trace) <= 3 and got["band"] == list(ciess_module.budget_bands(config.budgets)[b])
+        assert 1 <= len(trace) <= 3 and got["band"] == list(budget_bands(config.budgets)[b])
         assert trace[0]["lam"] == pytest.approx(1.0)                                # geometric middle
         for before, after in zip(trace, trace[1:]):
             assert not before["in_band"]

@@ -12,8 +12,8 @@ from conftest import untimed
 from recsize.data import make_split, make_synthetic
 from recsize.search import ciess as ciess_module
 from recsize.search import td3 as td3_module
-from recsize.search.ciess import (CIESS, OFFICIAL_TRAINING, CIESSConfig, budget_bands, make_state,
-                                  normalised_frequency, reward, update_candidates)
+from recsize.search.ciess import CIESS, OFFICIAL_TRAINING, CIESSConfig
+from recsize.search.ciess_env import budget_bands, make_state, normalised_frequency, reward, update_candidates
 from recsize.search.td3 import TD3, ReplayBuffer, action_feature, pace_settings
 
 

@@ -13,7 +13,7 @@ from recsize.search.departures import (AS_THE_AUTHORS, DEPARTURES, NO_PUBLIC_COD
                                        departures_table)
 from recsize.search.dnis import DNISConfig
 from recsize.search.magprune_tois import run_magprune_tois
-from recsize.search.prune import PEPConfig
+from recsize.search.pep import PEPConfig
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 CHAPTER_OF = {"pep": "ch04_variable_size", "magprune": "ch04_variable_size", "dnis": "ch05_dnis",

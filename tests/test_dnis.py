@@ -16,10 +16,10 @@ from recsize.cli import main
 from recsize.embedding import CompactEmbedding, CSREmbedding, masked_factory
 from recsize.search.prune import element_budget, masked_model, table_shapes
 from recsize.search.baselines import role_counts
-from recsize.search.dnis import (DNISConfig, ValidationTriples, alpha_step, attach_soft_selection, block_fractions,
-                                 budget_sizes, clamp_alpha_, derive_sizes, embedding_parameters, embedding_step,
-                                 folded_state, frequency_blocks, in_place_masks, kept_sizes, normalise_per_block, run_dnis, search,
-                                 threshold_for_density, unique_alphas)
+from recsize.search.dnis import (DNISConfig, alpha_step, attach_soft_selection, block_fractions, budget_sizes,
+                                 clamp_alpha_, derive_sizes, folded_state, frequency_blocks, in_place_masks, kept_sizes,
+                                 normalise_per_block, run_dnis, search, threshold_for_density, unique_alphas)
+from recsize.search.dnis_train import ValidationTriples, embedding_parameters, embedding_step
 
 
 TINY = dict(d_max=8, blocks=4, warm_epochs=1, search_epochs=2, retrain_epochs=2, progress=False,

@@ -13,9 +13,10 @@ from recsize.budget import compact_bytes, target_parameters
 from recsize.data import make_synthetic_ctr, split_ctr
 from recsize.data.ctr_files import read_avazu, read_criteo, read_ctr_file
 from recsize.embedding import masked_factory
-from recsize.search.ihas import (GateNetwork, IHASConfig, allocate_sizes, cluster_patterns, cluster_widths,
-                                 SharedClusterModel, polarisation_penalty, present_rows, route,
-                                 routing_parameters, run_ihas, shared_widths, sparsity_penalty, with_clusters)
+from recsize.search.ihas import (GateNetwork, IHASConfig, polarisation_penalty, routing_parameters, run_ihas,
+                                 sparsity_penalty)
+from recsize.search.ihas_clusters import (SharedClusterModel, allocate_sizes, cluster_patterns, cluster_widths,
+                                          present_rows, route, shared_widths, with_clusters)
 from recsize.train import TrainConfig
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from recsize import native
-from recsize.embedding import CompactEmbedding, MaskedEmbedding, _window_rows
+from recsize.embedding import CompactEmbedding, MaskedEmbedding
+from recsize.storage import _window_rows
 
 HAS_CC = shutil.which(native._compiler()[0]) is not None
 

@@ -16,7 +16,7 @@ from recsize.embedding import CSREmbedding, ElementMaskedEmbedding, compact_tabl
 from recsize.search import (BudgetSnapshots, PEPConfig, PEPEmbedding, element_budget, index_floor, magnitude_masks,
                             masked_model, pep_search, run_magprune, run_pep, shared_dimensions, table_shapes,
                             ticket_model, top_entries, train_dense)
-from recsize.search.prune import soft_threshold
+from recsize.search.pep import soft_threshold
 from recsize.train import default_config, seed_everything, train
 
 from conftest import one_line_error
@@ -284,7 +284,7 @@ def test_pep_retrains_from_the_initial_weights(tiny_split):
     config = cfg("neumf", lr=0.05, batch_size=64)
     searched = pep_search("neumf", tiny_split, [0.4], DIM, config, quick_pep())
     # the saved state is the model before any step: a fresh PEP model with the same seed
-    from recsize.search.prune import pep_factory
+    from recsize.search.pep import pep_factory
     seed_everything(config.seed)
     fresh = recsize.backbones.build_backbone("neumf", tiny_split, DIM, embedding=pep_factory(quick_pep()),
                                              **recsize.backbones.defaults_for("neumf")[0])
@@ -400,7 +400,7 @@ def test_pep_table_init_xavier_uniform_is_the_authors(tiny_split):
     sqrt(6 / (rows + d))); the default keeps the backbone's normal initialisation; the ticket rewinds to
     whichever V the training started from."""
     import math
-    from recsize.search.prune import pep_factory
+    from recsize.search.pep import pep_factory
     uniform = PEPEmbedding(500, 16, init="xavier_uniform").weight.detach()
     bound = math.sqrt(6 / (500 + 16))
     assert uniform.abs().max() <= bound and uniform.abs().max() > 0.9 * bound

@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--verbose", action="store_true", help=VERBOSE)
 
     from ..search import METHODS
-    from ..search.prune import PEP_GRANULARITIES, PRUNE_METHODS, PRUNE_SPLITS
+    from ..search.pep import PEP_GRANULARITIES
+    from ..search.prune import PRUNE_METHODS, PRUNE_SPLITS
     s = sub.add_parser("search", help="train with searched or baseline embedding sizes under a budget",
                        description="Give every embedding row a width under a memory budget, train, then "
                                    "report quality, parameters and bytes (dense vs compact). Chapter 4 "

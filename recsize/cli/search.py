@@ -191,7 +191,8 @@ def _cmd_search(args) -> int:
 def _cmd_prune(args, split, config, model_kwargs: dict, train_kwargs: dict) -> int:
     """magprune / pep after the data loaded: the exact CSR-index floor (in the user's unit), the memory
     estimate, the run, its table and JSON."""
-    from ..search.prune import PEPConfig, run_magprune, run_pep
+    from ..search.pep import PEPConfig, run_pep
+    from ..search.prune import run_magprune
     prune_split = {"magprune": args.prune_split, "magprune-tois": "per-table"}.get(args.method, "global")
     _check_exact_index_floor(args, split, prune_split)
     _check_memory(args, split, model_kwargs, train_kwargs, copies=2)  # dense + masked; PEP: V and thresholds

@@ -4,7 +4,7 @@ Explained in Chapter 8.
 Plain functions over :class:`~recsize.experiments.records.Cell` lists (nothing is printed): :func:`header`
 says what the cells are and where they come from, :func:`budget_table` gives per budget and method the
 value of every seed, the mean and the paired difference to ES at equal bytes with its 95 % interval
-(:func:`recsize.search.compare.paired_summary`), and :func:`report` puts both together for a stored
+(:func:`recsize.stats.paired_summary`), and :func:`report` puts both together for a stored
 experiment.
 """
 from __future__ import annotations
@@ -59,8 +59,9 @@ def budget_table(experiment: Experiment, cells: list[Cell], metric: str | None =
                  baseline: str = BASELINE) -> str:
     """Per budget and method (the declaration's order): test ``metric`` of every seed, the mean, and the
     paired difference to ``baseline`` over the seeds both ran, mean [95 % Student-t interval]
-    (:func:`recsize.search.compare.paired_summary`), as a markdown table. Explained in Chapter 8."""
-    from ..search.compare import LABELS, paired_summary
+    (:func:`recsize.stats.paired_summary`), as a markdown table. Explained in Chapter 8."""
+    from ..search.compare import LABELS
+    from ..stats import paired_summary
     metric = metric or metric_of(experiment)
     runs = [c.to_prune_run() for c in cells]
     seeds = sorted({c.seed for c in cells})
