@@ -194,6 +194,16 @@ def test_pareto_front_by_hand():
         pareto_front([1, np.nan], [0.1, 0.2])
 
 
+def test_pareto_plot_names_the_quantised_and_hashed_families():
+    records = [_fake("es-bytes", 0.8, 0, 0.30, 200), _fake("int8", 0.8, 0, 0.33, 150),
+               _fake("qat-int4", 0.8, 0, 0.32, 90), _fake("qr", 0.8, 0, 0.25, 200), _fake("hash", 0.8, 0, 0.2, 200)]
+    ax = pareto_plot(records)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["ES", "INT8", "QAT INT4", "QR", "Hash", "Pareto front"]
+    markers = {line.get_label(): line.get_marker() for line in ax.get_lines() if line.get_label() in labels}
+    assert len(set(markers.values())) == 5
+
+
 def test_pareto_plot_draws_one_marker_per_method_and_the_front(tmp_path):
     records = [_fake("es", 0.9, 0, 0.20, 100), _fake("mde", 0.9, 0, 0.25, 100), _fake("dnis", 0.9, 0, 0.30, 100),
                _fake("es", 0.8, 0, 0.35, 200), _fake("dnis", 0.8, 0, 0.33, 200)]

@@ -70,6 +70,18 @@ SEARCHES = {"dnis": "one search for all budgets", "ciess": "one search for all b
             "magprune-table": "one dense model for all", "pep": "one search for all budgets",
             "dnis-alpha": "one search for all budgets", "dnis-prefix": "one search for all budgets",
             "dnis-table": "one search for all budgets", "dnis-joint": "one search for all budgets"}
+# the quantised and hashed families (issue 31, recsize.experiments.families; Chapter 8.9): their names,
+# markers (a letter: they sit among the width methods), colours and what one seed shares across budgets
+FAMILIES = {"int8": ("INT8", "$8$", "black", "one dense model for all"),
+            "int4": ("INT4", "$4$", "dimgray", "one dense model for all"),
+            "qat-int4": ("QAT INT4", "$Q$", "olive", "one QAT model for all"),
+            "es-int8": ("ES+INT8", "$E$", "teal", ""), "mde-int8": ("MDE+INT8", "$M$", "navy", ""),
+            "qr": ("QR", "$R$", "maroon", ""), "hash": ("Hash", "$H$", "goldenrod", "")}
+NAMES |= {m: v[0] for m, v in FAMILIES.items()}
+MARKERS |= {m: v[1] for m, v in FAMILIES.items()}
+COLORS |= {m: v[2] for m, v in FAMILIES.items()}
+SEARCHES |= {m: v[3] for m, v in FAMILIES.items() if v[3]}
+_ALL_METHODS += tuple(FAMILIES)
 # settings that head_to_head sets for every method alike; the per-method dicts may not override them
 SHARED = ("d_max", "seed", "device", "progress", "train_overrides", "retrain_epochs", "patience", "budgets",
           "full_epochs")
