@@ -1,10 +1,11 @@
 """Chapter 8's evidence in one command: the converged head-to-head grids of every backbone (issue 14).
 
 Runs ``benchmarks/prune.py`` once per (grid, seed) as separate processes, ``--jobs`` at a time (one
-thread each), then ``benchmarks/report.py`` so the README tables and Chapter 8 read the new cells. Every
-process writes its own file ``out/prune_GRID_verdict_sSEED.json`` after every (method, budget) cell, so an
-interrupted run continues where it stopped when started again, and ``merge_runs`` / ``report.py`` merge
-the files by their prefix (a cell already stored in an earlier file of the same grid wins there).
+thread each), then ``benchmarks/report.py``. Every process writes its own file
+``out/prune_GRID_verdict_sSEED.json`` after every (method, budget) cell, so an interrupted run continues
+where it stopped when started again. These files are a rerun to compare with the stored grids, not part of
+them: the README tables and the chapters read the evidence store (``evidence/NAME.jsonl``), whose missing
+cells ``recsize experiment run prune_GRID --jobs N`` computes (one writer, seeds in parallel processes).
 
 The grids (every method at equal bytes, c = 50 / 80 / 90 / 95 %, every training to convergence: cap 300,
 patience 20 for LightGCN, 10 otherwise):

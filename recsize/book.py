@@ -367,7 +367,8 @@ def provenance_note(name: str, state: str, run: dict | None = None) -> str:
            else "its full run has not been published yet")
     return ("```{note}\n**CI run.** This page shows the chapter executed with its small CI parameters (the "
             f"defaults of its parameters cell): {why} (`recsize book run --full --publish --chapters {name}`). "
-            "Numbers printed by training here are not results; tables read from `benchmarks/out` are.\n```")
+            "Numbers printed by training here are not results; tables read from `evidence/` or `benchmarks/out` "
+            "are.\n```")
 
 
 def with_published_outputs(chapter, run):
