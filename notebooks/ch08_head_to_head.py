@@ -108,6 +108,7 @@ from recsize.search import (
     summary_table,
 )
 from recsize.search.compare import (
+    FAMILIES,
     NAMES,
     applicable_methods,
     format_costs,
@@ -314,6 +315,7 @@ stored = Path(stored_runs)
 names = ("prune_lightgcn20", "prune_neumf", "prune_deepfm")
 grids = load_grids(names, stored)  # each read once
 shown = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "dnis-alpha")
+shown += tuple(FAMILIES)  # quantised and hashed tables (8.9), where stored
 measured = {
     name: [r for r in grid_records(g.runs, g.settings)
            if r["method"] in (*shown, "ciess", "ihas")]
@@ -380,6 +382,7 @@ from recsize.search.compare import within_noise
 short = {"es-bytes": "ES", "mde-bytes": "MDE", "mr-bytes": "MR", "magprune": "MagPrune",
          "magprune-tois": "MagPrune/TOIS", "pep": "PEP", "dnis": "DNIS|E|",
          "dnis-alpha": "DNIS|aE|", "ciess": "CIESS", "ihas": "iHAS"}
+short |= {m: NAMES[m].replace(" ", "") for m in FAMILIES}  # the families of 8.9
 for g in grids.values():
     print(f"\n{g.backbone}, test {g.metric}, {len(g.seeds)} seeds")
     for row in within_noise(g.runs, g.metric, tuple(short)):
@@ -603,6 +606,141 @@ else:
 # that size is a GPU job.
 
 # %% [markdown]
+# ## 8.9 Beyond widths: quantised and hashed tables
+#
+# Every method so far saves memory by storing *fewer numbers*: narrower rows, or fewer entries.
+# Two other families keep the numbers and store them *more cheaply*, or share them:
+#
+# * **Row-wise quantisation** stores each row as small integers plus a scale and a bias, the
+#   layout FBGEMM serves (`recsize.quantize`): a $d$-wide row takes $d + 4$ bytes in int8
+#   and $\lceil d/2 \rceil + 4$ in int4 (the scale and bias are two fp16 numbers), against
+#   $4d$ in float32. Post-training quantisation (`int8`, `int4`) rounds a trained model's
+#   tables; quantisation-aware training (`qat-int4`) trains through the rounding with a
+#   straight-through gradient; `es-int8` and `mde-int8` narrow *and* quantise.
+# * **Hashing** stores fewer rows than there are ids: plain hashing (`hash`) sends ids to
+#   $m$ shared rows, colliding at random; the quotient-remainder trick (`qr`, Shi et al.,
+#   KDD 2020) gives id $i$ the product of row $\lfloor i/m \rfloor$ of one table and row
+#   $i \bmod m$ of another, so no two ids share both, in $\lceil N/m \rceil + m$ rows.
+#
+# A family has a floor: full-width int8 cannot go below about a quarter of the float32 bytes
+# (int4 about a seventh), so at tighter budgets only its combination with narrow widths
+# serves; hashing reaches any budget, but by sharing. The bytes of ml-100k's two tables at
+# $d_{max}$ in each form, and what hashing keeps at $c$ = 80 %:
+
+# %%
+from recsize.hashing import (
+    hash_bytes,
+    hash_rows_for_bytes,
+    qr_buckets_for_bytes,
+    qr_bytes,
+)
+from recsize.quantize import quantize_model, quantized_bytes
+
+split = prepare("ml-100k", seed=seed)
+rows = {"user": split.n_users, "item": split.n_items}
+dense_total = sum(budget.dense_bytes(n, d_max) for n in rows.values())
+forms = {"float32": lambda n: budget.dense_bytes(n, d_max)}
+forms |= {f"int{b}": (lambda n, b=b: quantized_bytes(n, d_max, b)) for b in (8, 4, 2)}
+keep = 0.2  # c = 80 %
+forms["QR, c = 80 %"] = lambda n: qr_bytes(
+    n, d_max, qr_buckets_for_bytes(n, d_max, keep * budget.dense_bytes(n, d_max))
+)
+forms["hash, c = 80 %"] = lambda n: hash_bytes(
+    hash_rows_for_bytes(n, d_max, keep * budget.dense_bytes(n, d_max)), d_max
+)
+print(f"{'form':16s}{'users':>10s}{'items':>10s}{'KiB':>9s}{'of float32':>12s}")
+share = {}
+for form, size in forms.items():
+    b = {role: size(n) for role, n in rows.items()}
+    share[form.split(",")[0].lower()] = total = sum(b.values()) / dense_total
+    print(
+        f"{form:16s}{b['user']:>10,}{b['item']:>10,}{total * dense_total / 1024:>9.1f}"
+        f"{total:>12.3f}"
+    )
+for key, value in share.items():  # share_int8, share_qr, ...
+    glue(f"share_{key}", value, display=False)
+
+# %% [markdown]
+# The run on this page puts them side by side on one seed of ml-100k: the full-width model
+# of 8.8's backbone, quantised after training, and QR and hashing trained at $c$ = 80 %
+# against ES at the same bytes. Test Recall@20 of each served model:
+
+# %%
+from recsize.evaluate import evaluate_topk
+from recsize.hashing import hash_factory, qr_factory
+from recsize.search.prune import prefix_density_for_bytes, table_shapes
+from recsize.train import fit
+
+
+def tables_bytes(model):
+    return sum(t.num_bytes() for t in model.embedding_tables().values())
+
+
+name = topk_backbones[0]
+cfg = default_config(name, epochs=epochs, patience=patience, seed=seed, progress=False)
+full = fit(name, split, d_max, cfg).model
+served = {"float32": full}
+served |= {f"int{bits}": quantize_model(full, bits)[0] for bits in (8, 4)}
+for form, factory in (("QR", qr_factory(keep)), ("hash", hash_factory(keep))):
+    served[f"{form}, c = 80 %"] = fit(name, split, d_max, cfg, embedding=factory).model
+fitted = prefix_density_for_bytes(table_shapes(name, split, d_max), keep)
+es = run_baseline(name, split, "es", fitted, d_max, cfg, seed=seed)
+served["ES, equal bytes"] = es.model
+print(f"{'form':16s}{'KiB':>9s}{'of float32':>12s}{'Recall@20':>11s}")
+recall = {}
+for form, model in served.items():
+    nbytes, r = tables_bytes(model), evaluate_topk(model, split, "test")["recall@20"]
+    recall[form.split(",")[0].lower()] = r
+    print(f"{form:16s}{nbytes / 1024:>9.1f}{nbytes / dense_total:>12.3f}{r:>11.4f}")
+for key, value in recall.items():  # recall_float32, recall_int8, ..., recall_es
+    glue(f"recall_{key}", value, display=False)
+
+# %% [markdown]
+# The stored cells of these families in the grids of 8.6, where they exist (three seeds,
+# every training converged, paired with ES at equal bytes on the same seeds and splits):
+# per budget, the mean, the paired difference to ES with its 95 % interval, and the bytes
+# the served tables take (a family below its budget serves with fewer):
+
+# %%
+from IPython.display import Markdown
+
+verdict = []
+for g in grids.values():
+    rows = paired_summary(g.runs, "es-bytes", g.metric, ("es-bytes", *FAMILIES))
+    fam = [r for r in rows if r["method"] != "es-bytes" and r["delta"] is not None]
+    if not fam:
+        continue
+    print(f"\n{g.backbone}, test {g.metric}: vs ES at equal bytes")
+    for row in fam:
+        d, cells = row["delta"], row["cells"].values()
+        ci = "one seed" if d["low"] is None else f"[{d['low']:+.3f}, {d['high']:+.3f}]"
+        kib = np.mean([r["bytes"] for r in cells]) / 1024
+        print(
+            f"c = {row['sparsity']:.0%} {NAMES[row['method']]:9s}{row['mean']:.4f} "
+            f"{d['mean']:+.4f} {ci:16s} n={d['n']} {kib:6.0f} KiB"
+        )
+        if d["low"] is not None and (d["low"] > 0 or d["high"] < 0):
+            side = "ahead of" if d["low"] > 0 else "behind"
+            verdict.append(
+                f"{NAMES[row['method']]} {side} ES on {g.backbone} at "
+                f"c = {row['sparsity']:.0%} ({d['mean']:+.3f})"
+            )
+if not verdict:
+    verdict = ["no family cell differs from ES beyond the noise, or none is stored yet"]
+glue("families_verdict", Markdown("; ".join(verdict)), display=False)
+
+# %% [markdown]
+# In this run the float32 model keeps {glue:text}`recall_float32:.3f` Recall@20; rounded to
+# int8 it keeps {glue:text}`recall_int8:.3f` in {glue:text}`share_int8:.1%` of the bytes,
+# and to int4 {glue:text}`recall_int4:.3f` in {glue:text}`share_int4:.1%`. At
+# $c$ = 80 %, QR keeps {glue:text}`recall_qr:.3f`, hashing {glue:text}`recall_hash:.3f`
+# and ES at equal bytes {glue:text}`recall_es:.3f`. One seed. In the stored three-seed
+# cells above, beyond the noise: {glue:md}`families_verdict`. The same cells are in the plots of 8.6
+# and the verdicts of 8.7, beside every width method; `recsize experiment list` says which
+# are stored, and `recsize experiment run prune_deepfm --methods int8 int4 qat-int4` computes
+# the missing ones.
+
+# %% [markdown]
 # ## Summary
 #
 # * A fair comparison fixes the backbone, the split, the budgets and the retraining, and measures quality
@@ -616,6 +754,10 @@ else:
 #   ES and MDE beyond the noise at any budget; element-wise pruning (MagPrune, PEP, DNIS in place) ties
 #   them where no dot product of pruned rows is taken and collapses where one is. A search has to earn
 #   its cost on your own validation data.
+# * Widths are not the only lever (8.9): row-wise int8 keeps every number of a full-width table in
+#   about a quarter of its bytes, int4 in about a seventh, and hashing reaches any budget by sharing
+#   rows. Whether a family beats ES at a budget is read off 8.9's stored cells, paired like every
+#   other method.
 #
 # ## Exercises
 #
