@@ -1,13 +1,14 @@
 """How an experiment's cells are computed, one seed at a time. Explained in Chapter 8.
 
-A seed is the unit that shares work: one full-width model serves every MagPrune cell of the seed, one
-thresholded training every PEP budget, one DNIS search every derivation (one more for the joint blocks),
-one CIESS search every budget. :func:`seed_cells` computes the cells of one seed that are still missing and
-yields each as soon as it is done, as a ``benchmarks/prune.py`` cell (:func:`record`: test metrics with the
-stored tables, bytes, kept entries, epochs, wall times, the widths' correlations and what only the method
-records). The budget of a cell at sparsity c is 1 - c of the dense tables' bytes (CSR index included for
-the element-wise methods; the prefix methods take the largest density whose compact tables fit it); see
-``benchmarks/prune.py`` for every method's procedure.
+A seed is the unit that shares work: one full-width model serves every MagPrune, int8 and int4 cell of the
+seed, one quantisation-aware training every qat-int4 cell, one thresholded training every PEP budget, one DNIS
+search every derivation (one more for the joint blocks), one CIESS search every budget. :func:`seed_cells`
+computes the cells of one seed that are still missing and yields each as soon as it is done, as a
+``benchmarks/prune.py`` cell (:func:`record`: test metrics with the stored tables, bytes, kept entries,
+epochs, wall times, the widths' correlations and what only the method records). The budget of a cell at
+sparsity c is 1 - c of the dense tables' bytes (CSR index included for the element-wise methods; the prefix
+methods take the largest density whose compact tables fit it); see ``benchmarks/prune.py`` for every method's
+procedure.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from ..search.magprune_tois import params_budget
 from ..search.prune import prefix_density_for_bytes
 from ..train import default_config
 from .declare import DNIS_METHODS, SPARSITIES, Experiment
+from .families import FAMILIES, SHARED, train_qat, unreachable
 
 # DNIS (Chapter 5): one search per seed, then each derivation at every budget
 DNIS_VARIANTS = {
@@ -64,8 +66,8 @@ def record(method: str, sparsity: float, seed: int, run, seconds: dict, metrics=
     test = run.test_compact or run.result.test
     valid = run.result.valid
     total = run.memory["total"]
-    if method == "ihas":
-        extra = {"form": "ihas", "bytes": run.stored_bytes, "bytes_int32": None, "reached": None}
+    if method == "ihas" or method in FAMILIES:   # iHAS's clusters and router, or a family's served tables
+        extra = {"form": getattr(run, "form", "ihas"), "bytes": run.stored_bytes, "bytes_int32": None, "reached": None}
     elif method in PREFIX_METHODS or method.startswith("dnis-prefix"):
         extra = {"form": "compact", "bytes": run.stored_bytes, "bytes_int32": None, "reached": None}
     else:
@@ -180,11 +182,13 @@ def seed_cells(experiment: Experiment, seed: int, todo, device: str = "cpu", sta
                progress: bool = True, hooks: dict | None = None):
     """Compute the cells ``todo`` ((method, sparsity) pairs, in that order) of one seed of ``experiment``
     and yield each as a ``benchmarks/prune.py`` cell (a dict, :func:`record`) as soon as it is done. The
-    seed's split is ``prepare(dataset, "random-811", seed=seed)``; a dense model, a PEP training, a DNIS
-    search and a CIESS search are made at most once and serve every budget. ``stacked`` trains the ES /
+    seed's split is ``prepare(dataset, "random-811", seed=seed)``; a dense model, a QAT model, a PEP
+    training, a DNIS search and a CIESS search are made at most once and serve every budget; the quantised
+    and hashed families are computed by :mod:`recsize.experiments.families`. ``stacked`` trains the ES /
     MDE / MR cells in one pass (LightGCN; the same numbers); ``progress`` prints one line per cell;
     ``hooks`` replaces functions named in :data:`HOOKS` (``{"prepare": ...}``). A budget that leaves less
-    than one dimension per row (prefix methods) or no room for iHAS's router is skipped with one line.
+    than one dimension per row (prefix methods), no room for iHAS's router or lies below a family's floor
+    (:func:`~recsize.experiments.families.unreachable`) is skipped with one line.
     Explained in Chapter 8."""
     fn = _steps(hooks)
     say = print if progress else _quiet
@@ -192,17 +196,24 @@ def seed_cells(experiment: Experiment, seed: int, todo, device: str = "cpu", sta
     metrics = METRICS[e.task]
     split = fn["prepare"](e.dataset, "random-811", seed=seed, verbose=False)
     config = default_config(backbone, epochs=e.epochs, patience=e.patience, seed=seed, progress=False, device=device)
-    dense = searched = ciess = None
+    dense = searched = ciess = qat = None
     dnis = {}   # one DNIS search per seed and block ranking
     shapes = table_shapes(backbone, split, dim)
     stacked = stacked_cells(e, split, config, shapes, todo, seed, say) if stacked else {}
     for method, sparsity in todo:
         density = round(1 - sparsity, 6)
         stage = {}
-        if method.startswith("magprune") and dense is None:
+        why = unreachable(method, shapes, sparsity) if method in FAMILIES else None
+        if why:   # a budget below a quantised or hashed family's floor
+            say(f"  seed {seed} c = {100 * sparsity:.0f} % {method}: skipped, {why}", flush=True)
+            continue
+        if (method.startswith("magprune") or SHARED.get(method) == "dense") and dense is None:
             dense = fn["train_dense"](backbone, split, dim, config)
             say(f"seed {seed}: dense {backbone} best epoch {dense.best_epoch}, {dense.seconds:.1f} s, "
                 f"test {metrics[-1]} {dense.test[metrics[-1]]:.4f}", flush=True)
+        if SHARED.get(method) == "qat" and qat is None:
+            qat = train_qat(backbone, split, dim, config)
+            say(f"seed {seed}: QAT {backbone} best epoch {qat.best_epoch}, {qat.seconds:.1f} s", flush=True)
         if method == "pep" and searched is None:
             missing = [round(1 - c, 6) for m, c in todo if m == "pep"]
             searched = fn["pep_search"](backbone, split, missing, dim, config, pep_config(e))
@@ -285,6 +296,10 @@ def seed_cells(experiment: Experiment, seed: int, todo, device: str = "cpu", sta
             run, extra = ihas_run(ihas, sum(dense_bytes(rows, d) for rows, d in shapes.values()))
             stage = {"search": ihas.seconds["search"], "retrain": ihas.seconds["retrain"]}
             extra["budget_density"] = fitted
+        elif method in FAMILIES:   # quantised and hashed tables (families.py)
+            shared = {"dense": dense, "qat": qat}.get(SHARED.get(method))
+            run = FAMILIES[method](backbone, split, sparsity, dim, config, seed, dense=shared)
+            stage, extra = run.seconds, run.extra
         else:
             run = run_baseline(backbone, split, method.split("-")[0], fitted, dim, config, seed=seed)
             stage = {"train": time.perf_counter() - begin, "cpu": time.process_time() - begin_cpu}

@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass, fields
 # every method a grid can hold, in the order of benchmarks/prune.py's tables
 MAGPRUNE_METHODS = ("magprune", "magprune-table", "magprune-tois", "magprune-params", "magprune-tois-params")
 DNIS_METHODS = ("dnis", "dnis-alpha", "dnis-table", "dnis-prefix", "dnis-prefix-old", "dnis-joint")
-METHODS = (*MAGPRUNE_METHODS, "pep", "es", "es-bytes", "mde-bytes", "mr-bytes", *DNIS_METHODS, "ciess", "ihas")
+# the quantised and hashed tables at equal bytes (Chapter 8.9; recsize.experiments.families)
+FAMILY_METHODS = ("int8", "int4", "qat-int4", "es-int8", "mde-int8", "qr", "hash")
+METHODS = (*MAGPRUNE_METHODS, "pep", "es", "es-bytes", "mde-bytes", "mr-bytes", *DNIS_METHODS, "ciess", "ihas",
+           *FAMILY_METHODS)
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 # each backbone's task (recsize.backbones' TOPK_BACKBONES / CTR_BACKBONES, named here so that declaring an
 # experiment imports no torch) and the method that applies to one task only
@@ -217,24 +220,40 @@ def _sparsities(values) -> tuple:
 _REDUCED_CIESS = {"ciess_episodes": 6, "ciess_iterations": 5, "ciess_iteration_batches": 200, "ciess_top_l": 1}
 _EQUAL_BYTES = ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "magprune-params", "magprune-tois",
                 "magprune-tois-params", "pep")
+# each family on the budgets above its floor at d_max = 64 (the others are skipped, never cells): full-width
+# int8 takes 26.6 % of the dense bytes, int4 14.1 %, an int8 compact table's scales, biases and offsets 4.7 %;
+# QR's ~2 sqrt(N) rows take 6.6 % of ml-100k's 943 user rows (3.7 % of DeepFM's 2,858 feature values)
+_FLOORS = {"int8": (0.5,), "int4": (0.5, 0.8), "qat-int4": (0.5, 0.8), "es-int8": (0.5, 0.8, 0.9),
+           "mde-int8": (0.5, 0.8, 0.9)}
+
+
+def _families(*also) -> tuple:
+    """The subsets that keep each family (and ``also``'s (method, sparsities)) above its floor, three seeds."""
+    return tuple((m, c, (0, 1, 2)) for m, c in (*_FLOORS.items(), *also))
+
 
 EXPERIMENTS = {e.name: e for e in (
-    Experiment("prune_lightgcn20", "lightgcn", "ml-100k", (*_EQUAL_BYTES, "dnis", "dnis-joint", "ciess"),
-               patience=20, **_REDUCED_CIESS,
-               note="the headline LightGCN grid (Chapters 4, 5, 8): patience 20, as ES peaks near epoch 19"),
+    Experiment("prune_lightgcn20", "lightgcn", "ml-100k",
+               (*_EQUAL_BYTES, "dnis", "dnis-joint", "ciess", *FAMILY_METHODS), patience=20, **_REDUCED_CIESS,
+               subsets=_families(("qr", (0.5, 0.8, 0.9))),
+               note="the headline LightGCN grid (Chapters 4, 5, 8): patience 20, as ES peaks near epoch 19; "
+                    "the quantised and hashed families (8.9) above their floors"),
     Experiment("prune_lightgcn", "lightgcn", "ml-100k",
                ("es-bytes", "magprune", "dnis", "dnis-alpha", "dnis-prefix", "dnis-table", "es"),
                subsets=(("es", SPARSITIES, (0,)),),
                note="DNIS's derivations at patience 10 (Chapter 5); plain ES on seed 0 only"),
     Experiment("prune_neumf", "neumf", "ml-100k",
-               (*_EQUAL_BYTES, "magprune-table", "dnis", "dnis-alpha", "dnis-prefix", "dnis-table", "ciess", "es"),
-               subsets=(("es", (0.5,), (0,)),), **_REDUCED_CIESS,
-               note="NeuMF at equal bytes (Chapters 4, 5, 8); plain ES at c = 50 %, seed 0 only"),
+               (*_EQUAL_BYTES, "magprune-table", "dnis", "dnis-alpha", "dnis-prefix", "dnis-table", "ciess", "es",
+                *FAMILY_METHODS),
+               subsets=(("es", (0.5,), (0,)), *_families(("qr", (0.5, 0.8, 0.9)))), **_REDUCED_CIESS,
+               note="NeuMF at equal bytes (Chapters 4, 5, 8); plain ES at c = 50 %, seed 0 only; the quantised "
+                    "and hashed families (8.9) above their floors"),
     Experiment("prune_deepfm", "deepfm", "ml-100k-ctr",
-               (*_EQUAL_BYTES, "dnis", "dnis-alpha", "dnis-prefix", "ihas", "es"),
-               subsets=(("ihas", (0.5, 0.8), (0, 1, 2)), ("es", (0.5, 0.8), (0,))),
+               (*_EQUAL_BYTES, "dnis", "dnis-alpha", "dnis-prefix", "ihas", "es", *FAMILY_METHODS),
+               subsets=(("ihas", (0.5, 0.8), (0, 1, 2)), ("es", (0.5, 0.8), (0,)), *_families()),
                note="DeepFM at equal bytes (Chapters 4, 5, 8); iHAS's router and first-order tables leave no "
-                    "room at c = 90 and 95 %; plain ES on seed 0 only"),
+                    "room at c = 90 and 95 %; plain ES on seed 0 only; the quantised and hashed families (8.9) "
+                    "above their floors"),
     Experiment("prune_planted_lightgcn", "lightgcn", "planted-100k",
                ("es-bytes", "mde-bytes", "mr-bytes", "magprune", "pep", "dnis", "ciess"), **_REDUCED_CIESS,
                note="planted widths independent of popularity (Chapter 8): which method reads the data"),
