@@ -21,7 +21,7 @@ def test_list_names_every_declared_experiment_with_its_stored_cells(capsys):
 def test_report_names_its_experiment_and_prints_the_paired_table(capsys):
     assert main(["experiment", "report", "prune_deepfm"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("experiment prune_deepfm, 140 cells")
+    assert out.startswith("experiment prune_deepfm, ") and "140 cells migrated" in out
     assert "| 50 % | es-bytes | 0.7848 | 0.7914 | 0.7967 | 0.7909 |  |" in out
 
 

@@ -107,7 +107,6 @@ def run(experiment, seeds=None, methods=None, budgets=None, device: str = "cpu",
         raise ValueError(f"hooks {unknown} are not replaceable: choose from {', '.join(HOOKS)}")
     store = store if hasattr(store, "add") and hasattr(store, "read") else Evidence(store)
     todo = plan(experiment, store.read(experiment), seeds, methods, budgets)
-    settings = {**experiment.settings(), **provenance(device)}
     done: list[Cell] = []
 
     def _keep(r: dict) -> None:
@@ -117,6 +116,7 @@ def run(experiment, seeds=None, methods=None, budgets=None, device: str = "cpu",
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    settings = {**experiment.settings(), **provenance(device)}   # the machine as the cells run: one thread
     try:
         if jobs == 1 or len(todo) <= 1:
             for seed, pending in todo.items():
