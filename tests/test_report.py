@@ -770,3 +770,32 @@ def test_chapter_8_magprune_accounting_claims_hold_on_the_stored_grids():
     assert all(neumf["magprune-params", c]["delta"]["mean"] < -0.05 for c in (0.8, 0.9, 0.95))
     assert f"keep {min(kept):.2f} to {max(kept):.2f} times the entries ES keeps at equal bytes" in text
     assert f"store {min(size):.2f} to {max(size):.2f} times its bytes" in text
+
+
+def test_the_readme_headline_on_quantised_tables_quotes_the_store():
+    """The README's two sentences on the quantised and hashed families (issue 31) quote evidence/*.jsonl."""
+    from recsize.experiments import load_grids
+    from recsize.search.compare import paired_summary
+    readme = (ROOT / "README.md").read_text()
+    text = " ".join(readme.split())
+    grids = load_grids(["prune_lightgcn20", "prune_neumf", "prune_deepfm"])
+
+    def delta(name, method, c):
+        g = grids[name]
+        row = next(r for r in paired_summary(g.runs, "es-bytes", g.metric, ("es-bytes", method))
+                   if (r["method"], r["sparsity"]) == (method, c))
+        return row["delta"]
+
+    for name, shown in (("prune_lightgcn20", "+0.015 Recall@20 [+0.003, +0.026]"),
+                        ("prune_neumf", "+0.011 [+0.002, +0.021]")):
+        d = delta(name, "int4", 0.8)
+        assert d["n"] == 3 and shown.startswith(f"{d['mean']:+.3f}") and f"[{d['low']:+.3f}, {d['high']:+.3f}]" in shown
+        assert shown in text
+    for method in ("int8", "int4", "qat-int4"):
+        for c in (0.5, 0.8):
+            if method == "int8" and c == 0.8:
+                continue                      # below int8's floor
+            assert abs(delta("prune_deepfm", method, c)["mean"]) <= 0.002
+    for method, shown in (("qr", "QR -0.005"), ("hash", "plain hashing -0.012")):
+        d = delta("prune_deepfm", method, 0.8)
+        assert d["n"] == 1 and shown.endswith(f"{d['mean']:+.3f}") and shown in text
