@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from .embedding import (CompactEmbedding, ElementMaskedEmbedding, Embedding, EmbeddingFactory, MaskedEmbedding,
-                        _init_std, _prefix_masks, prefix_mask)
+                        _init_std, _prefix_masks, _RowOffsets, prefix_mask)
 
 BITS = (8, 4, 2)
 SCALE_BIAS_BYTES = 4   # float16 scale + float16 bias per row
@@ -229,7 +229,7 @@ class QuantizedEmbedding(nn.Module):
         return f"{self.num_rows}, {self.dim}, bits={self.bits}"
 
 
-class QuantizedCompactEmbedding(nn.Module):
+class QuantizedCompactEmbedding(_RowOffsets, nn.Module):
     """A variable-size (prefix) table stored row-wise quantised: row n's d_n codes at values
     ``offsets[n]:offsets[n + 1]`` of one packed stream, a float16 scale and bias per row over its d_n
     values. Explained in Chapter 8 (section 8.9, quantised and hashed tables).
@@ -275,15 +275,6 @@ class QuantizedCompactEmbedding(nn.Module):
             length = len(stream) // per + window_bytes(compact.dim, bits)  # the last row's window, zeros
             stream = nn.functional.pad(stream, (0, length * per - len(stream)))
             return cls(_pack(stream, bits), scale, bias, compact.offsets, bits, compact.dim)
-
-    @property
-    def d_max(self) -> int:
-        return self.dim
-
-    @property
-    def sizes(self) -> torch.Tensor:
-        """Every row's width d_n, from the offsets (int64)."""
-        return self.offsets.diff()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         flat = ids.reshape(-1)
