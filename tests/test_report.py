@@ -802,3 +802,26 @@ def test_the_readme_headline_on_quantised_tables_quotes_the_store():
     for method, shown in (("qr", "QR -0.005"), ("hash", "plain hashing -0.012")):
         d = delta("prune_deepfm", method, 0.8)
         assert d["n"] == 1 and shown.endswith(f"{d['mean']:+.3f}") and shown in text
+
+
+def test_chapter_4_quotes_the_stored_storage_benchmark_and_its_run():
+    """Chapter 4.7's speed ranges at 10 % density are the stored benchmark's (benchmarks/out/embedding.txt),
+    and 4.8's byte comparison is what the published run printed."""
+    import nbformat
+    text = " ".join(" ".join(line.lstrip("# ") for line in
+                             (ROOT / "notebooks" / "ch04_variable_size.py").read_text().splitlines()).split())
+    stored = (ROOT / "benchmarks" / "out" / "embedding.txt").read_text().splitlines()
+
+    def span(prefix):
+        line = next(x for x in stored if x.startswith(prefix))
+        values = [float(v.rstrip("x")) for v in line.split(":", 1)[1].replace(",", " ").split()]
+        return f"{min(values):.2f} to {max(values):.2f}"
+
+    assert f"({span('compact (PyTorch path) / best dense baseline at 10 % density, fwd:')} times at 10 % density)" in text
+    assert f"runs at {span('compact / best dense baseline at 10 % density, fwd:')} times the best dense speed" in text
+    assert f"runs at {span('compact / best dense baseline at 10 % density, fwd+bwd:')} times the best dense" in text
+    run = nbformat.read(ROOT / "book" / "published" / "ch04_variable_size.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in run.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    line = next(x for x in printed.splitlines() if x.startswith("c= 80% MagPrune"))
+    csr, compact = (float(x.split(" KiB")[0].split("(")[-1]) for x in line.split("|"))
+    assert f"below: {csr:.0f} against {compact:.0f} KiB at $c$ = 80 %" in text
