@@ -498,7 +498,9 @@ for g in grids.values():
 # (sciencestack.ai, arXiv 2311.15578; a summary, not the paper, and not checked against it) names
 # hashing and deduplication as the strongest families there; neither narrows rows, so neither is a
 # width search. Section 8.9 puts hashing (plain, and the quotient-remainder trick) beside the widths:
-# on the one DeepFM seed run so far both trail ES at 50 to 90 %; deduplication is not in this book. The published claims of DNIS (a gain at
+# on the one seed run so far both trail ES at 50 to 90 %, a little on DeepFM and far on NeuMF, where
+# ids that share rows meet in a dot product (as pruned rows do, Chapter 5); deduplication is not in
+# this book. The published claims of DNIS (a gain at
 # 50 % on collaborative filtering), CIESS (ahead of ES at 80-95 %) and iHAS (ahead of field-level
 # selection) are not reproduced on this data; whether they hold on ML-1M-sized data is the GPU run
 # this book still owes.

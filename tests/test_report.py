@@ -799,8 +799,9 @@ def test_the_readme_headline_on_quantised_tables_quotes_the_store():
             if method == "int8" and c == 0.8:
                 continue                      # below int8's floor
             assert abs(delta("prune_deepfm", method, c)["mean"]) <= 0.002
-    for method, shown in (("qr", "QR -0.005"), ("hash", "plain hashing -0.012")):
-        d = delta("prune_deepfm", method, 0.8)
+    for name, method, shown in (("prune_deepfm", "qr", "QR -0.005"), ("prune_deepfm", "hash", "plain hashing -0.012"),
+                                ("prune_neumf", "qr", "QR -0.167"), ("prune_neumf", "hash", "plain hashing -0.276")):
+        d = delta(name, method, 0.8)
         assert d["n"] == 1 and shown.endswith(f"{d['mean']:+.3f}") and shown in text
 
 
