@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..files import write_json
 from .checks import _check_memory
-from .report import _progress, metrics_table
+from .report import _progress, _settings, metrics_table
 
 
 def _cmd_data(args) -> int:
@@ -21,15 +21,9 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from ..backbones import defaults_for
     from ..data import prepare
     from ..train import TrainConfig, fit
-    model_kwargs, train_kwargs = defaults_for(args.backbone)
-    for arg, key in (("batch_size", "batch_size"), ("lr", "lr"), ("weight_decay", "weight_decay")):
-        if getattr(args, arg) is not None:
-            train_kwargs[key] = getattr(args, arg)
-    if args.reg is not None:
-        model_kwargs["reg"] = args.reg
+    model_kwargs, train_kwargs = _settings(args)
     config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
                          progress=_progress(args),
                          checkpoint=str(args.checkpoint) if args.checkpoint else None, **train_kwargs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..files import write_json
 from .checks import _check_exact_index_floor, _check_memory
-from .report import _progress, metrics_table
+from .report import _metric_keys, _progress, _settings, metrics_table
 
 
 def _cmd_ciess(args, split) -> int:
@@ -52,18 +52,12 @@ def _cmd_ciess(args, split) -> int:
 
 
 def _cmd_ihas(args) -> int:
-    from ..backbones import defaults_for
     from ..budget import format_bytes
     from ..data import prepare, split_ctr
     from ..data.ctr_files import read_ctr_file
     from ..search.ihas import IHASConfig, run_ihas
     from ..train import TrainConfig
-    model_kwargs, train_kwargs = defaults_for(args.backbone)
-    for arg, key in (("batch_size", "batch_size"), ("lr", "lr"), ("weight_decay", "weight_decay")):
-        if getattr(args, arg) is not None:
-            train_kwargs[key] = getattr(args, arg)
-    if args.reg is not None:
-        model_kwargs["reg"] = args.reg
+    model_kwargs, train_kwargs = _settings(args)
     config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
                          progress=_progress(args), **train_kwargs)
     ihas = IHASConfig(clusters=args.clusters, n_blocks=args.gate_blocks, route_dim=args.route_dim,
@@ -120,30 +114,20 @@ def _cmd_ihas(args) -> int:
 
 
 def _cmd_search(args) -> int:
-    from ..backbones import defaults_for
     from ..budget import format_bytes
     from ..data import prepare
     from ..search import run_baseline
     from ..train import TrainConfig
     if args.method == "ciess":
         split = prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet)
-        model_kwargs, train_kwargs = defaults_for(args.backbone)
-        if args.reg is not None:
-            model_kwargs["reg"] = args.reg
-        if args.batch_size is not None:
-            train_kwargs["batch_size"] = args.batch_size
+        model_kwargs, train_kwargs = _settings(args)
         _check_memory(args, split, model_kwargs, train_kwargs, copies=2)  # reference + candidate
         return _cmd_ciess(args, split)
     args.epochs = 300 if args.epochs is None else args.epochs
     args.patience = 10 if args.patience is None else args.patience
     if args.method == "ihas":
         return _cmd_ihas(args)
-    model_kwargs, train_kwargs = defaults_for(args.backbone)
-    for arg, key in (("batch_size", "batch_size"), ("lr", "lr"), ("weight_decay", "weight_decay")):
-        if getattr(args, arg) is not None:
-            train_kwargs[key] = getattr(args, arg)
-    if args.reg is not None:
-        model_kwargs["reg"] = args.reg
+    model_kwargs, train_kwargs = _settings(args)
     config = TrainConfig(epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
                          progress=_progress(args), **train_kwargs)
     split = prepare(args.dataset, args.protocol, seed=args.seed, verbose=not args.quiet)
@@ -165,7 +149,7 @@ def _cmd_search(args) -> int:
     protocol = "random-811 over samples" if args.dataset.endswith("-ctr") else args.protocol
     out = {"backbone": args.backbone, "dataset": args.dataset, "protocol": protocol,
            **(dnis.to_dict() if args.method == "dnis" else run.to_dict())}
-    keys = ["recall@20", "ndcg@20", "recall@5", "ndcg@5"] if "ndcg@20" in result.valid else ["auc", "logloss"]
+    keys = _metric_keys(result.valid)
     print(f"{args.method} sizes, density {run.density:.3f} (sparsity c = {100 * (1 - run.density):.1f} %), "
           f"d_max = {args.dim}: {args.backbone} on {args.dataset} ({protocol}, seed {args.seed}): "
           f"best epoch {result.best_epoch}, {result.seconds:.1f} s")
@@ -233,7 +217,7 @@ def _report_element_run(args, run, what: str, stages: str, dnis=None) -> int:
     from ..budget import format_bytes
     result = run.result
     protocol = "random-811 over samples" if args.dataset.endswith("-ctr") else args.protocol
-    keys = ["recall@20", "ndcg@20", "recall@5", "ndcg@5"] if "ndcg@20" in result.valid else ["auc", "logloss"]
+    keys = _metric_keys(result.valid)
     print(f"{args.method} ({what}), {args.density:g} of the dense bytes "
           f"(sparsity c = {100 * (1 - args.density):.1f} %), d_max = {args.dim}: {args.backbone} on {args.dataset} "
           f"({protocol}, seed {args.seed}): {stages}")
